@@ -1,0 +1,1 @@
+"""sampler: teacher model, data sources, training, samplers, evaluation and masked consistency distillation."""
