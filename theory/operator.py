@@ -1,6 +1,581 @@
-"""PLACEHOLDER (helper A replaces this file)."""
-def masked_alpha(nu, vocab_size, complement=False): raise NotImplementedError
-def masked_alpha_deriv(nu, vocab_size): raise NotImplementedError
-def log_masked_alpha(nu, vocab_size, complement=False): raise NotImplementedError
-def nu_from_masked_alpha(alpha, vocab_size): raise NotImplementedError
-def uniform_alpha(nu, vocab_size): raise NotImplementedError
+"""The masked duality operator alpha_K(nu), its derivative, complement, logarithm and inverse.
+
+For a vocabulary of K >= 2 tokens and a latent signal-to-noise ratio nu, let
+w = nu·e_k + ε with ε ~ N(0, I_K). The clean token survives the argmax projection
+with probability
+
+    α_K(ν) = P(w_k > max_{j≠k} w_j) = ∫ φ(z − ν) Φ(z)^{K−1} dz = P(Y < ν),
+
+where Y = max_{j≠k} ε_j − ε_k. Its complement and derivative have positive
+integrands as well (no cancellation anywhere):
+
+    1 − α_K(ν) = ∫ φ(z − ν) (1 − Φ(z)^{K−1}) dz,
+    α'_K(ν)    = (K − 1) ∫ φ(z − ν) φ(z) Φ(z)^{K−2} dz.
+
+Numerics
+--------
+*Direct path.* All three integrands are log-concave in z (Y is a sum of independent
+log-concave variables). For each point the mode z* of the log-integrand is found by
+safeguarded Newton, the curvature there gives a width, and the two points where the
+log-integrand has dropped by 40 below its peak are found by Newton (monotone by
+concavity; they lie within √80 of the peak because the curvature is at least 1).
+The integral is then Gauss–Legendre on a few panels of [z_left, z*] and [z*, z_right],
+summed in log space. Everything is in log space (``scipy.special.log_ndtr``, the
+Mills ratio φ/Φ as exp(log φ − log Φ), 1 − Φ^{K−1} as −expm1((K−1)·log Φ)), so the
+log of α, 1 − α and α' keeps full relative precision far below the float64
+underflow: the tails are *not* truncated, values below ~1e-308 simply underflow to
+(subnormal or) zero in the linear-scale functions and stay exact in the log-scale one.
+
+*Tables.* For a vocabulary size that occurs with many points in one call, a
+piecewise polynomial (Chebyshev interpolation on adaptively bisected panels, built
+from the direct path and cached per K) of f(ν) = log α(ν) left of the median of Y and
+f(ν) = log(1 − α(ν)) right of it, and a second one of log α'(ν), is evaluated with
+Horner's rule: ~10^7 points per second. Points outside the table range (where the
+values are below ~1e-320) go through the direct path.
+
+*Exact cases.* α_K(0) = 1/K, α(−∞) = 0, α(+∞) = 1 and the closed form for K = 2,
+α_2(ν) = Φ(ν/√2), are returned as such.
+
+*Inverse.* Newton in log α (left of the median) or log(1 − α) (right of it), both
+concave in ν, started from monotone interpolation of a coarse grid and safeguarded by
+its bracket.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+from scipy.special import log_ndtr, ndtr, ndtri
+
+from ._arrays import check_no_nan, check_probability, check_vocab_size, result_kind, to_float64
+
+__all__ = [
+    "masked_alpha",
+    "masked_alpha_deriv",
+    "log_masked_alpha",
+    "nu_from_masked_alpha",
+    "uniform_alpha",
+]
+
+ArrayLike = Any  # float | np.ndarray | torch.Tensor (torch is not imported here)
+
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+_SQRT2 = math.sqrt(2.0)
+
+# Integrand kinds.
+_ALPHA = 0
+_COMPLEMENT = 1
+_DERIV = 2
+
+# Below the peak by this much in log space, the dropped mass is < e^-40 ≈ 4e-18 relative.
+_DROP = 40.0
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(20)
+# Panel edges on [0, 1] (fraction of the way from the mode to an end point): finer near
+# the mode, where the curvature may change fastest.
+_PANEL_EDGES = np.array([0.0, 0.25, 0.6, 1.0])
+_GUMBEL_EDGES = np.array([-2.0, 0.0, 2.0])
+_CHUNK = 8192
+
+
+def _log1mexp(x: np.ndarray) -> np.ndarray:
+    """log(1 − e^x) for x ≤ 0, accurate at both ends."""
+    return np.where(x > -math.log(2.0), np.log(-np.expm1(x)), np.log1p(-np.exp(x)))
+
+
+def _log_integrand(z: np.ndarray, nu: np.ndarray, km1: np.ndarray, kind: int):
+    """Log-integrand g(z) and its first two z-derivatives (g'' clipped to ≤ −1, its true bound)."""
+    log_phi = -0.5 * z * z - _LOG_SQRT_2PI
+    log_cdf = log_ndtr(z)
+    mills = np.exp(log_phi - log_cdf)  # φ(z)/Φ(z)
+    mills_deriv = -mills * (z + mills)
+    g = -0.5 * (z - nu) ** 2 - _LOG_SQRT_2PI
+    g1 = nu - z
+    if kind == _ALPHA:
+        a0 = km1 * log_cdf
+        a1 = km1 * mills
+        a2 = km1 * mills_deriv
+    elif kind == _DERIV:
+        a0 = np.log(km1) + log_phi + (km1 - 1.0) * log_cdf
+        a1 = -z + (km1 - 1.0) * mills
+        a2 = -1.0 + (km1 - 1.0) * mills_deriv
+    else:
+        log_upper = log_ndtr(-z)
+        # 1 − Φ^{K−1} = −expm1((K−1) log Φ); once Φ(−z) underflows (z > 37) it is (K−1)Φ(−z).
+        a0 = np.where(log_upper < -700.0, np.log(km1) + log_upper, _log1mexp(km1 * log_cdf))
+        a1 = -np.exp(np.log(km1) + log_phi + (km1 - 1.0) * log_cdf - a0)
+        a2 = a1 * (-z + (km1 - 1.0) * mills - a1)
+    return g + a0, g1 + a1, np.minimum(-1.0 + a2, -1.0)
+
+
+def _find_mode(nu: np.ndarray, km1: np.ndarray, kind: int) -> np.ndarray:
+    """Mode of the (concave) log-integrand by Newton, safeguarded by bisection in a bracket."""
+    z = nu.copy() if kind != _DERIV else 0.5 * nu
+    lo = np.full_like(z, -np.inf)
+    hi = np.full_like(z, np.inf)
+    for _ in range(200):
+        _, g1, g2 = _log_integrand(z, nu, km1, kind)
+        lo = np.where(g1 > 0, np.maximum(lo, z), lo)
+        hi = np.where(g1 <= 0, np.minimum(hi, z), hi)
+        z_new = z - g1 / g2
+        # Newton iterates become bracket ends, so a step onto an end would cycle: bisect.
+        outside = ~((z_new > lo) & (z_new < hi)) & np.isfinite(lo) & np.isfinite(hi)
+        outside &= np.abs(z_new - z) > 1e-15 * (1.0 + np.abs(z))
+        z_new = np.where(outside, 0.5 * (lo + hi), z_new)
+        # |step|·sqrt(curvature) is the step in units of the peak width.
+        done = np.abs(z_new - z) * np.sqrt(-g2) < 1e-6
+        z = z_new
+        if done.all():
+            break
+    return z
+
+
+def _find_end(z_mode, g_mode, nu, km1, kind, side: float) -> np.ndarray:
+    """Point on `side` (±1) of the mode where the log-integrand is `_DROP` below its peak."""
+    _, _, g2 = _log_integrand(z_mode, nu, km1, kind)
+    max_dist = math.sqrt(2.0 * _DROP) + 1.0  # curvature ≥ 1 everywhere
+    dist = np.minimum(np.sqrt(2.0 * _DROP / -g2), max_dist)
+    for _ in range(60):
+        z = z_mode + side * dist
+        g, g1, _ = _log_integrand(z, nu, km1, kind)
+        h = g - (g_mode - _DROP)
+        slope = side * g1  # d h / d dist, negative beyond the mode
+        new_dist = dist - h / np.minimum(slope, -1e-300)
+        new_dist = np.clip(new_dist, 0.5 * dist, max_dist)
+        done = (h <= 0.0) & (h > -1.0)
+        dist = np.where(done, dist, new_dist)
+        if done.all():
+            break
+    return z_mode + side * dist
+
+
+def _direct_log_chunk(nu: np.ndarray, km1: np.ndarray, kind: int) -> np.ndarray:
+    z_mode = _find_mode(nu, km1, kind)
+    g_mode, _, _ = _log_integrand(z_mode, nu, km1, kind)
+    z_left = _find_end(z_mode, g_mode, nu, km1, kind, -1.0)
+    z_right = _find_end(z_mode, g_mode, nu, km1, kind, 1.0)
+    # The max of K − 1 normals sits near z_gumbel, (K − 1)Φ(−z_gumbel) = 1, with spread
+    # ~1/z_gumbel; there 1 − Φ^{K−1} turns from ≈ 1 to ≈ (K − 1)Φ(−z), a sharp bend of the
+    # log-integrand that the quadrature panels must not straddle.
+    z_gumbel = -ndtri(1.0 / np.maximum(km1, 2.0))
+    spread = 1.0 / np.maximum(z_gumbel, 1.0)
+    edges = np.concatenate(
+        [
+            z_mode[:, None] + (z_left - z_mode)[:, None] * _PANEL_EDGES[None, :],
+            z_mode[:, None] + (z_right - z_mode)[:, None] * _PANEL_EDGES[None, 1:],
+            np.clip(
+                z_gumbel[:, None] + spread[:, None] * _GUMBEL_EDGES[None, :], z_left[:, None], z_right[:, None]
+            ),
+        ],
+        axis=1,
+    )
+    edges.sort(axis=1)
+    left, right = edges[:, :-1], edges[:, 1:]
+    half = 0.5 * (right - left)
+    nodes = (0.5 * (left + right))[:, :, None] + half[:, :, None] * _GL_NODES
+    shape = nodes.shape
+    g, _, _ = _log_integrand(nodes.reshape(shape[0], -1), nu[:, None], km1[:, None], kind)
+    contrib = np.exp(g.reshape(shape) - g_mode[:, None, None]) @ _GL_WEIGHTS
+    return g_mode + np.log((half * contrib).sum(axis=1))
+
+
+def _direct_log(nu: np.ndarray, km1: np.ndarray, kind: int) -> np.ndarray:
+    """log of α, 1 − α or α' at finite ν (1-D arrays of equal length), by quadrature."""
+    out = np.empty_like(nu)
+    for start in range(0, nu.size, _CHUNK):
+        sl = slice(start, start + _CHUNK)
+        out[sl] = _direct_log_chunk(nu[sl], km1[sl], kind)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Evaluation front end: validation, exact cases, table or direct path.
+
+
+def _prepare(nu: ArrayLike, vocab_size: ArrayLike, nu_name: str = "nu"):
+    nu_arr = to_float64(nu, nu_name)
+    check_no_nan(nu_arr, nu_name)
+    k_arr = check_vocab_size(vocab_size)
+    nu_b, k_b = np.broadcast_arrays(nu_arr, k_arr)
+    return np.ascontiguousarray(nu_b).reshape(-1), np.ascontiguousarray(k_b).reshape(-1), nu_b.shape
+
+
+def _log_values(nu: np.ndarray, k: np.ndarray, kind: int) -> np.ndarray:
+    """log α, log(1 − α) or log α' at flat arrays ν, K (ν may be ±inf, no NaN)."""
+    out = np.empty_like(nu)
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(nu)
+        if kind == _DERIV:
+            out[~finite] = -np.inf
+        else:
+            upper = (nu > 0) if kind == _ALPHA else (nu < 0)
+            out[~finite] = np.where(upper[~finite], 0.0, -np.inf)
+        zero = nu == 0
+        if kind == _ALPHA:
+            out[zero] = -np.log(k[zero])
+        elif kind == _COMPLEMENT:
+            out[zero] = np.log1p(-1.0 / k[zero])
+        two = (k == 2) & finite & ~zero
+        if kind == _DERIV:
+            two = (k == 2) & finite
+        x = nu[two] / _SQRT2
+        if kind == _ALPHA:
+            out[two] = log_ndtr(x)
+        elif kind == _COMPLEMENT:
+            out[two] = log_ndtr(-x)
+        else:
+            out[two] = -0.5 * x * x - _LOG_SQRT_2PI - 0.5 * math.log(2.0)
+        rest = finite & ~two if kind == _DERIV else finite & ~two & ~zero
+        idx = np.flatnonzero(rest)
+        if idx.size:
+            out[idx] = _evaluate(nu[idx], k[idx], kind)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Per-K tables: piecewise polynomials of log α | log(1 − α) and of log α'.
+
+_DEGREE = 15
+_CELLS_PER_UNIT = 32  # finest panel width 1/32; panel edges lie on this dyadic grid
+_TABLE_CACHE_SIZE = 32
+_TABLE_MIN_POINTS = 256  # points seen for one K (over all calls) before its table is built
+_LOG_UNDERFLOW = -745.2  # log of the smallest subnormal float64
+_GRID_HALF_WIDTH = 64.0
+
+_cheb_t = np.cos(np.pi * (np.arange(_DEGREE + 1) + 0.5) / (_DEGREE + 1))  # nodes in [-1, 1]
+# Values at the nodes -> Chebyshev coefficients (discrete cosine transform).
+_values_to_cheb = (
+    2.0
+    / (_DEGREE + 1)
+    * np.cos(np.outer(np.arange(_DEGREE + 1), np.pi * (np.arange(_DEGREE + 1) + 0.5) / (_DEGREE + 1)))
+)
+_values_to_cheb[0] *= 0.5
+# Chebyshev coefficients -> monomial coefficients in t (column j holds T_j's).
+_cheb_to_mono = np.zeros((_DEGREE + 1, _DEGREE + 1))
+for _j in range(_DEGREE + 1):
+    _mono_j = np.polynomial.chebyshev.cheb2poly(np.eye(_DEGREE + 1)[_j])
+    _cheb_to_mono[: _mono_j.size, _j] = _mono_j
+
+
+class _PiecewisePoly:
+    """Piecewise polynomial on [lo, hi] with panels aligned to a 1/_CELLS_PER_UNIT grid."""
+
+    def __init__(self, lo: float, hi: float, panels: list[tuple[float, float]], values: np.ndarray):
+        self.lo, self.hi = lo, hi
+        order = np.argsort([a for a, _ in panels])
+        left = np.array([panels[i][0] for i in order])
+        right = np.array([panels[i][1] for i in order])
+        self.center = 0.5 * (left + right)
+        self.inv_half = 2.0 / (right - left)
+        mono = (_cheb_to_mono @ (_values_to_cheb @ values[order].T)).T  # (panels, degree+1)
+        self.coef = [np.ascontiguousarray(mono[:, j]) for j in range(_DEGREE + 1)]
+        num_cells = int(round((hi - lo) * _CELLS_PER_UNIT))
+        cell_panel = np.empty(num_cells, dtype=np.intp)
+        for p, (a, b) in enumerate(zip(left, right)):
+            i0 = int(round((a - lo) * _CELLS_PER_UNIT))
+            i1 = int(round((b - lo) * _CELLS_PER_UNIT))
+            cell_panel[i0:i1] = p
+        self.cell_panel = cell_panel
+
+    def __call__(self, nu: np.ndarray) -> np.ndarray:
+        """Values at ν in [lo, hi] (callers keep ν inside)."""
+        cell = ((nu - self.lo) * _CELLS_PER_UNIT).astype(np.intp)
+        np.clip(cell, 0, self.cell_panel.size - 1, out=cell)
+        panel = self.cell_panel.take(cell)
+        t = (nu - self.center.take(panel)) * self.inv_half.take(panel)
+        acc = self.coef[_DEGREE].take(panel)
+        for j in range(_DEGREE - 1, -1, -1):
+            acc *= t
+            acc += self.coef[j].take(panel)
+        return acc
+
+
+def _fit_panels(func, cells: list[tuple[float, float]]) -> tuple[list[tuple[float, float]], np.ndarray]:
+    """Bisect panels until the Chebyshev tail of `func` on each is below tolerance."""
+    done_panels: list[tuple[float, float]] = []
+    done_values: list[np.ndarray] = []
+    todo = cells
+    min_width = 1.0 / _CELLS_PER_UNIT
+    while todo:
+        a = np.array([c[0] for c in todo])
+        b = np.array([c[1] for c in todo])
+        nodes = 0.5 * (a + b)[:, None] + 0.5 * (b - a)[:, None] * _cheb_t
+        vals = func(nodes.reshape(-1)).reshape(nodes.shape)
+        cheb = vals @ _values_to_cheb.T
+        tail = np.abs(cheb[:, -3:]).sum(axis=1)
+        tol = 1e-13 + 1e-14 * np.abs(vals).max(axis=1)
+        next_todo = []
+        for i, (lo, hi) in enumerate(todo):
+            width = hi - lo
+            if tail[i] <= tol[i] or width <= min_width * 1.0000001:
+                done_panels.append((lo, hi))
+                done_values.append(vals[i])
+            else:
+                mid = lo + 0.5 * width
+                next_todo += [(lo, mid), (mid, hi)]
+        todo = next_todo
+    return done_panels, np.array(done_values)
+
+
+class _Table:
+    """Cached fast evaluation for one vocabulary size K (built from the direct path)."""
+
+    def __init__(self, k: float):
+        km1 = k - 1.0
+        grid = np.arange(-_GRID_HALF_WIDTH, _GRID_HALF_WIDTH + 0.25, 0.5)
+        log_a = _direct_log(grid, np.full_like(grid, km1), _ALPHA)
+        log_c = _direct_log(grid, np.full_like(grid, km1), _COMPLEMENT)
+        # Split at an integer near the median of Y, so both sides are well conditioned.
+        self.split = float(np.round(grid[np.argmin(np.abs(log_a - log_c))]))
+        under_lo = grid[log_a < _LOG_UNDERFLOW]
+        under_hi = grid[log_c < _LOG_UNDERFLOW]
+        self.lo = float(np.floor(under_lo.max())) if under_lo.size else -_GRID_HALF_WIDTH
+        self.hi = float(np.ceil(under_hi.min())) if under_hi.size else _GRID_HALF_WIDTH
+        self.lo = min(self.lo, self.split - 1.0)
+        self.hi = max(self.hi, self.split + 1.0)
+        cells = [(float(x), float(x) + 1.0) for x in np.arange(self.lo, self.hi)]
+
+        def main(nu: np.ndarray) -> np.ndarray:
+            out = np.empty_like(nu)
+            left = nu < self.split
+            out[left] = _direct_log(nu[left], np.full(left.sum(), km1), _ALPHA)
+            out[~left] = _direct_log(nu[~left], np.full((~left).sum(), km1), _COMPLEMENT)
+            return np.minimum(out, 0.0)
+
+        self.main = _PiecewisePoly(self.lo, self.hi, *_fit_panels(main, cells))
+        self.deriv = _PiecewisePoly(
+            self.lo, self.hi, *_fit_panels(lambda nu: _direct_log(nu, np.full_like(nu, km1), _DERIV), cells)
+        )
+        # Fine monotone samples of the two halves, for the inverse's starting bracket.
+        self.inv_grid = np.arange(self.lo, self.hi + 1e-9, 1.0 / 8)
+        self.inv_vals = self.main(self.inv_grid)
+
+    def log_values(self, nu: np.ndarray, kind: int) -> np.ndarray:
+        """kind's log value at ν; NaN where ν is outside [lo, hi] (the caller fills those)."""
+        inside = (nu >= self.lo) & (nu <= self.hi)
+        out = np.full_like(nu, np.nan)
+        x = nu[inside] if not inside.all() else nu
+        if kind == _DERIV:
+            vals = self.deriv(x)
+        else:
+            f = self.main(x)
+            left = x < self.split
+            # f is log α on the left, log(1 − α) on the right; the other one is log1mexp(f).
+            want_main = left if kind == _ALPHA else ~left
+            vals = np.where(want_main, f, _log1mexp(np.minimum(f, 0.0)))
+        if inside.all():
+            return vals
+        out[inside] = vals
+        return out
+
+
+_tables: OrderedDict[float, _Table] = OrderedDict()
+_points_seen: dict[float, int] = {}
+
+
+def _table_for(k: float, num_points: int) -> _Table | None:
+    table = _tables.get(k)
+    if table is not None:
+        _tables.move_to_end(k)
+        return table
+    seen = _points_seen.get(k, 0) + num_points
+    _points_seen[k] = seen
+    if seen < _TABLE_MIN_POINTS:
+        return None
+    table = _Table(k)
+    _tables[k] = table
+    while len(_tables) > _TABLE_CACHE_SIZE:
+        _tables.popitem(last=False)
+    return table
+
+
+def _evaluate(nu: np.ndarray, k: np.ndarray, kind: int) -> np.ndarray:
+    """Log values at finite ν: per distinct K, the table where it applies, else the direct path."""
+    out = np.empty_like(nu)
+    k_values = np.unique(k) if k.size > 1 and k[0] != k[-1] or (k != k[0]).any() else k[:1]
+    for k_value in k_values:
+        sel = slice(None) if k_values.size == 1 else np.flatnonzero(k == k_value)
+        nu_k = nu[sel]
+        table = _table_for(float(k_value), nu_k.size)
+        if table is None:
+            vals = _direct_log(nu_k, np.full_like(nu_k, k_value - 1.0), kind)
+        else:
+            vals = table.log_values(nu_k, kind)
+            missing = np.isnan(vals)
+            if missing.any():
+                vals[missing] = _direct_log(nu_k[missing], np.full(missing.sum(), k_value - 1.0), kind)
+        out[sel] = vals if kind == _DERIV else np.minimum(vals, 0.0)
+    return out
+
+
+def log_masked_alpha(nu: ArrayLike, vocab_size: ArrayLike, complement: bool = False) -> Any:
+    """log α_K(ν), or log(1 − α_K(ν)) when `complement`, with full relative precision in the tails.
+
+    α_K(ν) = ∫ φ(z − ν) Φ(z)^{K−1} dz; broadcasting over `nu` and `vocab_size`;
+    float / numpy / torch in, the same kind out (float64).
+    """
+    convert = result_kind(nu, vocab_size)
+    nu_f, k_f, shape = _prepare(nu, vocab_size)
+    return convert(_log_values(nu_f, k_f, _COMPLEMENT if complement else _ALPHA).reshape(shape))
+
+
+def masked_alpha(nu: ArrayLike, vocab_size: ArrayLike, complement: bool = False) -> Any:
+    """α_K(ν) = P(ν + ε_k > max_{j≠k} ε_j) = ∫ φ(z − ν) Φ(z)^{K−1} dz, ε ~ N(0, I_K).
+
+    With `complement`, 1 − α_K(ν) = ∫ φ(z − ν)(1 − Φ(z)^{K−1}) dz computed without
+    cancellation. Relative error ≲ 1e-12 wherever the value is a normal float64;
+    smaller values underflow gracefully to 0 (their logarithm is exact in
+    `log_masked_alpha`). Broadcasts over `nu` (any real, ±inf allowed) and
+    `vocab_size` (integers ≥ 2); float / numpy / torch in, the same kind out (float64).
+    """
+    convert = result_kind(nu, vocab_size)
+    nu_f, k_f, shape = _prepare(nu, vocab_size)
+    with np.errstate(all="ignore"):
+        kind = _COMPLEMENT if complement else _ALPHA
+        out = np.exp(_log_values(nu_f, k_f, kind))
+    return convert(out.reshape(shape))
+
+
+def masked_alpha_deriv(nu: ArrayLike, vocab_size: ArrayLike) -> Any:
+    """dα_K/dν = (K − 1) ∫ φ(z − ν) φ(z) Φ(z)^{K−2} dz (the density of Y at ν).
+
+    For K = 2 this is φ(ν/√2)/√2. Broadcasting and array kinds as in `masked_alpha`.
+    """
+    convert = result_kind(nu, vocab_size)
+    nu_f, k_f, shape = _prepare(nu, vocab_size)
+    with np.errstate(all="ignore"):
+        out = np.exp(_log_values(nu_f, k_f, _DERIV))
+    return convert(out.reshape(shape))
+
+
+def uniform_alpha(nu: ArrayLike, vocab_size: ArrayLike) -> Any:
+    """Uniform-state (argmax) schedule (K·α_K(ν) − 1)/(K − 1) of the Diffusion Duality work.
+
+    Computed as 1 − K(1 − α)/(K − 1) where α > 1/2, so it is accurate near 1.
+    """
+    convert = result_kind(nu, vocab_size)
+    nu_f, k_f, shape = _prepare(nu, vocab_size)
+    with np.errstate(all="ignore"):
+        log_a = _log_values(nu_f, k_f, _ALPHA)
+        a = np.exp(log_a)
+        upper = a > 0.5
+        out = (k_f * a - 1.0) / (k_f - 1.0)
+        if upper.any():
+            one_minus = np.exp(_log_values(nu_f[upper], k_f[upper], _COMPLEMENT))
+            out[upper] = 1.0 - k_f[upper] * one_minus / (k_f[upper] - 1.0)
+    return convert(out.reshape(shape))
+
+
+def nu_from_masked_alpha(alpha: ArrayLike, vocab_size: ArrayLike) -> Any:
+    """The inverse ν = α_K⁻¹(a) for a in [0, 1]: 0 → −inf, 1 → +inf, 1/K → 0.
+
+    Solved by Newton in log α (a ≤ 1/2) or log(1 − α) (a > 1/2), both concave in ν.
+    """
+    convert = result_kind(alpha, vocab_size)
+    a_arr = to_float64(alpha, "alpha")
+    check_probability(a_arr, "alpha")
+    k_arr = check_vocab_size(vocab_size)
+    a_b, k_b = np.broadcast_arrays(a_arr, k_arr)
+    shape = a_b.shape
+    a_f = np.ascontiguousarray(a_b).reshape(-1)
+    k_f = np.ascontiguousarray(k_b).reshape(-1)
+    with np.errstate(all="ignore"):
+        out = _inverse(a_f, k_f)
+    return convert(out.reshape(shape))
+
+
+def _inverse(a: np.ndarray, k: np.ndarray) -> np.ndarray:
+    out = np.empty_like(a)
+    out[a == 0] = -np.inf
+    out[a == 1] = np.inf
+    exact_zero = a == 1.0 / k
+    out[exact_zero] = 0.0
+    two = (k == 2) & (a > 0) & (a < 1)
+    a2 = a[two]
+    out[two] = _SQRT2 * np.where(a2 <= 0.5, ndtri(a2), -ndtri(1.0 - a2))
+    rest = np.flatnonzero((a > 0) & (a < 1) & ~two & ~exact_zero)
+    if rest.size:
+        a_rest, k_rest = a[rest], k[rest]
+        nu_rest = np.empty_like(a_rest)
+        for k_value in np.unique(k_rest):
+            sel = np.flatnonzero(k_rest == k_value)
+            # The inverse costs ~10 evaluations a point: build the table sooner.
+            table = _table_for(float(k_value), 8 * sel.size)
+            if table is None:
+                nu_rest[sel] = _newton_inverse(a_rest[sel], k_rest[sel])
+            else:
+                nu_rest[sel] = _table_inverse(table, a_rest[sel], k_rest[sel])
+        out[rest] = nu_rest
+    return out
+
+
+def _newton_steps(nu, lo, hi, target, lower, log_f, log_deriv, max_iter: int) -> np.ndarray:
+    """Newton on f(ν) = target, f = log α where `lower` else log(1 − α), safeguarded by [lo, hi]."""
+    for _ in range(max_iter):
+        f = log_f(nu, lower)
+        slope = np.exp(log_deriv(nu) - f)
+        slope = np.where(lower, slope, -slope)
+        h = f - target
+        too_high = np.where(lower, h > 0, h < 0)  # ν is right of the root
+        hi = np.where(too_high, np.minimum(hi, nu), hi)
+        lo = np.where(too_high, lo, np.maximum(lo, nu))
+        nu_new = nu - h / slope
+        bad = ~((nu_new > lo) & (nu_new < hi)) | ~np.isfinite(nu_new)
+        tiny = np.abs(nu_new - nu) <= 1e-15 * np.maximum(1.0, np.abs(nu))
+        nu_new = np.where(bad & ~tiny, 0.5 * (lo + hi), nu_new)
+        converged = (np.abs(nu_new - nu) <= 1e-14 * np.maximum(1.0, np.abs(nu))) | (h == 0)
+        nu = np.where(h == 0, nu, nu_new)
+        if converged.all():
+            break
+    return nu
+
+
+def _table_inverse(table: "_Table", a: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Newton in the table, from a bracket found on its fine monotone samples."""
+    grid, vals = table.inv_grid, table.inv_vals
+    left_part = grid < table.split
+    log_alpha_split = float(_log1mexp(np.minimum(vals[~left_part][:1], 0.0))[0])
+    lower = np.log(a) < log_alpha_split
+    target = np.where(lower, np.log(a), np.log1p(-a))
+    # Left of the split the samples (log α) increase, right of it (log(1 − α)) decrease.
+    g_left = np.append(grid[left_part], table.split)
+    v_left = np.append(vals[left_part], log_alpha_split)
+    g_right, v_right = grid[~left_part][::-1], vals[~left_part][::-1]
+    nu = np.empty_like(a)
+    lo = np.empty_like(a)
+    hi = np.empty_like(a)
+    for side, (g_side, v_side) in ((True, (g_left, v_left)), (False, (g_right, v_right))):
+        sel = lower == side
+        i = np.clip(np.searchsorted(v_side, target[sel]), 1, v_side.size - 1)
+        g0, g1, v0, v1 = g_side[i - 1], g_side[i], v_side[i - 1], v_side[i]
+        frac = np.clip((target[sel] - v0) / (v1 - v0), 0.0, 1.0)
+        nu[sel] = g0 + frac * (g1 - g0)
+        lo[sel] = np.minimum(g0, g1)
+        hi[sel] = np.maximum(g0, g1)
+    outside = (target < np.where(lower, v_left[0], v_right[0])) | ~np.isfinite(nu)
+    lo = np.where(outside, -np.inf, lo)
+    hi = np.where(outside, np.inf, hi)
+
+    def log_f(x, low):
+        return np.where(low, _evaluate(x, k, _ALPHA), _evaluate(x, k, _COMPLEMENT))
+
+    nu = _newton_steps(nu, lo, hi, target, lower, log_f, lambda x: _evaluate(x, k, _DERIV), 40)
+    if outside.any():
+        nu[outside] = _newton_inverse(a[outside], k[outside])
+    return nu
+
+
+def _newton_inverse(a: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Direct-path inverse: Newton in log α or log(1 − α) from ν = 0, bisection in [−90, 90]."""
+    lower = a < 1.0 / k
+    target = np.where(lower, np.log(a), np.log1p(-a))
+
+    def log_f(x, low):
+        return np.where(low, _log_values(x, k, _ALPHA), _log_values(x, k, _COMPLEMENT))
+
+    start = np.zeros_like(a)
+    lo = np.where(lower, -90.0, 0.0)
+    hi = np.where(lower, 0.0, 90.0)
+    return _newton_steps(start, lo, hi, target, lower, log_f, lambda x: _log_values(x, k, _DERIV), 200)

