@@ -8,7 +8,8 @@ Each docstring states the claim, the draws and the statistical method.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,7 +92,7 @@ def check_marginal_duality(
     """P(project(ν·e_x0 + ε) = x0) = α_K(ν): materialised Gaussians for K ∈ {2, 3, 10}, O(1)
     threshold draws Y (visible iff Y < ν) for K ∈ {2, 3, 10, 1000, 50258}.  Both estimate the CDF
     of Y on a grid of ν; DKW band over the whole grid per (K, draw kind), Bonferroni over the 8."""
-    n_mat = ctx.size(2_000_000, 200_000)
+    n_mat = ctx.size(2_000_000, 100_000)
     n_thr = ctx.size(2_000_000, 400_000)
     groups = len(MATERIALISED_VOCAB_SIZES) + len(MARGINAL_VOCAB_SIZES)
     delta = stats.bonferroni(ctx.delta, groups)
@@ -230,7 +231,7 @@ def check_path_duality(
     conditional on the number of tokens visible at s (masked at t), which is exact because tokens
     are independent.  Couplings: "gaussian" K = 10 (the definition) and "threshold" K = 50 258."""
     schedule = schedule_fn()
-    setups = [("gaussian", 10, ctx.size(1_000_000, 100_000)), ("threshold", 50258, ctx.size(4_000_000, 400_000))]
+    setups = [("gaussian", 10, ctx.size(2_000_000, 100_000)), ("threshold", 50258, ctx.size(8_000_000, 400_000))]
     delta = stats.bonferroni(ctx.delta, 3 * len(setups))
     alpha = _as_numpy(schedule.alpha(np.asarray(PATH_TIMES)))
     tests, checked = [], {}
@@ -294,7 +295,7 @@ def ou_path(
         yield alpha_tilde[i] * onehot + sigma_tilde[i] * eps
 
 
-COUNTEREXAMPLE_VOCAB = 20
+COUNTEREXAMPLE_VOCAB = 10
 
 
 def check_counterexample(
@@ -308,15 +309,15 @@ def check_counterexample(
     """A Markov OU path with fresh noise, projected, has the right marginals (exact binomial per
     time) but is not a masked path: tokens reappear (masked at t_i, visible at t_{i+1}).  The claim
     "reappearance rate > 0" passes iff some token reappears (one-sided Clopper–Pearson lower bound
-    > 0): a masked path never does, so its false-pass rate is exactly 0.  K = 20, log-linear."""
+    > 0): a masked path never does, so its false-pass rate is exactly 0.  K = 10, log-linear."""
     vocab_size = COUNTEREXAMPLE_VOCAB
     schedule = schedule_fn()
     calibrated = calibrate_fn(schedule, vocab_size)
     times = np.asarray(COUNTEREXAMPLE_TIMES)
-    alpha_tilde = _as_numpy(calibrated.alpha_tilde(times))
-    sigma_tilde = _as_numpy(calibrated.sigma_tilde(times))
+    nu = _as_numpy(calibrated.nu(times))  # α̃ = ν/√(1+ν²), σ̃ = 1/√(1+ν²) (checked against the schedule in claim 6)
+    alpha_tilde, sigma_tilde = nu / np.sqrt(1.0 + nu**2), 1.0 / np.sqrt(1.0 + nu**2)
     alpha = _as_numpy(schedule.alpha(times))
-    n = ctx.size(300_000, 50_000)
+    n = ctx.size(800_000, 50_000)
     generator = ctx.generator("ou")
     m = len(times)
     visible = np.zeros(m, dtype=np.int64)
@@ -650,7 +651,7 @@ class MarkovToy:
         count = self.masked.sum(axis=1)
         per_pattern = (self.probs[None, :] * self.loss).sum(axis=1)  # (P,)
         a = np.asarray(alpha, dtype=np.float64)[..., None]
-        return ((1.0 - a) ** count * a ** (self.length - count) * per_pattern).sum(axis=-1)
+        return np.asarray(((1.0 - a) ** count * a ** (self.length - count) * per_pattern).sum(axis=-1))
 
     def sample(self, size: int, generator: torch.Generator, device: torch.device) -> Int[Tensor, "n L"]:
         u = torch.rand(size, self.length, dtype=torch.float64, generator=generator).numpy()
@@ -820,30 +821,41 @@ def check_trainer_batches(
     (conditional exact binomial).  K = 8, L = 64, log-linear schedule."""
     schedule = schedule_fn()
     vocab_size, length, mask_id = 8, 64, 8
-    n_tokens = ctx.size(2_000_000, 250_000)
-    rows_per_time = max(1, n_tokens // (length * len(BATCH_TIMES)))
+    n_tokens = ctx.size(10_000_000, 1_000_000)
+    m = len(BATCH_TIMES)
+    rows_total = max(1, n_tokens // (length * m))
+    chunk_rows = max(1, 4_000_000 // (length * m))
     times = np.asarray(BATCH_TIMES)
     alpha = _as_numpy(schedule.alpha(times))
+    dt = 0.2
+    s_np = np.clip(times - dt, 0.0, None)
+    alpha_s = _as_numpy(schedule.alpha(s_np))
     delta = stats.bonferroni(ctx.delta, 5)  # teacher marginals, Bernstein, distillation marginals, kernel, reverse
-    tests = []
-    # teacher batches at given times (generator on CPU: sampler.batches keeps its generator there)
-    generator = ctx.generator("teacher") if ctx.device.type == "cpu" else torch.Generator().manual_seed(ctx.seed + 101)
-    x0 = torch.randint(0, vocab_size, (rows_per_time * len(BATCH_TIMES), length), generator=generator).to(ctx.device)
-    t = torch.as_tensor(np.repeat(times, rows_per_time), dtype=torch.float64, device=ctx.device)
-    z, t_out = teacher_batch_fn(x0, schedule, mask_id, generator, t)
-    ctx.count(x0.numel())
-    visible = (z == x0).reshape(len(BATCH_TIMES), rows_per_time * length).sum(dim=1).cpu().numpy()
-    tests.append(stats.zero_violation_test("teacher batch: z in {x0, mask}", int((~((z == x0) | (z == mask_id))).sum()), x0.numel(), ctx.beta))
-    tests.append(stats.binomial_family_test("teacher batch: P(visible at t) = alpha(t)", visible,
-                                            np.full(len(BATCH_TIMES), rows_per_time * length), alpha, delta, ctx.beta,
-                                            labels=[f"t={x}" for x in BATCH_TIMES]))
-    # teacher batches with their own times
-    x0_free = torch.randint(0, vocab_size, (rows_per_time * len(BATCH_TIMES), length), generator=generator).to(ctx.device)
-    z_free, t_free = teacher_batch_fn(x0_free, schedule, mask_id, generator, None)
+    # teacher batches at given times (the generator stays on the CPU, as sampler.batches expects)
+    cpu_generator = ctx.generator("teacher") if ctx.device.type == "cpu" else torch.Generator().manual_seed(ctx.seed + 101)
+    teacher_visible = np.zeros(m, dtype=np.int64)
+    teacher_per_time = 0
+    support_violations = 0
+    for rows in _chunks(rows_total, chunk_rows):
+        x0 = torch.randint(0, vocab_size, (rows * m, length), generator=cpu_generator).to(ctx.device)
+        t = torch.as_tensor(np.repeat(times, rows), dtype=torch.float64, device=ctx.device)
+        z, _ = teacher_batch_fn(x0, schedule, mask_id, cpu_generator, t)
+        teacher_visible += (z == x0).reshape(m, rows * length).sum(dim=1).cpu().numpy()
+        support_violations += int((~((z == x0) | (z == mask_id))).sum())
+        teacher_per_time += rows * length
+    ctx.count(teacher_per_time * m)
+    tests = [
+        stats.zero_violation_test("teacher batch: z in {x0, mask}", support_violations, teacher_per_time * m, ctx.beta),
+        stats.binomial_family_test("teacher batch: P(visible at t) = alpha(t)", teacher_visible, np.full(m, teacher_per_time), alpha,
+                                   delta, ctx.beta, labels=[f"t={x}" for x in BATCH_TIMES]),
+    ]
+    # teacher batches with their own times (t = None)
+    x0_free = torch.randint(0, vocab_size, (max(1, chunk_rows * m), length), generator=cpu_generator).to(ctx.device)
+    z_free, t_free = teacher_batch_fn(x0_free, schedule, mask_id, cpu_generator, None)
     ctx.count(x0_free.numel())
     t_np = t_free.detach().cpu().double().numpy()
-    in_range = int(((t_np < 0) | (t_np > 1)).sum())
-    tests.append(stats.zero_violation_test("teacher batch (own times): t in [0, 1]", in_range, t_np.size, ctx.beta))
+    out_of_range = int(((t_np < 0) | (t_np > 1)).sum())
+    tests.append(stats.zero_violation_test("teacher batch (own times): t in [0, 1]", out_of_range, t_np.size, ctx.beta))
     a_free = _as_numpy(schedule.alpha(np.clip(t_np, 0.0, 1.0)))
     excess = float((z_free == x0_free).sum(dim=1).cpu().double().numpy().sum() - length * a_free.sum())
     tests.append(stats.bernstein_test("teacher batch (own times): sum of visible - alpha(t) = 0", excess, 0.0,
@@ -851,35 +863,40 @@ def check_trainer_batches(
                                       unit="tokens (sum over the batch)"))
     # distillation pairs
     coupling = coupling_fn(schedule, vocab_size, mask_id, "threshold")
-    dt = 0.2
     generator = ctx.generator("distill")
-    x0 = torch.randint(0, vocab_size, (rows_per_time * len(BATCH_TIMES), length), generator=generator, device=ctx.device)
-    t = torch.as_tensor(np.repeat(times, rows_per_time), dtype=torch.float64, device=ctx.device)
-    z_t, z_s, s = distillation_batch_fn(x0, coupling, t, dt, generator)
-    ctx.count(x0.numel())
-    s_np = np.clip(times - dt, 0.0, None)
-    alpha_s = _as_numpy(schedule.alpha(s_np))
-    vis_t = (z_t == x0).reshape(len(BATCH_TIMES), -1)
-    vis_s = (z_s == x0).reshape(len(BATCH_TIMES), -1)
-    nested = int((vis_t & ~vis_s).sum())
-    wrong = int((~((z_t == x0) | (z_t == mask_id))).sum() + (~((z_s == x0) | (z_s == mask_id))).sum())
-    s_error = float((s.detach().cpu().double() - torch.as_tensor(np.repeat(s_np, rows_per_time))).abs().max())
-    tests.append(stats.zero_violation_test("distillation pair: nested (visible at t => visible at s)", nested, x0.numel(), ctx.beta))
-    tests.append(stats.zero_violation_test("distillation pair: z in {x0, mask}", wrong, 2 * x0.numel(), ctx.beta))
+    vis_t_count = np.zeros(m, dtype=np.int64)
+    vis_s_count = np.zeros(m, dtype=np.int64)
+    both = np.zeros(m, dtype=np.int64)
+    s_only = np.zeros(m, dtype=np.int64)
+    nested = wrong = 0
+    s_error = 0.0
+    per = 0
+    for rows in _chunks(rows_total, chunk_rows):
+        x0 = torch.randint(0, vocab_size, (rows * m, length), generator=generator, device=ctx.device)
+        t = torch.as_tensor(np.repeat(times, rows), dtype=torch.float64, device=ctx.device)
+        z_t, z_s, s = distillation_batch_fn(x0, coupling, t, dt, generator)
+        vis_t = (z_t == x0).reshape(m, -1)
+        vis_s = (z_s == x0).reshape(m, -1)
+        vis_t_count += vis_t.sum(1).cpu().numpy()
+        vis_s_count += vis_s.sum(1).cpu().numpy()
+        both += (vis_t & vis_s).sum(1).cpu().numpy()
+        s_only += (vis_s & ~vis_t).sum(1).cpu().numpy()
+        nested += int((vis_t & ~vis_s).sum())
+        wrong += int((~((z_t == x0) | (z_t == mask_id))).sum() + (~((z_s == x0) | (z_s == mask_id))).sum())
+        s_error = max(s_error, float((s.detach().cpu().double() - torch.as_tensor(np.repeat(s_np, rows))).abs().max()))
+        per += rows * length
+    ctx.count(per * m)
+    tests.append(stats.zero_violation_test("distillation pair: nested (visible at t => visible at s)", nested, per * m, ctx.beta))
+    tests.append(stats.zero_violation_test("distillation pair: z in {x0, mask}", wrong, 2 * per * m, ctx.beta))
     tests.append(stats.tolerance_test("distillation pair: s = max(t - dt, 0)", s_error, 1e-12))
-    per = rows_per_time * length
     tests.append(stats.binomial_family_test(
-        "distillation pair: marginals alpha(t), alpha(s)", np.concatenate([vis_t.sum(1).cpu().numpy(), vis_s.sum(1).cpu().numpy()]),
-        np.full(2 * len(BATCH_TIMES), per), np.concatenate([alpha, alpha_s]), delta, ctx.beta,
-        labels=[f"t={x}" for x in BATCH_TIMES] + [f"s={x}" for x in s_np]))
-    both = (vis_t & vis_s).sum(1).cpu().numpy()
-    s_only = (vis_s & ~vis_t).sum(1).cpu().numpy()
-    n_vis_s = vis_s.sum(1).cpu().numpy()
-    n_mask_t = per - vis_t.sum(1).cpu().numpy()
-    tests.append(stats.binomial_family_test("distillation pair: P(vis t | vis s) = alpha_t/alpha_s", both, n_vis_s, alpha / alpha_s,
+        "distillation pair: marginals alpha(t), alpha(s)", np.concatenate([vis_t_count, vis_s_count]), np.full(2 * m, per),
+        np.concatenate([alpha, alpha_s]), delta, ctx.beta, labels=[f"t={x}" for x in BATCH_TIMES] + [f"s={x}" for x in s_np]))
+    tests.append(stats.binomial_family_test("distillation pair: P(vis t | vis s) = alpha_t/alpha_s", both, vis_s_count, alpha / alpha_s,
                                             delta, ctx.beta, labels=[f"t={x}" for x in BATCH_TIMES]))
-    tests.append(stats.binomial_family_test("distillation pair: P(vis s | masked t) = (alpha_s-alpha_t)/(1-alpha_t)", s_only, n_mask_t,
-                                            (alpha_s - alpha) / (1 - alpha), delta, ctx.beta, labels=[f"t={x}" for x in BATCH_TIMES]))
+    tests.append(stats.binomial_family_test("distillation pair: P(vis s | masked t) = (alpha_s-alpha_t)/(1-alpha_t)", s_only,
+                                            per - vis_t_count, (alpha_s - alpha) / (1 - alpha), delta, ctx.beta,
+                                            labels=[f"t={x}" for x in BATCH_TIMES]))
     ctx.tick("claim 10")
     notes = []
     for key, fn in (("teacher_batch_fn", teacher_batch_fn), ("distillation_batch_fn", distillation_batch_fn)):

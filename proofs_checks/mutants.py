@@ -3,7 +3,8 @@ bug could be, and that the claim's check must catch (a check that cannot fail is
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -13,7 +13,8 @@ import math
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

@@ -193,9 +193,9 @@ def dkw_test(
     return TestResult(
         name=name,
         method="DKW",
-        statistic=statistic,
-        threshold=threshold,
-        passed=statistic <= threshold,
+        statistic=float(statistic),
+        threshold=float(threshold),
+        passed=bool(statistic <= threshold),
         n=n,
         false_fail_rate=delta,
         false_pass_rate=beta,
@@ -298,7 +298,7 @@ def binomial_test(
         raise ValueError(f"successes must be <= n={n}, got {successes}")
     lo, hi = binomial_acceptance(n, p, delta)
     p_hat = successes / n
-    passed = lo <= successes <= hi
+    passed = bool(lo <= successes <= hi)
     half_width = max(p - lo / n, hi / n - p)
     statistic = abs(p_hat - p)
     if not passed:  # keep "statistic <= threshold" equivalent to "passed"
@@ -362,9 +362,9 @@ def two_sample_test(
     return TestResult(
         name=name,
         method="two-sample Hoeffding (Bonferroni over points)",
-        statistic=statistic,
-        threshold=threshold,
-        passed=statistic <= threshold,
+        statistic=float(statistic),
+        threshold=float(threshold),
+        passed=bool(statistic <= threshold),
         n=n + m,
         false_fail_rate=delta,
         false_pass_rate=beta,
@@ -480,9 +480,9 @@ def bernstein_test(
     return TestResult(
         name=name,
         method="Bernstein (exact variance)",
-        statistic=statistic,
-        threshold=threshold,
-        passed=statistic <= threshold,
+        statistic=float(statistic),
+        threshold=float(threshold),
+        passed=bool(statistic <= threshold),
         n=n,
         false_fail_rate=delta,
         false_pass_rate=beta,
@@ -526,9 +526,9 @@ def empirical_bernstein_test(
     return TestResult(
         name=name,
         method="empirical Bernstein (Maurer-Pontil)",
-        statistic=statistic,
-        threshold=threshold,
-        passed=statistic <= threshold,
+        statistic=float(statistic),
+        threshold=float(threshold),
+        passed=bool(statistic <= threshold),
         n=n,
         false_fail_rate=delta,
         false_pass_rate=beta,

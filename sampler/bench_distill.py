@@ -26,21 +26,21 @@ import argparse
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 DEFAULT_EVAL_STEPS = (1024, 256, 64, 16, 8, 4)
-SMOKE_EVAL_STEPS = (32, 8, 4)
+SMOKE_EVAL_STEPS = (32, 4)
 
 
 @dataclass
 class BenchConfig:
     out: str = "runs/bench-distill"
     teacher: str | None = None  # reuse this teacher run instead of training one in OUT/teacher
-    teacher_minutes: float = 10.0
+    teacher_minutes: float | None = 10.0
     teacher_steps: int | None = None
     teacher_size: str = "tiny"
     seq_len: int | None = None
@@ -57,24 +57,31 @@ class BenchConfig:
     frontier_steps: tuple[int, ...] = (16, 8, 4)
     frontier_temperatures: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1, 1.25)
     num_samples: int = 512
+    check_samples: int = 0  # teacher samples for the 4-vs-32-step check (0: those of the table)
+    teacher_lr: float = 1e-3
+    teacher_batch_size: int = 64
     sample_seed: int = 1234
     device: str = "cpu"
     progress: bool = True
     smoke: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def smoke_config(cls, out: str, **overrides: Any) -> "BenchConfig":
         base = dict(
-            out=out, teacher_minutes=None, teacher_steps=120, seq_len=32, seeds=(0, 1), start_steps=8, target_steps=4,
-            steps_per_round=4, batch_size=16, eval_steps=SMOKE_EVAL_STEPS, frontier_steps=(4,),
-            frontier_temperatures=(0.8, 1.0, 1.25), num_samples=192, progress=False, smoke=True,
+            out=out, teacher_minutes=None, teacher_steps=400, teacher_lr=3e-3, teacher_batch_size=32, seq_len=32,
+            seeds=(0, 1), start_steps=8, target_steps=4, steps_per_round=4, batch_size=16, eval_steps=SMOKE_EVAL_STEPS,
+            frontier_steps=(4,), frontier_temperatures=(0.8, 1.0, 1.25), num_samples=256, check_samples=1024,
+            progress=False, smoke=True,
         )
         base.update(overrides)
         return cls(**base)
 
 
 # ---------------------------------------------------------------------------- stages
+
+
+def _teacher_budget(config: BenchConfig) -> list[Any]:
+    return [config.teacher_steps, config.teacher_minutes, config.teacher_size, config.seq_len, config.teacher_lr, config.teacher_batch_size]
 
 
 def ensure_teacher(config: BenchConfig) -> tuple[Path, dict[str, Any]]:
@@ -90,19 +97,20 @@ def ensure_teacher(config: BenchConfig) -> tuple[Path, dict[str, Any]]:
     cost_file = run_dir / "bench_cost.json"
     if checkpoint_path(run_dir).is_file() and cost_file.is_file():
         cost = json.loads(cost_file.read_text())
-        if cost.get("budget") == [config.teacher_steps, config.teacher_minutes, config.teacher_size, config.seq_len]:
+        if cost.get("budget") == _teacher_budget(config):
             return run_dir, {**cost, "reused": True}
     start = time.perf_counter()
     cfg = TrainConfig(
         out=str(run_dir), data="exact", seq_len=config.seq_len, size=config.teacher_size, steps=config.teacher_steps,
         minutes=config.teacher_minutes, device=config.device, progress=config.progress,
         resume=checkpoint_path(run_dir).is_file(), eval_every=10**9, save_every=500,
-        warmup=min(100, max(1, (config.teacher_steps or 1000) // 10)),
+        warmup=min(100, max(1, (config.teacher_steps or 1000) // 20)), lr=config.teacher_lr,
+        batch_size=config.teacher_batch_size,
     )
     summary = train(cfg)
     _, meta = load_checkpoint(run_dir)
     cost = {
-        "budget": [config.teacher_steps, config.teacher_minutes, config.teacher_size, config.seq_len],
+        "budget": _teacher_budget(config),
         "step": int(meta["step"]), "wall_time_s": time.perf_counter() - start,
         "final_loss": summary.get("final_loss"),
     }
@@ -202,6 +210,11 @@ def evaluate(config: BenchConfig, teacher_dir: Path, records: dict[str, dict[str
     # the smoke check: the teacher's 4-step samples against its 32-step ones (paired by sampler seed)
     smoke_check = None
     if 4 in teacher_per_seq and 32 in teacher_per_seq:
+        if config.check_samples > config.num_samples:  # a larger teacher-only draw for a sharper check
+            check = BenchConfig(**{**config.__dict__, "num_samples": config.check_samples})
+            for n in (4, 32):
+                drawn = sample_models({"teacher": teacher}, schedule, n, check, seq_len)["teacher"]
+                teacher_per_seq[n] = _quality(drawn, source, rate)["per_sequence_nll"]
         diff, se = paired_difference(teacher_per_seq[4], teacher_per_seq[32])
         smoke_check = {"teacher_nll_4_minus_32": diff, "se": se, "z": diff / se if se > 0 else float("inf")}
 

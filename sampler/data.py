@@ -34,6 +34,7 @@ errors over the same sampler seeds (``paired_difference``).
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -154,9 +155,9 @@ class HiddenMarkovSource(ExactSource):
     """
 
     def __init__(self, seed: int = 0, seq_len: int = DEFAULT_SEQ_LEN, vocab_size: int = 48,
-                 num_states: int = 24, stickiness: float = 0.9, successors: int = 3, topic_size: int | None = None,
-                 support: int | None = None, concentration: float = 0.7, floor: float = 0.02,
-                 zipf_exponent: float = 0.7) -> None:
+                 num_states: int = 24, stickiness: float | int = 0.9, successors: int = 3, topic_size: int | None = None,
+                 support: int | None = None, concentration: float | int = 0.7, floor: float | int = 0.02,
+                 zipf_exponent: float | int = 0.7) -> None:
         self.seed = _check_int(seed, "seed", 0)
         self.default_seq_len = _check_int(seq_len, "seq_len", 1)
         self.vocab_size = _check_int(vocab_size, "vocab_size", 2)
@@ -362,7 +363,7 @@ class NGramSource(ExactSource):
     Every probability is positive, so any sequence has finite log p.
     """
 
-    def __init__(self, corpus: str, order: int = 3, smoothing: float = 1.0, seed: int = 0,
+    def __init__(self, corpus: str, order: int = 3, smoothing: float | int = 1.0, seed: int = 0,
                  seq_len: int = DEFAULT_SEQ_LEN, text: str | None = None) -> None:
         self.corpus = corpus
         self.order = _check_int(order, "order", 1)
@@ -465,7 +466,7 @@ class TextSource(DataSource):
     """
 
     def __init__(self, corpus: str, tokenizer: str = "byte", tokenizer_vocab_size: int | None = None,
-                 seed: int = 0, seq_len: int = DEFAULT_SEQ_LEN, valid_fraction: float = 0.05,
+                 seed: int = 0, seq_len: int = DEFAULT_SEQ_LEN, valid_fraction: float | int = 0.05,
                  text: str | None = None) -> None:
         self.corpus = corpus
         self.seed = _check_int(seed, "seed", 0)
@@ -516,18 +517,52 @@ def get_source(spec: str = "exact", seed: int = 0, seq_len: int | None = None, *
       valid_fraction);
 
     CORPUS is ``shakespeare`` or a local text file / directory.  ``options`` are the
-    constructor's keyword arguments; ``get_source(**source.describe())`` rebuilds ``source``.
+    constructor's keyword arguments, also accepted in the spec after a ``?`` for command
+    lines (``"ngram:shakespeare?order=4"``, ``"shakespeare?tokenizer=bpe&tokenizer_vocab_size=1024"``);
+    ``get_source(**source.describe())`` rebuilds ``source``.
     """
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"spec must be a non-empty string, got {spec!r}")
+    if "?" in spec:
+        spec, query = spec.split("?", 1)
+        options = {**_parse_options(query), **options}
     seed = _check_int(seed, "seed", 0)
     length = DEFAULT_SEQ_LEN if seq_len is None else _check_int(seq_len, "seq_len", 1)
     if spec in ("exact", "hmm"):
-        return HiddenMarkovSource(seed=seed, seq_len=length, **options)
-    if spec.startswith("ngram:"):
-        return NGramSource(spec[len("ngram:"):], seed=seed, seq_len=length, **options)
-    corpus = spec[len("text:"):] if spec.startswith("text:") else spec
-    return TextSource(corpus, seed=seed, seq_len=length, **options)
+        kind, args = HiddenMarkovSource, ()
+    elif spec.startswith("ngram:"):
+        kind, args = NGramSource, (spec[len("ngram:"):],)
+    else:
+        kind, args = TextSource, (spec[len("text:"):] if spec.startswith("text:") else spec,)
+    accepted = set(inspect.signature(kind.__init__).parameters) - {"self", "seed", "seq_len", "corpus", "text"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for a {kind.__name__} (spec={spec!r}); "
+                         f"accepted: {sorted(accepted)}")
+    return kind(*args, seed=seed, seq_len=length, **options)
+
+
+def _parse_options(query: str) -> dict[str, Any]:
+    """``"a=1&b=0.5&c=bpe"`` -> {"a": 1, "b": 0.5, "c": "bpe"} (ints, floats, none/true/false, else strings)."""
+    options: dict[str, Any] = {}
+    for item in filter(None, query.split("&")):
+        if "=" not in item:
+            raise ValueError(f"spec options must look like key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        value: Any = raw
+        if raw.lower() in ("none", "null"):
+            value = None
+        elif raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            for kind in (int, float):
+                try:
+                    value = kind(raw)
+                    break
+                except ValueError:
+                    pass
+        options[key.strip()] = value
+    return options
 
 
 # ---------------------------------------------------------------------------------------------
@@ -620,7 +655,7 @@ def paired_difference(a_per_seq: Any, b_per_seq: Any) -> tuple[float, float]:
     return _mean_se(a - b)
 
 
-def frontier_at_entropy(frontier_points: Sequence[Any], entropy: float, outside: str = "error") -> float:
+def frontier_at_entropy(frontier_points: Sequence[Any], entropy: float | int, outside: str = "error") -> float:
     """The teacher's NLL at a given sample entropy, by linear interpolation along its frontier.
 
     ``frontier_points``: (entropy, nll) pairs or dicts with keys ``unigram_entropy`` and

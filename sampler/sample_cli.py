@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import CheckpointError, load_denoiser, load_schedule
+from .checkpoint import load_denoiser, load_schedule, load_source
 from .sampling import ancestral_sample
 from .training import autocast, pick_device
 
@@ -82,8 +82,6 @@ def sample_from_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     schedule = load_schedule(meta)
     source = None
     try:
-        from .checkpoint import load_source
-
         source = load_source(meta)
     except Exception as err:  # text is a convenience; ids are always written
         print(f"warning: could not rebuild the data source ({err}); writing ids only", file=sys.stderr)
@@ -150,4 +148,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_arguments", "run", "sample_from_checkpoint", "parse_prefix", "CheckpointError"]
+__all__ = ["add_arguments", "run", "sample_from_checkpoint", "parse_prefix"]

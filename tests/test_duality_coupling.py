@@ -133,6 +133,23 @@ def test_visible_agrees_with_unmask_time(method):
         assert bool((visible[clear] == (t < tau[clear])).all())
 
 
+def test_gaussian_method_is_the_projection_of_the_latent():
+    """The gaussian coupling is literally project(latent_sample(x0, calibrated, t, ε)), and reading the same ε
+    through Y = threshold_statistic(ε, x0) gives the same visibility (Y < ν(t)) away from the boundary."""
+    from duality import latent_sample, project
+
+    coupling = coupling_for("gaussian")
+    x0 = tokens((3, 200), 31)
+    noise = coupling.sample_noise(x0, torch.Generator().manual_seed(31))
+    y = threshold_statistic(noise, x0)
+    t = torch.tensor([0.15, 0.5, 0.85], dtype=torch.float64)
+    z = coupling.mask(x0, noise, t)
+    assert torch.equal(z, project(latent_sample(x0, coupling.calibrated, t, noise), x0, K_SMALL))
+    nu = coupling.calibrated.nu(t).unsqueeze(-1)
+    clear = (y - nu).abs() > 1e-9
+    assert torch.equal((z != K_SMALL)[clear], (y < nu)[clear])
+
+
 # --------------------------------------------------------------------------- rates
 
 
@@ -185,13 +202,14 @@ def test_methods_agree_in_law_on_unmask_times():
 # --------------------------------------------------------------------------- determinism
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_deterministic_given_a_generator(method):
+@settings(max_examples=20)
+@given(method=st.sampled_from(METHODS), seed=st.integers(0, 2**62))
+def test_deterministic_given_a_generator(method, seed):
     coupling = coupling_for(method)
     x0 = tokens((3, 30), 4)
-    first = coupling.sample_noise(x0, torch.Generator().manual_seed(123))
-    second = coupling.sample_noise(x0, torch.Generator().manual_seed(123))
-    other = coupling.sample_noise(x0, torch.Generator().manual_seed(124))
+    first = coupling.sample_noise(x0, torch.Generator().manual_seed(seed))
+    second = coupling.sample_noise(x0, torch.Generator().manual_seed(seed))
+    other = coupling.sample_noise(x0, torch.Generator().manual_seed(seed + 1))
     assert torch.equal(first, second)
     assert not torch.equal(first, other)
     t = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
@@ -302,3 +320,17 @@ def test_cuda_matches_law_and_rejects_mixed_devices(method):
         coupling.mask(x0, noise, t.cpu())
     with pytest.raises(ValueError, match="generator"):
         coupling.sample_noise(x0, generator=torch.Generator())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_mismatched_devices_are_rejected_without_cuda(method):
+    """The "meta" device stands in for a second device on a CPU-only machine."""
+    coupling = coupling_for(method)
+    x0 = tokens((2, 5), 0)
+    noise = coupling.sample_noise(x0).to("meta")
+    with pytest.raises(ValueError, match="device|meta"):
+        coupling.mask(x0, noise, 0.5)
+    from duality import project
+
+    with pytest.raises(ValueError, match="device|meta"):
+        project(torch.zeros(2, 5, K_SMALL, device="meta"), x0, K_SMALL)

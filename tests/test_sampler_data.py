@@ -272,3 +272,55 @@ def test_exact_denoiser_is_a_denoiser_for_the_default_source():
     out = denoiser(z, torch.full((2,), 0.5))
     assert out.shape == (2, 16, source.vocab_size) and out.dtype == torch.float32
     assert torch.allclose(out.exp().sum(-1), torch.ones(2, 16), atol=1e-5)
+
+
+def test_bpe_tokenizer_round_trip(tmp_path, monkeypatch):
+    pytest.importorskip("tokenizers")
+    monkeypatch.setenv("LATENT_SHADOWS_CACHE", str(tmp_path))
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(SMALL_TEXT)
+    source = get_source(str(corpus), seq_len=8, tokenizer="bpe", tokenizer_vocab_size=300)
+    assert 256 < source.vocab_size <= 300
+    assert source.tokenizer.decode(source.tokenizer.encode("the cat sat")) == "the cat sat"
+    rebuilt = get_source(**source.describe())  # from the cached tokenizer file
+    assert torch.equal(rebuilt.splits["train"], source.splits["train"])
+
+
+def test_shakespeare_fetch_fails_clearly_when_offline(tmp_path, monkeypatch):
+    import subprocess
+
+    from sampler import text
+
+    monkeypatch.setenv("LATENT_SHADOWS_CACHE", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        return subprocess.CompletedProcess(args, 1, stdout="", stderr="Could not fetch URL: network is unreachable")
+
+    monkeypatch.setattr(text.subprocess, "run", offline)
+    with pytest.raises(RuntimeError, match="offline"):
+        get_source("shakespeare")
+
+
+def test_corpus_directory_reads_all_text_files(tmp_path):
+    from sampler.text import read_corpus
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.txt").write_text("first file")
+    (tmp_path / "sub" / "b.txt").write_text("second file")
+    (tmp_path / "ignored.bin").write_text("not text")
+    text = read_corpus(str(tmp_path))
+    assert "first file" in text and "second file" in text and "not text" not in text
+
+
+def test_spec_options_after_question_mark(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(SMALL_TEXT)
+    source = get_source(f"ngram:{corpus}?order=2&smoothing=0.5", seq_len=8)
+    assert source.order == 2 and source.smoothing == 0.5
+    assert get_source(**source.describe()).order == 2
+    hmm = get_source("exact?num_states=4&stickiness=0.5")
+    assert hmm.num_states == 4 and hmm.stickiness == 0.5
+    with pytest.raises(ValueError, match="key=value"):
+        get_source("exact?num_states")
+    with pytest.raises(ValueError, match="no_such_option"):
+        get_source("exact?no_such_option=1")

@@ -10,7 +10,7 @@ import torch
 
 from sampler import evaluate
 from sampler.cli import main
-from sampler.data import HiddenMarkovSource, get_source
+from sampler.data import HiddenMarkovSource
 from sampler.evaluator import ratio_estimate
 from theory import LogLinearSchedule
 

@@ -48,7 +48,7 @@ from collections import OrderedDict
 from typing import Any
 
 import numpy as np
-from scipy.special import log_ndtr, ndtr, ndtri
+from scipy.special import erfcx, log_ndtr, ndtri
 
 from ._arrays import check_no_nan, check_probability, check_vocab_size, result_kind, to_float64
 
@@ -64,6 +64,7 @@ ArrayLike = Any  # float | np.ndarray | torch.Tensor (torch is not imported here
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _SQRT2 = math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 # Integrand kinds.
 _ALPHA = 0
@@ -73,11 +74,14 @@ _DERIV = 2
 # Below the peak by this much in log space, the dropped mass is < e^-40 ≈ 4e-18 relative.
 _DROP = 40.0
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(20)
-# Panel edges on [0, 1] (fraction of the way from the mode to an end point): finer near
-# the mode, where the curvature may change fastest.
-_PANEL_EDGES = np.array([0.0, 0.25, 0.6, 1.0])
-_GUMBEL_EDGES = np.array([-2.0, 0.0, 2.0])
+# Panel edges on [0, 1] (fraction of the way from the mode to an end point).
+_PANEL_EDGES = np.array([0.0, 0.5, 1.0])
+# In units of the spread of the max of K − 1 normals, around its location (see below).
+_GUMBEL_EDGES = np.array([-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0])
 _CHUNK = 8192
+_NU_HUGE = 1e150
+_NU_UPPER_TAIL = 60.0
+_NU_LAPLACE = 1e6
 
 
 def _log1mexp(x: np.ndarray) -> np.ndarray:
@@ -85,27 +89,47 @@ def _log1mexp(x: np.ndarray) -> np.ndarray:
     return np.where(x > -math.log(2.0), np.log(-np.expm1(x)), np.log1p(-np.exp(x)))
 
 
-def _log_integrand(z: np.ndarray, nu: np.ndarray, km1: np.ndarray, kind: int):
-    """Log-integrand g(z) and its first two z-derivatives (g'' clipped to ≤ −1, its true bound)."""
-    log_phi = -0.5 * z * z - _LOG_SQRT_2PI
+def _mills(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """r = φ(z)/Φ(z) and r' = −r(z + r), accurate for all z (no exp(log φ − log Φ) cancellation)."""
+    r = _SQRT_2_OVER_PI / erfcx(-z / _SQRT2)
+    z_plus_r = z + r
+    # For z → −∞, z + r ≈ −1/z cancels: use its asymptotic series there (relative error < 1e-8).
+    far = z < -30.0
+    if far.any():
+        zf = z[far] if z_plus_r.ndim else z
+        inv2 = 1.0 / (zf * zf)
+        series = -(1.0 - inv2 * (2.0 - 10.0 * inv2)) / zf
+        if z_plus_r.ndim:
+            z_plus_r[far] = series
+        else:
+            z_plus_r = series
+    return r, -r * z_plus_r
+
+
+def _log_integrand(z: np.ndarray, nu: np.ndarray, km1: np.ndarray, kind: int, derivs: bool = True):
+    """Log-integrand g(z) and, if `derivs`, its first two z-derivatives (g'' ≤ −1 enforced, its true bound)."""
     log_cdf = log_ndtr(z)
-    mills = np.exp(log_phi - log_cdf)  # φ(z)/Φ(z)
-    mills_deriv = -mills * (z + mills)
     g = -0.5 * (z - nu) ** 2 - _LOG_SQRT_2PI
-    g1 = nu - z
     if kind == _ALPHA:
         a0 = km1 * log_cdf
-        a1 = km1 * mills
-        a2 = km1 * mills_deriv
     elif kind == _DERIV:
-        a0 = np.log(km1) + log_phi + (km1 - 1.0) * log_cdf
-        a1 = -z + (km1 - 1.0) * mills
-        a2 = -1.0 + (km1 - 1.0) * mills_deriv
+        a0 = np.log(km1) - 0.5 * z * z - _LOG_SQRT_2PI + (km1 - 1.0) * log_cdf
     else:
         log_upper = log_ndtr(-z)
         # 1 − Φ^{K−1} = −expm1((K−1) log Φ); once Φ(−z) underflows (z > 37) it is (K−1)Φ(−z).
         a0 = np.where(log_upper < -700.0, np.log(km1) + log_upper, _log1mexp(km1 * log_cdf))
-        a1 = -np.exp(np.log(km1) + log_phi + (km1 - 1.0) * log_cdf - a0)
+    if not derivs:
+        return g + a0, None, None
+    mills, mills_deriv = _mills(z)
+    g1 = nu - z
+    if kind == _ALPHA:
+        a1 = km1 * mills
+        a2 = km1 * mills_deriv
+    elif kind == _DERIV:
+        a1 = -z + (km1 - 1.0) * mills
+        a2 = -1.0 + (km1 - 1.0) * mills_deriv
+    else:
+        a1 = -np.exp(np.log(km1) - 0.5 * z * z - _LOG_SQRT_2PI + (km1 - 1.0) * log_cdf - a0)
         a2 = a1 * (-z + (km1 - 1.0) * mills - a1)
     return g + a0, g1 + a1, np.minimum(-1.0 + a2, -1.0)
 
@@ -176,9 +200,16 @@ def _direct_log_chunk(nu: np.ndarray, km1: np.ndarray, kind: int) -> np.ndarray:
     half = 0.5 * (right - left)
     nodes = (0.5 * (left + right))[:, :, None] + half[:, :, None] * _GL_NODES
     shape = nodes.shape
-    g, _, _ = _log_integrand(nodes.reshape(shape[0], -1), nu[:, None], km1[:, None], kind)
+    g, _, _ = _log_integrand(nodes.reshape(shape[0], -1), nu[:, None], km1[:, None], kind, derivs=False)
     contrib = np.exp(g.reshape(shape) - g_mode[:, None, None]) @ _GL_WEIGHTS
     return g_mode + np.log((half * contrib).sum(axis=1))
+
+
+def _laplace_log(nu: np.ndarray, km1: np.ndarray, kind: int) -> np.ndarray:
+    """Laplace approximation g(z*) + log √(2π/|g''(z*)|) of the log-integral."""
+    z_mode = _find_mode(nu, km1, kind)
+    g, _, g2 = _log_integrand(z_mode, nu, km1, kind)
+    return g + 0.5 * np.log(2.0 * np.pi / -g2)
 
 
 def _direct_log(nu: np.ndarray, km1: np.ndarray, kind: int) -> np.ndarray:
@@ -206,28 +237,43 @@ def _log_values(nu: np.ndarray, k: np.ndarray, kind: int) -> np.ndarray:
     """log α, log(1 − α) or log α' at flat arrays ν, K (ν may be ±inf, no NaN)."""
     out = np.empty_like(nu)
     with np.errstate(all="ignore"):
-        finite = np.isfinite(nu)
-        if kind == _DERIV:
-            out[~finite] = -np.inf
-        else:
-            upper = (nu > 0) if kind == _ALPHA else (nu < 0)
-            out[~finite] = np.where(upper[~finite], 0.0, -np.inf)
+        # Beyond ±1e150, ν² overflows: the values are those at ±inf to float64 precision.
+        huge = ~(np.abs(nu) <= _NU_HUGE)
+        if huge.any():
+            if kind == _DERIV:
+                out[huge] = -np.inf
+            else:
+                upper = (nu[huge] > 0) if kind == _ALPHA else (nu[huge] < 0)
+                out[huge] = np.where(upper, 0.0, -np.inf)
         zero = nu == 0
-        if kind == _ALPHA:
-            out[zero] = -np.log(k[zero])
-        elif kind == _COMPLEMENT:
-            out[zero] = np.log1p(-1.0 / k[zero])
-        two = (k == 2) & finite & ~zero
-        if kind == _DERIV:
-            two = (k == 2) & finite
-        x = nu[two] / _SQRT2
-        if kind == _ALPHA:
-            out[two] = log_ndtr(x)
-        elif kind == _COMPLEMENT:
-            out[two] = log_ndtr(-x)
-        else:
-            out[two] = -0.5 * x * x - _LOG_SQRT_2PI - 0.5 * math.log(2.0)
-        rest = finite & ~two if kind == _DERIV else finite & ~two & ~zero
+        if zero.any() and kind != _DERIV:
+            out[zero] = -np.log(k[zero]) if kind == _ALPHA else np.log1p(-1.0 / k[zero])
+        # 1 − α = (K − 1)Φ(−ν/√2) exactly for K = 2 and to within a factor 1 − O(K e^{−ν²/12})
+        # (inclusion–exclusion) for large ν; likewise α' = (K − 1)φ(ν/√2)/√2.
+        closed = ((k == 2) | (nu >= _NU_UPPER_TAIL)) & ~huge
+        if kind != _DERIV:
+            closed &= ~zero
+        if closed.any():
+            x = nu[closed] / _SQRT2
+            log_km1 = np.log(k[closed] - 1.0)
+            if kind == _DERIV:
+                out[closed] = log_km1 - 0.5 * x * x - _LOG_SQRT_2PI - 0.5 * math.log(2.0)
+            else:
+                log_c = log_km1 + log_ndtr(-x)
+                if kind == _COMPLEMENT:
+                    out[closed] = log_c
+                else:
+                    two = k[closed] == 2
+                    out[closed] = np.where(two, log_ndtr(x), _log1mexp(np.minimum(log_c, 0.0)))
+        # Far left the log-integrand is ~ −ν²/2 in size and quadrature in log space loses its
+        # relative precision; its Laplace approximation is exact to O(1/ν²) relative there.
+        far_left = (nu < -_NU_LAPLACE) & ~huge
+        if far_left.any():
+            log_alpha = _laplace_log(nu[far_left], k[far_left] - 1.0, _ALPHA if kind != _DERIV else kind)
+            out[far_left] = _log1mexp(np.minimum(log_alpha, 0.0)) if kind == _COMPLEMENT else log_alpha
+        rest = ~(huge | closed | zero | far_left) if kind != _DERIV else ~(huge | closed | far_left)
+        if rest.all():
+            return _evaluate(nu, k, kind)
         idx = np.flatnonzero(rest)
         if idx.size:
             out[idx] = _evaluate(nu[idx], k[idx], kind)
@@ -391,21 +437,36 @@ def _table_for(k: float, num_points: int) -> _Table | None:
     return table
 
 
+def _direct_log_consistent(nu: np.ndarray, k_value: float, kind: int) -> np.ndarray:
+    """Direct path; α and 1 − α both come from the smaller of the two integrals (so they sum to 1)."""
+    km1 = np.full_like(nu, k_value - 1.0)
+    vals = _direct_log(nu, km1, kind)
+    if kind != _DERIV:
+        large = vals > -math.log(2.0)
+        if large.any():
+            other = _direct_log(nu[large], km1[large], _COMPLEMENT if kind == _ALPHA else _ALPHA)
+            swap = other <= -math.log(2.0)
+            vals[np.flatnonzero(large)[swap]] = _log1mexp(other[swap])
+    return vals
+
+
 def _evaluate(nu: np.ndarray, k: np.ndarray, kind: int) -> np.ndarray:
     """Log values at finite ν: per distinct K, the table where it applies, else the direct path."""
     out = np.empty_like(nu)
-    k_values = np.unique(k) if k.size > 1 and k[0] != k[-1] or (k != k[0]).any() else k[:1]
+    if nu.size == 0:
+        return out
+    k_values = k[:1] if (k == k[0]).all() else np.unique(k)
     for k_value in k_values:
         sel = slice(None) if k_values.size == 1 else np.flatnonzero(k == k_value)
         nu_k = nu[sel]
         table = _table_for(float(k_value), nu_k.size)
         if table is None:
-            vals = _direct_log(nu_k, np.full_like(nu_k, k_value - 1.0), kind)
+            vals = _direct_log_consistent(nu_k, float(k_value), kind)
         else:
             vals = table.log_values(nu_k, kind)
             missing = np.isnan(vals)
             if missing.any():
-                vals[missing] = _direct_log(nu_k[missing], np.full(missing.sum(), k_value - 1.0), kind)
+                vals[missing] = _direct_log_consistent(nu_k[missing], float(k_value), kind)
         out[sel] = vals if kind == _DERIV else np.minimum(vals, 0.0)
     return out
 
@@ -435,6 +496,9 @@ def masked_alpha(nu: ArrayLike, vocab_size: ArrayLike, complement: bool = False)
     with np.errstate(all="ignore"):
         kind = _COMPLEMENT if complement else _ALPHA
         out = np.exp(_log_values(nu_f, k_f, kind))
+        zero = nu_f == 0
+        if zero.any():  # exactly 1/K (exp(−log K) may be off by an ulp)
+            out[zero] = 1.0 - 1.0 / k_f[zero] if complement else 1.0 / k_f[zero]
     return convert(out.reshape(shape))
 
 
@@ -465,6 +529,7 @@ def uniform_alpha(nu: ArrayLike, vocab_size: ArrayLike) -> Any:
         if upper.any():
             one_minus = np.exp(_log_values(nu_f[upper], k_f[upper], _COMPLEMENT))
             out[upper] = 1.0 - k_f[upper] * one_minus / (k_f[upper] - 1.0)
+        out[nu_f == 0] = 0.0  # α_K(0) = 1/K exactly
     return convert(out.reshape(shape))
 
 
@@ -579,3 +644,42 @@ def _newton_inverse(a: np.ndarray, k: np.ndarray) -> np.ndarray:
     lo = np.where(lower, -90.0, 0.0)
     hi = np.where(lower, 0.0, 90.0)
     return _newton_steps(start, lo, hi, target, lower, log_f, lambda x: _log_values(x, k, _DERIV), 200)
+
+
+def _mpmath_reference(nu: float, vocab_size: int, kind: str = "alpha", dps: int = 30) -> Any:
+    """α, 1 − α (kind="complement") or α' (kind="deriv") as an mpmath number, for tests and benchmarks.
+
+    Independent of the code above: 30-digit integrands (1 − Φ^{K−1} as −expm1((K − 1)·log1p(−Φ(−z)))),
+    ``mpmath.quad`` (tanh–sinh) split at the peak of the integrand and at ±2, 5, 12, 30 widths
+    (mode and width found in double precision by scipy), integrand scaled to 1 at the peak because
+    mpmath's error estimate is absolute.
+    """
+    import mpmath
+    from scipy import optimize
+
+    km1 = vocab_size - 1
+    with mpmath.workdps(dps):
+        nu_m = mpmath.mpf(nu)
+
+        def integrand(z):
+            gauss = mpmath.exp(-((z - nu_m) ** 2) / 2) / mpmath.sqrt(2 * mpmath.pi)
+            if kind == "alpha":
+                return gauss * mpmath.ncdf(z) ** km1
+            if kind == "deriv":
+                return km1 * gauss * mpmath.npdf(z) * mpmath.ncdf(z) ** (km1 - 1)
+            return gauss * -mpmath.expm1(km1 * mpmath.log1p(-mpmath.ncdf(-z)))
+
+        def neg_log(z: float) -> float:
+            value = integrand(mpmath.mpf(z))
+            return float(-mpmath.log(value)) if value > 0 else 1e300
+
+        start = nu if kind != "deriv" else 0.5 * nu
+        z_peak = optimize.minimize_scalar(neg_log, bracket=(start - 1.0, start + 1.0)).x
+        h = 1e-3
+        curvature = (neg_log(z_peak + h) - 2 * neg_log(z_peak) + neg_log(z_peak - h)) / h**2
+        width = 1.0 / math.sqrt(max(curvature, 1.0))
+        points = [-mpmath.inf]
+        points += [mpmath.mpf(z_peak + m * width) for m in (-30, -12, -5, -2, 0, 2, 5, 12, 30)]
+        points += [mpmath.inf]
+        scale = integrand(mpmath.mpf(z_peak))
+        return mpmath.quad(lambda z: integrand(z) / scale, points) * scale

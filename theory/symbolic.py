@@ -17,6 +17,7 @@ Notation: φ, Φ standard normal density and CDF (Φ(x) = erfc(−x/√2)/2), K 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from collections.abc import Callable
 
 import sympy as sp
@@ -90,7 +91,7 @@ def alpha_at_zero(ks: tuple[int, ...] = (2, 3, 4, 5), claim: Callable[[int], sp.
     return result
 
 
-def alpha_limits(ks: tuple[int, ...] = (2, 3, 4, 5), claim: tuple[int, int] = (1, 0)) -> Result:
+def alpha_limits(ks: tuple[int, ...] = (2, 3, 4, 5), claim: tuple[Any, Any] = (1, 0)) -> Result:
     """α_K(+∞) = 1 and α_K(−∞) = 0.
 
     In α_K(ν) = ∫ φ(u) Φ(u + ν)^{K−1} du the factor Φ(u + ν)^{K−1} lies in [0, 1] and tends
@@ -138,8 +139,9 @@ def derivative_formula(coefficient: sp.Expr | None = None, exponent_offset: int 
     q = sp.Symbol("q", positive=True)
     positive_form = claimed_with(q).subs(K, j + 2)
     result["positive integrand"] = sp.StrictGreaterThan(positive_form, 0)
-    k2 = sp.integrate(claimed.subs(K, 2), (z, -sp.oo, sp.oo))
-    result["K=2 value"] = residual(k2 - phi(nu / sp.sqrt(2)) / sp.sqrt(2))
+    gaussian = sp.integrate(phi(z - nu) * phi(z), (z, -sp.oo, sp.oo))
+    result["K=2 integrand is phi(z - nu) phi(z)"] = residual(claimed.subs(K, 2) - phi(z - nu) * phi(z))
+    result["K=2 value phi(nu/sqrt 2)/sqrt 2"] = residual(gaussian - phi(nu / sp.sqrt(2)) / sp.sqrt(2))
     return result
 
 

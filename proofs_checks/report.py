@@ -1,0 +1,209 @@
+"""Write the suite's report: report.json (machine), report.md (human), PNG plots.
+
+report.json schema (top level): passed, seed, quick, device, seconds, total_draws,
+suite_false_fail_rate (Σ over claims, union bound), suite_false_fail_budget, false_pass_rate (β at
+which detectable discrepancies are stated), versions, claims, mutants, plots.
+Each claim: id, title, statement, kind, method, passed, n (Monte Carlo draws), false_fail_rate,
+false_pass_rate, detectable_discrepancy (absolute probability unless its sub-tests say otherwise),
+statistic and threshold of the deciding sub-test, seconds, checked_implementations, notes, error,
+subtests (each: name, method, statistic, threshold, comparison, passed, n, false_fail_rate,
+false_pass_rate, detectable_discrepancy, discrepancy_unit, details).
+Each mutant: name, claim, description, caught, caught_by (failing sub-tests), n, seconds, error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .suite import SuiteResult, as_json
+
+PLOT_FILES = {
+    "alpha_curves": "alpha_curves.png",
+    "unmasking_cdfs": "unmasking_cdfs.png",
+    "reappearance": "reappearance.png",
+}
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, str):
+        return value
+    value = float(value)
+    if math.isinf(value):
+        return "inf"
+    if value == 0:
+        return "0"
+    if abs(value) < 1e-3 or abs(value) >= 1e5:
+        return f"{value:.{digits - 1}e}"
+    return f"{value:.{digits}g}"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_report(result: SuiteResult, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write report.json, report.md and the plots into out_dir (created if needed).
+    Returns the written paths by name."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir must be a directory, got the file {str(out)!r}")
+    out.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(result, out)
+    data = as_json(result)
+    data["plots"] = {name: path.name for name, path in plots.items()}
+    written = {"json": out / "report.json", "markdown": out / "report.md"}
+    _atomic_write(written["json"], json.dumps(data, indent=2, allow_nan=False) + "\n")
+    _atomic_write(written["markdown"], markdown(result, data))
+    written.update(plots)
+    return written
+
+
+def markdown(result: SuiteResult, data: dict[str, Any]) -> str:
+    lines = [
+        "# Verification of the Gaussian–masked duality",
+        "",
+        f"**{'PASSED' if result.passed else 'FAILED'}** — {sum(c.passed for c in result.claims)}/{len(result.claims)} claims pass, "
+        f"{sum(m.caught for m in result.mutants)}/{len(result.mutants)} planted bugs caught.",
+        "",
+        f"- seed {result.seed}, {'--quick' if result.quick else 'default'} sizes, device {result.device}, "
+        f"{result.seconds:.1f} s, {result.total_draws:,} Monte Carlo draws (claims; mutant runs not counted)",
+        f"- suite false-fail rate <= {_fmt(result.suite_false_fail_rate)} (budget {_fmt(data['suite_false_fail_budget'])}, "
+        "Bonferroni across claims and within each claim across its sub-tests; numerical, symbolic and zero-violation "
+        "sub-tests cannot fail by chance)",
+        f"- detectable discrepancies are stated at false-pass rate β = {_fmt(data['false_pass_rate'])}: a true "
+        "discrepancy at least that large makes the check pass with probability <= β",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in result.versions.items()),
+        "",
+        "## Claims",
+        "",
+        "| # | claim | kind | method | passed | draws | false-fail rate | detectable discrepancy | statistic / threshold |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in result.claims:
+        lines.append(
+            f"| {c.claim.id} | {c.claim.title} | {c.claim.kind} | {c.claim.method} | {'yes' if c.passed else '**NO**'} | {c.draws:,} | "
+            f"{_fmt(c.false_fail_rate)} | {_fmt(c.detectable_discrepancy)} | {_fmt(c.statistic)} / {_fmt(c.threshold)} |"
+        )
+    lines += ["", "## Mutants (planted bugs)", "", "| mutant | claim | bug | caught | caught by |", "|---|---|---|---|---|"]
+    for m in result.mutants:
+        by = "; ".join(m.failed_tests[:3]) + (f" (+{len(m.failed_tests) - 3} more)" if len(m.failed_tests) > 3 else "")
+        lines.append(f"| {m.mutant.name} | {m.mutant.claim} | {m.mutant.description} | {'yes' if m.caught else '**NO (survived)**'} | {by} |")
+    lines += ["", "## Details", ""]
+    for c in result.claims:
+        lines += [f"### Claim {c.claim.id}: {c.claim.title}", "", f"*{c.claim.statement}*", ""]
+        if c.error:
+            lines += [f"**Error:** `{c.error}`", ""]
+        lines += [f"Implementations checked: " + ", ".join(f"{k} = `{v}`" for k, v in c.checked.items()), ""]
+        for note in c.notes:
+            lines += [f"- {note}"]
+        if c.notes:
+            lines.append("")
+        lines += ["| sub-test | method | passed | n | statistic | threshold | false-fail | detectable (unit) |", "|---|---|---|---|---|---|---|---|"]
+        for t in c.tests:
+            op = "" if t.comparison == "<=" else " (pass iff >=)"
+            lines.append(
+                f"| {t.name} | {t.method} | {'yes' if t.passed else '**NO**'} | {t.n:,} | {_fmt(t.statistic, 4)} | {_fmt(t.threshold, 4)}{op} | "
+                f"{_fmt(t.false_fail_rate)} | {_fmt(t.detectable_discrepancy)} ({t.discrepancy_unit}) |"
+            )
+        lines.append("")
+        lines.append(f"Claim time {c.seconds:.2f} s.")
+        lines.append("")
+    lines += ["## Plots", ""]
+    for name, file in data.get("plots", {}).items():
+        lines.append(f"![{name}]({file})")
+    lines += [
+        "",
+        "## Methods",
+        "",
+        "- **DKW**: sup |F̂_n − F| <= ε with ε = sqrt(log(2/δ)/(2n)), simultaneous over every grid point; detectable "
+        "Δ = ε + sqrt(log(1/β)/(2n)) (one-sided Hoeffding at the point of discrepancy).",
+        "- **Exact binomial**: equal-tail acceptance region of Bin(n, p) at δ (no normal approximation); detectable Δ by "
+        "bisection on the exact pass probability.  Conditional kernels condition on the (independent-token) denominator count.",
+        "- **Two-sample Hoeffding**: |p̂_1 − p̂_2| <= sqrt(log(2/δ)(1/n + 1/m)/2) per point, Bonferroni over points.",
+        "- **Zero-violation**: a property required of every draw; false-fail 0, detects violation frequencies >= 1 − β^(1/n).",
+        "- **Clopper–Pearson positivity**: the rate is confirmed > 0 iff an event occurs (false-pass 0 when the rate is 0); "
+        "false-fail <= δ whenever the true rate >= 1 − δ^(1/n).",
+        "- **Bernstein** (exact variance from enumeration) and **empirical Bernstein** (Maurer–Pontil) for bounded means.",
+        "- Mutants run at half the --quick sample sizes (in both modes).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_plots(result: SuiteResult, out: Path) -> dict[str, Path]:
+    """PNG plots from the claims' plot data (Agg backend); a plot whose claim did not run or
+    errored is skipped."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data: dict[str, Any] = {}
+    for c in result.claims:
+        data.update(c.plot_data)
+    written: dict[str, Path] = {}
+    if "alpha_curves" in data:
+        fig, ax = plt.subplots(figsize=(7.5, 5))
+        for index, (k, entry) in enumerate(data["alpha_curves"].items()):
+            color = f"C{index}"
+            ax.plot(entry["curve_nu"], entry["curve_alpha"], color=color, lw=1.2, label=f"α_K(ν), K={k}")
+            eps = entry["epsilon_threshold"]
+            ax.errorbar(entry["nu"], entry["threshold"], yerr=eps, fmt="o", ms=3, color=color, capsize=2, alpha=0.8)
+            if "materialised" in entry:
+                ax.plot(entry["nu"], entry["materialised"], "x", color=color, ms=5)
+        ax.set_xlabel("ν = α̃/σ̃")
+        ax.set_ylabel("P(project(w) = x0)")
+        ax.set_title("α_K(ν): curves, Monte Carlo (o threshold draws ± DKW band, x materialised)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        written["alpha_curves"] = out / PLOT_FILES["alpha_curves"]
+        fig.tight_layout()
+        fig.savefig(written["alpha_curves"], dpi=110)
+        plt.close(fig)
+    if "unmasking_cdfs" in data:
+        entry = data["unmasking_cdfs"]
+        fig, ax = plt.subplots(figsize=(7.5, 5))
+        ax.plot(entry["theory_t"], entry["theory_cdf"], color="k", lw=1, label="1 − α(t) (theory)")
+        for index, (method, values) in enumerate(entry["methods"].items()):
+            tau = np.sort(np.asarray(values["tau"], dtype=np.float64))
+            tau = np.where(np.isfinite(tau), tau, 1.05)
+            ax.step(tau, np.arange(1, tau.size + 1) / tau.size, where="post", color=f"C{index}", alpha=0.6, label=f"ECDF of τ, {method}")
+            ax.plot(entry["times"], values["cdf"], "o", color=f"C{index}", ms=4, label=f"P(τ <= t) on the grid, {method}")
+        ax.set_xlim(0, 1.05)
+        ax.set_xlabel("t")
+        ax.set_ylabel("P(τ <= t)")
+        ax.set_title("Unmasking-time CDFs of the three couplings")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        written["unmasking_cdfs"] = out / PLOT_FILES["unmasking_cdfs"]
+        fig.tight_layout()
+        fig.savefig(written["unmasking_cdfs"], dpi=110)
+        plt.close(fig)
+    if "reappearance" in data:
+        entry = data["reappearance"]
+        mid = (np.asarray(entry["t_from"]) + np.asarray(entry["t_to"])) / 2
+        rate = np.asarray(entry["rate"])
+        lower, upper = np.asarray(entry["lower"]), np.asarray(entry["upper"])
+        fig, ax = plt.subplots(figsize=(7.5, 4.5))
+        ax.errorbar(mid, rate, yerr=[rate - lower, upper - rate], fmt="o-", capsize=3, label="fresh-noise OU path (95 % Clopper–Pearson)")
+        ax.axhline(0.0, color="k", lw=1, label="any masked path (shared noise): 0")
+        ax.set_xlabel("t (middle of the step t_i → t_i+1)")
+        ax.set_ylabel("P(masked at t_i, visible at t_i+1)")
+        ax.set_title("Counterexample: tokens reappear on a Markov Gaussian path")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        written["reappearance"] = out / PLOT_FILES["reappearance"]
+        fig.tight_layout()
+        fig.savefig(written["reappearance"], dpi=110)
+        plt.close(fig)
+    return written
