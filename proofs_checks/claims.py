@@ -231,7 +231,7 @@ def check_path_duality(
     conditional on the number of tokens visible at s (masked at t), which is exact because tokens
     are independent.  Couplings: "gaussian" K = 10 (the definition) and "threshold" K = 50 258."""
     schedule = schedule_fn()
-    setups = [("gaussian", 10, ctx.size(2_000_000, 100_000)), ("threshold", 50258, ctx.size(8_000_000, 400_000))]
+    setups = [("gaussian", 10, ctx.size(3_000_000, 100_000)), ("threshold", 50258, ctx.size(8_000_000, 400_000))]
     delta = stats.bonferroni(ctx.delta, 3 * len(setups))
     alpha = _as_numpy(schedule.alpha(np.asarray(PATH_TIMES)))
     tests, checked = [], {}
@@ -317,7 +317,7 @@ def check_counterexample(
     nu = _as_numpy(calibrated.nu(times))  # α̃ = ν/√(1+ν²), σ̃ = 1/√(1+ν²) (checked against the schedule in claim 6)
     alpha_tilde, sigma_tilde = nu / np.sqrt(1.0 + nu**2), 1.0 / np.sqrt(1.0 + nu**2)
     alpha = _as_numpy(schedule.alpha(times))
-    n = ctx.size(800_000, 50_000)
+    n = ctx.size(1_200_000, 50_000)
     generator = ctx.generator("ou")
     m = len(times)
     visible = np.zeros(m, dtype=np.int64)
@@ -379,7 +379,7 @@ def check_coupling_equivalence(
     (zero-violation, ignoring |τ − t| < 1e-6 rounding of the schedule inversion).  K = 3, cosine."""
     vocab_size = 3
     schedule = schedule_fn()
-    n = ctx.size(2_500_000, 250_000)
+    n = ctx.size(3_500_000, 250_000)
     n_tau = ctx.size(4_000, 1_000)
     times = EQUIVALENCE_TIMES
     per_method: dict[str, dict[str, Any]] = {}
@@ -500,7 +500,7 @@ def check_uniform_state(
     Materialised Gaussians for K ∈ {2, 3, 10}: DKW over the ν grid for the x0 category, exact
     binomial per (ν, other token) with Bonferroni; numerically ua = (Kα − 1)/(K − 1)."""
     vocab_sizes = (2, 3, 10)
-    n = ctx.size(1_000_000, 100_000)
+    n = ctx.size(1_500_000, 100_000)
     delta = stats.bonferroni(ctx.delta, 2 * len(vocab_sizes))
     tests = []
     for vocab_size in vocab_sizes:
@@ -654,7 +654,7 @@ class MarkovToy:
         return np.asarray(((1.0 - a) ** count * a ** (self.length - count) * per_pattern).sum(axis=-1))
 
     def sample(self, size: int, generator: torch.Generator, device: torch.device) -> Int[Tensor, "n L"]:
-        u = torch.rand(size, self.length, dtype=torch.float64, generator=generator).numpy()
+        u = torch.rand(size, self.length, dtype=torch.float64, generator=generator, device=generator.device).cpu().numpy()
         x = np.zeros((size, self.length), dtype=np.int64)
         x[:, 0] = np.searchsorted(np.cumsum(self.initial), u[:, 0], side="right")
         cumulative = np.cumsum(self.transition, axis=1)
@@ -789,12 +789,15 @@ def default_batch_functions() -> dict[str, Any]:
 
 
 def fallback_teacher_batch(x0: Tensor, schedule: Any, mask_id: int, generator: Any = None, t: Any = None) -> tuple[Tensor, Tensor]:
-    """Duality-only teacher masking: duality.q_sample at per-sequence times (uniform t when None)."""
+    """Duality-only teacher masking: duality.q_sample at per-sequence times (uniform t when None),
+    drawn on the generator's device."""
     from duality import q_sample
 
+    device = generator.device if generator is not None else torch.device("cpu")
     if t is None:
-        t = torch.rand(x0.shape[0], dtype=torch.float64, generator=generator, device=x0.device)
-    return q_sample(x0, t, schedule, mask_id, generator), t
+        t = torch.rand(x0.shape[0], dtype=torch.float64, generator=generator, device=device)
+    z = q_sample(x0.to(device), t.to(device), schedule, mask_id, generator)
+    return z.to(x0.device), t.to(x0.device)
 
 
 def fallback_distillation_batch(x0: Tensor, coupling: Any, t: Tensor, dt: float, generator: Any = None, noise: Any = None):
@@ -821,7 +824,7 @@ def check_trainer_batches(
     (conditional exact binomial).  K = 8, L = 64, log-linear schedule."""
     schedule = schedule_fn()
     vocab_size, length, mask_id = 8, 64, 8
-    n_tokens = ctx.size(10_000_000, 1_000_000)
+    n_tokens = ctx.size(14_000_000, 1_000_000)
     m = len(BATCH_TIMES)
     rows_total = max(1, n_tokens // (length * m))
     chunk_rows = max(1, 4_000_000 // (length * m))

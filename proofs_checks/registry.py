@@ -117,6 +117,8 @@ class ClaimReport:
     plot_data: dict[str, Any]
     checked: dict[str, str]
     error: str | None = None
+    detectable_unit: str | None = None
+    statistic_of: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(
@@ -131,7 +133,9 @@ class ClaimReport:
                 "false_fail_rate": self.false_fail_rate,
                 "false_pass_rate": self.false_pass_rate,
                 "detectable_discrepancy": self.detectable_discrepancy,
+                "detectable_discrepancy_unit": self.detectable_unit,
                 "statistic": self.statistic,
+                "statistic_of": self.statistic_of,
                 "threshold": self.threshold,
                 "seconds": round(self.seconds, 3),
                 "checked_implementations": self.checked,
@@ -192,9 +196,12 @@ def summarize(claim: Claim, outcome: ClaimOutcome, ctx: Context, seconds: float)
         t for t in tests if t.detectable_discrepancy is not None and t.discrepancy_unit == "absolute probability"
     ]
     detectable = max((t.detectable_discrepancy for t in probability_tests), default=None)
+    unit = "absolute probability" if detectable is not None else None
     if detectable is None:
         other = [t for t in tests if t.detectable_discrepancy is not None and t.false_pass_rate is not None]
-        detectable = max((t.detectable_discrepancy for t in other), default=None)
+        if other:
+            chosen = max(other, key=lambda t: t.detectable_discrepancy)
+            detectable, unit = chosen.detectable_discrepancy, chosen.discrepancy_unit
     worst = _worst(tests)
     return ClaimReport(
         claim=claim,
@@ -210,6 +217,8 @@ def summarize(claim: Claim, outcome: ClaimOutcome, ctx: Context, seconds: float)
         notes=outcome.notes,
         plot_data=outcome.plot_data,
         checked=outcome.checked,
+        detectable_unit=unit,
+        statistic_of=None if worst is None else worst.name,
     )
 
 

@@ -2,10 +2,12 @@
 
 report.json schema (top level): passed, seed, quick, device, seconds, total_draws,
 suite_false_fail_rate (Σ over claims, union bound), suite_false_fail_budget, false_pass_rate (β at
-which detectable discrepancies are stated), versions, claims, mutants, plots.
+which detectable discrepancies are stated), package_versions, claims, mutants, plots.
 Each claim: id, title, statement, kind, method, passed, n (Monte Carlo draws), false_fail_rate,
-false_pass_rate, detectable_discrepancy (absolute probability unless its sub-tests say otherwise),
-statistic and threshold of the deciding sub-test, seconds, checked_implementations, notes, error,
+false_pass_rate, detectable_discrepancy and detectable_discrepancy_unit (absolute probability
+unless no sub-test is a probability test), statistic, threshold and statistic_of (the deciding
+sub-test: the first failing one, else the closest to its threshold), seconds,
+checked_implementations, notes, error,
 subtests (each: name, method, statistic, threshold, comparison, passed, n, false_fail_rate,
 false_pass_rate, detectable_discrepancy, discrepancy_unit, details).
 Each mutant: name, claim, description, caught, caught_by (failing sub-tests), n, seconds, error.
@@ -153,14 +155,26 @@ def write_plots(result: SuiteResult, out: Path) -> dict[str, Path]:
         data.update(c.plot_data)
     written: dict[str, Path] = {}
     if "alpha_curves" in data:
-        fig, ax = plt.subplots(figsize=(7.5, 5))
+        fig, (ax, res) = plt.subplots(2, 1, figsize=(7.5, 8), gridspec_kw={"height_ratios": [3, 2]})
         for index, (k, entry) in enumerate(data["alpha_curves"].items()):
             color = f"C{index}"
             ax.plot(entry["curve_nu"], entry["curve_alpha"], color=color, lw=1.2, label=f"α_K(ν), K={k}")
             eps = entry["epsilon_threshold"]
             ax.errorbar(entry["nu"], entry["threshold"], yerr=eps, fmt="o", ms=3, color=color, capsize=2, alpha=0.8)
+            claimed = np.asarray(entry["claimed"])
+            res.plot(claimed, np.asarray(entry["threshold"]) - claimed, "o-", color=color, ms=3, lw=0.8, label=f"threshold draws, K={k}")
             if "materialised" in entry:
                 ax.plot(entry["nu"], entry["materialised"], "x", color=color, ms=5)
+                res.plot(claimed, np.asarray(entry["materialised"]) - claimed, "x--", color=color, ms=5, lw=0.8, label=f"materialised, K={k}")
+        first = next(iter(data["alpha_curves"].values()))
+        for key, style in (("epsilon_threshold", ":"), ("epsilon_materialised", "-.")):
+            res.axhline(first[key], color="k", ls=style, lw=0.8)
+            res.axhline(-first[key], color="k", ls=style, lw=0.8)
+        res.set_xlabel("α_K(ν) (claimed)")
+        res.set_ylabel("Monte Carlo − α_K(ν)")
+        res.set_title("Residuals with the DKW bands (dotted: threshold n, dash-dot: materialised n)", fontsize=9)
+        res.legend(fontsize=6, ncol=2)
+        res.grid(alpha=0.3)
         ax.set_xlabel("ν = α̃/σ̃")
         ax.set_ylabel("P(project(w) = x0)")
         ax.set_title("α_K(ν): curves, Monte Carlo (o threshold draws ± DKW band, x materialised)")

@@ -123,7 +123,7 @@ def as_json(result: SuiteResult) -> dict[str, Any]:
         "suite_false_fail_rate": result.suite_false_fail_rate,
         "suite_false_fail_budget": SUITE_FALSE_FAIL_RATE,
         "false_pass_rate": FALSE_PASS_RATE,
-        "versions": result.versions,
+        "package_versions": result.versions,
         "claims": [c.to_dict() for c in result.claims],
         "mutants": [m.to_dict() for m in result.mutants],
     }

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,7 @@ class BenchConfig:
     target_steps: int = 8
     steps_per_round: int = 200
     batch_size: int = 64
-    lr: float = 1e-4
+    lr: float = 3e-4
     divergence: str = "reverse_kl"
     temperature: bool = True
     coupling: str = "threshold"
@@ -402,7 +403,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smoke", action="store_true", help="a <2-minute end-to-end check (not the quality claims)")
     parser.add_argument("--teacher", default=None, help="reuse this teacher run instead of training OUT/teacher")
     parser.add_argument("--teacher-minutes", type=float, default=d.teacher_minutes)
-    parser.add_argument("--teacher-steps", type=int, default=None)
+    parser.add_argument("--teacher-steps", type=int, default=None, help="train the teacher for this many steps (instead of --teacher-minutes)")
+    parser.add_argument("--teacher-lr", type=float, default=d.teacher_lr)
+    parser.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the source's, 64)")
     parser.add_argument("--seeds", type=_int_list, default=d.seeds, help="training seeds of the students, e.g. 0,1")
     parser.add_argument("--start-steps", type=int, default=d.start_steps)
     parser.add_argument("--target-steps", type=int, default=d.target_steps)
@@ -431,6 +434,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
             **common, teacher_minutes=None if args.teacher_steps else args.teacher_minutes, teacher_steps=args.teacher_steps,
             start_steps=args.start_steps, target_steps=args.target_steps, steps_per_round=args.steps_per_round,
             batch_size=args.batch_size, lr=args.lr, frontier_temperatures=args.frontier_temperatures,
+            teacher_lr=args.teacher_lr, seq_len=args.seq_len,
         )
         if args.eval_steps:
             config.eval_steps = args.eval_steps
@@ -443,7 +447,11 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads() if args.device != "cpu" else 1))
     config = config_from_args(args)
-    result = bench(config)
+    try:
+        result = bench(config)
+    except ValueError as err:
+        print(f"mcd bench-distill: error: {err}", file=sys.stderr)
+        return 2
     print((Path(config.out) / "bench.md").read_text())
     print(f"written: {config.out}/bench.md, {config.out}/bench.json, " + ", ".join(result["plots"]))
     return 0

@@ -147,15 +147,15 @@ class HiddenMarkovSource(ExactSource):
     - token popularity is Zipf-like, w_v ∝ (v + 1)^(-zipf_exponent);
     - states: A = stickiness·I + (1 − stickiness)·Q, where each row of Q moves to
       ``successors`` other states with Dirichlet(1) weights; pi is A's stationary law;
-    - each state owns a topic: ``topic_size`` (default min(12, V)) tokens drawn without replacement ∝ w;
+    - each state owns a topic: ``topic_size`` (default min(10, V)) tokens drawn without replacement ∝ w;
     - e(· | s, prev) puts Dirichlet(``concentration``) mass, tilted by w, on
-      ``support`` (default min(6, topic_size)) tokens of the topic of s (chosen per (s, prev)), then mixes in
+      ``support`` (default min(5, topic_size)) tokens of the topic of s (chosen per (s, prev)), then mixes in
       ``floor`` of the state's topic-wide law and ``floor``² of the uniform law, so
       every sequence has finite log p (samples of a bad model are scored, not -inf).
     """
 
-    def __init__(self, seed: int = 0, seq_len: int = DEFAULT_SEQ_LEN, vocab_size: int = 48,
-                 num_states: int = 24, stickiness: float | int = 0.9, successors: int = 3, topic_size: int | None = None,
+    def __init__(self, seed: int = 0, seq_len: int = DEFAULT_SEQ_LEN, vocab_size: int = 32,
+                 num_states: int = 8, stickiness: float | int = 0.9, successors: int = 2, topic_size: int | None = None,
                  support: int | None = None, concentration: float | int = 0.7, floor: float | int = 0.02,
                  zipf_exponent: float | int = 0.7) -> None:
         self.seed = _check_int(seed, "seed", 0)
@@ -163,8 +163,8 @@ class HiddenMarkovSource(ExactSource):
         self.vocab_size = _check_int(vocab_size, "vocab_size", 2)
         self.num_states = _check_int(num_states, "num_states", 1)
         self.successors = _check_int(successors, "successors", 1)
-        self.topic_size = _check_int(min(12, self.vocab_size) if topic_size is None else topic_size, "topic_size", 1)
-        self.support = _check_int(min(6, self.topic_size) if support is None else support, "support", 1)
+        self.topic_size = _check_int(min(10, self.vocab_size) if topic_size is None else topic_size, "topic_size", 1)
+        self.support = _check_int(min(5, self.topic_size) if support is None else support, "support", 1)
         if self.topic_size > self.vocab_size:
             raise ValueError(f"topic_size must be <= vocab_size={self.vocab_size}, got {topic_size}")
         if self.support > self.topic_size:

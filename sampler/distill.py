@@ -1,8 +1,8 @@
-"""The pieces of masked consistency distillation (MCD) that need no training loop.
+"""Masked consistency distillation (MCD) and `mcd distill`.
 
-MCD trains a few-step student from a masked-diffusion teacher.  The coupled pair of
-noisy sequences that consistency distillation needs comes from one coupling noise per
-token (duality.MaskedCoupling): each token has one unmasking time τ, and
+MCD trains a few-step student from a masked-diffusion teacher.  The coupled pair of noisy
+sequences that consistency distillation needs comes from one coupling noise per token
+(duality.MaskedCoupling): each token has one unmasking time τ, and
 
     z_t = x0 where t < τ else m,        z_s = x0 where s < τ else m,        s = t − dt,
 
@@ -12,15 +12,19 @@ rollout.  The loss on a position masked in z_t is
     −log p_student(x0 | z_t, t)                          where z_s has revealed x0,
     D(p_student(· | z_t, t), p_teacher^{1/T}(· | z_s, s)) where z_s still masks it,
 
-averaged over the positions masked in z_t; D is reverse KL by default and T the teacher
-temperature of the round.
+averaged over the positions masked in z_t; D is reverse KL by default (forward KL, JS
+selectable) and T the teacher temperature of the round, T_r = max(0.75, 0.96 − 0.03·r).
 
-The stochastic baseline (self-distillation through time) replaces the analytic pair by
-the teacher's own ancestral rollout from z_t in two half-steps t → t − dt/2 → t − dt: a
-token revealed in the first half-step takes as target the teacher's distribution at
-(z_t, t) where it was revealed; every other masked token takes the teacher's distribution
-at (z_{t−dt/2}, t − dt/2), the state where it is revealed in the second half-step or the
-last state of the rollout.  It costs two teacher forward passes per step, MCD one.
+Rounds r = 0, 1, ...: dt_r = 2^r / N0 doubles until 1/target_steps; at the start of each the
+frozen teacher is refreshed from the student's EMA (or the student); the student starts as
+the teacher.  The stochastic baseline (sampler.baseline) runs in the same loop with targets
+from the teacher's own two-half-step rollout.  One teacher forward pass per MCD step, two
+per baseline step; both are counted.
+
+`mcd distill --teacher RUN --out RUN2`: AdamW + warmup, grad clipping, EMA, bf16 autocast on
+CUDA, DDP under torchrun, safetensors checkpoints holding student, EMA, frozen teacher and
+optimiser state (exact resume mid-round: the batch of step k depends only on (seed, rank, k)),
+JSONL metrics in RUN2/metrics.jsonl, tqdm progress.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -118,7 +123,7 @@ def teacher_temperature(
 def distillation_batch(
     x0: Int[Tensor, "B *rest"],
     coupling: Any,
-    t: Float[Tensor, "B"],
+    t: Float[Tensor, "B"] | float,
     dt: float | int,
     generator: torch.Generator | None = None,
     noise: Tensor | None = None,
@@ -127,8 +132,11 @@ def distillation_batch(
 
     The coupling noise (one per token, `coupling.sample_noise`) is drawn once and used at
     both times, so visible(t) ⊆ visible(s) and every visible token is the true x0 token.
+    t is one time per sequence (a float is used for every sequence).
     """
     dt = check_dt(dt)
+    if not isinstance(t, Tensor):
+        t = torch.full((x0.shape[0],), float(t), dtype=torch.float64, device=x0.device)
     if t.dim() != 1 or t.shape[0] != x0.shape[0]:
         raise ValueError(f"t must have shape ({x0.shape[0]},), got {tuple(t.shape)}")
     if t.is_floating_point() and t.numel() and (bool(torch.isnan(t).any()) or float(t.min()) < 0 or float(t.max()) > 1):
@@ -260,7 +268,7 @@ class DistillConfig:
     target_steps: int = 8
     steps_per_round: int = 400
     batch_size: int = 64
-    lr: float = 1e-4
+    lr: float = 3e-4
     weight_decay: float = 0.0
     warmup: int = 20
     grad_clip: float = 1.0
@@ -405,7 +413,9 @@ def distill(config: DistillConfig) -> dict[str, Any]:
                 f"({ {k: previous[k] for k in sorted(changed)} }); use a new --out to start afresh"
             )
         if resume_meta["distill"].get("complete"):
-            return resume_meta["distill"]
+            done = resume_meta["distill"]
+            return {**{k: done[k] for k in ("teacher_forward_passes", "teacher_sequence_evals", "wall_time_s", "optimizer_steps")},
+                    "complete": True, "round_steps": done["round_steps"], "step": int(resume_meta["step"])}
 
     rank, world, _ = ddp_setup()
     device = pick_device(config.device)
@@ -587,11 +597,19 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    result = distill(config)
-    from .training import is_main_process
+    from .training import ddp_cleanup, is_main_process
 
-    if is_main_process():
+    try:
+        config = config_from_args(args)
+        result = distill(config)
+        main = is_main_process()
+    except ValueError as err:
+        print(f"mcd distill: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        ddp_cleanup()
+
+    if main:
         print(
             f"distilled ({config.method}) into {config.out}: {result['optimizer_steps']} optimiser steps, "
             f"{result['teacher_forward_passes']} teacher forward passes, {result['wall_time_s']:.1f} s, "

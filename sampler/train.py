@@ -76,7 +76,7 @@ class TrainConfig:
     schedule: str = "loglinear"
     steps: int | None = None  # total optimizer steps (a resumed run continues up to it)
     minutes: float | None = None  # wall-clock budget of this invocation
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 1e-3
     warmup: int = 100
     weight_decay: float = 0.0
@@ -271,6 +271,8 @@ def train(cfg: TrainConfig, source: Any | None = None, step_callback: Callable[[
         "final_loss": sum(losses[-cfg.log_every :]) / max(1, len(losses[-cfg.log_every :])) if losses else float("nan"),
         "eval_elbo": eval_elbo,
         "run_dir": str(run_dir),
+        "rank": rank,
+        "world_size": world,
     }
     logger.log({"event": "end", **summary})
     ddp_cleanup()
@@ -344,7 +346,10 @@ def _restore(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default="exact", help="data source: 'exact' (exact-likelihood chain), 'shakespeare', or a text file/dir")
+    parser.add_argument("--data", default="exact", help="data source (sampler.data.get_source): 'exact' (embedded exact-likelihood "
+                        "source), 'ngram:CORPUS' (exact n-gram chain fitted on CORPUS), 'text:CORPUS' or 'CORPUS' "
+                        "(CORPUS: 'shakespeare' or a local text file/dir)")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed that builds the data source")
     parser.add_argument("--out", required=True, help="run directory (checkpoint.safetensors, config.json, metrics.jsonl)")
     parser.add_argument("--steps", type=int, default=None, help="total optimizer steps (a resumed run continues up to it)")
     parser.add_argument("--minutes", type=float, default=None, help=f"wall-clock budget (default {DEFAULT_MINUTES:g} when --steps is absent)")
@@ -353,7 +358,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly where it stopped")
     parser.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the source's)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--weight-decay", type=float, default=0.0)
@@ -372,7 +377,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
-        out=args.out, data=args.data, seq_len=args.seq_len, size=args.size, time_conditioning=args.time_conditioning,
+        out=args.out, data=args.data, data_seed=args.data_seed, seq_len=args.seq_len, size=args.size, time_conditioning=args.time_conditioning,
         dropout=args.dropout, schedule=args.schedule, steps=args.steps, minutes=args.minutes,
         batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, weight_decay=args.weight_decay,
         grad_clip=args.grad_clip, ema=args.ema, seed=args.seed, device=args.device, compile=args.compile,
@@ -387,6 +392,6 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"mcd train: error: {err}", file=sys.stderr)
         return 2
-    if is_main_process():
+    if summary["rank"] == 0:
         print(json.dumps(summary, indent=2))
     return 0

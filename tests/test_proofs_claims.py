@@ -90,3 +90,15 @@ def test_markov_toy_denoiser_is_normalised_and_exact_on_visible_tokens() -> None
         p = np.array([toy.probs[toy.sequences[:, position] == v].sum() for v in range(toy.vocab_size)])
         marginal_entropy -= float((p * np.log(p)).sum())
     assert abs(float(toy.loss_polynomial(np.array(0.0))) - marginal_entropy) < 1e-12
+
+
+def test_trainer_batch_claim_passes_with_the_duality_fallbacks() -> None:
+    """Claim 10 against the duality-only fallbacks (what runs before the sampler exists)."""
+    from proofs_checks.claims import fallback_distillation_batch, fallback_teacher_batch
+
+    report = run_claim(CLAIMS[10], small_context("fallback", scale=0.2))
+    assert report.passed, [t.name for t in report.tests if not t.passed]
+    overrides = {"teacher_batch_fn": fallback_teacher_batch, "distillation_batch_fn": fallback_distillation_batch}
+    fallback = run_claim(CLAIMS[10], small_context("fallback", scale=0.2), overrides)
+    assert fallback.passed and fallback.error is None
+    assert fallback.checked["teacher_batch_fn"].endswith("fallback_teacher_batch")

@@ -33,7 +33,7 @@ def test_quick_suite_end_to_end(tmp_path, capsys) -> None:
     assert report["mutants"] and all(MUTANT_KEYS <= set(m) for m in report["mutants"])
     assert not survived
     assert {m["claim"] for m in report["mutants"]} >= {c["id"] for c in monte_carlo}
-    assert report["seed"] == 3 and report["seconds"] > 0 and "torch" in report["versions"]
+    assert report["seed"] == 3 and report["seconds"] > 0 and "torch" in report["package_versions"]
     assert report["suite_false_fail_rate"] <= 1e-6 * (1 + 1e-9)
     for name in ("report.md", "alpha_curves.png", "unmasking_cdfs.png", "reappearance.png"):
         assert (tmp_path / name).stat().st_size > 0, name

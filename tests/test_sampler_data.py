@@ -56,7 +56,7 @@ def test_same_seed_same_source_and_samples():
 
 def test_default_source_shape_and_dtype():
     source = get_source()
-    assert source.exact and source.vocab_size == 48 and source.default_seq_len == 64
+    assert source.exact and source.vocab_size == 32 and source.default_seq_len == 64
     x = source.sample_batch(5, generator=torch.Generator().manual_seed(0))
     assert x.shape == (5, 64) and x.dtype == torch.int64
     assert int(x.min()) >= 0 and int(x.max()) < source.vocab_size
@@ -194,14 +194,14 @@ def test_bad_input_is_named(tmp_path):
     with pytest.raises(ValueError, match="corpus"):
         get_source(str(tmp_path / "missing.txt"))
     source = get_source("exact", seq_len=8)
-    with pytest.raises(ValueError, match="vocab_size=48"):
-        source.log_prob(torch.full((2, 8), 48, dtype=torch.int64))
+    with pytest.raises(ValueError, match=f"vocab_size={source.vocab_size}"):
+        source.log_prob(torch.full((2, 8), source.vocab_size, dtype=torch.int64))
     with pytest.raises(ValueError, match="seq_len"):
         source.sample_batch(2, 0)
     with pytest.raises(ValueError, match="batch_size"):
         source.sample_batch(0, 4)
     with pytest.raises(ValueError, match="support"):
-        get_source("exact", support=20)
+        get_source("exact", support=11)
 
 
 def test_sample_quality_of_source_samples_and_of_collapse():

@@ -319,14 +319,32 @@ def test_bad_settings_fail_before_training(tmp_path: Path, overrides: dict, matc
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_refuses_bad_start_dt(tmp_path: Path) -> None:
+def test_cli_refuses_bad_start_dt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from sampler.cli import main
 
     teacher = make_teacher(tmp_path / "teacher")
     for dt in ("0", "1.5", "0.3"):
-        with pytest.raises(ValueError, match="start_dt"):
-            main(["distill", "--teacher", str(teacher), "--out", str(tmp_path / "out"), "--start-dt", dt])
+        assert main(["distill", "--teacher", str(teacher), "--out", str(tmp_path / "out"), "--start-dt", dt]) == 2
+        assert "start_dt" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("refresh_from", ["ema", "student"])
+def test_teacher_is_refreshed_at_each_round(tmp_path: Path, refresh_from: str) -> None:
+    """Round 0 distils from the original teacher; round 1's frozen teacher is the EMA (or the student) at the round boundary."""
+    teacher = make_teacher(tmp_path / "teacher")
+    distill(_tiny(teacher, tmp_path / "run", refresh_from=refresh_from, max_steps=3))  # end of round 0, before the refresh
+    before, _ = load_checkpoint(tmp_path / "run")
+    original, _ = load_checkpoint(teacher)
+    for name, value in original.items():
+        assert torch.equal(before["teacher." + name[len("model."):]], value)
+    distill(_tiny(teacher, tmp_path / "run", refresh_from=refresh_from, max_steps=4))
+    after, _ = load_checkpoint(tmp_path / "run")
+    source = "ema." if refresh_from == "ema" else "model."
+    for name in original:
+        key = name[len("model."):]
+        assert torch.equal(after["teacher." + key], before[source + key]), key
+    assert not torch.equal(after["teacher.head.weight"], original["model.head.weight"])
 
 
 def test_gaussian_coupling_trains(tmp_path: Path) -> None:

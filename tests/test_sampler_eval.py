@@ -72,7 +72,7 @@ def test_eval_rejects_vocabulary_mismatch(run_dir, tmp_path, capsys):
     from sampler.checkpoint import load_checkpoint, save_checkpoint
 
     tensors, meta = load_checkpoint(run_dir)
-    meta["source"] = {**meta["source"], "vocab_size": 32}
+    meta["source"] = {**meta["source"], "vocab_size": 24}
     save_checkpoint(tmp_path, tensors, meta)
     assert main(eval_args(tmp_path)) == 2
     assert "vocabulary mismatch" in capsys.readouterr().err
