@@ -155,7 +155,7 @@ class HiddenMarkovSource(ExactSource):
     """
 
     def __init__(self, seed: int = 0, seq_len: int = DEFAULT_SEQ_LEN, vocab_size: int = 32,
-                 num_states: int = 8, stickiness: float | int = 0.9, successors: int = 2, topic_size: int | None = None,
+                 num_states: int = 16, stickiness: float | int = 0.9, successors: int = 2, topic_size: int | None = None,
                  support: int | None = None, concentration: float | int = 0.7, floor: float | int = 0.02,
                  zipf_exponent: float | int = 0.7) -> None:
         self.seed = _check_int(seed, "seed", 0)

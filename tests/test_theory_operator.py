@@ -82,7 +82,7 @@ def check_against_reference(values: dict[str, np.ndarray], points, references) -
 
 
 def test_reference_grid_per_point(references):
-    """Scalar calls for a K not seen before go through the per-point quadrature."""
+    """The per-point quadrature path (used for K values seen with few points) at every reference point."""
     points = reference_points()
     values = {
         "alpha": [op._direct_log(np.array([nu]), np.array([k - 1.0]), op._ALPHA)[0] for nu, k in points],
