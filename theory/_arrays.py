@@ -11,7 +11,8 @@ here: a tensor is recognised by its type's module, so `theory` stays importable
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
