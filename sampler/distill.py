@@ -345,7 +345,8 @@ def check_teacher_compatible(meta: dict[str, Any], source: Any, config: DistillC
 
 
 def distill(config: DistillConfig) -> dict[str, Any]:
-    """Run (or resume, or return the finished) distillation; returns the final meta["distill"] record.
+    """Run (or resume, or return the finished) distillation; returns a summary (optimizer_steps,
+    teacher_forward_passes, teacher_sequence_evals, wall_time_s, complete, round_steps, step).
 
     Each round r (dt_r = 1/N_r, N_r = N0/2^r): the frozen teacher is refreshed from the student
     (or its EMA); then `steps_per_round` AdamW steps on the MCD loss (or the baseline's).
