@@ -19,7 +19,8 @@ positions (infilling).  Pinned tokens are visible from the start and never chang
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int

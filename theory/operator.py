@@ -97,7 +97,8 @@ _NU_LAPLACE = 1e6
 
 def _log1mexp(x: np.ndarray) -> np.ndarray:
     """log(1 − e^x) for x ≤ 0, accurate at both ends."""
-    return np.where(x > -math.log(2.0), np.log(-np.expm1(x)), np.log1p(-np.exp(x)))
+    with np.errstate(divide="ignore"):  # np.where evaluates both branches; the unused one may hit log(0)
+        return np.where(x > -math.log(2.0), np.log(-np.expm1(x)), np.log1p(-np.exp(x)))
 
 
 def _mills(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
