@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+import duality.coupling as coupling_module
 from duality import (
     METHODS,
     MaskedCoupling,
@@ -22,7 +23,7 @@ from duality import (
     sample_threshold,
     threshold_statistic,
 )
-from theory import CosineSchedule, LogLinearSchedule, calibrate, masked_alpha
+from theory import CosineSchedule, LogLinearSchedule, MaskSchedule, calibrate, masked_alpha
 
 K_SMALL = 6
 
@@ -45,14 +46,43 @@ def tokens(shape: tuple[int, ...], seed: int, vocab_size: int = K_SMALL) -> torc
 # --------------------------------------------------------------------------- max of normals
 
 
+KS_LEVEL = 1e-6
+
+
+def max_of_normals_pvalue(draw, count: int) -> float:
+    """The check behind test_max_of_normals_has_the_exact_cdf: `draw(v, count)` maps n = 20 000 seeded
+    uniforms to draws of M; returns the one-sample KS p-value against P(M <= m) = Φ(m)^count, or 0 when
+    a draw is not finite.  The test passes at p > KS_LEVEL."""
+    v = torch.rand(20_000, dtype=torch.float64, generator=torch.Generator().manual_seed(count % 997))
+    m = draw(v.clamp(min=1e-300), count)
+    if not bool(torch.isfinite(m).all()):
+        return 0.0
+    cdf = lambda x: np.exp(count * stats.norm.logcdf(x))  # noqa: E731
+    return float(stats.kstest(m.double().numpy(), cdf).pvalue)
+
+
 @pytest.mark.parametrize("count", [1, 5, 1000, 10**7])
 def test_max_of_normals_has_the_exact_cdf(count):
     """One-sample KS of M against P(M <= m) = Φ(m)^count, n = 20 000; reject at p < 1e-6 (false-fail ≤ 1e-6)."""
-    v = torch.rand(20_000, dtype=torch.float64, generator=torch.Generator().manual_seed(count % 997))
-    m = max_of_standard_normals(v.clamp(min=1e-300), count)
-    assert torch.isfinite(m).all()
-    cdf = lambda x: np.exp(count * stats.norm.logcdf(x))  # noqa: E731
-    assert stats.kstest(m.numpy(), cdf).pvalue > 1e-6
+    assert max_of_normals_pvalue(max_of_standard_normals, count) > KS_LEVEL
+
+
+def _max_of_one_fewer(v, count):
+    """Planted bug: the max of count − 1 normals (an off-by-one in the count)."""
+    return max_of_standard_normals(v, count - 1)
+
+
+def _max_naive_float32(v, count):
+    """Planted bug: M = Φ⁻¹(v^{1/count}) in float32; v^{1/count} rounds to 1 for large count (M = +inf)."""
+    return torch.special.ndtri(v.float() ** (1.0 / count))
+
+
+@pytest.mark.parametrize("count, bug", [(5, _max_of_one_fewer), (10**7, _max_naive_float32)])
+def test_max_of_normals_check_catches_planted_bugs(count, bug):
+    """The KS check at its own size rejects: max of 4 normals for count 5 (observed p ≈ 5e-128), and the
+    float32 naive inverse at count 10^7 (about a quarter of the draws are +inf).  Not shown: an off-by-one
+    at count 1000 (CDFs differ by ≈ 4e-4, below what n = 20 000 resolves)."""
+    assert max_of_normals_pvalue(bug, count) <= KS_LEVEL
 
 
 def test_max_of_normals_is_monotone_and_finite_in_the_tails():
@@ -66,24 +96,61 @@ def test_max_of_normals_is_monotone_and_finite_in_the_tails():
         np.testing.assert_allclose(log_cdf, np.log(v[1:-1].numpy()), rtol=1e-6, atol=1e-15)
 
 
+def threshold_draw_pvalue(draw) -> float:
+    """The check behind test_threshold_draw_matches_the_gaussian_statistic: `draw(shape, K, generator)` is
+    compared with Y = max_{j≠k} ε_j − ε_k from materialised noise (K = 6) by a two-sample KS, n = 20 000
+    each; returns the p-value (the test passes at p > KS_LEVEL)."""
+    n = 20_000
+    generator = torch.Generator().manual_seed(11)
+    y_fast = draw((n,), K_SMALL, generator=generator)
+    x0 = tokens((n,), 12)
+    y_slow = threshold_statistic(torch.randn(n, K_SMALL, dtype=torch.float64, generator=generator), x0)
+    return float(stats.ks_2samp(y_fast.numpy(), y_slow.numpy()).pvalue)
+
+
 def test_threshold_draw_matches_the_gaussian_statistic():
     """Y from the O(1) draw vs Y = max_{j≠k} ε_j − ε_k from materialised noise (K = 6): two-sample KS,
     n = 20 000 each, reject at p < 1e-6 (false-fail ≤ 1e-6)."""
-    n = 20_000
-    generator = torch.Generator().manual_seed(11)
-    y_fast = sample_threshold((n,), K_SMALL, generator=generator)
-    x0 = tokens((n,), 12)
-    y_slow = threshold_statistic(torch.randn(n, K_SMALL, dtype=torch.float64, generator=generator), x0)
-    assert stats.ks_2samp(y_fast.numpy(), y_slow.numpy()).pvalue > 1e-6
+    assert threshold_draw_pvalue(sample_threshold) > KS_LEVEL
+
+
+def _threshold_max_of_k(shape, vocab_size, generator=None, device="cpu"):
+    """Planted bug: Y = M − ε_k with M the max of K normals instead of K − 1 (same draw order)."""
+    return sample_threshold(shape, vocab_size + 1, generator=generator, device=device)
+
+
+def _threshold_without_clean(shape, vocab_size, generator=None, device="cpu"):
+    """Planted bug: the clean coordinate is forgotten, Y = M (max of K − 1 normals) instead of M − ε_k."""
+    v = torch.rand(shape, dtype=torch.float64, device=device, generator=generator).clamp_(min=1e-300)
+    return max_of_standard_normals(v, vocab_size - 1)
+
+
+def test_threshold_draw_check_catches_max_of_k_normals():
+    """The KS check rejects the max of K normals instead of K − 1 at K = 6 (observed p ≈ 2e-13)."""
+    assert threshold_draw_pvalue(_threshold_max_of_k) <= KS_LEVEL
+
+
+def threshold_cdf_pvalue(draw, vocab_size: int) -> float:
+    """The check behind test_threshold_cdf_is_masked_alpha: u = α_K(Y) of n = 20 000 draws
+    `draw(shape, K, generator)` against U(0, 1), one-sample KS p-value (passes at p > KS_LEVEL)."""
+    y = draw((20_000,), vocab_size, generator=torch.Generator().manual_seed(vocab_size))
+    u = np.asarray(masked_alpha(y.numpy(), vocab_size))
+    return float(stats.kstest(u, "uniform").pvalue)
 
 
 def test_threshold_cdf_is_masked_alpha():
     """α_K is the CDF of Y: u = α_K(Y) is U(0, 1).  One-sample KS, n = 20 000, at K = 6 and K = 50 258;
     reject at p < 1e-6 each (false-fail ≤ 2e-6)."""
     for vocab_size in (K_SMALL, 50_258):
-        y = sample_threshold((20_000,), vocab_size, generator=torch.Generator().manual_seed(vocab_size))
-        u = np.asarray(masked_alpha(y.numpy(), vocab_size))
-        assert stats.kstest(u, "uniform").pvalue > 1e-6
+        assert threshold_cdf_pvalue(sample_threshold, vocab_size) > KS_LEVEL
+
+
+@pytest.mark.parametrize("vocab_size, bug", [(K_SMALL, _threshold_max_of_k), (50_258, _threshold_without_clean)])
+def test_threshold_cdf_check_catches_planted_bugs(vocab_size, bug):
+    """The KS check rejects the max of K normals at K = 6 (observed p ≈ 3e-23) and a draw that drops the
+    clean coordinate at K = 50 258.  Not shown: the K-vs-(K − 1) off-by-one at K = 50 258 (p ≈ 0.16 at
+    n = 20 000: the two laws differ by O(1/K))."""
+    assert threshold_cdf_pvalue(bug, vocab_size) <= KS_LEVEL
 
 
 # --------------------------------------------------------------------------- nesting
@@ -153,21 +220,59 @@ def test_gaussian_method_is_the_projection_of_the_latent():
 # --------------------------------------------------------------------------- rates
 
 
+MASK_RATE_LEVEL = 1e-7
+MASK_RATE_TIMES = (0.05, 0.3, 0.5, 0.8, 0.99)
+
+
+def mask_rate_pvalues(coupling: MaskedCoupling, schedule) -> list[tuple[float, float, float, float]]:
+    """The check behind test_mask_rate_matches_alpha: n = 6 000 tokens (gaussian) or 20 000 masked by
+    `coupling` at each of MASK_RATE_TIMES; returns (t, kept/n, α(t) of `schedule`, exact two-sided binomial
+    p-value) per time.  The test passes when every p-value is > MASK_RATE_LEVEL."""
+    n = 6_000 if coupling.method == "gaussian" else 20_000
+    x0 = tokens((n,), 21)
+    noise = coupling.sample_noise(x0, torch.Generator().manual_seed(22))
+    rows = []
+    for t in MASK_RATE_TIMES:
+        z = coupling.mask(x0, noise, t)
+        kept = int((z == x0).sum())
+        assert int((z == K_SMALL).sum()) == n - kept
+        alpha = float(schedule.alpha(t))
+        rows.append((t, kept / n, alpha, float(stats.binomtest(kept, n, alpha).pvalue)))
+    return rows
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("schedule_name", ["loglinear", "cosine"])
 def test_mask_rate_matches_alpha(method, schedule_name):
     """P(visible at t) = α(t) per token.  Exact two-sided binomial test per time at level 1e-7
     (5 times: false-fail ≤ 5e-7 per case), n = 6 000 tokens (gaussian) or 20 000."""
     coupling = coupling_for(method, schedule_name)
-    n = 6_000 if method == "gaussian" else 20_000
-    x0 = tokens((n,), 21)
-    noise = coupling.sample_noise(x0, torch.Generator().manual_seed(22))
-    for t in (0.05, 0.3, 0.5, 0.8, 0.99):
-        z = coupling.mask(x0, noise, t)
-        kept = int((z == x0).sum())
-        assert int((z == K_SMALL).sum()) == n - kept
-        alpha = float(coupling.schedule.alpha(t))
-        assert stats.binomtest(kept, n, alpha).pvalue > 1e-7, (method, t, kept / n, alpha)
+    for t, rate, alpha, pvalue in mask_rate_pvalues(coupling, coupling.schedule):
+        assert pvalue > MASK_RATE_LEVEL, (method, t, rate, alpha)
+
+
+def _scaled(schedule, factor: float) -> MaskSchedule:
+    return MaskSchedule(alpha=lambda t: factor * schedule.alpha(t), alpha_deriv=lambda t: factor * schedule.alpha_deriv(t))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("schedule_name", ["loglinear", "cosine"])
+def test_mask_rate_check_catches_a_schedule_two_percent_off(method, schedule_name):
+    """Planted bug: the coupling follows α_bug = 0.98·α (2 % relative) while the check uses α.  Rejected
+    at the test's own sizes (observed smallest p ≤ 1e-14 in every case)."""
+    schedule = LogLinearSchedule() if schedule_name == "loglinear" else CosineSchedule()
+    buggy = MaskedCoupling(_scaled(schedule, 0.98), K_SMALL, K_SMALL, method=method)
+    assert min(p for *_, p in mask_rate_pvalues(buggy, schedule)) <= MASK_RATE_LEVEL
+
+
+@pytest.mark.parametrize("method", ["gaussian", "threshold"])
+@pytest.mark.parametrize("schedule_name", ["loglinear", "cosine"])
+def test_mask_rate_check_catches_calibration_with_one_fewer_token(method, schedule_name):
+    """Planted bug: ν(t) calibrated with α_{K−1}⁻¹ instead of α_K⁻¹ (observed smallest p ≤ 1e-8)."""
+    schedule = LogLinearSchedule() if schedule_name == "loglinear" else CosineSchedule()
+    buggy = MaskedCoupling(schedule, K_SMALL, K_SMALL, method=method)
+    buggy._calibrated = calibrate(schedule, K_SMALL - 1)
+    assert min(p for *_, p in mask_rate_pvalues(buggy, schedule)) <= MASK_RATE_LEVEL
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -184,10 +289,14 @@ def test_per_sequence_time_equals_rowwise_scalar_time(method):
     assert torch.equal(coupling.mask(x0, noise, torch.tensor(0.3)), coupling.mask(x0, noise, 0.3))
 
 
-def test_methods_agree_in_law_on_unmask_times():
-    """Two-sample KS of the unmasking times τ (K = 6, n = 5 000 tokens per method, τ = +inf mapped to 2),
-    three pairs, each rejected at p < 1e-6: false-fail ≤ 3e-6."""
-    n = 5_000
+METHOD_PAIRS = (("gaussian", "threshold"), ("gaussian", "uniform"), ("threshold", "uniform"))
+
+
+def unmask_time_pvalues() -> dict[tuple[str, str], float]:
+    """The check behind test_methods_agree_in_law_on_unmask_times: τ of n = 20 000 tokens per method
+    (K = 6, τ = +inf mapped to 2), two-sample KS p-value per pair of methods (passes at p > KS_LEVEL each).
+    n was 5 000, at which the K-normals planted bug below was not caught (p ≈ 6e-6); at 20 000 it is."""
+    n = 20_000
     samples = {}
     for offset, method in enumerate(METHODS):
         coupling = coupling_for(method)
@@ -195,8 +304,22 @@ def test_methods_agree_in_law_on_unmask_times():
         noise = coupling.sample_noise(x0, torch.Generator().manual_seed(200 + offset))
         tau = coupling.unmask_time(noise, x0=x0)
         samples[method] = torch.where(torch.isinf(tau), torch.full_like(tau, 2.0), tau).numpy()
-    for a, b in (("gaussian", "threshold"), ("gaussian", "uniform"), ("threshold", "uniform")):
-        assert stats.ks_2samp(samples[a], samples[b]).pvalue > 1e-6, (a, b)
+    return {(a, b): float(stats.ks_2samp(samples[a], samples[b]).pvalue) for a, b in METHOD_PAIRS}
+
+
+def test_methods_agree_in_law_on_unmask_times():
+    """Two-sample KS of the unmasking times τ (K = 6, n = 20 000 tokens per method, τ = +inf mapped to 2),
+    three pairs, each rejected at p < 1e-6: false-fail ≤ 3e-6."""
+    for pair, pvalue in unmask_time_pvalues().items():
+        assert pvalue > KS_LEVEL, pair
+
+
+def test_unmask_time_check_catches_threshold_noise_with_k_normals(monkeypatch):
+    """Planted bug: the threshold method's noise is the max of K normals minus ε_k (instead of K − 1).
+    Both pairs involving it are rejected (observed p ≈ 2e-19 and 6e-18)."""
+    monkeypatch.setattr(coupling_module, "sample_threshold", _threshold_max_of_k)
+    pvalues = unmask_time_pvalues()
+    assert pvalues[("gaussian", "threshold")] <= KS_LEVEL and pvalues[("threshold", "uniform")] <= KS_LEVEL
 
 
 # --------------------------------------------------------------------------- determinism

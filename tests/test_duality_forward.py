@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+import duality.forward as forward_module
 from duality import elbo_weight, posterior_step, q_sample, reverse_unmask_prob
 from theory import CosineSchedule, LogLinearSchedule, PolynomialSchedule
 
@@ -28,21 +29,61 @@ def tokens(shape, seed, vocab_size=K):
 # --------------------------------------------------------------------------- q_sample
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: type(s).__name__)
-def test_q_sample_rate_is_alpha_per_sequence(schedule):
-    """Per-sequence t: row b keeps each token with probability α(t_b).  Exact binomial test per row at
-    level 1e-7 (4 rows: false-fail ≤ 4e-7 per schedule), 10 000 tokens per row."""
+Q_SAMPLE_LEVEL = 1e-7
+
+
+def q_sample_rate_ok(sample, schedule) -> bool:
+    """The check behind test_q_sample_rate_is_alpha_per_sequence: `sample(x0, t, schedule, mask_id,
+    generator, vocab_size=)` on 4 rows of 10 000 tokens at per-sequence t = (0, 0.25, 0.6, 0.97); True iff
+    every token is x0 or the mask and each row's kept count passes an exact binomial test against α(t_b)
+    at level Q_SAMPLE_LEVEL (kept = all where α = 1)."""
     x0 = tokens((4, 10_000), 1)
     t = torch.tensor([0.0, 0.25, 0.6, 0.97], dtype=torch.float64)
-    z = q_sample(x0, t, schedule, MASK, torch.Generator().manual_seed(2), vocab_size=K)
-    assert bool(((z == x0) | (z == MASK)).all())
+    z = sample(x0, t, schedule, MASK, torch.Generator().manual_seed(2), vocab_size=K)
+    if not bool(((z == x0) | (z == MASK)).all()):
+        return False
     for row in range(4):
         kept = int((z[row] == x0[row]).sum())
         alpha = float(schedule.alpha(float(t[row])))
         if alpha == 1.0:
-            assert kept == x0.shape[1]
-        else:
-            assert stats.binomtest(kept, x0.shape[1], alpha).pvalue > 1e-7
+            if kept != x0.shape[1]:
+                return False
+        elif not stats.binomtest(kept, x0.shape[1], alpha).pvalue > Q_SAMPLE_LEVEL:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: type(s).__name__)
+def test_q_sample_rate_is_alpha_per_sequence(schedule):
+    """Per-sequence t: row b keeps each token with probability α(t_b).  Exact binomial test per row at
+    level 1e-7 (4 rows: false-fail ≤ 4e-7 per schedule), 10 000 tokens per row."""
+    assert q_sample_rate_ok(q_sample, schedule)
+
+
+def _q_sample_rows_reversed(x0, t, schedule, mask_id, generator=None, vocab_size=None):
+    """Planted bug: per-sequence times broadcast against the wrong rows (t read in reverse order)."""
+    return q_sample(x0, t.flip(0), schedule, mask_id, generator, vocab_size=vocab_size)
+
+
+def _q_sample_keeps_with_mask_rate(x0, t, schedule, mask_id, generator=None, vocab_size=None):
+    """Planted bug: a token stays visible with probability 1 − α(t) instead of α(t)."""
+    u = torch.rand(tuple(x0.shape), dtype=torch.float64, generator=generator)
+    keep = u < torch.as_tensor(schedule.one_minus_alpha(t), dtype=torch.float64).unsqueeze(-1)
+    return torch.where(keep, x0, torch.full_like(x0, mask_id))
+
+
+def _q_sample_first_time_for_all_rows(x0, t, schedule, mask_id, generator=None, vocab_size=None):
+    """Planted bug: a per-sequence t collapsed to its first entry (every row at t_0 = 0: nothing masked)."""
+    return q_sample(x0, float(t[0]), schedule, mask_id, generator, vocab_size=vocab_size)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: type(s).__name__)
+@pytest.mark.parametrize("bug", [_q_sample_rows_reversed, _q_sample_keeps_with_mask_rate, _q_sample_first_time_for_all_rows],
+                         ids=lambda f: f.__name__)
+def test_q_sample_rate_check_catches_planted_bugs(schedule, bug):
+    """Each planted bug fails the check at its own size.  Not shown: a schedule 1–2 % off relative (at
+    10 000 tokens per row a 2 % shift of α(0.25) ≈ 0.75 is ≈ 3.5 SE, short of the 1e-7 level)."""
+    assert not q_sample_rate_ok(bug, schedule)
 
 
 def test_q_sample_is_deterministic_and_independent_of_shape_of_t():
@@ -102,48 +143,128 @@ def test_reverse_unmask_prob_bad_input():
 # --------------------------------------------------------------------------- posterior_step
 
 
-def test_posterior_step_keeps_visible_and_unmasks_at_the_right_rate():
-    """Unmasking count ~ Binomial(#masked, (α_s − α_t)/(1 − α_t)); exact binomial test at level 1e-6
-    (false-fail ≤ 1e-6)."""
+POSTERIOR_LEVEL = 1e-6
+
+
+def unmask_rate_pvalue() -> float:
+    """The check behind test_posterior_step_keeps_visible_and_unmasks_at_the_right_rate: one step 0.8 -> 0.5
+    (log-linear) on 16 000 tokens through `duality.forward.posterior_step` (so a monkeypatched mutant is
+    seen); asserts visible tokens stay and values are in range, and returns the exact binomial p-value of
+    the unmasked count against (α_s − α_t)/(1 − α_t) (the test passes at p > POSTERIOR_LEVEL)."""
     schedule = LogLinearSchedule()
     x0 = tokens((8, 2_000), 3)
     z_t = q_sample(x0, 0.8, schedule, MASK, torch.Generator().manual_seed(4))
     probs = torch.softmax(torch.randn(8, 2_000, K, generator=torch.Generator().manual_seed(5)), dim=-1)
-    z_s = posterior_step(probs, z_t, 0.5, 0.8, schedule, MASK, torch.Generator().manual_seed(6))
+    z_s = forward_module.posterior_step(probs, z_t, 0.5, 0.8, schedule, MASK, torch.Generator().manual_seed(6))
     visible = z_t != MASK
     assert torch.equal(z_s[visible], z_t[visible])
     masked = ~visible
     unmasked = int((z_s[masked] != MASK).sum())
     assert bool(((z_s >= 0) & (z_s <= MASK)).all())
     prob = reverse_unmask_prob(schedule, 0.5, 0.8)
-    assert stats.binomtest(unmasked, int(masked.sum()), prob).pvalue > 1e-6
+    return float(stats.binomtest(unmasked, int(masked.sum()), prob).pvalue)
+
+
+def test_posterior_step_keeps_visible_and_unmasks_at_the_right_rate():
+    """Unmasking count ~ Binomial(#masked, (α_s − α_t)/(1 − α_t)); exact binomial test at level 1e-6
+    (false-fail ≤ 1e-6)."""
+    assert unmask_rate_pvalue() > POSTERIOR_LEVEL
+
+
+def test_unmask_rate_check_catches_the_wrong_denominator(monkeypatch):
+    """Planted bug: unmask probability (α_s − α_t)/(1 − α_s) instead of /(1 − α_t) (0.60 instead of 0.375
+    here; observed p = 0 in float64).  Not shown: a 1–2 % relative error (≈ 1.7 SE at 12 800 masked)."""
+
+    def wrong_denominator(schedule, s, t):
+        alpha_s, alpha_t = float(schedule.alpha(s)), float(schedule.alpha(t))
+        return (alpha_s - alpha_t) / (1 - alpha_s)
+
+    monkeypatch.setattr(forward_module, "reverse_unmask_prob", wrong_denominator)
+    assert unmask_rate_pvalue() <= POSTERIOR_LEVEL
+
+
+CATEGORY_P = torch.tensor([0.5, 0.0, 0.2, 0.25, 0.05], dtype=torch.float64)
+
+
+def category_fit_pvalue() -> float:
+    """The check behind test_posterior_step_draws_categories_from_the_probabilities: 30 000 masked tokens
+    unmasked at s = 0 from CATEGORY_P through `duality.forward.posterior_step`; 0 if a token stays masked or
+    a zero-probability category is drawn, else the chi-square goodness-of-fit p-value on the support (the
+    test passes at p > POSTERIOR_LEVEL)."""
+    p = CATEGORY_P
+    n = 30_000
+    z_t = torch.full((n,), MASK)
+    z_s = forward_module.posterior_step(p.expand(n, K), z_t, 0.0, 0.7, LogLinearSchedule(), MASK, torch.Generator().manual_seed(7))
+    if bool((z_s == MASK).any()):
+        return 0.0
+    counts = torch.bincount(z_s, minlength=K).numpy()
+    if counts[1] != 0:  # zero probability is never drawn
+        return 0.0
+    support = p.numpy() > 0
+    return float(stats.chisquare(counts[support], n * p.numpy()[support]).pvalue)
 
 
 def test_posterior_step_draws_categories_from_the_probabilities():
     """Unmasked values follow p (shared across positions); chi-square goodness of fit at level 1e-6
     (false-fail ≤ 1e-6).  s = 0 with α(0) = 1: every masked token unmasks."""
-    p = torch.tensor([0.5, 0.0, 0.2, 0.25, 0.05], dtype=torch.float64)
-    n = 30_000
-    z_t = torch.full((n,), MASK)
-    z_s = posterior_step(p.expand(n, K), z_t, 0.0, 0.7, LogLinearSchedule(), MASK, torch.Generator().manual_seed(7))
-    assert not bool((z_s == MASK).any())
+    assert category_fit_pvalue() > POSTERIOR_LEVEL
+
+
+_original_sample_categories = forward_module._sample_categories
+
+
+def _categories_tempered(rows, uniforms, temperature, log_probs):
+    """Planted bug: probabilities raised to the power 1.1 (a stray temperature 1/1.1) before the draw."""
+    return _original_sample_categories(rows**1.1, uniforms, temperature, log_probs)
+
+
+def _categories_read_as_log_probs(rows, uniforms, temperature, log_probs):
+    """Planted bug: the log_probs flag inverted (probabilities read as logits: p = 0 gets mass)."""
+    return _original_sample_categories(rows, uniforms, temperature, not log_probs)
+
+
+@pytest.mark.parametrize("bug", [_categories_tempered, _categories_read_as_log_probs], ids=lambda f: f.__name__)
+def test_category_check_catches_planted_bugs(monkeypatch, bug):
+    """The p^1.1 perturbation (0.5 -> 0.52, 0.05 -> 0.04) is rejected at n = 30 000 with observed p ≈ 2e-19;
+    reading probabilities as logits draws the zero-probability category.  Not shown: float16 rounding of
+    p (p ≈ 0.46, a change far below what 30 000 draws resolve)."""
+    monkeypatch.setattr(forward_module, "_sample_categories", bug)
+    assert category_fit_pvalue() <= POSTERIOR_LEVEL
+
+
+def temperature_fit_pvalue(temperature: float, seed: int) -> float:
+    """The check behind test_posterior_step_temperature_sharpens_log_probs: 8 000 draws at `temperature`
+    from seeded log p through `duality.forward.posterior_step`, chi-square p-value against
+    softmax(log p / T) (the test passes at p > POSTERIOR_LEVEL)."""
+    generator = torch.Generator().manual_seed(seed)
+    log_p = torch.log_softmax(torch.randn(K, dtype=torch.float64, generator=generator) * 1.5, dim=-1)
+    n = 8_000
+    z_s = forward_module.posterior_step(log_p.expand(n, K), torch.full((n,), MASK), 0.0, 1.0, LogLinearSchedule(), MASK, generator,
+                                        temperature=temperature, log_probs=True)
+    expected = torch.softmax(log_p / temperature, dim=-1).numpy() * n
     counts = torch.bincount(z_s, minlength=K).numpy()
-    assert counts[1] == 0  # zero probability is never drawn
-    support = p.numpy() > 0
-    assert stats.chisquare(counts[support], n * p.numpy()[support]).pvalue > 1e-6
+    return float(stats.chisquare(counts, expected).pvalue)
 
 
 @settings(max_examples=15)
 @given(temperature=st.sampled_from([0.5, 1.0, 2.0]), seed=st.integers(0, 2**31 - 1))
 def test_posterior_step_temperature_sharpens_log_probs(temperature, seed):
     """Drawn frequencies match softmax(log p / T): chi-square at level 1e-6 (false-fail ≤ 1e-6 per example)."""
-    generator = torch.Generator().manual_seed(seed)
-    log_p = torch.log_softmax(torch.randn(K, dtype=torch.float64, generator=generator) * 1.5, dim=-1)
-    n = 8_000
-    z_s = posterior_step(log_p.expand(n, K), torch.full((n,), MASK), 0.0, 1.0, LogLinearSchedule(), MASK, generator, temperature=temperature, log_probs=True)
-    expected = torch.softmax(log_p / temperature, dim=-1).numpy() * n
-    counts = torch.bincount(z_s, minlength=K).numpy()
-    assert stats.chisquare(counts, expected).pvalue > 1e-6
+    assert temperature_fit_pvalue(temperature, seed) > POSTERIOR_LEVEL
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_temperature_check_catches_temperature_inverted(monkeypatch, temperature, seed):
+    """Planted bug: temperature applied as multiplication, exp(T·log p), instead of exp(log p / T).  At
+    T = 1 the bug is invisible by construction; at T = 0.5 and 2 the check rejects (observed p = 0 in
+    float64 for seeds 0–3)."""
+
+    def inverted(rows, uniforms, temp, log_probs):
+        return _original_sample_categories(rows, uniforms, 1.0 / temp if temp > 0 else temp, log_probs)
+
+    monkeypatch.setattr(forward_module, "_sample_categories", inverted)
+    assert temperature_fit_pvalue(temperature, seed) <= POSTERIOR_LEVEL
 
 
 def test_posterior_step_zero_temperature_is_argmax_and_deterministic():

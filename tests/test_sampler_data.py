@@ -82,17 +82,50 @@ def test_hmm_log_prob_sums_to_one_and_matches_brute_force(seed):
         assert abs(float(log_p[i]) - brute_force_hmm_log_prob(source, x[i].tolist())) < 1e-12
 
 
+HMM_FIT_LEVEL = 1e-3
+
+
+def skip_transitions(source: HiddenMarkovSource) -> HiddenMarkovSource:
+    """Planted bug in the sampler: the hidden state never moves (the transition draw is skipped), while
+    log_prob still uses the transition matrix."""
+    source._cum_transition = torch.eye(source.num_states, dtype=torch.float64).cumsum(1)
+    return source
+
+
+def emit_as_if_at_start(source: HiddenMarkovSource) -> HiddenMarkovSource:
+    """Planted bug in the sampler: every token is emitted from e(· | s, BOS), ignoring the previous token."""
+    start = source._cum_emission[:, source.vocab_size : source.vocab_size + 1]
+    source._cum_emission = start.expand_as(source._cum_emission).clone()
+    return source
+
+
+def hmm_fit_pvalue(source: HiddenMarkovSource, sampler: HiddenMarkovSource) -> float:
+    """The check behind test_hmm_empirical_frequencies_match_log_prob: 40 000 length-3 draws from `sampler`,
+    chi-square goodness of fit against exp(source.log_prob) over all 27 sequences; returns the p-value
+    (the test passes at p > HMM_FIT_LEVEL)."""
+    x = sampler.sample_batch(40_000, 3, torch.Generator().manual_seed(11))
+    codes = (x * torch.tensor([9, 3, 1])).sum(1)
+    observed = torch.bincount(codes, minlength=27).numpy()
+    expected = source.log_prob(all_sequences(3, 3)).exp().numpy() * len(x)
+    return float(stats.chisquare(observed, expected).pvalue)
+
+
 def test_hmm_empirical_frequencies_match_log_prob():
     """Chi-square goodness of fit of 40k samples against exp(log_prob) over all 27 sequences.
 
     Seeded; under a correct sampler the test rejects with probability 1e-3 (its false-fail rate).
     """
     source = HiddenMarkovSource(seed=0, seq_len=3, **TINY)
-    x = source.sample_batch(40_000, 3, torch.Generator().manual_seed(11))
-    codes = (x * torch.tensor([9, 3, 1])).sum(1)
-    observed = torch.bincount(codes, minlength=27).numpy()
-    expected = source.log_prob(all_sequences(3, 3)).exp().numpy() * len(x)
-    assert stats.chisquare(observed, expected).pvalue > 1e-3
+    assert hmm_fit_pvalue(source, source) > HMM_FIT_LEVEL
+
+
+@pytest.mark.parametrize("bug", [skip_transitions, emit_as_if_at_start], ids=lambda f: f.__name__)
+def test_hmm_fit_check_catches_planted_sampler_bugs(bug):
+    """A sampler that skips the transition (observed p ≈ 1e-192) or ignores the previous token (p = 0 in
+    float64) is rejected at the test's size, 40 000 draws."""
+    source = HiddenMarkovSource(seed=0, seq_len=3, **TINY)
+    buggy = bug(HiddenMarkovSource(seed=0, seq_len=3, **TINY))
+    assert hmm_fit_pvalue(source, buggy) <= HMM_FIT_LEVEL
 
 
 def test_hmm_has_long_range_dependence():
@@ -119,12 +152,40 @@ def test_entropy_rate_standard_error_is_sane():
     assert 0 < h2 < math.log(source.vocab_size)
 
 
-def test_entropy_rate_on_tiny_source_matches_enumeration():
+def entropy_error_in_se(entropy_rate) -> float:
+    """The check behind test_entropy_rate_on_tiny_source_matches_enumeration: |estimate − exact| / SE for
+    `entropy_rate(source, seq_len, num_samples)` on the tiny HMM (L = 3, 20 000 samples) against the
+    entropy by enumeration of all 27 sequences.  The test passes below 5."""
     source = HiddenMarkovSource(seed=0, seq_len=3, **TINY)
     log_p = source.log_prob(all_sequences(3, 3))
     exact = float(-(log_p.exp() * log_p).sum()) / 3
-    estimate, se = source.entropy_rate(3, num_samples=20_000)
-    assert abs(estimate - exact) < 5 * se  # false-fail rate < 1e-6 (normal tail at 5 SE)
+    estimate, se = entropy_rate(source, 3, 20_000)
+    return abs(estimate - exact) / se
+
+
+def test_entropy_rate_on_tiny_source_matches_enumeration():
+    # false-fail rate < 1e-6 (normal tail at 5 SE)
+    assert entropy_error_in_se(lambda source, length, n: source.entropy_rate(length, num_samples=n)) < 5
+
+
+def _entropy_per_transition(source, length, n):
+    """Planted bug: per-token entropy normalised by the L − 1 transitions instead of the L tokens."""
+    estimate, se = source.entropy_rate(length, num_samples=n)
+    return estimate * length / (length - 1), se * length / (length - 1)
+
+
+def _entropy_in_bits(source, length, n):
+    """Planted bug: the estimate in bits (log2) while the reference is in nats."""
+    estimate, se = source.entropy_rate(length, num_samples=n)
+    return estimate / math.log(2), se / math.log(2)
+
+
+@pytest.mark.parametrize("bug", [_entropy_per_transition, _entropy_in_bits], ids=lambda f: f.__name__)
+def test_entropy_check_catches_wrong_entropy(bug):
+    """Both wrong entropies are rejected far outside 5 SE (observed ≈ 150 SE and more).  Not shown: a
+    sampler bug (skip_transitions shifts the cross-entropy by only ≈ 2 SE at 20 000 samples; the
+    chi-square check above catches it)."""
+    assert entropy_error_in_se(bug) >= 5
 
 
 def test_ngram_fit_sums_to_one_and_entropy_is_exact():
@@ -204,17 +265,32 @@ def test_bad_input_is_named(tmp_path):
         get_source("exact", support=11)
 
 
+def excess_in_se(quality: dict) -> float:
+    """The check behind test_sample_quality_of_source_samples_and_of_collapse: |excess| / excess_se of
+    sample_quality; samples of the source itself pass below 5."""
+    return abs(quality["excess"]) / quality["excess_se"]
+
+
 def test_sample_quality_of_source_samples_and_of_collapse():
     source = get_source("exact", seed=0, seq_len=32)
     good = source.sample_batch(1000, 32, torch.Generator().manual_seed(3))
     quality = sample_quality(good, source)
     # Independent draws from the source itself: excess is 0 in expectation (false-fail rate < 1e-6).
-    assert abs(quality["excess"]) < 5 * quality["excess_se"]
+    assert excess_in_se(quality) < 5
     assert quality["per_sequence_nll"].shape == (1000,)
     collapsed = torch.zeros(1000, 32, dtype=torch.int64)
     bad = sample_quality(collapsed, source)
     assert bad["unigram_entropy"] == 0.0 and bad["pooled_unigram_entropy"] == 0.0
     assert bad["unigram_entropy"] < quality["unigram_entropy"]
+
+
+@pytest.mark.parametrize("bug", [skip_transitions, emit_as_if_at_start], ids=lambda f: f.__name__)
+def test_excess_check_catches_planted_sampler_bugs(bug):
+    """1000 samples (same size and seed as above) of a buggy sampler of the default source: the excess
+    lies far outside 5 SE (observed ≈ 33 SE for skip_transitions, ≈ 145 SE for emit_as_if_at_start)."""
+    source = get_source("exact", seed=0, seq_len=32)
+    samples = bug(get_source("exact", seed=0, seq_len=32)).sample_batch(1000, 32, torch.Generator().manual_seed(3))
+    assert excess_in_se(sample_quality(samples, source)) >= 5
 
 
 def test_paired_difference_cancels_shared_noise():
