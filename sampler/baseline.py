@@ -16,7 +16,8 @@ selectable, all positions soft targets).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int

@@ -539,7 +539,7 @@ class CalibratedSchedule:
             nu[lower] = np.asarray(_operator.nu_from_masked_alpha(alpha[lower], K), dtype=np.float64)
         upper = ~lower
         if upper.any():
-            nu[upper] = _nu_from_one_minus_alpha(one_minus[upper], K)
+            nu[upper] = np.asarray(_operator.nu_from_masked_alpha(one_minus[upper], K, complement=True), dtype=np.float64)
         # α_K(0) = 1/K exactly, so the sign of ν is that of α − 1/K.  Within round-off of
         # 1/K an iterative inverse can land on the wrong side of 0; there the first-order
         # solution ν = (α − 1/K)/α_K′(0) is exact to float64.
@@ -639,38 +639,6 @@ def calibrate(schedule: MaskSchedule, vocab_size: int | np.integer) -> Calibrate
 # ----------------------------------------------------------------------------------
 # helpers for the Gaussian side
 # ----------------------------------------------------------------------------------
-
-
-def _nu_from_one_minus_alpha(one_minus: np.ndarray, vocab_size: int) -> np.ndarray:
-    """ν with 1 − α_K(ν) = one_minus (in (0, 1/2]; 0 gives +inf), keeping the relative accuracy of 1 − α.
-
-    Newton on g(ν) = log(1 − α_K(ν)) − log(one_minus), g′ = −α_K′/(1 − α_K).  The start
-    ν₀ = √2·Φ̄⁻¹(one_minus/(K − 1)) is an upper bound of the root (union bound:
-    P(Y > ν) ≤ (K − 1)·Φ̄(ν/√2)); g is decreasing and concave, so Newton from above
-    decreases monotonically to the root (every tangent lies above g).
-    """
-    from scipy.special import ndtri
-
-    nu = np.full(one_minus.shape, np.inf)
-    live = one_minus > 0
-    if not live.any():
-        return nu
-    target = np.log(one_minus[live])
-    current = -math.sqrt(2.0) * ndtri(one_minus[live] / (vocab_size - 1))
-    active = np.arange(current.size)
-    for _ in range(60):
-        x = current[active]
-        log_c = np.asarray(_operator.log_masked_alpha(x, vocab_size, complement=True), dtype=np.float64)
-        log_d = np.log(np.asarray(_operator.masked_alpha_deriv(x, vocab_size), dtype=np.float64))
-        step = (log_c - target[active]) * np.exp(log_c - log_d)
-        step = np.where(np.isfinite(step), step, 0.0)
-        current[active] = x + step
-        # Stop at round-off level of ν (the operator's own relative error is ~1e-13 in log 1 − α).
-        active = active[np.abs(step) > 1e-15 * np.maximum(1.0, np.abs(x))]
-        if active.size == 0:
-            break
-    nu[live] = current
-    return nu
 
 
 def _torch_module() -> Any:
