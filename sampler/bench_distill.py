@@ -302,7 +302,9 @@ def markdown_report(result: dict[str, Any]) -> str:
     lines += ["", "## Training cost (equal optimiser steps; teacher forward passes counted)", "",
               "| run | optimiser steps | teacher forward passes | teacher sequence evaluations | wall time (s) |", "|---|---:|---:|---:|---:|"]
     t = result["cost"]["teacher"]
-    lines.append(f"| teacher | {t.get('step')} | | | {t.get('wall_time_s') or float('nan'):.0f}{' (reused)' if t.get('reused') else ''} |")
+    wall = t.get("wall_time_s")
+    wall_text = "–" if wall is None else f"{wall:.0f}"
+    lines.append(f"| teacher | {t.get('step')} | | | {wall_text}{' (reused)' if t.get('reused') else ''} |")
     for name, c in result["cost"]["students"].items():
         lines.append(f"| {name} | {c['optimizer_steps']} | {c['teacher_forward_passes']} | {c['teacher_sequence_evals']} | {c['wall_time_s']:.0f} |")
     if result.get("smoke_check"):
