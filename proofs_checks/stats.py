@@ -474,12 +474,28 @@ def bernstein_test(
     Detectable: threshold + one-sided Bernstein deviation at β (same variance, bound)."""
     threshold = bernstein_deviation(variance_sum, bound, delta)
     detect = threshold + bernstein_deviation(variance_sum, bound, min(2.0 * beta, 0.999))
+    info = {"variance_sum": variance_sum, "bound": bound, **(details or {})}
+    return _mean_deviation_result(name, "Bernstein (exact variance)", estimate, claimed, threshold, detect, n, delta, beta, unit, info)
+
+
+def _mean_deviation_result(
+    name: str,
+    method: str,
+    estimate: float,
+    claimed: float,
+    threshold: float,
+    detect: float,
+    n: int,
+    delta: float,
+    beta: float,
+    unit: str,
+    info: dict[str, Any],
+) -> TestResult:
+    """The result of a two-sided deviation test: pass iff |estimate − claimed| <= threshold."""
     statistic = abs(float(estimate) - float(claimed))
-    info = {"estimate": float(estimate), "claimed": float(claimed), "variance_sum": variance_sum, "bound": bound}
-    info.update(details or {})
     return TestResult(
         name=name,
-        method="Bernstein (exact variance)",
+        method=method,
         statistic=float(statistic),
         threshold=float(threshold),
         passed=bool(statistic <= threshold),
@@ -488,7 +504,7 @@ def bernstein_test(
         false_pass_rate=beta,
         detectable_discrepancy=detect,
         discrepancy_unit=unit,
-        details=info,
+        details={"estimate": float(estimate), "claimed": float(claimed), **info},
     )
 
 
@@ -520,22 +536,8 @@ def empirical_bernstein_test(
     the same deviation at 2β (one-sided)."""
     threshold = empirical_bernstein_deviation(sample_variance, value_range, n, delta) + bias_bound
     detect = threshold + empirical_bernstein_deviation(sample_variance, value_range, n, min(2.0 * beta, 0.999))
-    statistic = abs(float(mean) - float(claimed))
-    info = {"estimate": float(mean), "claimed": float(claimed), "sample_variance": float(sample_variance), "range": value_range}
-    info.update(details or {})
-    return TestResult(
-        name=name,
-        method="empirical Bernstein (Maurer-Pontil)",
-        statistic=float(statistic),
-        threshold=float(threshold),
-        passed=bool(statistic <= threshold),
-        n=n,
-        false_fail_rate=delta,
-        false_pass_rate=beta,
-        detectable_discrepancy=detect,
-        discrepancy_unit=unit,
-        details=info,
-    )
+    info = {"sample_variance": float(sample_variance), "range": value_range, **(details or {})}
+    return _mean_deviation_result(name, "empirical Bernstein (Maurer-Pontil)", mean, claimed, threshold, detect, n, delta, beta, unit, info)
 
 
 def binomial_family_test(
