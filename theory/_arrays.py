@@ -53,6 +53,12 @@ def result_kind(*inputs: Any) -> Callable[[np.ndarray], Any]:
     return lambda r: float(np.asarray(r).reshape(()))
 
 
+def _plain(value: Any) -> int | float:
+    """A numpy scalar as the plain Python number it prints as in an error message (2.0 -> 2)."""
+    value = float(value)
+    return int(value) if value.is_integer() else value
+
+
 def check_no_nan(arr: np.ndarray, name: str) -> None:
     if np.isnan(arr).any():
         raise ValueError(f"{name} contains NaN (first at flat index {int(np.flatnonzero(np.isnan(arr))[0])})")
@@ -68,7 +74,7 @@ def check_vocab_size(vocab_size: Any, name: str = "vocab_size") -> np.ndarray:
     bad = ~np.isfinite(arr) | (arr < 2) | (arr != np.floor(arr))
     if bad.any():
         first = arr.reshape(-1)[np.flatnonzero(bad.reshape(-1))[0]]
-        raise ValueError(f"{name} must be an integer >= 2, got {first!r}")
+        raise ValueError(f"{name} must be an integer >= 2, got {_plain(first)!r}")
     return arr
 
 
@@ -77,7 +83,7 @@ def check_probability(arr: np.ndarray, name: str) -> None:
     bad = (arr < 0) | (arr > 1)
     if bad.any():
         first = arr.reshape(-1)[np.flatnonzero(bad.reshape(-1))[0]]
-        raise ValueError(f"{name} must lie in [0, 1], got {first!r}")
+        raise ValueError(f"{name} must lie in [0, 1], got {_plain(first)!r}")
 
 
 def is_integral_number(x: Any) -> bool:
