@@ -154,6 +154,13 @@ def write_plots(result: SuiteResult, out: Path) -> dict[str, Path]:
     for c in result.claims:
         data.update(c.plot_data)
     written: dict[str, Path] = {}
+
+    def save(fig: Any, name: str) -> None:
+        written[name] = out / PLOT_FILES[name]
+        fig.tight_layout()
+        fig.savefig(written[name], dpi=110)
+        plt.close(fig)
+
     if "alpha_curves" in data:
         fig, (ax, res) = plt.subplots(2, 1, figsize=(7.5, 8), gridspec_kw={"height_ratios": [3, 2]})
         for index, (k, entry) in enumerate(data["alpha_curves"].items()):
@@ -180,10 +187,7 @@ def write_plots(result: SuiteResult, out: Path) -> dict[str, Path]:
         ax.set_title("α_K(ν): curves, Monte Carlo (o threshold draws ± DKW band, x materialised)")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-        written["alpha_curves"] = out / PLOT_FILES["alpha_curves"]
-        fig.tight_layout()
-        fig.savefig(written["alpha_curves"], dpi=110)
-        plt.close(fig)
+        save(fig, "alpha_curves")
     if "unmasking_cdfs" in data:
         entry = data["unmasking_cdfs"]
         fig, ax = plt.subplots(figsize=(7.5, 5))
@@ -199,10 +203,7 @@ def write_plots(result: SuiteResult, out: Path) -> dict[str, Path]:
         ax.set_title("Unmasking-time CDFs of the three couplings")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-        written["unmasking_cdfs"] = out / PLOT_FILES["unmasking_cdfs"]
-        fig.tight_layout()
-        fig.savefig(written["unmasking_cdfs"], dpi=110)
-        plt.close(fig)
+        save(fig, "unmasking_cdfs")
     if "reappearance" in data:
         entry = data["reappearance"]
         mid = (np.asarray(entry["t_from"]) + np.asarray(entry["t_to"])) / 2
@@ -216,8 +217,5 @@ def write_plots(result: SuiteResult, out: Path) -> dict[str, Path]:
         ax.set_title("Counterexample: tokens reappear on a Markov Gaussian path")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-        written["reappearance"] = out / PLOT_FILES["reappearance"]
-        fig.tight_layout()
-        fig.savefig(written["reappearance"], dpi=110)
-        plt.close(fig)
+        save(fig, "reappearance")
     return written
