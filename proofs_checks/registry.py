@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .stats import TestResult, _jsonable
+from .stats import TestResult, jsonable
 
 SUITE_FALSE_FAIL_RATE = 1e-6
 FALSE_PASS_RATE = 1e-3
@@ -121,7 +121,7 @@ class ClaimReport:
     statistic_of: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(
+        return jsonable(
             {
                 "id": self.claim.id,
                 "title": self.claim.title,
@@ -156,7 +156,7 @@ class MutantReport:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(
+        return jsonable(
             {
                 "name": self.mutant.name,
                 "claim": self.mutant.claim,

@@ -105,7 +105,7 @@ def markdown(result: SuiteResult, data: dict[str, Any]) -> str:
         lines += [f"### Claim {c.claim.id}: {c.claim.title}", "", f"*{c.claim.statement}*", ""]
         if c.error:
             lines += [f"**Error:** `{c.error}`", ""]
-        lines += [f"Implementations checked: " + ", ".join(f"{k} = `{v}`" for k, v in c.checked.items()), ""]
+        lines += ["Implementations checked: " + ", ".join(f"{k} = `{v}`" for k, v in c.checked.items()), ""]
         for note in c.notes:
             lines += [f"- {note}"]
         if c.notes:
@@ -142,6 +142,70 @@ def markdown(result: SuiteResult, data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _dress(ax: Any, xlabel: str, ylabel: str, title: str, legend_fontsize: int, *, legend_columns: int = 1,
+           title_fontsize: int | None = None) -> None:
+    """Axis labels, title, legend and the light grid every report plot uses (the title at the
+    default size unless title_fontsize is given)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, **({} if title_fontsize is None else {"fontsize": title_fontsize}))
+    ax.legend(fontsize=legend_fontsize, ncol=legend_columns)
+    ax.grid(alpha=0.3)
+
+
+def _plot_alpha_curves(plt: Any, curves: dict[str, Any]) -> Any:
+    """Claim 1: α_K(ν) curves with the Monte Carlo points, and their residuals within the DKW bands."""
+    fig, (ax, res) = plt.subplots(2, 1, figsize=(7.5, 8), gridspec_kw={"height_ratios": [3, 2]})
+    for index, (k, entry) in enumerate(curves.items()):
+        color = f"C{index}"
+        ax.plot(entry["curve_nu"], entry["curve_alpha"], color=color, lw=1.2, label=f"α_K(ν), K={k}")
+        eps = entry["epsilon_threshold"]
+        ax.errorbar(entry["nu"], entry["threshold"], yerr=eps, fmt="o", ms=3, color=color, capsize=2, alpha=0.8)
+        claimed = np.asarray(entry["claimed"])
+        res.plot(claimed, np.asarray(entry["threshold"]) - claimed, "o-", color=color, ms=3, lw=0.8, label=f"threshold draws, K={k}")
+        if "materialised" in entry:
+            ax.plot(entry["nu"], entry["materialised"], "x", color=color, ms=5)
+            res.plot(claimed, np.asarray(entry["materialised"]) - claimed, "x--", color=color, ms=5, lw=0.8, label=f"materialised, K={k}")
+    first = next(iter(curves.values()))
+    for key, style in (("epsilon_threshold", ":"), ("epsilon_materialised", "-.")):
+        res.axhline(first[key], color="k", ls=style, lw=0.8)
+        res.axhline(-first[key], color="k", ls=style, lw=0.8)
+    _dress(res, "α_K(ν) (claimed)", "Monte Carlo − α_K(ν)",
+           "Residuals with the DKW bands (dotted: threshold n, dash-dot: materialised n)", 6, legend_columns=2, title_fontsize=9)
+    _dress(ax, "ν = α̃/σ̃", "P(project(w) = x0)", "α_K(ν): curves, Monte Carlo (o threshold draws ± DKW band, x materialised)", 8)
+    return fig
+
+
+def _plot_unmasking_cdfs(plt: Any, entry: dict[str, Any]) -> Any:
+    """Claim 5: the unmasking-time ECDF of each coupling against 1 − α(t)."""
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    ax.plot(entry["theory_t"], entry["theory_cdf"], color="k", lw=1, label="1 − α(t) (theory)")
+    for index, (method, values) in enumerate(entry["methods"].items()):
+        tau = np.sort(np.asarray(values["tau"], dtype=np.float64))
+        tau = np.where(np.isfinite(tau), tau, 1.05)
+        ax.step(tau, np.arange(1, tau.size + 1) / tau.size, where="post", color=f"C{index}", alpha=0.6, label=f"ECDF of τ, {method}")
+        ax.plot(entry["times"], values["cdf"], "o", color=f"C{index}", ms=4, label=f"P(τ <= t) on the grid, {method}")
+    ax.set_xlim(0, 1.05)
+    _dress(ax, "t", "P(τ <= t)", "Unmasking-time CDFs of the three couplings", 7)
+    return fig
+
+
+def _plot_reappearance(plt: Any, entry: dict[str, Any]) -> Any:
+    """Claim 4: per-step reappearance rate of the fresh-noise OU path (a masked path has 0)."""
+    mid = (np.asarray(entry["t_from"]) + np.asarray(entry["t_to"])) / 2
+    rate = np.asarray(entry["rate"])
+    lower, upper = np.asarray(entry["lower"]), np.asarray(entry["upper"])
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    ax.errorbar(mid, rate, yerr=[rate - lower, upper - rate], fmt="o-", capsize=3, label="fresh-noise OU path (95 % Clopper–Pearson)")
+    ax.axhline(0.0, color="k", lw=1, label="any masked path (shared noise): 0")
+    _dress(ax, "t (middle of the step t_i → t_i+1)", "P(masked at t_i, visible at t_i+1)",
+           "Counterexample: tokens reappear on a Markov Gaussian path", 8)
+    return fig
+
+
+PLOTTERS = {"alpha_curves": _plot_alpha_curves, "unmasking_cdfs": _plot_unmasking_cdfs, "reappearance": _plot_reappearance}
+
+
 def write_plots(result: SuiteResult, out: Path) -> dict[str, Path]:
     """PNG plots from the claims' plot data (Agg backend); a plot whose claim did not run or
     errored is skipped."""
@@ -154,68 +218,12 @@ def write_plots(result: SuiteResult, out: Path) -> dict[str, Path]:
     for c in result.claims:
         data.update(c.plot_data)
     written: dict[str, Path] = {}
-
-    def save(fig: Any, name: str) -> None:
+    for name, plot in PLOTTERS.items():
+        if name not in data:
+            continue
+        fig = plot(plt, data[name])
         written[name] = out / PLOT_FILES[name]
         fig.tight_layout()
         fig.savefig(written[name], dpi=110)
         plt.close(fig)
-
-    if "alpha_curves" in data:
-        fig, (ax, res) = plt.subplots(2, 1, figsize=(7.5, 8), gridspec_kw={"height_ratios": [3, 2]})
-        for index, (k, entry) in enumerate(data["alpha_curves"].items()):
-            color = f"C{index}"
-            ax.plot(entry["curve_nu"], entry["curve_alpha"], color=color, lw=1.2, label=f"α_K(ν), K={k}")
-            eps = entry["epsilon_threshold"]
-            ax.errorbar(entry["nu"], entry["threshold"], yerr=eps, fmt="o", ms=3, color=color, capsize=2, alpha=0.8)
-            claimed = np.asarray(entry["claimed"])
-            res.plot(claimed, np.asarray(entry["threshold"]) - claimed, "o-", color=color, ms=3, lw=0.8, label=f"threshold draws, K={k}")
-            if "materialised" in entry:
-                ax.plot(entry["nu"], entry["materialised"], "x", color=color, ms=5)
-                res.plot(claimed, np.asarray(entry["materialised"]) - claimed, "x--", color=color, ms=5, lw=0.8, label=f"materialised, K={k}")
-        first = next(iter(data["alpha_curves"].values()))
-        for key, style in (("epsilon_threshold", ":"), ("epsilon_materialised", "-.")):
-            res.axhline(first[key], color="k", ls=style, lw=0.8)
-            res.axhline(-first[key], color="k", ls=style, lw=0.8)
-        res.set_xlabel("α_K(ν) (claimed)")
-        res.set_ylabel("Monte Carlo − α_K(ν)")
-        res.set_title("Residuals with the DKW bands (dotted: threshold n, dash-dot: materialised n)", fontsize=9)
-        res.legend(fontsize=6, ncol=2)
-        res.grid(alpha=0.3)
-        ax.set_xlabel("ν = α̃/σ̃")
-        ax.set_ylabel("P(project(w) = x0)")
-        ax.set_title("α_K(ν): curves, Monte Carlo (o threshold draws ± DKW band, x materialised)")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        save(fig, "alpha_curves")
-    if "unmasking_cdfs" in data:
-        entry = data["unmasking_cdfs"]
-        fig, ax = plt.subplots(figsize=(7.5, 5))
-        ax.plot(entry["theory_t"], entry["theory_cdf"], color="k", lw=1, label="1 − α(t) (theory)")
-        for index, (method, values) in enumerate(entry["methods"].items()):
-            tau = np.sort(np.asarray(values["tau"], dtype=np.float64))
-            tau = np.where(np.isfinite(tau), tau, 1.05)
-            ax.step(tau, np.arange(1, tau.size + 1) / tau.size, where="post", color=f"C{index}", alpha=0.6, label=f"ECDF of τ, {method}")
-            ax.plot(entry["times"], values["cdf"], "o", color=f"C{index}", ms=4, label=f"P(τ <= t) on the grid, {method}")
-        ax.set_xlim(0, 1.05)
-        ax.set_xlabel("t")
-        ax.set_ylabel("P(τ <= t)")
-        ax.set_title("Unmasking-time CDFs of the three couplings")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-        save(fig, "unmasking_cdfs")
-    if "reappearance" in data:
-        entry = data["reappearance"]
-        mid = (np.asarray(entry["t_from"]) + np.asarray(entry["t_to"])) / 2
-        rate = np.asarray(entry["rate"])
-        lower, upper = np.asarray(entry["lower"]), np.asarray(entry["upper"])
-        fig, ax = plt.subplots(figsize=(7.5, 4.5))
-        ax.errorbar(mid, rate, yerr=[rate - lower, upper - rate], fmt="o-", capsize=3, label="fresh-noise OU path (95 % Clopper–Pearson)")
-        ax.axhline(0.0, color="k", lw=1, label="any masked path (shared noise): 0")
-        ax.set_xlabel("t (middle of the step t_i → t_i+1)")
-        ax.set_ylabel("P(masked at t_i, visible at t_i+1)")
-        ax.set_title("Counterexample: tokens reappear on a Markov Gaussian path")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        save(fig, "reappearance")
     return written

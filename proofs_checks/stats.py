@@ -112,7 +112,7 @@ class TestResult:
             "detectable_discrepancy": _json_number(self.detectable_discrepancy),
             "discrepancy_unit": self.discrepancy_unit,
             "comparison": self.comparison,
-            "details": _jsonable(self.details),
+            "details": jsonable(self.details),
         }
 
 
@@ -127,13 +127,15 @@ def _json_number(value: Any) -> Any:
     return value
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """value with numpy arrays and scalars as plain lists and numbers (non-finite floats as the
+    strings "nan", "inf", "-inf", so the report is strict JSON); other objects as str."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
+        return [jsonable(v) for v in value.tolist()]
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):

@@ -5,11 +5,15 @@ spurious failure of this file has probability < 1e-6); the sizes are a fraction 
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
 
-from proofs_checks.claims import MarkovToy, all_claims, default_batch_functions
+from proofs_checks.claims import all_claims
+from proofs_checks.claims.toy import MarkovToy
+from proofs_checks.claims.trainer import trainer_batch_functions
 from proofs_checks.mutants import all_mutants
 from proofs_checks.registry import Claim, ClaimOutcome, Context, run_claim, run_mutant
 
@@ -62,14 +66,27 @@ def test_a_crashing_check_is_a_failed_claim() -> None:
     assert not report.passed and report.error is not None and "boom" in report.error
 
 
-def test_trainer_batch_functions_are_the_samplers_when_importable() -> None:
-    found = default_batch_functions()
-    try:
-        from sampler.batches import teacher_batch
-    except Exception:  # noqa: BLE001 - the fallback is then what must be chosen
-        assert found["teacher_batch_fn"].__module__ == "proofs_checks.claims"
-    else:
-        assert found["teacher_batch_fn"] is teacher_batch
+def test_claim_10_checks_the_samplers_own_batch_functions() -> None:
+    """Identity, not equality of behaviour: claim 10 must exercise the very functions the trainer calls."""
+    from sampler.batches import teacher_batch
+    from sampler.distill import distillation_batch
+
+    found = trainer_batch_functions()
+    assert found["teacher_batch_fn"] is teacher_batch
+    assert found["distillation_batch_fn"] is distillation_batch
+    defaults = CLAIMS[10].defaults()
+    assert defaults["teacher_batch_fn"] is teacher_batch
+    assert defaults["distillation_batch_fn"] is distillation_batch
+
+
+def test_claim_10_fails_loudly_when_the_samplers_batch_functions_cannot_be_imported(monkeypatch) -> None:
+    """No stand-in: a missing sampler module makes claim 10 fail with the import error."""
+    monkeypatch.setitem(sys.modules, "sampler.batches", None)  # `from sampler.batches import ...` now raises
+    with pytest.raises(ImportError):
+        trainer_batch_functions()
+    report = run_claim(CLAIMS[10], small_context("no-sampler", scale=0.2))
+    assert not report.passed and report.tests == []
+    assert report.error is not None and "sampler.batches" in report.error
 
 
 def test_markov_toy_denoiser_is_normalised_and_exact_on_visible_tokens() -> None:
@@ -92,13 +109,9 @@ def test_markov_toy_denoiser_is_normalised_and_exact_on_visible_tokens() -> None
     assert abs(float(toy.loss_polynomial(np.array(0.0))) - marginal_entropy) < 1e-12
 
 
-def test_trainer_batch_claim_passes_with_the_duality_fallbacks() -> None:
-    """Claim 10 against the duality-only fallbacks (what runs before the sampler exists)."""
-    from proofs_checks.claims import fallback_distillation_batch, fallback_teacher_batch
-
-    report = run_claim(CLAIMS[10], small_context("fallback", scale=0.2))
+def test_trainer_batch_claim_passes_on_the_samplers_functions() -> None:
+    report = run_claim(CLAIMS[10], small_context("trainer", scale=0.2))
+    assert report.error is None
     assert report.passed, [t.name for t in report.tests if not t.passed]
-    overrides = {"teacher_batch_fn": fallback_teacher_batch, "distillation_batch_fn": fallback_distillation_batch}
-    fallback = run_claim(CLAIMS[10], small_context("fallback", scale=0.2), overrides)
-    assert fallback.passed and fallback.error is None
-    assert fallback.checked["teacher_batch_fn"].endswith("fallback_teacher_batch")
+    assert report.checked["teacher_batch_fn"].startswith("sampler.")
+    assert report.checked["distillation_batch_fn"].startswith("sampler.")
