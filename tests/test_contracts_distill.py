@@ -87,12 +87,18 @@ def check_shows_true_tokens(z: torch.Tensor, x0: torch.Tensor) -> None:
     assert torch.equal(z[visible], x0[visible])
 
 
-def test_mcd_teacher_reads_the_less_masked_state_at_s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def recorded_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, calls_per_step: int):
+    """(recorder, calls grouped per optimiser step) of a full 3-round distillation of a tiny teacher."""
     teacher = make_teacher(tmp_path / "teacher")
     recorder = LoopRecorder(monkeypatch)
-    distill(config(teacher, tmp_path / "out", method="mcd"))
-    steps = recorder.steps(2)
+    distill(config(teacher, tmp_path / "out", method=method))
+    steps = recorder.steps(calls_per_step)
     assert len(steps) == 3 * STEPS_PER_ROUND
+    return recorder, steps
+
+
+def test_mcd_teacher_reads_the_less_masked_state_at_s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder, steps = recorded_run(tmp_path, monkeypatch, "mcd", 2)
     extra_reveals = 0
     for step, ((role_a, z_s, s), (role_b, z_t, t)) in enumerate(steps):
         assert (role_a, role_b) == ("teacher", "student")
@@ -109,11 +115,7 @@ def test_mcd_teacher_reads_the_less_masked_state_at_s(tmp_path: Path, monkeypatc
 
 
 def test_baseline_teacher_rolls_out_two_half_steps_from_z_t(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    teacher = make_teacher(tmp_path / "teacher")
-    recorder = LoopRecorder(monkeypatch)
-    distill(config(teacher, tmp_path / "out", method="baseline"))
-    steps = recorder.steps(3)
-    assert len(steps) == 3 * STEPS_PER_ROUND
+    recorder, steps = recorded_run(tmp_path, monkeypatch, "baseline", 3)
     mid_reveals = 0
     for step, ((role_a, z_first, t_first), (role_b, z_mid, t_mid), (role_c, z_t, t)) in enumerate(steps):
         assert (role_a, role_b, role_c) == ("teacher", "teacher", "student")
