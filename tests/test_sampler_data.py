@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from sampler import data
 from sampler.data import (
+    DataSource,
+    ExactSource,
     HiddenMarkovSource,
     NGramSource,
     TextSource,
@@ -24,24 +25,53 @@ from sampler.data import (
 )
 from sampler.text import ByteTokenizer, CharTokenizer, normalise_text
 
-TINY = dict(vocab_size=3, num_states=2, topic_size=2, support=2, successors=1, stickiness=0.7, floor=0.1)
+# A small NON-symmetric source: 3 hidden states with A ≠ Aᵀ and a non-uniform π (seed 0:
+# max |A − Aᵀ| ≈ 0.27), so a transposed transition matrix changes the probabilities.  (A
+# two-state source with one successor has a symmetric A, where that bug is invisible.)
+TINY = dict(vocab_size=3, num_states=3, topic_size=3, support=2, successors=2, stickiness=0.5, floor=0.1)
 SMALL_TEXT = ("the cat sat on the mat. the dog sat on the log. a cat and a dog, the end! " * 20)
 
 
+def tiny_source(length: int, seed: int = 0) -> HiddenMarkovSource:
+    source = HiddenMarkovSource(seed=seed, seq_len=length, **TINY)
+    asymmetry = float((source.transition - source.transition.T).abs().max())
+    assert asymmetry > 0.1, f"the test source must have a non-symmetric transition matrix (got {asymmetry})"
+    return source
+
+
 def all_sequences(vocab_size: int, length: int) -> torch.Tensor:
+    """Every sequence of `length` tokens in 0..vocab_size−1, in lexicographic order: Int[V^L, L]."""
     return torch.tensor(list(itertools.product(range(vocab_size), repeat=length)), dtype=torch.int64)
 
 
-def brute_force_hmm_log_prob(source: HiddenMarkovSource, x: list[int]) -> float:
-    """log p(x) by summing over every hidden path (independent of the forward algorithm)."""
-    V, S = source.vocab_size, source.num_states
-    total = 0.0
-    for path in itertools.product(range(S), repeat=len(x)):
-        p = float(source.initial[path[0]]) * float(source.emission[path[0], V, x[0]])
-        for t in range(1, len(x)):
-            p *= float(source.transition[path[t - 1], path[t]]) * float(source.emission[path[t], x[t - 1], x[t]])
-        total += p
-    return math.log(total)
+def brute_force_hmm_joint(source: HiddenMarkovSource, length: int) -> torch.Tensor:
+    """p(x) for every x of all_sequences(V, length), by summing over every hidden path:
+
+        p(x) = Σ_{s_1..s_L} π(s_1) e(x_1 | s_1, BOS) Π_{t>1} A(s_{t−1}, s_t) e(x_t | s_t, x_{t−1})
+
+    from the source's parameters (π, A, e) only: independent of its forward algorithm.  Float64[V^L].
+    """
+    V = source.vocab_size
+    sequences = all_sequences(V, length)  # (N, L)
+    paths = all_sequences(source.num_states, length)  # (P, L)
+    pi, A, e = source.initial, source.transition, source.emission
+    weight = pi[paths[:, 0]][:, None] * e[paths[:, 0][:, None], V, sequences[None, :, 0]]  # (P, N)
+    for t in range(1, length):
+        weight = weight * A[paths[:, t - 1], paths[:, t]][:, None]
+        weight = weight * e[paths[:, t][:, None], sequences[None, :, t - 1], sequences[None, :, t]]
+    return weight.sum(0)
+
+
+def brute_force_posteriors(source: HiddenMarkovSource, z: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """p(x_l = v | the visible tokens of z) = Σ_{x ⊨ z, x_l = v} p(x) / Σ_{x ⊨ z} p(x), with p from
+    brute_force_hmm_joint (x ⊨ z: x agrees with z wherever z is not mask_id).  Float64[B, L, V]."""
+    V, length = source.vocab_size, z.shape[1]
+    sequences = all_sequences(V, length)
+    joint = brute_force_hmm_joint(source, length)
+    consistent = ((z[:, None, :] == sequences[None]) | (z[:, None, :] == mask_id)).all(-1)  # (B, N)
+    weights = consistent.double() * joint
+    one_hot = torch.nn.functional.one_hot(sequences, V).double()  # (N, L, V)
+    return torch.einsum("bn,nlv->blv", weights, one_hot) / weights.sum(1)[:, None, None]
 
 
 def test_same_seed_same_source_and_samples():
@@ -71,15 +101,15 @@ def test_describe_rebuilds_the_source():
     assert torch.equal(source.log_prob(x), rebuilt.log_prob(x))
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_hmm_log_prob_sums_to_one_and_matches_brute_force(seed):
-    source = HiddenMarkovSource(seed=seed, seq_len=3, **TINY)
-    x = all_sequences(3, 3)
+def test_hmm_log_prob_matches_the_sum_over_hidden_paths():
+    """log_prob (forward algorithm) equals log Σ_paths p(x, path) for all 3^5 sequences of the asymmetric source."""
+    source = tiny_source(5)
+    x = all_sequences(3, 5)
+    expected = brute_force_hmm_joint(source, 5)
+    assert abs(float(expected.sum()) - 1.0) < 1e-12  # the reference itself is a distribution
     log_p = source.log_prob(x)
     assert log_p.dtype == torch.float64
-    assert abs(float(log_p.exp().sum()) - 1.0) < 1e-12
-    for i in [0, 5, 13, 26]:
-        assert abs(float(log_p[i]) - brute_force_hmm_log_prob(source, x[i].tolist())) < 1e-12
+    torch.testing.assert_close(log_p, expected.log(), atol=1e-12, rtol=0)
 
 
 HMM_FIT_LEVEL = 1e-3
@@ -100,22 +130,23 @@ def emit_as_if_at_start(source: HiddenMarkovSource) -> HiddenMarkovSource:
 
 
 def hmm_fit_pvalue(source: HiddenMarkovSource, sampler: HiddenMarkovSource) -> float:
-    """The check behind test_hmm_empirical_frequencies_match_log_prob: 40 000 length-3 draws from `sampler`,
-    chi-square goodness of fit against exp(source.log_prob) over all 27 sequences; returns the p-value
-    (the test passes at p > HMM_FIT_LEVEL)."""
+    """The check behind test_hmm_empirical_frequencies_match_enumeration: 40 000 length-3 draws from
+    `sampler`, chi-square goodness of fit against the brute-force joint of `source` over all 27
+    sequences (not its log_prob, so the check is not circular); returns the p-value (the test
+    passes at p > HMM_FIT_LEVEL)."""
     x = sampler.sample_batch(40_000, 3, torch.Generator().manual_seed(11))
     codes = (x * torch.tensor([9, 3, 1])).sum(1)
     observed = torch.bincount(codes, minlength=27).numpy()
-    expected = source.log_prob(all_sequences(3, 3)).exp().numpy() * len(x)
+    expected = brute_force_hmm_joint(source, 3).numpy() * len(x)
     return float(stats.chisquare(observed, expected).pvalue)
 
 
-def test_hmm_empirical_frequencies_match_log_prob():
-    """Chi-square goodness of fit of 40k samples against exp(log_prob) over all 27 sequences.
+def test_hmm_empirical_frequencies_match_enumeration():
+    """Chi-square goodness of fit of 40k samples against the brute-force joint over all 27 sequences.
 
     Seeded; under a correct sampler the test rejects with probability 1e-3 (its false-fail rate).
     """
-    source = HiddenMarkovSource(seed=0, seq_len=3, **TINY)
+    source = tiny_source(3)
     assert hmm_fit_pvalue(source, source) > HMM_FIT_LEVEL
 
 
@@ -123,8 +154,8 @@ def test_hmm_empirical_frequencies_match_log_prob():
 def test_hmm_fit_check_catches_planted_sampler_bugs(bug):
     """A sampler that skips the transition (observed p ≈ 1e-192) or ignores the previous token (p = 0 in
     float64) is rejected at the test's size, 40 000 draws."""
-    source = HiddenMarkovSource(seed=0, seq_len=3, **TINY)
-    buggy = bug(HiddenMarkovSource(seed=0, seq_len=3, **TINY))
+    source = tiny_source(3)
+    buggy = bug(tiny_source(3))
     assert hmm_fit_pvalue(source, buggy) <= HMM_FIT_LEVEL
 
 
@@ -154,11 +185,12 @@ def test_entropy_rate_standard_error_is_sane():
 
 def entropy_error_in_se(entropy_rate) -> float:
     """The check behind test_entropy_rate_on_tiny_source_matches_enumeration: |estimate − exact| / SE for
-    `entropy_rate(source, seq_len, num_samples)` on the tiny HMM (L = 3, 20 000 samples) against the
-    entropy by enumeration of all 27 sequences.  The test passes below 5."""
-    source = HiddenMarkovSource(seed=0, seq_len=3, **TINY)
-    log_p = source.log_prob(all_sequences(3, 3))
-    exact = float(-(log_p.exp() * log_p).sum()) / 3
+    `entropy_rate(source, seq_len, num_samples)` on the tiny asymmetric HMM (L = 3, 20 000 samples)
+    against −Σ p log p / 3 with p the brute-force joint over all 27 sequences (not log_prob, which the
+    estimate itself uses).  The test passes below 5."""
+    source = tiny_source(3)
+    p = brute_force_hmm_joint(source, 3)
+    exact = float(-(p * p.log()).sum()) / 3
     estimate, se = entropy_rate(source, 3, 20_000)
     return abs(estimate - exact) / se
 
@@ -313,29 +345,31 @@ def test_frontier_at_entropy_interpolates():
     assert frontier_at_entropy(points, 3.5, outside="linear") == pytest.approx(3.2 + 0.5 * 2.0)
 
 
-def test_module_exports():
-    for name in ["get_source", "sample_quality", "paired_difference", "frontier_at_entropy", "DataSource"]:
-        assert hasattr(data, name)
+def test_sources_are_data_sources():
+    """The documented class hierarchy: exact sources are DataSources with exact=True, text is not exact."""
+    assert issubclass(HiddenMarkovSource, ExactSource) and issubclass(NGramSource, ExactSource)
+    assert issubclass(ExactSource, DataSource) and issubclass(TextSource, DataSource)
+    source = get_source()
+    assert isinstance(source, HiddenMarkovSource) and source.exact and not TextSource.exact
 
 
-def test_exact_denoiser_matches_enumeration():
-    """posterior_log_probs equals p(x_l | visible tokens) computed by enumerating all sequences."""
-    source = HiddenMarkovSource(seed=1, seq_len=3, **TINY)
-    everything = all_sequences(3, 3)
-    p = source.log_prob(everything).exp()
-    m = 3  # mask id
-    z = torch.tensor([[m, m, m], [0, m, 2], [m, 1, m], [2, 2, m]])
+def test_exact_denoiser_matches_brute_force_conditionals():
+    """posterior_log_probs equals p(x_l | visible tokens of z) by enumeration (brute_force_posteriors),
+    for every one of the 4^5 masking patterns z of length 5 on the asymmetric source."""
+    source = tiny_source(5)
+    m = source.vocab_size  # mask id
+    z = all_sequences(m + 1, 5)  # every pattern: tokens 0..2 or the mask 3 at each position
     post = source.posterior_log_probs(z)
-    assert post.shape == (4, 3, 3) and post.dtype == torch.float64
-    for row in range(z.shape[0]):
-        visible = z[row] != m
-        consistent = (everything[:, visible] == z[row, visible]).all(1)
-        weights = p * consistent
-        for position in range(3):
-            marginal = torch.zeros(3, dtype=torch.float64).index_add_(0, everything[:, position], weights)
-            marginal /= marginal.sum()
-            assert torch.allclose(post[row, position].exp(), marginal, atol=1e-12)
-    assert float(post[1, 0, 0]) == 0.0 and float(post[1, 0, 1]) == -math.inf  # SUBS on visible tokens
+    assert post.shape == (len(z), 5, 3) and post.dtype == torch.float64
+    torch.testing.assert_close(post.exp(), brute_force_posteriors(source, z, m), atol=1e-12, rtol=0)
+    # SUBS on visible tokens: exactly 0 on the token, −inf elsewhere
+    visible = z != m
+    picked = post.gather(-1, torch.where(visible, z, 0).unsqueeze(-1)).squeeze(-1)
+    assert (picked[visible] == 0.0).all()
+    assert (torch.isneginf(post[visible]).sum(-1) == 2).all()
+    # the denoiser callable returns the same posteriors (float32 by default)
+    denoiser = source.denoiser()
+    torch.testing.assert_close(denoiser(z[:50], torch.full((50,), 0.3)), post[:50].float())
     with pytest.raises(ValueError, match="mask_id"):
         source.posterior_log_probs(z, mask_id=1)
 

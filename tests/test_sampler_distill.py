@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from duality import MaskedCoupling
 from sampler.baseline import baseline_targets
-from sampler.checkpoint import load_checkpoint, prefixed, save_checkpoint
+from sampler.checkpoint import load_checkpoint
 from sampler.distill import (
     DistillConfig,
     distill,
@@ -27,6 +27,7 @@ from sampler.distill import (
     teacher_temperature,
     temper,
 )
+from teacher_fixtures import make_teacher
 from theory.schedules import LogLinearSchedule
 
 K = 7
@@ -233,22 +234,6 @@ def test_baseline_targets_follow_the_reveal_time() -> None:
 
 
 # --------------------------------------------------------------------------- the loop
-
-
-def make_teacher(run_dir: Path, vocab_size: int | None = None, seq_len: int = 12, seed: int = 0, mask_id: int | None = None) -> Path:
-    """A tiny random-weight teacher checkpoint on the embedded source (vocab_size overrides the model's)."""
-    from sampler.data import get_source
-    from sampler.model import Denoiser, DenoiserConfig
-
-    source = get_source("exact", seed=0, seq_len=seq_len)
-    config = DenoiserConfig(vocab_size=vocab_size or source.vocab_size, seq_len=seq_len, d_model=16, n_layers=1, n_heads=2)
-    torch.manual_seed(seed)
-    model = Denoiser(config)
-    meta = {"model_config": config.to_dict(), "source": source.describe(), "schedule": LogLinearSchedule().describe(), "step": 0}
-    if mask_id is not None:
-        meta["mask_id"] = mask_id
-    save_checkpoint(run_dir, prefixed("model", model.state_dict()), meta)
-    return run_dir
 
 
 def _tiny(teacher: Path, out: Path, **overrides) -> DistillConfig:

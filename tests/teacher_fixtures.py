@@ -1,0 +1,34 @@
+"""Tiny teacher checkpoints for the distillation and checkpoint tests (a helper module, not a test file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+# Library names in one place (re-point here when the modules move).
+from sampler.checkpoint import prefixed, save_checkpoint
+from sampler.data import get_source
+from sampler.model import Denoiser, DenoiserConfig
+from theory.schedules import LogLinearSchedule
+
+
+def make_teacher(run_dir: Path, vocab_size: int | None = None, seq_len: int = 12, seed: int = 0,
+                 mask_id: int | None = None, ema_seed: int | None = None) -> Path:
+    """A tiny random-weight teacher checkpoint on the embedded source (vocab_size overrides the model's).
+
+    With `ema_seed`, the checkpoint also holds "ema.*" weights of a second random model (seed
+    ema_seed), distinct from the raw "model.*" ones, as a trained teacher's checkpoint does.
+    """
+    source = get_source("exact", seed=0, seq_len=seq_len)
+    config = DenoiserConfig(vocab_size=vocab_size or source.vocab_size, seq_len=seq_len, d_model=16, n_layers=1, n_heads=2)
+    torch.manual_seed(seed)
+    tensors = prefixed("model", Denoiser(config).state_dict())
+    if ema_seed is not None:
+        torch.manual_seed(ema_seed)
+        tensors.update(prefixed("ema", Denoiser(config).state_dict()))
+    meta = {"model_config": config.to_dict(), "source": source.describe(), "schedule": LogLinearSchedule().describe(), "step": 0}
+    if mask_id is not None:
+        meta["mask_id"] = mask_id
+    save_checkpoint(run_dir, tensors, meta)
+    return run_dir
