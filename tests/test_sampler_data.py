@@ -22,7 +22,7 @@ from sampler.data import (
     paired_difference,
     sample_quality,
 )
-from sampler.text import ByteTokenizer, CharTokenizer, normalise_text
+from sampler.data.text import ByteTokenizer, CharTokenizer, normalise_text
 
 TINY = dict(vocab_size=3, num_states=2, topic_size=2, support=2, successors=1, stickiness=0.7, floor=0.1)
 SMALL_TEXT = ("the cat sat on the mat. the dog sat on the log. a cat and a dog, the end! " * 20)
@@ -365,7 +365,7 @@ def test_bpe_tokenizer_round_trip(tmp_path, monkeypatch):
 def test_shakespeare_fetch_fails_clearly_when_offline(tmp_path, monkeypatch):
     import subprocess
 
-    from sampler import text
+    from sampler.data import text
 
     monkeypatch.setenv("LATENT_SHADOWS_CACHE", str(tmp_path))
 
@@ -378,7 +378,7 @@ def test_shakespeare_fetch_fails_clearly_when_offline(tmp_path, monkeypatch):
 
 
 def test_corpus_directory_reads_all_text_files(tmp_path):
-    from sampler.text import read_corpus
+    from sampler.data.text import read_corpus
 
     (tmp_path / "sub").mkdir()
     (tmp_path / "a.txt").write_text("first file")
