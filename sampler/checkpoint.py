@@ -134,8 +134,8 @@ def prefixed(prefix: str, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
 def load_denoiser(
     run_dir: str | os.PathLike, device: str | torch.device = "cpu", use_ema: bool = True
 ) -> tuple["torch.nn.Module", dict[str, Any]]:
-    """(Denoiser in eval mode on `device`, meta) from RUN; EMA weights when present and asked for."""
-    from .model import Denoiser, DenoiserConfig
+    """(TransformerDenoiser in eval mode on `device`, meta) from RUN; EMA weights when present and asked for."""
+    from .model import DenoiserConfig, TransformerDenoiser
 
     tensors, meta = load_checkpoint(run_dir)
     if "model_config" not in meta:
@@ -144,7 +144,7 @@ def load_denoiser(
         config = DenoiserConfig.from_dict(meta["model_config"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint at {str(run_dir)!r} has an invalid model_config: {err}") from err
-    model = Denoiser(config)
+    model = TransformerDenoiser(config)
     weights = subset(tensors, "model")
     ema = subset(tensors, "ema")
     if use_ema and ema:
@@ -156,16 +156,12 @@ def load_denoiser(
     return model.to(device).eval(), meta
 
 
-SCHEDULES = {"loglinear": "LogLinearSchedule", "cosine": "CosineSchedule", "polynomial": "PolynomialSchedule"}
-
-
 def make_schedule(name: str = "loglinear", **params: Any) -> Any:
-    """A theory mask schedule by short name ("loglinear", "cosine", "polynomial") and its parameters."""
-    import theory
+    """A theory mask schedule by its registered name ("loglinear", "cosine", "polynomial", see
+    theory.schedules) and its parameters; the registry is theory's own (MaskSchedule.from_description)."""
+    from theory import MaskSchedule
 
-    if name not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {name!r}")
-    return getattr(theory, SCHEDULES[name])(**params)
+    return MaskSchedule.from_description({"name": name, "params": params})
 
 
 def load_schedule(meta: dict[str, Any]) -> Any:

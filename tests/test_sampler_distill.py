@@ -12,21 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from duality import MaskedCoupling
-from sampler.baseline import baseline_targets
 from sampler.checkpoint import load_checkpoint, prefixed, save_checkpoint
-from sampler.distill import (
-    DistillConfig,
-    distill,
-    distillation_batch,
-    distillation_loss,
-    divergence,
-    mcd_loss,
-    round_step_counts,
-    steps_from_dt,
-    stratified_times,
-    teacher_temperature,
-    temper,
-)
+from sampler.batches import distillation_batch, stratified_times
+from sampler.losses import baseline_targets, distillation_loss, divergence, mcd_loss, temper
+from sampler.train import DistillConfig, distill
+from sampler.train.distill import round_step_counts, steps_from_dt, teacher_temperature
 from theory.schedules import LogLinearSchedule
 
 K = 7
@@ -238,12 +228,12 @@ def test_baseline_targets_follow_the_reveal_time() -> None:
 def make_teacher(run_dir: Path, vocab_size: int | None = None, seq_len: int = 12, seed: int = 0, mask_id: int | None = None) -> Path:
     """A tiny random-weight teacher checkpoint on the embedded source (vocab_size overrides the model's)."""
     from sampler.data import get_source
-    from sampler.model import Denoiser, DenoiserConfig
+    from sampler.model import DenoiserConfig, TransformerDenoiser
 
     source = get_source("exact", seed=0, seq_len=seq_len)
     config = DenoiserConfig(vocab_size=vocab_size or source.vocab_size, seq_len=seq_len, d_model=16, n_layers=1, n_heads=2)
     torch.manual_seed(seed)
-    model = Denoiser(config)
+    model = TransformerDenoiser(config)
     meta = {"model_config": config.to_dict(), "source": source.describe(), "schedule": LogLinearSchedule().describe(), "step": 0}
     if mask_id is not None:
         meta["mask_id"] = mask_id

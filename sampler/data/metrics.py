@@ -78,9 +78,19 @@ def sample_quality(samples: Int[Tensor, "N L"], source: DataSource,
     return result
 
 
-def json_ready(metrics: dict) -> dict:
-    """``metrics`` without tensor values (for JSON output)."""
-    return {k: v for k, v in metrics.items() if not isinstance(v, Tensor)}
+def json_ready(record: dict) -> dict:
+    """``record`` ready for ``json.dumps``: one-element tensors and numpy scalars become Python numbers,
+    larger tensors (per-sequence values) are left out, everything else is kept."""
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, Tensor):
+            if value.numel() != 1:
+                continue
+            value = value.item()
+        elif isinstance(value, (np.floating, np.integer)):
+            value = value.item()
+        out[key] = value
+    return out
 
 
 def paired_difference(a_per_seq: Any, b_per_seq: Any) -> tuple[float, float]:
