@@ -271,3 +271,29 @@ def test_cli_train_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert main(args[:4] + ["5"] + args[5:] + ["--resume"]) == 2
     assert "corrupt" in capsys.readouterr().err
     assert os.path.getsize(run / "checkpoint.safetensors") == len(before)
+
+
+def test_checkpoint_written_before_the_restructure_resumes(tmp_path: Path) -> None:
+    """A teacher checkpoint whose meta has the names written before issue 9 (train_config with `ema`
+    and `steps`, no `ema_decay` / `max_steps`) still resumes, to the same weights as a run straight through;
+    the old names map onto the new ones."""
+    from sampler.train import TrainConfig as Config
+
+    source = tiny_source()
+    straight, old = tmp_path / "straight", tmp_path / "old"
+    train(tiny_config(straight, max_steps=8), source=source)
+    train(tiny_config(old, max_steps=4), source=source)
+    tensors, meta = load_checkpoint(old)
+    stored = dict(meta["train_config"])
+    stored["ema"], stored["steps"] = stored.pop("ema_decay"), stored.pop("max_steps")
+    old_meta = {k: v for k, v in meta.items() if k != "format_version"}
+    save_checkpoint(old, tensors, {**old_meta, "train_config": stored})
+    assert "ema" in load_checkpoint(old)[1]["train_config"]
+
+    mapped = Config.from_dict(stored)
+    assert (mapped.ema_decay, mapped.max_steps) == (stored["ema"], stored["steps"])
+    train(tiny_config(old, max_steps=8, resume=True), source=source)
+    a, b = _all_tensors(straight), _all_tensors(old)
+    assert [k for k in a if k.startswith(("model.", "ema.", "optim.")) and not torch.equal(a[k], b[k])] == []
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        Config.from_dict({**stored, "not_a_field": 1})
