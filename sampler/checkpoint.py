@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +184,28 @@ def load_source(meta: dict[str, Any]) -> Any:
     if not isinstance(spec, dict):
         raise CheckpointError(f"checkpoint meta has no valid 'source' entry: {spec!r}")
     return get_source(**spec)
+
+
+@dataclass(kw_only=True)
+class InferenceConfig:
+    """The fields every command that reads a checkpoint shares (`mcd sample`, `mcd eval`)."""
+
+    ckpt: str
+    seed: int = 0
+    out: str | None = None
+    device: str = "auto"
+    batch_size: int = 256
+    no_ema: bool = False  # the raw weights instead of the EMA
+    no_cache: bool = False  # call the network at every sampling step
+    threads: int | None = 1  # CPU torch threads
+
+
+def open_for_inference(config: InferenceConfig) -> tuple["torch.nn.Module", dict[str, Any], Any, torch.device]:
+    """(model in eval mode, meta, schedule, device) of config.ckpt, after torch.set_num_threads(config.threads) on the CPU."""
+    from .train.runtime import pick_device
+
+    device = pick_device(config.device)
+    if device.type == "cpu" and config.threads:
+        torch.set_num_threads(config.threads)
+    model, meta = load_denoiser(config.ckpt, device=device, use_ema=not config.no_ema)
+    return model, meta, load_schedule(meta), device

@@ -40,30 +40,23 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from sampler.checkpoint import InferenceConfig
 from sampler.data import DataSource, json_ready, paired_difference, sample_quality
 
 DEFAULT_STEPS = [1024, 256, 64, 16, 8, 4]
 
 
 @dataclass(kw_only=True)
-class EvalConfig:
+class EvalConfig(InferenceConfig):
     """What `mcd eval` measures (see sampler.cli.eval for each field's meaning)."""
 
-    ckpt: str
     steps: list[int] = field(default_factory=lambda: list(DEFAULT_STEPS))
     num: int = 256
     temperatures: list[float] = field(default_factory=lambda: [1.0])
-    seed: int = 0
     evaluator: str = "auto"
     elbo_num: int = 512
     elbo_draws: int = 4
     oracle: bool = False
-    out: str | None = None
-    device: str = "auto"
-    batch_size: int = 256
-    no_ema: bool = False
-    no_cache: bool = False
-    threads: int | None = 1
 
 
 def validation_elbo_per_sequence(
@@ -157,16 +150,11 @@ def _measure(samples: Tensor, source: DataSource, evaluator: Any, rate: tuple[fl
 
 def evaluate_checkpoint(args: EvalConfig) -> dict:
     """Run the whole evaluation of ``mcd eval`` and return its JSON-able report."""
-    from sampler.checkpoint import load_denoiser, load_schedule, load_source
-    from sampler.train.runtime import pick_device
+    from sampler.checkpoint import load_source, open_for_inference
 
     _check_args(args)
-    device = pick_device(args.device)
-    if device.type == "cpu" and args.threads:
-        torch.set_num_threads(args.threads)
-    model, meta = load_denoiser(args.ckpt, device=device, use_ema=not args.no_ema)
+    model, meta, schedule, device = open_for_inference(args)
     config = model.config
-    schedule = load_schedule(meta)
     source = load_source(meta)
     if int(source.vocab_size) != int(config.vocab_size):
         raise ValueError(f"vocabulary mismatch: the checkpoint's source has vocab_size={source.vocab_size}, "

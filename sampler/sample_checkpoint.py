@@ -20,16 +20,15 @@ from typing import Any
 
 import torch
 
-from .checkpoint import load_denoiser, load_schedule, load_source
+from .checkpoint import InferenceConfig, load_source, open_for_inference
 from .sampling import ancestral_sample
-from .train.runtime import autocast, pick_device
+from .train.runtime import autocast
 
 
 @dataclass(kw_only=True)
-class SampleConfig:
+class SampleConfig(InferenceConfig):
     """What `mcd sample` draws (see sampler.cli.sample for each field's meaning)."""
 
-    ckpt: str
     steps: int = 256
     num: int = 16
     seq_len: int | None = None
@@ -37,13 +36,6 @@ class SampleConfig:
     final_greedy: bool = False
     prefix: str | None = None
     prefix_ids: str | None = None
-    seed: int = 0
-    out: str | None = None
-    device: str = "auto"
-    batch_size: int = 256
-    no_ema: bool = False
-    no_cache: bool = False
-    threads: int | None = 1
 
 
 def parse_prefix(prefix: str | None, prefix_ids: str | None, source: Any, vocab_size: int) -> list[int]:
@@ -75,12 +67,8 @@ def sample_from_checkpoint(args: SampleConfig) -> dict[str, Any]:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if not args.temperature > 0:
         raise ValueError(f"--temperature must be > 0, got {args.temperature}")
-    device = pick_device(args.device)
-    if device.type == "cpu" and args.threads:
-        torch.set_num_threads(args.threads)
-    model, meta = load_denoiser(args.ckpt, device=device, use_ema=not args.no_ema)
+    model, meta, schedule, device = open_for_inference(args)
     config = model.config
-    schedule = load_schedule(meta)
     source = None
     try:
         source = load_source(meta)
