@@ -27,19 +27,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sampler.batches import elbo_loss, teacher_batch  # noqa: E402
+from sampler.batches import teacher_batch  # noqa: E402
+from sampler.losses import elbo_loss  # noqa: E402
 from sampler.checkpoint import checkpoint_path, load_denoiser, load_schedule, load_source  # noqa: E402
 from sampler.data import paired_difference, sample_quality  # noqa: E402
-from sampler.model import Denoiser  # noqa: E402
+from sampler.model import TransformerDenoiser  # noqa: E402
 from sampler.sampling import ancestral_sample  # noqa: E402
 from sampler.train import TrainConfig, train  # noqa: E402
-from sampler.training import autocast, build_optimizer  # noqa: E402
+from sampler.train.runtime import autocast, build_optimizer  # noqa: E402
 
 
 def training_throughput(config, source, schedule, device: torch.device, batch_size: int, steps: int, repeats: int) -> float:
     """Median tokens/s of `steps` optimizer steps of a fresh model (after one warm-up step)."""
     torch.manual_seed(0)
-    model = Denoiser(config).to(device)
+    model = TransformerDenoiser(config).to(device)
     opt = build_optimizer(model, lr=1e-3)
     gen = torch.Generator().manual_seed(0)
     x0 = source.sample_batch(batch_size, config.seq_len, gen).to(device)

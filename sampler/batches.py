@@ -1,87 +1,106 @@
-"""Teacher training batches and the MDLM continuous-time ELBO.
+"""Every batch construction of the sampler.
 
-A batch: clean x0 ~ data, times t_b (low-discrepancy), z_t = q(z_t | x0) masked through
-`duality` (each token visible independently with probability α(t)).
+Teacher batch: clean x0 ~ data, times t_b stratified over [t_min, 1), z_t = q(z_t | x0) masked
+through `duality.q_sample` (each token visible independently with probability α(t)).
 
-Loss (MDLM, continuous time, nats per token):
+Distillation batch: one coupling noise per token (duality.MaskedCoupling) gives each token one
+unmasking time τ, and z_t = x0 where t < τ else m, z_s = x0 where s < τ else m with s = t − dt:
+the coupled pair of consistency distillation, visible(t) ⊆ visible(s).
 
-    L = E_t [ w(t) · (1/L) Σ_{l : z_t,l = m} −log p_θ(x0_l | z_t) ],   w(t) = −α′(t) / (1 − α(t)),
-
-an upper bound on −log p(x0)/L.  Low-discrepancy times t_b = t_min + (1 − t_min)·((u + b/B) mod 1),
-one shared u ~ U(0, 1), cover [t_min, 1] evenly in every batch and lower the loss variance.
+Times: `stratified_times` t_b = low + (1 − low)·((u + b/B) mod 1), one shared u ~ U(0, 1),
+covers [low, 1) evenly in every batch and lowers the loss variance.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .protocols import Schedule
+
 T_MIN = 1e-3  # w(t) ~ 1/t as t -> 0 (log-linear); keeping t away from 0 bounds the weight
 
 
-def low_discrepancy_times(
-    batch_size: int, generator: torch.Generator | None = None, t_min: float = T_MIN, device: Any = "cpu"
+def check_step_count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_dt(dt: Any, name: str = "dt") -> float:
+    """dt must be a real number in (0, 1]."""
+    if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not math.isfinite(float(dt)):
+        raise ValueError(f"{name} must be a real number in (0, 1], got {dt!r}")
+    if not 0.0 < float(dt) <= 1.0:
+        raise ValueError(f"{name} must lie in (0, 1], got {dt!r}")
+    return float(dt)
+
+
+def stratified_times(
+    batch_size: int, low: float = T_MIN, generator: torch.Generator | None = None, device: Any = "cpu"
 ) -> Float[Tensor, "B"]:
-    """t_b = t_min + (1 − t_min)·((u + b/B) mod 1), u ~ U(0, 1) shared: stratified over [t_min, 1)."""
+    """t_b = low + (1 − low)·((u + b/B) mod 1), u ~ U(0, 1) shared: stratified over [low, 1), float64.
+
+    One uniform is drawn from `generator` (CPU), whatever the batch size.
+    """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not 0.0 <= t_min < 1.0:
-        raise ValueError(f"t_min must be in [0, 1), got {t_min!r}")
+    if not 0.0 <= low <= 1.0:
+        raise ValueError(f"low must be in [0, 1], got {low!r}")
     u = torch.rand((), generator=generator, dtype=torch.float64)
     grid = (u + torch.arange(batch_size, dtype=torch.float64) / batch_size) % 1.0
-    return (t_min + (1.0 - t_min) * grid).to(device)
+    return (low + (1.0 - low) * grid).to(device)
 
 
 def teacher_batch(
     x0: Int[Tensor, "B L"],
-    schedule: Any,
+    schedule: Schedule,
     mask_id: int,
     generator: torch.Generator | None = None,
     t: Float[Tensor, "B"] | None = None,
 ) -> tuple[Int[Tensor, "B L"], Float[Tensor, "B"]]:
-    """(z_t, t): x0 masked by duality.q_sample at per-sequence times t (low-discrepancy when None).
+    """(z_t, t): x0 masked by duality.q_sample at per-sequence times t (stratified_times when None).
 
     The generator lives on the CPU (reproducible across devices); z_t lands on x0's device.
     """
     from duality import q_sample
 
     if t is None:
-        t = low_discrepancy_times(x0.shape[0], generator)
+        t = stratified_times(x0.shape[0], T_MIN, generator)
     elif tuple(t.shape) != (x0.shape[0],):
         raise ValueError(f"t must have shape ({x0.shape[0]},), got {tuple(t.shape)}")
     z_t = q_sample(x0.cpu(), t.cpu(), schedule, mask_id, generator)
     return z_t.to(x0.device), t.to(x0.device)
 
 
-def elbo_weight(schedule: Any, t: Tensor) -> Tensor:
-    """w(t) = −α′(t)/(1 − α(t)) from the schedule, as float32 on t's device."""
-    w = schedule.elbo_weight(t.detach().cpu().double())
-    w = torch.as_tensor(w, dtype=torch.float64)
-    if not torch.isfinite(w).all():
-        raise ValueError(f"elbo weight is not finite at t in [{float(t.min())}, {float(t.max())}]")
-    return w.to(device=t.device, dtype=torch.float32)
+def distillation_batch(
+    x0: Int[Tensor, "B *rest"],
+    coupling: Any,
+    t: Float[Tensor, "B"] | float,
+    dt: float | int,
+    generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
+) -> tuple[Int[Tensor, "B *rest"], Int[Tensor, "B *rest"], Float[Tensor, "B"]]:
+    """(z_t, z_s, s): the two masked states of one coupled path, s = max(t − dt, 0).
 
-
-def masked_nll_per_sequence(
-    log_probs: Float[Tensor, "B L K"], x0: Int[Tensor, "B L"], z_t: Int[Tensor, "B L"], mask_id: int
-) -> Float[Tensor, "B"]:
-    """Σ_{l : z_t,l = m} −log p_θ(x0_l | z_t) for each sequence (visible positions contribute 0)."""
-    picked = log_probs.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
-    masked = z_t == mask_id
-    return torch.where(masked, -picked, torch.zeros_like(picked)).sum(dim=-1)
-
-
-def elbo_loss(
-    log_probs: Float[Tensor, "B L K"],
-    x0: Int[Tensor, "B L"],
-    z_t: Int[Tensor, "B L"],
-    t: Float[Tensor, "B"],
-    schedule: Any,
-    mask_id: int,
-) -> Float[Tensor, ""]:
-    """Batch mean of w(t)·Σ_masked −log p(x0|z_t) / L: the MDLM ELBO in nats per token."""
-    weight = elbo_weight(schedule, t)
-    return (weight * masked_nll_per_sequence(log_probs, x0, z_t, mask_id)).mean() / x0.shape[1]
+    The coupling noise (one per token, `coupling.sample_noise`) is drawn once and used at
+    both times, so visible(t) ⊆ visible(s) and every visible token is the true x0 token.
+    t is one time per sequence (a float is used for every sequence).
+    """
+    dt = check_dt(dt)
+    if not isinstance(t, Tensor):
+        t = torch.full((x0.shape[0],), float(t), dtype=torch.float64, device=x0.device)
+    if t.dim() != 1 or t.shape[0] != x0.shape[0]:
+        raise ValueError(f"t must have shape ({x0.shape[0]},), got {tuple(t.shape)}")
+    if t.is_floating_point() and t.numel() and (bool(torch.isnan(t).any()) or float(t.min()) < 0 or float(t.max()) > 1):
+        raise ValueError(f"t must lie in [0, 1], got values in [{float(t.min())}, {float(t.max())}]")
+    if noise is None:
+        noise = coupling.sample_noise(x0, generator=generator)
+    s = (t - dt).clamp(min=0.0)
+    z_s, z_t = coupling.pair(x0, noise, s, t)
+    return z_t, z_s, s

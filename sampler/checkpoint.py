@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -134,8 +135,8 @@ def prefixed(prefix: str, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
 def load_denoiser(
     run_dir: str | os.PathLike, device: str | torch.device = "cpu", use_ema: bool = True
 ) -> tuple["torch.nn.Module", dict[str, Any]]:
-    """(Denoiser in eval mode on `device`, meta) from RUN; EMA weights when present and asked for."""
-    from .model import Denoiser, DenoiserConfig
+    """(TransformerDenoiser in eval mode on `device`, meta) from RUN; EMA weights when present and asked for."""
+    from .model import DenoiserConfig, TransformerDenoiser
 
     tensors, meta = load_checkpoint(run_dir)
     if "model_config" not in meta:
@@ -144,7 +145,7 @@ def load_denoiser(
         config = DenoiserConfig.from_dict(meta["model_config"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint at {str(run_dir)!r} has an invalid model_config: {err}") from err
-    model = Denoiser(config)
+    model = TransformerDenoiser(config)
     weights = subset(tensors, "model")
     ema = subset(tensors, "ema")
     if use_ema and ema:
@@ -156,16 +157,12 @@ def load_denoiser(
     return model.to(device).eval(), meta
 
 
-SCHEDULES = {"loglinear": "LogLinearSchedule", "cosine": "CosineSchedule", "polynomial": "PolynomialSchedule"}
-
-
 def make_schedule(name: str = "loglinear", **params: Any) -> Any:
-    """A theory mask schedule by short name ("loglinear", "cosine", "polynomial") and its parameters."""
-    import theory
+    """A theory mask schedule by its registered name ("loglinear", "cosine", "polynomial", see
+    theory.schedules) and its parameters; the registry is theory's own (MaskSchedule.from_description)."""
+    from theory import MaskSchedule
 
-    if name not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {name!r}")
-    return getattr(theory, SCHEDULES[name])(**params)
+    return MaskSchedule.from_description({"name": name, "params": params})
 
 
 def load_schedule(meta: dict[str, Any]) -> Any:
@@ -187,3 +184,28 @@ def load_source(meta: dict[str, Any]) -> Any:
     if not isinstance(spec, dict):
         raise CheckpointError(f"checkpoint meta has no valid 'source' entry: {spec!r}")
     return get_source(**spec)
+
+
+@dataclass(kw_only=True)
+class InferenceConfig:
+    """The fields every command that reads a checkpoint shares (`mcd sample`, `mcd eval`)."""
+
+    ckpt: str
+    seed: int = 0
+    out: str | None = None
+    device: str = "auto"
+    batch_size: int = 256
+    no_ema: bool = False  # the raw weights instead of the EMA
+    no_cache: bool = False  # call the network at every sampling step
+    threads: int | None = 1  # CPU torch threads
+
+
+def open_for_inference(config: InferenceConfig) -> tuple["torch.nn.Module", dict[str, Any], Any, torch.device]:
+    """(model in eval mode, meta, schedule, device) of config.ckpt, after torch.set_num_threads(config.threads) on the CPU."""
+    from .train.runtime import pick_device
+
+    device = pick_device(config.device)
+    if device.type == "cpu" and config.threads:
+        torch.set_num_threads(config.threads)
+    model, meta = load_denoiser(config.ckpt, device=device, use_ema=not config.no_ema)
+    return model, meta, load_schedule(meta), device

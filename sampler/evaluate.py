@@ -1,4 +1,4 @@
-"""`mcd eval`: sample quality of a teacher checkpoint, measured honestly (two numbers, never one).
+"""Sample quality of a checkpoint (`mcd eval`, from an EvalConfig), measured honestly (two numbers, never one).
 
 For every temperature T and step count N (all with the same sampler seed, so every
 configuration sees the same masking order and random stream and differences are paired):
@@ -26,13 +26,13 @@ Sweeping temperatures at the largest step count gives the teacher's NLL–entrop
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +40,23 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from sampler.checkpoint import InferenceConfig
 from sampler.data import DataSource, json_ready, paired_difference, sample_quality
 
 DEFAULT_STEPS = [1024, 256, 64, 16, 8, 4]
+
+
+@dataclass(kw_only=True)
+class EvalConfig(InferenceConfig):
+    """What `mcd eval` measures (see sampler.cli.eval for each field's meaning)."""
+
+    steps: list[int] = field(default_factory=lambda: list(DEFAULT_STEPS))
+    num: int = 256
+    temperatures: list[float] = field(default_factory=lambda: [1.0])
+    evaluator: str = "auto"
+    elbo_num: int = 512
+    elbo_draws: int = 4
+    oracle: bool = False
 
 
 def validation_elbo_per_sequence(
@@ -57,7 +71,8 @@ def validation_elbo_per_sequence(
     """
     from duality import MaskedCoupling
 
-    from sampler.batches import T_MIN, elbo_weight
+    from sampler.batches import T_MIN
+    from sampler.losses import elbo_weight
 
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
         raise ValueError(f"draws must be a positive int, got {draws!r}")
@@ -82,7 +97,7 @@ def validation_elbo_per_sequence(
     return total / draws
 
 
-def _check_args(args: argparse.Namespace) -> None:
+def _check_args(args: EvalConfig) -> None:
     if not args.steps:
         raise ValueError("--steps must list at least one step count")
     for steps in args.steps:
@@ -102,7 +117,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _model_denoiser(model: Any, device: torch.device) -> Any:
-    from sampler.training import autocast
+    from sampler.train.runtime import autocast
 
     def denoiser(z: Tensor, t: Tensor) -> Tensor:
         with autocast(device):
@@ -112,7 +127,7 @@ def _model_denoiser(model: Any, device: torch.device) -> Any:
     return denoiser
 
 
-def _sample(denoiser: Any, schedule: Any, steps: int, args: argparse.Namespace, seq_len: int, mask_id: int,
+def _sample(denoiser: Any, schedule: Any, steps: int, args: EvalConfig, seq_len: int, mask_id: int,
             vocab_size: int, temperature: float, device: Any, cached: bool) -> tuple[Tensor, float]:
     from sampler.sampling import ancestral_sample
 
@@ -133,18 +148,13 @@ def _measure(samples: Tensor, source: DataSource, evaluator: Any, rate: tuple[fl
     return metrics
 
 
-def evaluate_checkpoint(args: argparse.Namespace) -> dict:
+def evaluate_checkpoint(args: EvalConfig) -> dict:
     """Run the whole evaluation of ``mcd eval`` and return its JSON-able report."""
-    from sampler.checkpoint import load_denoiser, load_schedule, load_source
-    from sampler.training import pick_device
+    from sampler.checkpoint import load_source, open_for_inference
 
     _check_args(args)
-    device = pick_device(args.device)
-    if device.type == "cpu" and args.threads:
-        torch.set_num_threads(args.threads)
-    model, meta = load_denoiser(args.ckpt, device=device, use_ema=not args.no_ema)
+    model, meta, schedule, device = open_for_inference(args)
     config = model.config
-    schedule = load_schedule(meta)
     source = load_source(meta)
     if int(source.vocab_size) != int(config.vocab_size):
         raise ValueError(f"vocabulary mismatch: the checkpoint's source has vocab_size={source.vocab_size}, "
@@ -285,7 +295,7 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _write_json(path: Path, obj: dict) -> None:
+def write_json(path: Path, obj: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
@@ -294,40 +304,4 @@ def _write_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", required=True, help="run directory written by `mcd train` (or its .safetensors file)")
-    parser.add_argument("--steps", type=int, nargs="+", default=DEFAULT_STEPS, help="ancestral step counts")
-    parser.add_argument("--num", type=int, default=256, help="samples per (temperature, steps)")
-    parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0],
-                        help="sampling temperatures; several trace the NLL-entropy frontier")
-    parser.add_argument("--seed", type=int, default=0, help="sampler seed (shared by every row: paired)")
-    parser.add_argument("--evaluator", default="auto",
-                        help="generative-perplexity LM: 'smollm2', a HF model name/path or .gguf file, 'none'; "
-                             "'auto' = smollm2 for real-text sources, none for exact sources")
-    parser.add_argument("--elbo-num", type=int, default=512, help="held-out sequences for the validation ELBO")
-    parser.add_argument("--elbo-draws", type=int, default=4, help="masking draws per held-out sequence")
-    parser.add_argument("--oracle", action="store_true",
-                        help="also sample with the source's exact denoiser (embedded source): the cost of few steps alone")
-    parser.add_argument("--out", default=None, help="JSON report (default RUN/eval-seed<seed>.json)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
-    parser.add_argument("--no-cache", action="store_true", help="call the network at every step")
-    parser.add_argument("--threads", type=int, default=1, help="CPU torch threads")
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        report = evaluate_checkpoint(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"mcd eval: error: {err}", file=sys.stderr)
-        return 2
-    ckpt = Path(args.ckpt)
-    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / f"eval-seed{args.seed}.json"
-    _write_json(out, report)
-    print(format_table(report))
-    print(f"wrote {out}")
-    return 0
-
-
-__all__ = ["add_arguments", "run", "evaluate_checkpoint", "validation_elbo_per_sequence", "format_table"]
+__all__ = ["EvalConfig", "evaluate_checkpoint", "validation_elbo_per_sequence", "format_table", "write_json", "DEFAULT_STEPS"]

@@ -39,7 +39,7 @@ PRESETS: dict[str, dict[str, int]] = {
 
 @dataclass(frozen=True)
 class DenoiserConfig:
-    """Shape of a Denoiser.  `mask_id` is `vocab_size` (the extra input id)."""
+    """Shape of a TransformerDenoiser.  `mask_id` is `vocab_size` (the extra input id)."""
 
     vocab_size: int
     seq_len: int
@@ -151,7 +151,7 @@ def time_features(t: Float[Tensor, "B"], dim: int) -> Float[Tensor, "B dim"]:
     return torch.cat((angles.cos(), angles.sin()), dim=-1)
 
 
-class Denoiser(nn.Module):
+class TransformerDenoiser(nn.Module):
     """x0-predictor p_θ(x0 | z_t) with SUBS; see the module docstring."""
 
     def __init__(self, config: DenoiserConfig):

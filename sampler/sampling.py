@@ -19,14 +19,13 @@ positions (infilling).  Pinned tokens are visible from the start and never chang
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-DenoiserFn = Callable[[Tensor, Tensor], Tensor]
+from .protocols import Denoiser, Schedule
 
 
 def _check_positive_int(value: Any, name: str) -> int:
@@ -50,11 +49,11 @@ def time_grid(num_steps: int) -> Float[Tensor, "N1"]:
 
 
 def ancestral_step(
-    denoiser: DenoiserFn,
+    denoiser: Denoiser,
     z_t: Int[Tensor, "B L"],
     t: float,
     s: float,
-    schedule: Any,
+    schedule: Schedule,
     mask_id: int,
     generator: torch.Generator | None = None,
     temperature: float = 1.0,
@@ -72,7 +71,7 @@ def ancestral_step(
 
 
 def _posterior(
-    log_probs: Tensor, z_t: Tensor, t: float, s: float, schedule: Any, mask_id: int,
+    log_probs: Tensor, z_t: Tensor, t: float, s: float, schedule: Schedule, mask_id: int,
     generator: torch.Generator | None, temperature: float, greedy: bool,
 ) -> Tensor:
     """duality.posterior_step: float64 categorical draws from log p / T (greedy = temperature 0,
@@ -91,8 +90,8 @@ def _posterior(
 
 @torch.no_grad()
 def ancestral_sample(
-    denoiser: DenoiserFn,
-    schedule: Any,
+    denoiser: Denoiser,
+    schedule: Schedule,
     num_steps: int,
     num_samples: int,
     seq_len: int,
@@ -146,7 +145,7 @@ def ancestral_sample(
 
 
 def _sample_batch(
-    denoiser: DenoiserFn, schedule: Any, grid: list[float], z: Tensor, mask_id: int,
+    denoiser: Denoiser, schedule: Schedule, grid: list[float], z: Tensor, mask_id: int,
     generator: torch.Generator | None, temperature: float, final_greedy: bool, cached: bool,
 ) -> Tensor:
     n = z.shape[0]
@@ -173,7 +172,7 @@ def _sample_batch(
 
 
 def sampling_throughput(
-    denoiser: DenoiserFn, schedule: Any, num_steps: int, num_samples: int, seq_len: int, mask_id: int,
+    denoiser: Denoiser, schedule: Schedule, num_steps: int, num_samples: int, seq_len: int, mask_id: int,
     vocab_size: int, seed: int = 0, **kwargs: Any,
 ) -> tuple[Tensor, float]:
     """(samples, tokens per second) of one ancestral_sample call."""

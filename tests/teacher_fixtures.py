@@ -9,7 +9,7 @@ import torch
 # Library names in one place (re-point here when the modules move).
 from sampler.checkpoint import prefixed, save_checkpoint
 from sampler.data import get_source
-from sampler.model import Denoiser, DenoiserConfig
+from sampler.model import DenoiserConfig, TransformerDenoiser
 from theory.schedules import LogLinearSchedule
 
 
@@ -23,10 +23,10 @@ def make_teacher(run_dir: Path, vocab_size: int | None = None, seq_len: int = 12
     source = get_source("exact", seed=0, seq_len=seq_len)
     config = DenoiserConfig(vocab_size=vocab_size or source.vocab_size, seq_len=seq_len, d_model=16, n_layers=1, n_heads=2)
     torch.manual_seed(seed)
-    tensors = prefixed("model", Denoiser(config).state_dict())
+    tensors = prefixed("model", TransformerDenoiser(config).state_dict())
     if ema_seed is not None:
         torch.manual_seed(ema_seed)
-        tensors.update(prefixed("ema", Denoiser(config).state_dict()))
+        tensors.update(prefixed("ema", TransformerDenoiser(config).state_dict()))
     meta = {"model_config": config.to_dict(), "source": source.describe(), "schedule": LogLinearSchedule().describe(), "step": 0}
     if mask_id is not None:
         meta["mask_id"] = mask_id

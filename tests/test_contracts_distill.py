@@ -14,21 +14,23 @@ the raw weights.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
 import torch
 
 # Library names in one place (re-point here when the modules move).
-import sampler.data as data_module
-import sampler.model as model_module
 from sampler.checkpoint import load_checkpoint
-from sampler.distill import DistillConfig, distill
+from sampler.train import DistillConfig, distill
 from teacher_fixtures import make_teacher
 
+# the module, not the function `sampler.train.distill` that shadows it as a package attribute
+distill_module = importlib.import_module("sampler.train.distill")
+
 # Where the loop looks up the classes and functions it builds: patched here.
-DENOISER_HOME, DENOISER_NAME = model_module, "Denoiser"
-GET_SOURCE_HOME, GET_SOURCE_NAME = data_module, "get_source"
+DENOISER_HOME, DENOISER_NAME = distill_module, "TransformerDenoiser"
+GET_SOURCE_HOME, GET_SOURCE_NAME = distill_module, "get_source"
 
 START_STEPS, TARGET_STEPS, STEPS_PER_ROUND = 4, 1, 2  # rounds with dt = 1/4, 1/2, 1
 MASK = 32  # the embedded source's vocabulary size, the teacher's mask id

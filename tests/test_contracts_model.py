@@ -13,15 +13,15 @@ import math
 import torch
 
 # Library names in one place (re-point here when the modules move).
-from sampler.model import Denoiser, DenoiserConfig
+from sampler.model import DenoiserConfig, TransformerDenoiser
 
 K, L, SHIFT = 7, 6, 5
 
 
-def tiny_model(seq_len: int, seed: int = 0) -> Denoiser:
+def tiny_model(seq_len: int, seed: int = 0) -> TransformerDenoiser:
     """A random 2-layer model with sharpened attention and head, so outputs vary visibly with positions."""
     torch.manual_seed(seed)
-    model = Denoiser(DenoiserConfig(vocab_size=K, seq_len=seq_len, d_model=16, n_layers=2, n_heads=2)).eval()
+    model = TransformerDenoiser(DenoiserConfig(vocab_size=K, seq_len=seq_len, d_model=16, n_layers=2, n_heads=2)).eval()
     with torch.no_grad():
         model.head.weight.mul_(40.0)
         for block in model.blocks:

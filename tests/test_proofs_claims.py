@@ -69,7 +69,7 @@ def test_a_crashing_check_is_a_failed_claim() -> None:
 def test_claim_10_checks_the_samplers_own_batch_functions() -> None:
     """Identity, not equality of behaviour: claim 10 must exercise the very functions the trainer calls."""
     from sampler.batches import teacher_batch
-    from sampler.distill import distillation_batch
+    from sampler.batches import distillation_batch
 
     found = trainer_batch_functions()
     assert found["teacher_batch_fn"] is teacher_batch

@@ -23,7 +23,7 @@ from sampler.data import (
     paired_difference,
     sample_quality,
 )
-from sampler.text import ByteTokenizer, CharTokenizer, normalise_text
+from sampler.data.text import ByteTokenizer, CharTokenizer, normalise_text
 
 # A small NON-symmetric source: 3 hidden states with A ≠ Aᵀ and a non-uniform π (seed 0:
 # max |A − Aᵀ| ≈ 0.27), so a transposed transition matrix changes the probabilities.  (A
@@ -399,7 +399,7 @@ def test_bpe_tokenizer_round_trip(tmp_path, monkeypatch):
 def test_shakespeare_fetch_fails_clearly_when_offline(tmp_path, monkeypatch):
     import subprocess
 
-    from sampler import text
+    from sampler.data import text
 
     monkeypatch.setenv("LATENT_SHADOWS_CACHE", str(tmp_path))
 
@@ -412,7 +412,7 @@ def test_shakespeare_fetch_fails_clearly_when_offline(tmp_path, monkeypatch):
 
 
 def test_corpus_directory_reads_all_text_files(tmp_path):
-    from sampler.text import read_corpus
+    from sampler.data.text import read_corpus
 
     (tmp_path / "sub").mkdir()
     (tmp_path / "a.txt").write_text("first file")

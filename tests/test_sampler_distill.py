@@ -12,21 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from duality import MaskedCoupling
-from sampler.baseline import baseline_targets
-from sampler.checkpoint import load_checkpoint
-from sampler.distill import (
-    DistillConfig,
-    distill,
-    distillation_batch,
-    distillation_loss,
-    divergence,
-    mcd_loss,
-    round_step_counts,
-    steps_from_dt,
-    stratified_times,
-    teacher_temperature,
-    temper,
-)
+from sampler.checkpoint import load_checkpoint, prefixed, save_checkpoint
+from sampler.batches import distillation_batch, stratified_times
+from sampler.losses import baseline_targets, distillation_loss, divergence, mcd_loss, temper
+from sampler.train import DistillConfig, distill
+from sampler.train.distill import round_step_counts, steps_from_dt, teacher_temperature
 from teacher_fixtures import make_teacher
 from theory.schedules import LogLinearSchedule
 

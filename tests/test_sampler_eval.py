@@ -23,7 +23,7 @@ def run_dir(tmp_path_factory):
     from sampler.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("run")
-    cfg = TrainConfig(out=str(out), seq_len=SEQ_LEN, steps=4, batch_size=8, warmup=1, save_every=10**6,
+    cfg = TrainConfig(out=str(out), seq_len=SEQ_LEN, max_steps=4, batch_size=8, warmup=1, save_every=10**6,
                       eval_every=10**6, eval_batches=1, log_every=10**6, progress=False, device="cpu")
     train(cfg)
     return out

@@ -10,15 +10,15 @@ from hypothesis import given, settings
 from jaxtyping import TypeCheckError
 from hypothesis import strategies as st
 
-from sampler.model import Denoiser, DenoiserConfig, apply_rotary, rotary_tables
+from sampler.model import DenoiserConfig, TransformerDenoiser, apply_rotary, rotary_tables
 
 K, L = 11, 12
 
 
-def small_model(time_conditioning: bool = False, seed: int = 0) -> Denoiser:
+def small_model(time_conditioning: bool = False, seed: int = 0) -> TransformerDenoiser:
     torch.manual_seed(seed)
     cfg = DenoiserConfig(vocab_size=K, seq_len=L, d_model=32, n_layers=2, n_heads=2, time_conditioning=time_conditioning)
-    return Denoiser(cfg).eval()
+    return TransformerDenoiser(cfg).eval()
 
 
 MODEL = small_model()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sampler.model import Denoiser, DenoiserConfig
+from sampler.model import DenoiserConfig, TransformerDenoiser
 from sampler.sampling import ancestral_sample, ancestral_step, time_grid
 from theory import CosineSchedule, LogLinearSchedule
 
@@ -17,10 +17,10 @@ K, L = 7, 10
 MASK = K
 
 
-def random_model(time_conditioning: bool = False) -> Denoiser:
+def random_model(time_conditioning: bool = False) -> TransformerDenoiser:
     torch.manual_seed(1)
     cfg = DenoiserConfig(vocab_size=K, seq_len=L, d_model=32, n_layers=2, n_heads=2, time_conditioning=time_conditioning)
-    model = Denoiser(cfg).eval()
+    model = TransformerDenoiser(cfg).eval()
     with torch.no_grad():  # sharpen the random init so the outputs depend visibly on the context
         model.head.weight.mul_(40.0)
     return model
@@ -223,7 +223,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     run = tmp_path_factory.mktemp("sample") / "run"
     source = get_source("exact", seed=0, seq_len=12, vocab_size=16)
-    train(TrainConfig(out=str(run), seq_len=12, steps=3, batch_size=8, progress=False, device="cpu",
+    train(TrainConfig(out=str(run), seq_len=12, max_steps=3, batch_size=8, progress=False, device="cpu",
                       data_seed=0), source=source)
     # the checkpoint records the source spec; rebuild it with vocab 16 for decoding
     return run

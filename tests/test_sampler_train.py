@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from sampler import checkpoint as ckpt
-from sampler.batches import elbo_loss, low_discrepancy_times, masked_nll_per_sequence, teacher_batch
+from sampler.batches import stratified_times, teacher_batch
+from sampler.losses import elbo_loss, masked_nll_per_sequence
 from sampler.checkpoint import CheckpointError, load_checkpoint, load_denoiser, load_schedule, save_checkpoint
 from sampler.data import get_source
-from sampler.model import Denoiser, DenoiserConfig
+from sampler.model import DenoiserConfig, TransformerDenoiser
 from sampler.train import TrainConfig, TrainingStopped, evaluate_elbo, train
-from sampler.training import (
+from sampler.train.runtime import (
     EMA,
     build_optimizer,
     capture_rng_state,
@@ -36,7 +37,7 @@ def tiny_source(vocab_size: int = 16):
 
 
 def tiny_config(out: Path, **overrides) -> TrainConfig:
-    base = dict(out=str(out), seq_len=SEQ_LEN, steps=12, batch_size=16, warmup=3, lr=3e-3, save_every=4,
+    base = dict(out=str(out), seq_len=SEQ_LEN, max_steps=12, batch_size=16, warmup=3, lr=3e-3, save_every=4,
                 eval_every=1000, eval_batches=1, log_every=4, progress=False, device="cpu")
     return TrainConfig(**{**base, **overrides})
 
@@ -44,8 +45,8 @@ def tiny_config(out: Path, **overrides) -> TrainConfig:
 # --- batches and loss ---------------------------------------------------------------------
 
 
-def test_low_discrepancy_times_are_stratified() -> None:
-    t = low_discrepancy_times(8, torch.Generator().manual_seed(3), t_min=0.0)
+def test_stratified_times_are_stratified() -> None:
+    t = stratified_times(8, 0.0, torch.Generator().manual_seed(3))
     # exactly one time in each interval [b/8, (b+1)/8)
     assert sorted((t * 8).floor().long().tolist()) == list(range(8))
 
@@ -188,10 +189,10 @@ def test_loss_decreases_on_a_tiny_problem(tmp_path: Path) -> None:
     """40 steps take the held-out ELBO clearly below its value at initialisation (≈ log K)."""
     torch.manual_seed(0)
     source = tiny_source()
-    cfg = tiny_config(tmp_path / "run", steps=40, batch_size=32, ema=0.0, save_every=1000)
+    cfg = tiny_config(tmp_path / "run", max_steps=40, batch_size=32, ema_decay=0.0, save_every=1000)
     eval_x0 = source.sample_batch(128, SEQ_LEN, torch.Generator().manual_seed(99))
     schedule = LogLinearSchedule()
-    init_model = Denoiser(DenoiserConfig.preset("tiny", 16, SEQ_LEN))
+    init_model = TransformerDenoiser(DenoiserConfig.preset("tiny", 16, SEQ_LEN))
     before = evaluate_elbo(init_model, None, eval_x0, schedule, 16, torch.device("cpu"))
     summary = train(cfg, source=source)
     model, meta = load_denoiser(tmp_path / "run")
@@ -234,19 +235,19 @@ def test_exact_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
 
 def test_existing_run_needs_resume_and_resume_checks_vocabulary(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    train(tiny_config(run, steps=2), source=tiny_source())
+    train(tiny_config(run, max_steps=2), source=tiny_source())
     before = (run / "checkpoint.safetensors").read_bytes()
     with pytest.raises(ValueError, match="already holds a checkpoint"):
-        train(tiny_config(run, steps=4), source=tiny_source())
+        train(tiny_config(run, max_steps=4), source=tiny_source())
     with pytest.raises(ValueError, match="vocabulary mismatch"):
-        train(tiny_config(run, steps=4, resume=True), source=tiny_source(vocab_size=20))
+        train(tiny_config(run, max_steps=4, resume=True), source=tiny_source(vocab_size=20))
     assert (run / "checkpoint.safetensors").read_bytes() == before
     with pytest.raises(CheckpointError, match="no checkpoint"):
         train(tiny_config(tmp_path / "absent", resume=True), source=tiny_source())
 
 
 def test_bad_training_config() -> None:
-    for bad in (dict(steps=0), dict(batch_size=0), dict(lr=-1.0), dict(minutes=-1.0), dict(ema=1.0)):
+    for bad in (dict(max_steps=0), dict(batch_size=0), dict(lr=-1.0), dict(minutes=-1.0), dict(ema_decay=1.0)):
         with pytest.raises(ValueError):
             tiny_config(Path("unused"), **bad).validate()
 
@@ -270,3 +271,29 @@ def test_cli_train_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert main(args[:4] + ["5"] + args[5:] + ["--resume"]) == 2
     assert "corrupt" in capsys.readouterr().err
     assert os.path.getsize(run / "checkpoint.safetensors") == len(before)
+
+
+def test_checkpoint_written_before_the_restructure_resumes(tmp_path: Path) -> None:
+    """A teacher checkpoint whose meta has the names written before issue 9 (train_config with `ema`
+    and `steps`, no `ema_decay` / `max_steps`) still resumes, to the same weights as a run straight through;
+    the old names map onto the new ones."""
+    from sampler.train import TrainConfig as Config
+
+    source = tiny_source()
+    straight, old = tmp_path / "straight", tmp_path / "old"
+    train(tiny_config(straight, max_steps=8), source=source)
+    train(tiny_config(old, max_steps=4), source=source)
+    tensors, meta = load_checkpoint(old)
+    stored = dict(meta["train_config"])
+    stored["ema"], stored["steps"] = stored.pop("ema_decay"), stored.pop("max_steps")
+    old_meta = {k: v for k, v in meta.items() if k != "format_version"}
+    save_checkpoint(old, tensors, {**old_meta, "train_config": stored})
+    assert "ema" in load_checkpoint(old)[1]["train_config"]
+
+    mapped = Config.from_dict(stored)
+    assert (mapped.ema_decay, mapped.max_steps) == (stored["ema"], stored["steps"])
+    train(tiny_config(old, max_steps=8, resume=True), source=source)
+    a, b = _all_tensors(straight), _all_tensors(old)
+    assert [k for k in a if k.startswith(("model.", "ema.", "optim.")) and not torch.equal(a[k], b[k])] == []
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        Config.from_dict({**stored, "not_a_field": 1})

@@ -24,7 +24,7 @@ def trainer_batch_functions() -> dict[str, Callable[..., Any]]:
     """The trainer's own batch constructions, the defaults of claim 10.  Imported, never
     substituted: an ImportError propagates, and the claim fails with it."""
     from sampler.batches import teacher_batch
-    from sampler.distill import distillation_batch
+    from sampler.batches import distillation_batch
 
     return {"teacher_batch_fn": teacher_batch, "distillation_batch_fn": distillation_batch}
 

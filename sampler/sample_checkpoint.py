@@ -1,48 +1,41 @@
-"""`mcd sample`: draw sequences from a teacher checkpoint with the ancestral sampler.
+"""Sampling from a checkpoint (`mcd sample`, from a SampleConfig): the ancestral sampler over its
+denoiser, with an optional prompt, written as JSONL.
 
-    mcd sample --ckpt RUN --steps N --num M [--temperature T] [--prefix TEXT | --prefix-ids 3,1,4]
-               [--seed S] [--out FILE.jsonl]
-
-Writes one JSON object per sample ({"index", "ids", "text"}) to --out (default
-RUN/samples-<steps>steps-seed<seed>.jsonl) and prints the throughput in tokens/s.
-The cached sampler (skip the network for sequences no step changed) is used whenever the
-model has no time conditioning; its output equals the uncached sampler's for the same seed.
+Writes one JSON object per sample ({"index", "ids", "text"}) to `out` (default
+RUN/samples-<steps>steps-seed<seed>.jsonl).  The cached sampler (skip the network for sequences
+no step changed) is used whenever the model has no time conditioning; its output equals the
+uncached sampler's for the same seed.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .checkpoint import load_denoiser, load_schedule, load_source
+from .checkpoint import InferenceConfig, load_source, open_for_inference
 from .sampling import ancestral_sample
-from .training import autocast, pick_device
+from .train.runtime import autocast
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", required=True, help="run directory written by `mcd train` (or its .safetensors file)")
-    parser.add_argument("--steps", type=int, default=256, help="number of ancestral steps (uniform time grid)")
-    parser.add_argument("--num", type=int, default=16, help="number of sequences")
-    parser.add_argument("--seq-len", type=int, default=None, help="length (default: the model's)")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--final-greedy", action="store_true", help="argmax instead of a draw in the last step")
-    parser.add_argument("--prefix", default=None, help="text prompt, encoded with the source's tokenizer")
-    parser.add_argument("--prefix-ids", default=None, help="prompt as token ids, e.g. '3,1,4'")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="JSONL output (default RUN/samples-<steps>steps-seed<seed>.jsonl)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
-    parser.add_argument("--no-cache", action="store_true", help="call the network at every step")
-    parser.add_argument("--threads", type=int, default=1, help="CPU torch threads")
+@dataclass(kw_only=True)
+class SampleConfig(InferenceConfig):
+    """What `mcd sample` draws (see sampler.cli.sample for each field's meaning)."""
+
+    steps: int = 256
+    num: int = 16
+    seq_len: int | None = None
+    temperature: float = 1.0
+    final_greedy: bool = False
+    prefix: str | None = None
+    prefix_ids: str | None = None
 
 
 def parse_prefix(prefix: str | None, prefix_ids: str | None, source: Any, vocab_size: int) -> list[int]:
@@ -67,19 +60,15 @@ def parse_prefix(prefix: str | None, prefix_ids: str | None, source: Any, vocab_
     return ids
 
 
-def sample_from_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
+def sample_from_checkpoint(args: SampleConfig) -> dict[str, Any]:
     for name in ("steps", "num", "batch_size"):
         value = getattr(args, name)
         if value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if not args.temperature > 0:
         raise ValueError(f"--temperature must be > 0, got {args.temperature}")
-    device = pick_device(args.device)
-    if device.type == "cpu" and args.threads:
-        torch.set_num_threads(args.threads)
-    model, meta = load_denoiser(args.ckpt, device=device, use_ema=not args.no_ema)
+    model, meta, schedule, device = open_for_inference(args)
     config = model.config
-    schedule = load_schedule(meta)
     source = None
     try:
         source = load_source(meta)
@@ -132,20 +121,4 @@ def sample_from_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        result = sample_from_checkpoint(args)
-    except (ValueError, FileNotFoundError) as err:  # CheckpointError is a ValueError
-        print(f"mcd sample: error: {err}", file=sys.stderr)
-        return 2
-    source = result["source"]
-    for row in result["samples"][:3]:
-        print(source.decode(row) if source is not None else " ".join(map(str, row.tolist())))
-    print(
-        f"wrote {result['num']} samples x {result['seq_len']} tokens ({result['steps']} steps) to {result['out']}; "
-        f"{result['tokens_per_s']:.0f} tokens/s"
-    )
-    return 0
-
-
-__all__ = ["add_arguments", "run", "sample_from_checkpoint", "parse_prefix"]
+__all__ = ["SampleConfig", "sample_from_checkpoint", "parse_prefix"]

@@ -1,6 +1,6 @@
 """The `mcd` command line.
 
-Subcommands live in their own modules and are imported only when used, so
+Subcommands live in their own modules (sampler.cli.<name>; `verify` in proofs_checks.cli) and are imported only when used, so
 `mcd --help` is fast.  Each module exposes `add_arguments(parser)` and
 `run(args) -> int`.
 """
@@ -14,11 +14,11 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("proofs_checks.cli", "check every claim of the duality (sympy + Monte Carlo) and write a report"),
-    "train": ("sampler.train", "train a masked diffusion teacher (MDLM continuous-time ELBO)"),
-    "sample": ("sampler.sample_cli", "sample from a checkpoint with the ancestral sampler"),
-    "eval": ("sampler.evaluate", "measure sample quality: exact NLL, entropy, ELBO, generative perplexity"),
-    "distill": ("sampler.distill", "masked consistency distillation of a teacher into a few-step student"),
-    "bench-distill": ("sampler.bench_distill", "teacher vs MCD vs stochastic baseline across step counts"),
+    "train": ("sampler.cli.train", "train a masked diffusion teacher (MDLM continuous-time ELBO)"),
+    "sample": ("sampler.cli.sample", "sample from a checkpoint with the ancestral sampler"),
+    "eval": ("sampler.cli.eval", "measure sample quality: exact NLL, entropy, ELBO, generative perplexity"),
+    "distill": ("sampler.cli.distill", "masked consistency distillation of a teacher into a few-step student"),
+    "bench-distill": ("sampler.cli.bench_distill", "teacher vs MCD vs stochastic baseline across step counts"),
 }
 
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         top.error(f"unknown subcommand {name!r}; choose from {', '.join(SUBCOMMANDS)}")
     module_name, help_ = SUBCOMMANDS[name]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"mcd {name}", description=help_)
+    parser = argparse.ArgumentParser(prog=f"mcd {name}", description=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
     return int(module.run(args) or 0)

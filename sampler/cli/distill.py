@@ -1,0 +1,67 @@
+"""`mcd distill`: arguments -> DistillConfig -> sampler.train.distill."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..losses import DIVERGENCES
+from ..train.config import COUPLINGS, METHODS, REFRESH_FROM, DistillConfig
+from ._common import add_optim_arguments, add_run_arguments, optim_run_fields
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = DistillConfig(teacher="", out="")
+    parser.add_argument("--teacher", required=True, help="run directory of the teacher checkpoint")
+    parser.add_argument("--out", required=True, help="run directory of the distilled student (resumed if it holds a checkpoint)")
+    parser.add_argument("--method", choices=METHODS, default=d.method, help="mcd (analytic coupled pairs) or baseline (stochastic SDTT)")
+    parser.add_argument("--coupling", choices=COUPLINGS, default=d.coupling, help="how the per-token coupling noise is drawn")
+    parser.add_argument("--divergence", choices=DIVERGENCES, default=d.divergence)
+    parser.add_argument("--start-steps", type=int, default=d.start_steps, help="N0: dt = 1/N0 in the first round")
+    parser.add_argument("--start-dt", type=float, default=None, help="alternative to --start-steps: dt of the first round (1/N0)")
+    parser.add_argument("--target-steps", type=int, default=d.target_steps, help="sampling steps of the final student (N0/2^k)")
+    parser.add_argument("--steps-per-round", type=int, default=d.steps_per_round, help="optimiser steps per round")
+    parser.add_argument("--refresh-from", choices=REFRESH_FROM, default=d.refresh_from, help="what the teacher is refreshed from each round")
+    parser.add_argument("--no-temperature", action="store_true", help="teacher temperature 1 in every round")
+    parser.add_argument("--temperature-start", type=float, default=d.temperature_start)
+    parser.add_argument("--temperature-step", type=float, default=d.temperature_step, help="added per round")
+    parser.add_argument("--temperature-floor", type=float, default=d.temperature_floor)
+    parser.add_argument("--vocab-size", type=int, default=None, help="refuse a teacher with another vocabulary")
+    parser.add_argument("--mask-id", type=int, default=None, help="refuse a teacher with another mask id")
+    add_optim_arguments(parser, d)
+    add_run_arguments(parser, d)
+
+
+def config_from_args(args: argparse.Namespace) -> DistillConfig:
+    from ..train.distill import steps_from_dt
+
+    start_steps = args.start_steps if args.start_dt is None else steps_from_dt(args.start_dt, "start_dt")
+    return DistillConfig(
+        **optim_run_fields(args), teacher=args.teacher, method=args.method, coupling=args.coupling,
+        divergence=args.divergence, start_steps=start_steps, target_steps=args.target_steps,
+        steps_per_round=args.steps_per_round, refresh_from=args.refresh_from, temperature=not args.no_temperature,
+        temperature_start=args.temperature_start, temperature_step=args.temperature_step,
+        temperature_floor=args.temperature_floor, vocab_size=args.vocab_size, mask_id=args.mask_id,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train.distill import distill
+    from ..train.runtime import ddp_cleanup, is_main_process
+
+    try:
+        config = config_from_args(args)
+        result = distill(config)
+        main = is_main_process()
+    except ValueError as err:
+        print(f"mcd distill: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        ddp_cleanup()
+    if main:
+        print(
+            f"distilled ({config.method}) into {config.out}: {result['optimizer_steps']} optimiser steps, "
+            f"{result['teacher_forward_passes']} teacher forward passes, {result['wall_time_s']:.1f} s, "
+            f"rounds {result['round_steps']}{'' if result['complete'] else ' (stopped early; rerun to resume)'}"
+        )
+    return 0

@@ -1,0 +1,51 @@
+"""`mcd train`: arguments -> TrainConfig -> sampler.train.train."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..train.config import MODEL_SIZES, TrainConfig
+from ..train.teacher import DEFAULT_MINUTES
+from ._common import add_optim_arguments, add_run_arguments, optim_run_fields
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = TrainConfig(out="")
+    parser.add_argument("--data", default=d.data, help="data source (sampler.data.get_source): 'exact' (embedded exact-likelihood "
+                        "source), 'ngram:CORPUS' (exact n-gram chain fitted on CORPUS), 'text:CORPUS' or 'CORPUS' "
+                        "(CORPUS: 'shakespeare' or a local text file/dir)")
+    parser.add_argument("--data-seed", type=int, default=d.data_seed, help="seed that builds the data source")
+    parser.add_argument("--out", required=True, help="run directory (checkpoint.safetensors, config.json, metrics.jsonl)")
+    parser.add_argument("--minutes", type=float, default=None, help=f"wall-clock budget ({DEFAULT_MINUTES:g} when --max-steps is absent too)")
+    parser.add_argument("--size", default=d.size, choices=MODEL_SIZES, help="model size preset")
+    parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly where it stopped")
+    parser.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the source's)")
+    parser.add_argument("--schedule", default=d.schedule, help="masked schedule registered in theory.schedules: loglinear, cosine, polynomial")
+    parser.add_argument("--time-conditioning", action="store_true", help="condition the denoiser on t (disables the cached sampler)")
+    parser.add_argument("--dropout", type=float, default=d.dropout)
+    parser.add_argument("--eval-every", type=int, default=d.eval_every, help="held-out ELBO every this many steps")
+    add_optim_arguments(parser, d)
+    add_run_arguments(parser, d)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        **optim_run_fields(args), data=args.data, data_seed=args.data_seed, seq_len=args.seq_len, size=args.size,
+        time_conditioning=args.time_conditioning, dropout=args.dropout, schedule=args.schedule, minutes=args.minutes,
+        eval_every=args.eval_every, resume=args.resume,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train.teacher import train
+
+    try:
+        summary = train(config_from_args(args))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"mcd train: error: {err}", file=sys.stderr)
+        return 2
+    if summary["rank"] == 0:
+        print(json.dumps(summary, indent=2))
+    return 0

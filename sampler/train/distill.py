@@ -1,0 +1,340 @@
+"""Masked consistency distillation (MCD): its step function, the rounds, and `distill(config)`.
+
+MCD trains a few-step student from a masked-diffusion teacher.  The coupled pair of noisy
+sequences that consistency distillation needs comes from one coupling noise per token
+(duality.MaskedCoupling): each token has one unmasking time τ, and
+
+    z_t = x0 where t < τ else m,        z_s = x0 where s < τ else m,        s = t − dt,
+
+so z_s reveals a superset of z_t, always with the true tokens; no ODE solver, no teacher
+rollout.  The loss on a position masked in z_t is
+
+    −log p_student(x0 | z_t, t)                          where z_s has revealed x0,
+    D(p_student(· | z_t, t), p_teacher^{1/T}(· | z_s, s)) where z_s still masks it,
+
+averaged over the positions masked in z_t; D is reverse KL by default (forward KL, JS
+selectable) and T the teacher temperature of the round, T_r = max(0.75, 0.96 − 0.03·r).
+
+Rounds r = 0, 1, ...: dt_r = 2^r / N0 doubles until 1/target_steps; at the start of each the
+frozen teacher is refreshed from the student's EMA (or the student); the student starts as
+the teacher.  The stochastic baseline (sampler.train.baseline) is another step function on the same loop,
+with targets from the teacher's own two-half-step rollout.  One teacher forward pass per MCD step, two
+per baseline step; both are counted.
+
+The shared loop (sampler.train.loop) brings AdamW + warmup, grad clipping, EMA, bf16 autocast
+on CUDA, DDP under torchrun; safetensors checkpoints holding student, EMA, frozen teacher and
+optimiser state (exact resume mid-round: the batch of step k depends only on (seed, rank, k)),
+JSONL metrics in RUN2/metrics.jsonl, tqdm progress.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import checkpoint as ckpt
+from ..batches import check_dt, check_step_count, distillation_batch, stratified_times
+from ..data import DataSource, get_source
+from ..losses import mcd_loss
+from ..model import DenoiserConfig, TransformerDenoiser
+from ..protocols import Schedule
+from .baseline import baseline_step
+from .config import COUPLINGS, METHODS, REFRESH_FROM, DistillConfig
+from .loop import LoopHooks, StepFn, StepOutput, run_loop
+from .runtime import EMA, MetricsLogger, Trainee, autocast, build_optimizer, ddp_setup, is_main_process, maybe_compile, pick_device, unwrap, wrap_ddp
+
+RUN_KIND = "distilled"
+# fields that may change between a run and its resumption
+_RESUMABLE_CHANGES = {"out", "device", "threads", "save_every", "log_every", "max_steps", "compile", "progress", "teacher"}
+
+
+# ---------------------------------------------------------------------------
+# schedules of the rounds
+
+
+def steps_from_dt(dt: Any, name: str = "dt") -> int:
+    """The step count N with dt = 1/N; ValueError when 1/dt is not (close to) an integer."""
+    dt = check_dt(dt, name)
+    steps = round(1.0 / dt)
+    if abs(steps * dt - 1.0) > 1e-9:
+        raise ValueError(f"{name}={dt!r} is not 1/N for an integer step count N")
+    return steps
+
+
+def round_step_counts(start_steps: Any, target_steps: Any) -> list[int]:
+    """Sampling step counts of the rounds: N0, N0/2, ..., target (dt_r = 2^r / N0 doubles each round).
+
+    ValueError unless N0 / target is a power of two (target reachable by doubling dt).
+    """
+    start = check_step_count(start_steps, "start_steps")
+    target = check_step_count(target_steps, "target_steps")
+    if target > start:
+        raise ValueError(f"target_steps={target} exceeds start_steps={start}; dt only grows (doubles) over the rounds")
+    ratio = start // target
+    if start % target or ratio & (ratio - 1):
+        raise ValueError(
+            f"target_steps={target} is not reachable by doubling dt from 1/{start}: "
+            f"start_steps/target_steps must be a power of two"
+        )
+    counts = [start]
+    while counts[-1] > target:
+        counts.append(counts[-1] // 2)
+    return counts
+
+
+def teacher_temperature(
+    round_index: int, start: float = 0.96, step: float = -0.03, floor: float = 0.75, enabled: bool = True
+) -> float:
+    """T_r = max(floor, start + step·r) for round r = 0, 1, ...; 1.0 when switched off.
+
+    Defaults (0.96, −0.03 per round, floor 0.75): 0.96, 0.93, 0.90, ..., 0.75, 0.75, ...
+    """
+    if isinstance(round_index, bool) or round_index < 0:
+        raise ValueError(f"round_index must be a non-negative integer, got {round_index!r}")
+    if not enabled:
+        return 1.0
+    for name, value in (("temperature_start", start), ("temperature_floor", floor)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    if not math.isfinite(step):
+        raise ValueError(f"temperature_step must be finite, got {step!r}")
+    return max(floor, start + step * round_index)
+
+
+def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    """The CPU generator of one optimiser step: the batch of step k depends only on (seed, rank, k),
+    which makes resumption exact at any step and gives each DDP rank its own data."""
+    mixed = (seed * 1_000_003 + rank * 7_919 + step * 104_729 + 0x5EED) % (2**63 - 1)
+    return torch.Generator().manual_seed(mixed)
+
+
+# ---------------------------------------------------------------------------
+# the step functions and the rounds hook
+
+
+@dataclass
+class DistillContext:
+    """What the step functions read: the models, the data, the coupling and the current round."""
+
+    trainee: Trainee
+    frozen: torch.nn.Module  # the frozen teacher of the round
+    source: DataSource
+    coupling: Any  # duality.MaskedCoupling
+    schedule: Schedule
+    config: DistillConfig
+    counts: list  # int sampling steps per round (unparametrised, see LoopResult.losses)
+    seq_len: int
+    mask_id: int
+    rank: int
+    world: int
+    device: torch.device
+    round_index: int = 0
+    dt: float = 1.0
+    temperature: float = 1.0
+    record: dict[str, Any] = field(default_factory=lambda: {
+        "teacher_forward_passes": 0, "teacher_sequence_evals": 0, "wall_time_s": 0.0, "optimizer_steps": 0})
+
+    def draw(self, step: int) -> tuple[Tensor, Tensor, torch.Generator]:
+        """(x0, t, generator) of step k: a batch and stratified times over [dt, 1] from the step's own generator."""
+        generator = step_generator(self.config.seed, self.rank, step)
+        x0 = self.source.sample_batch(self.config.batch_size, self.seq_len, generator)
+        return x0, stratified_times(self.config.batch_size, self.dt, generator), generator
+
+    def count_teacher_passes(self, forwards: int) -> None:
+        self.record["teacher_forward_passes"] += forwards * self.world
+        self.record["teacher_sequence_evals"] += forwards * self.world * self.config.batch_size
+
+
+def mcd_step(ctx: DistillContext) -> StepFn:
+    """MCD: (z_t, z_s) from one coupling noise, the frozen teacher read at (z_s, s), the student at (z_t, t)."""
+
+    def step(k: int) -> StepOutput:
+        x0, t, generator = ctx.draw(k)
+        with autocast(ctx.device):
+            z_t, z_s, s = distillation_batch(x0, ctx.coupling, t, ctx.dt, generator)
+            z_t, z_s, x0 = z_t.to(ctx.device), z_s.to(ctx.device), x0.to(ctx.device)
+            with torch.no_grad():
+                teacher_lp = ctx.frozen(z_s, s.float().to(ctx.device)).float()
+            student_lp = ctx.trainee.forward(z_t, t.float().to(ctx.device))
+            loss, stats = mcd_loss(student_lp, teacher_lp, x0, z_t, z_s, ctx.mask_id, ctx.config.divergence, ctx.temperature)
+        ctx.count_teacher_passes(1)
+        return StepOutput(loss, stats)
+
+    return step
+
+
+STEP_FUNCTIONS = {"mcd": mcd_step, "baseline": baseline_step}
+
+
+def rounds_hook(ctx: DistillContext, logger: MetricsLogger) -> Any:
+    """before_step of the loop: at the first step of round r = k // steps_per_round the frozen teacher
+    is refreshed from the student's EMA (or the student); dt_r = 1/N_r and the temperature T_r are set."""
+    config = ctx.config
+
+    def before_step(k: int) -> None:
+        ctx.round_index = k // config.steps_per_round
+        if k % config.steps_per_round == 0:
+            with torch.no_grad():
+                if config.refresh_from == "ema":
+                    ctx.trainee.ema.copy_to(ctx.frozen)
+                else:
+                    ctx.frozen.load_state_dict(unwrap(ctx.trainee.model).state_dict())
+            logger.log({"event": "round", "step": k, "round": ctx.round_index, "sampling_steps": ctx.counts[ctx.round_index]})
+        ctx.dt = 1.0 / ctx.counts[ctx.round_index]
+        ctx.temperature = teacher_temperature(
+            ctx.round_index, config.temperature_start, config.temperature_step, config.temperature_floor, config.temperature
+        )
+
+    return before_step
+
+
+# ---------------------------------------------------------------------------
+# `distill(config)`
+
+
+def check_teacher_compatible(meta: dict[str, Any], source: Any, config: DistillConfig) -> None:
+    """ValueError when the teacher's vocabulary / mask id disagree with its source or the requested ones."""
+    model_config = meta.get("model_config") or {}
+    vocab = model_config.get("vocab_size")
+    mask_id = meta.get("mask_id", vocab)
+    if vocab is None:
+        raise ValueError(f"teacher={config.teacher!r} has no model_config.vocab_size")
+    if mask_id != vocab:
+        raise ValueError(f"teacher={config.teacher!r} has mask_id={mask_id!r}; models here use mask_id = vocab_size = {vocab}")
+    if source.vocab_size != vocab:
+        raise ValueError(f"teacher={config.teacher!r} has vocab_size={vocab} but its data source {source.name!r} has {source.vocab_size}")
+    if config.vocab_size is not None and config.vocab_size != vocab:
+        raise ValueError(f"vocab_size={config.vocab_size} was asked for but teacher={config.teacher!r} has vocab_size={vocab}")
+    if config.mask_id is not None and config.mask_id != mask_id:
+        raise ValueError(f"mask_id={config.mask_id} was asked for but teacher={config.teacher!r} has mask_id={mask_id}")
+
+
+def _load_teacher(config: DistillConfig) -> tuple[dict[str, Tensor], dict[str, Any], DataSource, DenoiserConfig, Schedule]:
+    """The teacher's tensors, meta, source, model config and schedule; ValueError before any work when they do not fit."""
+    from theory.schedules import MaskSchedule
+
+    tensors, meta = ckpt.load_checkpoint(config.teacher)
+    if "model_config" not in meta or "source" not in meta or "schedule" not in meta:
+        raise ValueError(f"teacher={config.teacher!r} is not a denoiser checkpoint (needs model_config, source, schedule in its meta)")
+    source = get_source(**meta["source"])
+    check_teacher_compatible(meta, source, config)
+    return tensors, meta, source, DenoiserConfig.from_dict(meta["model_config"]), MaskSchedule.from_description(meta["schedule"])
+
+
+def _previous_run(config: DistillConfig, model_config: DenoiserConfig) -> tuple[dict[str, Tensor] | None, dict[str, Any]]:
+    """(tensors, meta) of the run already in config.out (None, {} when there is none); ValueError
+    when it is another kind of run or was started with settings that may not change."""
+    if not ckpt.checkpoint_path(config.out).is_file():
+        return None, {}
+    tensors, meta = ckpt.load_checkpoint(config.out)
+    if meta.get("kind") != RUN_KIND:
+        raise ValueError(f"out={config.out!r} holds a checkpoint that is not a distillation run; choose another directory")
+    if meta.get("model_config") != model_config.to_dict():
+        raise ValueError(
+            f"out={config.out!r} was distilled from a teacher with model_config {meta.get('model_config')}, "
+            f"not {model_config.to_dict()} (different vocabulary, mask id or shape)"
+        )
+    previous = DistillConfig.from_dict(meta["distill"]["config"]).to_dict()
+    changed = {k for k in previous if k not in _RESUMABLE_CHANGES and previous[k] != getattr(config, k)}
+    if changed:
+        raise ValueError(
+            f"out={config.out!r} holds a run with different settings {sorted(changed)} "
+            f"({ {k: previous[k] for k in sorted(changed)} }); use a new --out to start afresh"
+        )
+    return tensors, meta
+
+
+def _models(config: DistillConfig, model_config: DenoiserConfig, teacher_tensors: dict[str, Tensor], device: torch.device) -> tuple[Trainee, torch.nn.Module]:
+    """The student (initialised from the teacher's EMA weights) as a Trainee, and the frozen teacher copy."""
+    student = TransformerDenoiser(model_config)
+    student.load_state_dict({**ckpt.subset(teacher_tensors, "model"), **ckpt.subset(teacher_tensors, "ema")}, strict=True)
+    student.to(device).train()
+    frozen = TransformerDenoiser(model_config).to(device).eval()
+    frozen.requires_grad_(False)
+    frozen.load_state_dict(student.state_dict())
+    ema = EMA(student, config.ema_decay)
+    optimizer = build_optimizer(student, lr=config.lr, weight_decay=config.weight_decay)
+    return Trainee(student, maybe_compile(wrap_ddp(student, device), config.compile), optimizer, ema), frozen
+
+
+def distill(config: DistillConfig) -> dict[str, Any]:
+    """Run (or resume, or return the finished) distillation; returns a summary (optimizer_steps,
+    teacher_forward_passes, teacher_sequence_evals, wall_time_s, complete, round_steps, step).
+
+    Each round r (dt_r = 1/N_r, N_r = N0/2^r): the frozen teacher is refreshed from the student
+    (or its EMA); then `steps_per_round` AdamW steps on the MCD loss (or the baseline's).
+    Checkpoints hold student, EMA, frozen teacher and optimiser state, so a run resumes
+    exactly mid-round.  Every bad input raises before any training step.
+    """
+    from duality import MaskedCoupling
+
+    counts = config.validate()
+    total_steps = len(counts) * config.steps_per_round
+    teacher_tensors, teacher_meta, source, model_config, schedule = _load_teacher(config)
+    resume_tensors, resume_meta = _previous_run(config, model_config)
+    if resume_meta.get("distill", {}).get("complete"):
+        done = resume_meta["distill"]
+        return {**{k: done[k] for k in ("teacher_forward_passes", "teacher_sequence_evals", "wall_time_s", "optimizer_steps")},
+                "complete": True, "round_steps": done["round_steps"], "step": int(resume_meta["step"])}
+    rank, world, _ = ddp_setup()
+    device = pick_device(config.device)
+    if device.type == "cpu" and config.threads is not None:
+        torch.set_num_threads(config.threads)
+    trainee, frozen = _models(config, model_config, teacher_tensors, device)
+    seq_len = int(teacher_meta.get("seq_len", model_config.seq_len))
+    coupling = MaskedCoupling(schedule, vocab_size=model_config.vocab_size, mask_id=model_config.mask_id, method=config.coupling)
+    ctx = DistillContext(trainee, frozen, source, coupling, schedule, config, counts, seq_len, model_config.mask_id, rank, world, device)
+    step = 0
+    if resume_tensors is not None:
+        trainee.load_state_tensors(resume_tensors, resume_meta["distill"]["optimizer"])
+        frozen.load_state_dict(ckpt.subset(resume_tensors, "teacher"), strict=True)
+        step = int(resume_meta["step"])
+        ctx.record.update({k: resume_meta["distill"][k] for k in ctx.record})
+    logger = MetricsLogger(Path(config.out) / "metrics.jsonl" if is_main_process() else None)
+    started = time.perf_counter() - ctx.record["wall_time_s"]
+
+    def tick() -> None:
+        ctx.record["wall_time_s"] = time.perf_counter() - started
+
+    def save(at_step: int) -> None:
+        tick()
+        ctx.record["optimizer_steps"] = at_step
+        if not is_main_process():
+            return
+        tensors, opt_meta = trainee.state_tensors()
+        meta = {
+            "kind": RUN_KIND, "model_config": model_config.to_dict(), "source": teacher_meta["source"],
+            "schedule": teacher_meta["schedule"], "seq_len": seq_len, "mask_id": model_config.mask_id, "step": at_step,
+            "distill": {
+                **ctx.record, "config": config.to_dict(), "round_steps": counts,
+                "round": min(at_step // config.steps_per_round, len(counts) - 1), "total_steps": total_steps,
+                "complete": at_step >= total_steps,
+                "teacher_meta": {k: teacher_meta.get(k) for k in ("step", "source", "schedule")},
+                "optimizer": opt_meta, "world_size": world,
+            },
+        }
+        ckpt.save_checkpoint(config.out, {**tensors, **ckpt.prefixed("teacher", frozen.state_dict())}, meta)
+
+    def log_fields(_: int) -> dict[str, Any]:
+        tick()
+        return {"round": ctx.round_index, "dt": ctx.dt, "temperature": ctx.temperature,
+                "teacher_forward_passes": ctx.record["teacher_forward_passes"], "wall_time_s": ctx.record["wall_time_s"]}
+
+    hooks = LoopHooks(save=save, before_step=rounds_hook(ctx, logger), log_fields=log_fields)
+    stop = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
+    result = run_loop(trainee, STEP_FUNCTIONS[config.method](ctx), hooks, config, config, logger, start=step, stop=stop,
+                      desc=f"distill[{config.method}]", tokens_per_step=config.batch_size * seq_len * world)
+    return {**ctx.record, "complete": result.step >= total_steps, "round_steps": counts, "step": result.step}
+
+
+__all__ = [
+    "DistillConfig", "distill", "mcd_step", "rounds_hook", "DistillContext", "round_step_counts", "teacher_temperature",
+    "steps_from_dt", "step_generator", "check_teacher_compatible", "check_dt", "check_step_count", "METHODS", "COUPLINGS",
+    "REFRESH_FROM", "RUN_KIND",
+]

@@ -1,0 +1,150 @@
+"""THE training loop of every command: it takes a step function.
+
+A step function maps the 0-based index k of an optimiser step to the loss of that step's
+batch (it draws the batch, runs the forward passes under autocast and returns the loss and
+statistics).  The loop owns everything around it, in this order at each step:
+
+    hooks.before_step(k)          (e.g. the distillation rounds: teacher refresh, dt, temperature)
+    lr_k = lr · min(1, (k + 1)/warmup);  out = step_fn(k)        (non-finite loss: FloatingPointError)
+    zero_grad; backward; clip_grad_norm(grad_clip); AdamW step; EMA update; k ← k + 1
+    every log_every steps (and at the stop step): one JSONL record, loss averaged since the last one
+    every save_every steps (before the stop step): hooks.save(k)
+    hooks.after_step(k)           (held-out evaluation, a test's callback)
+
+and hooks.save at the end (not when an exception other than Ctrl-C ends the run).
+
+It stops at `stop` steps or at the wall-clock `deadline_s`, whichever comes first; Ctrl-C ends the
+run with a checkpoint.  The progress bar counts steps towards `stop`, or seconds towards the
+deadline when only a time budget is given.  The checkpoint itself (what it holds, the exact resume)
+is the command's `hooks.save`, built on `Trainee.state_tensors`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .config import OptimConfig, RunConfig
+from .runtime import MetricsLogger, Trainee, autocast, is_main_process, set_lr, warmup_lr
+
+__all__ = ["StepOutput", "LoopHooks", "LoopResult", "run_loop", "autocast"]
+
+
+@dataclass
+class StepOutput:
+    """The loss of one step (a scalar tensor with a graph) and statistics to log (floats)."""
+
+    loss: Tensor
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+StepFn = Callable[[int], StepOutput]
+
+
+@dataclass
+class LoopHooks:
+    """What a command adds to the loop.  `save(step)` writes its checkpoint; `log_fields(step)`
+    extra fields of a metrics record; `before_step(k)` / `after_step(k + 1)` run around step k."""
+
+    save: Callable[[int], None]
+    before_step: Callable[[int], None] | None = None
+    after_step: Callable[[int], None] | None = None
+    log_fields: Callable[[int], dict[str, Any]] | None = None
+
+
+@dataclass
+class LoopResult:
+    step: int
+    losses: list  # float per step; unparametrised: a runtime checker would draw from the global `random` to check items
+    seconds: float
+    interrupted: bool = False
+
+
+def _progress(run: RunConfig, start: int, stop: int | float, budget_s: float, desc: str) -> Any:
+    """A tqdm bar over steps (`stop` finite) or over seconds of the time budget; None when off."""
+    if not (run.progress and is_main_process()):
+        return None
+    from tqdm.auto import tqdm
+
+    if math.isfinite(stop):
+        return tqdm(total=int(stop), initial=start, desc=desc, unit="step", dynamic_ncols=True, leave=False)
+    return tqdm(total=round(budget_s), desc=desc, unit="s", dynamic_ncols=True, leave=False)
+
+
+def _advance(bar: Any, by_time: bool, started: float) -> None:
+    if bar is None:
+        return
+    if by_time:
+        bar.n = min(bar.total, round(time.perf_counter() - started))
+        bar.refresh()
+    else:
+        bar.update(1)
+
+
+def _optimise(trainee: Trainee, loss: Tensor, optim: OptimConfig, step: int) -> float:
+    """zero_grad, backward, clip to optim.grad_clip, AdamW step, EMA update; returns the gradient norm."""
+    trainee.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainee.model.parameters(), optim.grad_clip)
+    trainee.optimizer.step()
+    trainee.ema.update(trainee.model, step if trainee.ema_warmup else None)
+    return float(grad_norm)
+
+
+def run_loop(
+    trainee: Trainee, step_fn: StepFn, hooks: LoopHooks, optim: OptimConfig, run: RunConfig, logger: MetricsLogger,
+    start: int = 0, stop: int | float = math.inf, deadline_s: float | None = None, desc: str = "train",
+    tokens_per_step: int = 0,
+) -> LoopResult:
+    """Train from step `start` up to `stop` steps (or for `deadline_s` seconds); see the module docstring."""
+    started = time.perf_counter()
+    deadline = started + deadline_s if deadline_s is not None else math.inf
+    bar = _progress(run, start, stop, deadline_s or 0.0, desc)
+    by_time = bar is not None and not math.isfinite(stop)
+    step, losses, window = start, [], []
+    last_log_time, last_log_step = started, start
+    interrupted = False
+    trainee.model.train()
+    try:
+        while step < stop and time.perf_counter() < deadline:
+            if hooks.before_step is not None:
+                hooks.before_step(step)
+            lr = warmup_lr(step, optim.warmup, optim.lr)
+            set_lr(trainee.optimizer, lr)
+            out = step_fn(step)
+            if not torch.isfinite(out.loss):
+                raise FloatingPointError(f"non-finite loss {float(out.loss)} at step {step}")
+            grad_norm = _optimise(trainee, out.loss, optim, step)
+            step += 1
+            losses.append(float(out.loss.detach()))
+            window.append(losses[-1])
+            _advance(bar, by_time, started)
+            if step % run.log_every == 0 or step == stop:
+                now = time.perf_counter()
+                rate = (step - last_log_step) / max(now - last_log_time, 1e-9)
+                record = {"step": step, **(hooks.log_fields(step) if hooks.log_fields else {}), "lr": lr,
+                          "grad_norm": grad_norm, "steps_per_s": rate, "tokens_per_s": rate * tokens_per_step,
+                          **out.stats, "loss": sum(window) / len(window)}
+                logger.log(record)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", sps=f"{rate:.1f}")
+                last_log_time, last_log_step, window = now, step, []
+            if step % run.save_every == 0 and step < stop:
+                hooks.save(step)
+            if hooks.after_step is not None:
+                hooks.after_step(step)
+    except KeyboardInterrupt:
+        interrupted = True
+        print(f"\ninterrupted at step {step}; saving a checkpoint", file=sys.stderr)
+    finally:
+        if bar is not None:
+            bar.close()
+    hooks.save(step)
+    return LoopResult(step=step, losses=losses, seconds=time.perf_counter() - started, interrupted=interrupted)

@@ -1,0 +1,227 @@
+"""The teacher: its ELBO step function on the shared loop (sampler.train.loop) and `train(config)` with the MDLM continuous-time ELBO.
+
+    loss = E_t [ w(t) · (1/L) Σ_{masked l} −log p_θ(x0_l | z_t) ],   w(t) = −α′(t)/(1 − α(t))
+
+(sampler.losses, sampler.batches), AdamW with linear warmup, gradient clipping, EMA weights, JSONL metrics
+(RUN/metrics.jsonl), tqdm progress, atomic safetensors checkpoints (sampler.checkpoint).
+
+Exact resume: a checkpoint holds the weights, the EMA, the AdamW state, the step, every
+RNG state and the data generator's state, so on the CPU a run stopped and resumed with
+--resume ends with bitwise the same weights as one run straight through.
+
+CUDA: bf16 autocast, optional torch.compile; several GPUs with
+`torchrun --nproc_per_node=G -m sampler.cli train ...` (DistributedDataParallel; each rank
+draws its own data; rank 0 writes; a multi-process resume is exact in the weights and
+optimizer, but reseeds the data streams of the ranks).  On the CPU one torch thread is the default (two were
+slower than one on a shared 2-core machine).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..batches import teacher_batch
+from ..checkpoint import CheckpointError, checkpoint_path, load_checkpoint, make_schedule, save_checkpoint
+from ..data import DataSource, get_source
+from ..losses import elbo_loss
+from ..model import DenoiserConfig, TransformerDenoiser
+from ..protocols import Schedule
+from .config import TrainConfig
+from .loop import LoopHooks, StepFn, StepOutput, run_loop
+from .runtime import (
+    EMA,
+    MetricsLogger,
+    Trainee,
+    autocast,
+    build_optimizer,
+    ddp_cleanup,
+    ddp_setup,
+    is_main_process,
+    maybe_compile,
+    pick_device,
+    wrap_ddp,
+)
+
+DEFAULT_MINUTES = 10.0
+
+
+class TrainingStopped(Exception):
+    """Raised by a step callback to stop a run (tests use it to simulate a kill)."""
+
+
+def teacher_step(
+    trainee: Trainee, source: DataSource, schedule: Schedule, mask_id: int, batch_size: int, seq_len: int,
+    generators: dict[str, torch.Generator], device: torch.device,
+) -> StepFn:
+    """The teacher's step function: x0 from the data stream, (z_t, t) = teacher_batch(x0) from the
+    masking stream, loss = the MDLM ELBO of the model's log p(x0 | z_t)."""
+
+    def step(_: int) -> StepOutput:
+        x0 = source.sample_batch(batch_size, seq_len, generators["data"]).to(device)
+        z_t, t = teacher_batch(x0, schedule, mask_id, generators["mask"])
+        with autocast(device):
+            log_probs = trainee.forward(z_t, t)
+        return StepOutput(elbo_loss(log_probs, x0, z_t, t, schedule, mask_id))
+
+    return step
+
+
+def _stream_generators(seed: int, rank: int) -> dict[str, torch.Generator]:
+    """The data and masking generators of a rank, on the CPU (the same streams on any device)."""
+    return {name: torch.Generator().manual_seed(seed * 1_000_003 + 2 * rank + 1 + i) for i, name in enumerate(("data", "mask"))}
+
+
+def _build(cfg: TrainConfig, source: DataSource, rank: int, device: torch.device) -> tuple[Trainee, DenoiserConfig, Schedule, int]:
+    seq_len = cfg.seq_len or int(source.default_seq_len)
+    schedule = make_schedule(cfg.schedule)
+    model_config = DenoiserConfig.preset(
+        cfg.size, int(source.vocab_size), seq_len, time_conditioning=cfg.time_conditioning, dropout=cfg.dropout
+    )
+    model = TransformerDenoiser(model_config).to(device)
+    ema = EMA(model, cfg.ema_decay)
+    optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    forward = maybe_compile(wrap_ddp(model, device), cfg.compile and device.type == "cuda")
+    return Trainee(model, forward, optimizer, ema, ema_warmup=True), model_config, schedule, seq_len
+
+
+def _check_run_dir(cfg: TrainConfig) -> None:
+    run_dir = Path(cfg.out)
+    if checkpoint_path(run_dir).exists() and not cfg.resume:
+        raise ValueError(f"out={str(run_dir)!r} already holds a checkpoint; pass --resume to continue it or choose another --out")
+    if cfg.resume and not checkpoint_path(run_dir).exists():
+        raise CheckpointError(f"--resume: no checkpoint at {str(checkpoint_path(run_dir))!r}")
+
+
+def train(cfg: TrainConfig, source: DataSource | None = None, step_callback: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Train (or resume) a teacher into cfg.out; returns a summary dict (steps, losses, throughput).
+
+    `source` overrides cfg.data (any object with vocab_size, default_seq_len, sample_batch,
+    describe); `step_callback(step)` runs after each completed step (after its checkpoint).
+    """
+    cfg.validate()
+    _check_run_dir(cfg)
+    minutes = cfg.minutes if (cfg.minutes is not None or cfg.max_steps is not None) else DEFAULT_MINUTES
+    rank, world, _ = ddp_setup()
+    device = pick_device(cfg.device)
+    if device.type == "cpu" and cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed + rank)
+    source = source if source is not None else get_source(cfg.data, seed=cfg.data_seed, seq_len=cfg.seq_len)
+    trainee, model_config, schedule, seq_len = _build(cfg, source, rank, device)
+    mask_id, run_dir = model_config.mask_id, Path(cfg.out)
+    generators = _stream_generators(cfg.seed, rank)
+    step = 0
+    if cfg.resume:
+        step = _restore(run_dir, trainee, generators, model_config, source)
+        if world > 1:  # the checkpoint holds rank 0's streams; give every rank its own again
+            for i, gen in enumerate(generators.values()):
+                gen.manual_seed(cfg.seed * 1_000_003 + 2 * rank + 1 + i + 7_919 * step)
+    meta_base = {"kind": "teacher", "model_config": model_config.to_dict(), "source": source.describe(),
+                 "schedule": schedule.describe(), "mask_id": mask_id, "train_config": cfg.to_dict()}
+    logger = MetricsLogger(run_dir / "metrics.jsonl" if is_main_process() else None)
+    if is_main_process():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        print(f"teacher: {trainee.model.num_parameters():,} parameters ({cfg.size}), source {getattr(source, 'name', '?')} "
+              f"K={model_config.vocab_size} L={seq_len}, device {device}, world {world}, from step {step}", file=sys.stderr)
+
+    def save(at_step: int) -> None:
+        if is_main_process():
+            tensors, opt_meta = trainee.state_tensors(generators)
+            save_checkpoint(run_dir, tensors, {**meta_base, "step": at_step, "optimizer": opt_meta})
+
+    eval_x0 = _eval_batches(source, cfg, seq_len)
+
+    def after_step(at_step: int) -> None:
+        if at_step % cfg.eval_every == 0 and is_main_process():
+            logger.log({"step": at_step, "eval_elbo": evaluate_elbo(trainee.model, trainee.ema, eval_x0, schedule, mask_id, device)})
+        if step_callback is not None:
+            step_callback(at_step)
+
+    step_fn = teacher_step(trainee, source, schedule, mask_id, cfg.batch_size, seq_len, generators, device)
+    tokens_per_step = cfg.batch_size * seq_len * world
+    result = run_loop(trainee, step_fn, LoopHooks(save=save, after_step=after_step), cfg, cfg, logger, start=step,
+                      stop=cfg.max_steps if cfg.max_steps is not None else math.inf,
+                      deadline_s=60.0 * minutes if minutes is not None else None, desc="train", tokens_per_step=tokens_per_step)
+    eval_elbo = evaluate_elbo(trainee.model, trainee.ema, eval_x0, schedule, mask_id, device) if is_main_process() else float("nan")
+    steps_run, recent = len(result.losses), result.losses[-cfg.log_every:]
+    summary = {
+        "step": result.step, "steps_this_run": steps_run, "seconds": result.seconds,
+        "steps_per_s": steps_run / max(result.seconds, 1e-9), "tokens_per_s": steps_run * tokens_per_step / max(result.seconds, 1e-9),
+        "final_loss": sum(recent) / len(recent) if recent else float("nan"), "eval_elbo": eval_elbo,
+        "run_dir": str(run_dir), "rank": rank, "world_size": world,
+    }
+    logger.log({"event": "end", **summary})
+    ddp_cleanup()
+    return summary
+
+
+def _eval_batches(source: Any, cfg: TrainConfig, seq_len: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(10_007 + cfg.seed)  # fixed held-out data, separate from training draws
+    return source.sample_batch(cfg.eval_batches * cfg.batch_size, seq_len, gen)
+
+
+@torch.no_grad()
+def evaluate_elbo(
+    model: torch.nn.Module, ema: EMA | None, x0: torch.Tensor, schedule: Schedule, mask_id: int,
+    device: torch.device, batch_size: int = 256, seed: int = 0,
+) -> float:
+    """The ELBO (nats/token, an upper bound on −log p(x0)/L) of the EMA weights on held-out x0,
+    with fixed masking noise; the model's training weights and RNG state are untouched."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    total, count = 0.0, 0
+    ctx = ema.swapped_in(model) if ema is not None else _null()
+    with ctx:
+        for start in range(0, x0.shape[0], batch_size):
+            xb = x0[start : start + batch_size].to(device)
+            z_t, t = teacher_batch(xb, schedule, mask_id, gen)
+            with autocast(device):
+                log_probs = model(z_t, t)
+            total += elbo_loss(log_probs, xb, z_t, t, schedule, mask_id).item() * xb.shape[0]
+            count += xb.shape[0]
+    model.train(was_training)
+    return total / count
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _restore(
+    run_dir: Path, trainee: Trainee, generators: dict[str, torch.Generator],
+    model_config: DenoiserConfig, source: DataSource,
+) -> int:
+    """Load a checkpoint into the live objects (validating compatibility first); returns its step.
+    A checkpoint written before issue 9 (train_config with `ema`, `steps`) loads the same way."""
+    tensors, meta = load_checkpoint(run_dir)
+    if "train_config" in meta:
+        TrainConfig.from_dict(meta["train_config"])  # ValueError when it is not a teacher run's config
+    saved = meta.get("model_config", {})
+    if saved.get("vocab_size") != model_config.vocab_size:
+        raise ValueError(
+            f"vocabulary mismatch: the data source has vocab_size={model_config.vocab_size}, "
+            f"the checkpoint in {str(run_dir)!r} was trained with vocab_size={saved.get('vocab_size')}"
+        )
+    if saved != model_config.to_dict():
+        raise ValueError(f"--resume with a different model: checkpoint {saved}, now {model_config.to_dict()}")
+    if meta.get("source") != source.describe():
+        raise ValueError(f"--resume with a different data source: checkpoint {meta.get('source')}, now {source.describe()}")
+    try:
+        trainee.load_state_tensors(tensors, meta["optimizer"], generators)
+    except (RuntimeError, KeyError) as err:
+        raise CheckpointError(f"checkpoint in {str(run_dir)!r} is incomplete: {err}") from err
+    return int(meta["step"])
+
+
+__all__ = ["TrainConfig", "TrainingStopped", "train", "teacher_step", "evaluate_elbo", "DEFAULT_MINUTES"]
