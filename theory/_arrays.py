@@ -64,8 +64,17 @@ def check_no_nan(arr: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} contains NaN (first at flat index {int(np.flatnonzero(np.isnan(arr))[0])})")
 
 
-def check_vocab_size(vocab_size: Any, name: str = "vocab_size") -> np.ndarray:
-    """Validate a vocabulary size (scalar or array): integers >= 2. Returns float64 values."""
+def check_vocab_size(vocab_size: Any, name: str = "vocab_size", *, integer: bool = False) -> np.ndarray | int:
+    """Validate a vocabulary size K: integers >= 2; a ValueError naming `name` otherwise.
+
+    Default (the numeric functions of `theory`): a scalar or array of any accepted kind (see
+    `to_float64`; integer-valued floats such as 5.0 pass), returned as float64 values.
+    `integer=True` (`duality`, where K is a tensor size): one Python or numpy integer, returned as int.
+    """
+    if integer:
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral) or vocab_size < 2:
+            raise ValueError(f"{name} must be an integer >= 2, got {vocab_size!r}")
+        return int(vocab_size)
     if isinstance(vocab_size, bool):
         raise ValueError(f"{name} must be an integer >= 2, got {vocab_size!r}")
     arr = to_float64(vocab_size, name)
