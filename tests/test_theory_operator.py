@@ -121,6 +121,23 @@ def test_log_masked_alpha_matches_reference_in_deep_tails(references):
             assert abs(got - exact_log) <= REL_TOL
 
 
+@pytest.mark.parametrize("k", [3, 4, 10, 1000, 50258, 10**7])
+def test_table_is_continuous_just_below_its_split(k):
+    """The table holds log α left of an integer split and log(1 − α) right of it.  ν a few ulps
+    below the split used to be looked up in the right-hand panel yet read as log α: α_3(−1e-60)
+    came out 2/3 instead of 1/3 (found by hypothesis in test_derivative_matches_finite_difference)."""
+    op.masked_alpha(np.linspace(-5.0, 10.0, 600), k)  # build the table
+    split = op._tables[float(k)].split
+    below = [split]
+    for _ in range(40):
+        below.append(np.nextafter(below[-1], -np.inf))
+    below = np.array(below + ([-1e-300, -1e-60] if split == 0 else []))
+    for complement in (False, True):
+        values = masked_alpha(below, k, complement=complement)
+        np.testing.assert_allclose(values, values[0], rtol=1e-12)  # α' ≤ 1 and the points are 1e-14 apart
+    np.testing.assert_allclose(nu_from_masked_alpha(masked_alpha(below, k), k), below, atol=1e-11)
+
+
 def test_table_and_quadrature_paths_agree():
     k = 777
     nus = np.linspace(-33.0, 45.0, 2001)

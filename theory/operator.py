@@ -410,6 +410,11 @@ class _Table:
         self.inv_grid = np.arange(self.lo, self.hi + 1e-9, 1.0 / 8)
         self.inv_vals = self.main(self.inv_grid)
 
+    def left_of_split(self, nu: np.ndarray) -> np.ndarray:
+        """Where `main` holds log α (else log(1 − α)): decided by the same rounded cell index the
+        lookup uses, since ν a few ulps below the split rounds into the right-hand cell."""
+        return (nu - self.lo) * _CELLS_PER_UNIT < (self.split - self.lo) * _CELLS_PER_UNIT
+
     def log_values(self, nu: np.ndarray, kind: int) -> np.ndarray:
         """kind's log value at ν; NaN where ν is outside [lo, hi] (the caller fills those)."""
         inside = (nu >= self.lo) & (nu <= self.hi)
@@ -419,7 +424,7 @@ class _Table:
             vals = self.deriv(x)
         else:
             f = self.main(x)
-            left = x < self.split
+            left = self.left_of_split(x)
             # f is log α on the left, log(1 − α) on the right; the other one is log1mexp(f).
             other = ~left if kind == _ALPHA else left
             vals = f
@@ -660,7 +665,7 @@ def _table_inverse(table: "_Table", log_a: np.ndarray, log_c: np.ndarray, k: np.
     def log_f(x, low, idx):
         # The table holds log α left of the split and log(1 − α) right of it.
         f = np.minimum(table.main(x), 0.0)
-        other = (x < table.split) != low
+        other = table.left_of_split(x) != low
         if other.any():
             f[other] = _log1mexp(f[other])
         return f
