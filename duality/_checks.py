@@ -2,7 +2,8 @@
 
 Every public function of `duality` checks its arguments here and raises a
 ValueError that names the argument and the offending value, so a bad call never
-turns into a silent NaN or an out-of-range index further down.
+turns into a silent NaN or an out-of-range index further down.  Vocabulary sizes
+are checked by `theory._arrays.check_vocab_size(..., integer=True)` (one rule for both packages).
 """
 
 from __future__ import annotations
@@ -15,23 +16,24 @@ import torch
 from torch import Tensor
 
 
-def check_vocab_size(vocab_size: Any) -> int:
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral) or vocab_size < 2:
-        raise ValueError(f"vocab_size must be an integer >= 2, got {vocab_size!r}")
-    return int(vocab_size)
-
-
 def check_mask_id(mask_id: Any, vocab_size: int | None) -> int:
-    """mask_id must be an integer that is not a real token (real tokens are 0..K-1)."""
+    """mask_id must be an integer >= 0 that is not a real token (real tokens are 0..K-1).
+
+    The models use mask_id = K (one extra embedding row); a negative id would be emitted as a
+    token id that indexes nothing (or, read by torch, the last row), so it is refused.
+    """
     if isinstance(mask_id, Tensor) and mask_id.numel() == 1 and not mask_id.is_floating_point():
         mask_id = int(mask_id.item())
     if isinstance(mask_id, bool) or not isinstance(mask_id, numbers.Integral):
         raise ValueError(f"mask_id must be an integer, got {mask_id!r}")
     mask_id = int(mask_id)
-    if vocab_size is not None and 0 <= mask_id < vocab_size:
+    conventional = "" if vocab_size is None else f", conventionally {vocab_size}"
+    if mask_id < 0:
+        raise ValueError(f"mask_id must be >= 0 (it is emitted as a token id), got {mask_id}{conventional}")
+    if vocab_size is not None and mask_id < vocab_size:
         raise ValueError(
             f"mask_id={mask_id} is a real token (real tokens are 0..{vocab_size - 1}); "
-            f"use a mask_id outside [0, {vocab_size}), conventionally {vocab_size}"
+            f"use a mask_id outside [0, {vocab_size}){conventional}"
         )
     return mask_id
 
@@ -50,7 +52,7 @@ def check_tokens(x0: Tensor, name: str, vocab_size: int | None, mask_id: int | N
         raise ValueError(f"{name} contains token id {low} < 0; real tokens are 0..{'K-1' if vocab_size is None else vocab_size - 1}")
     if vocab_size is not None and high >= vocab_size:
         raise ValueError(f"{name} contains token id {high} outside [0, {vocab_size}) (vocab_size={vocab_size})")
-    if vocab_size is None and mask_id is not None and mask_id >= 0 and bool((x0 == mask_id).any()):
+    if vocab_size is None and mask_id is not None and bool((x0 == mask_id).any()):
         raise ValueError(f"{name} contains mask_id={mask_id}; it must hold clean tokens only")
 
 

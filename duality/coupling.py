@@ -19,6 +19,11 @@ Design choice for "gaussian": ε does not depend on x0 but the projection does, 
 `unmask_time` take x0 as a keyword argument that is required for that method only (`mask` and `pair`
 always receive x0).  For "threshold" and "uniform" x0 is only used to check shapes.
 
+Noise is checked on every read: sample_noise records on the tensor the method and K that drew it
+(refused by a coupling of another method or K), and values must lie in the method's range (ε and Y
+finite, u in (0, 1), no NaN; one min/max pass).  A copy loses the record, and uniform noise lies in
+the range of Y, so hand-made uniform noise read by a "threshold" coupling cannot be told apart.
+
 The unmasking time τ lies in [0, 1], or is +inf for a token that stays visible at every t in [0, 1]
 (possible when α(1) > 0, e.g. the log-linear schedule's α(1) = ε).  `visible` compares the noise with
 ν(t) (or α(t)) directly; `unmask_time` inverts the schedule, so the two agree up to the rounding of
@@ -34,6 +39,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from theory._arrays import check_vocab_size
+
 from ._checks import (
     check_generator,
     check_mask_id,
@@ -41,7 +48,6 @@ from ._checks import (
     check_same_device,
     check_time,
     check_tokens,
-    check_vocab_size,
     expand_time,
 )
 from .projection import _latent, project
@@ -49,6 +55,8 @@ from .projection import _latent, project
 METHODS = ("gaussian", "threshold", "uniform")
 _CACHE_LIMIT = 4096
 _SMALLEST_UNIFORM = torch.finfo(torch.float64).tiny
+# Attribute set on the tensors sample_noise returns: (method, vocab_size) of the coupling that drew them.
+_ORIGIN = "_masked_coupling_origin"
 
 
 def max_of_standard_normals(
@@ -91,7 +99,7 @@ def sample_threshold(
     max of K − 1 normals (`max_of_standard_normals`) and ε_k an independent N(0, 1).  float64.
     Draw order (for reproducibility): all uniforms for M, then all normals for ε_k.
     """
-    vocab_size = check_vocab_size(vocab_size)
+    vocab_size = check_vocab_size(vocab_size, integer=True)
     v = torch.rand(shape, dtype=torch.float64, device=device, generator=generator)
     # torch.rand is in [0, 1); v = 0 (probability 2^-53) would give M = -inf.
     v.clamp_(min=_SMALLEST_UNIFORM)
@@ -142,7 +150,7 @@ class MaskedCoupling:
         method: str = "threshold",
         noise_dtype: torch.dtype = torch.float64,
     ) -> None:
-        self.vocab_size = check_vocab_size(vocab_size)
+        self.vocab_size = check_vocab_size(vocab_size, integer=True)
         self.mask_id = check_mask_id(mask_id, self.vocab_size)
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -189,16 +197,20 @@ class MaskedCoupling:
     ) -> Float[Tensor, "..."]:
         """Per-token noise, drawn once and reused at every time:
         gaussian ε of shape (*x0.shape, K) (noise_dtype); threshold Y and uniform u of shape x0.shape
-        (float64).  On x0's device; deterministic given `generator`."""
+        (float64).  On x0's device; deterministic given `generator`.  The tensor records the method
+        and K that drew it (an attribute; copies, slices and moves drop it), and the readers refuse
+        noise recorded for another method or K."""
         check_tokens(x0, "x0", self.vocab_size)
         check_generator(generator, x0.device)
         shape = tuple(x0.shape)
         if self.method == "gaussian":
-            return torch.randn(shape + (self.vocab_size,), dtype=self.noise_dtype, device=x0.device, generator=generator)
-        if self.method == "threshold":
-            return sample_threshold(shape, self.vocab_size, generator=generator, device=x0.device)
-        u = torch.rand(shape, dtype=torch.float64, device=x0.device, generator=generator)
-        return u.clamp_(min=_SMALLEST_UNIFORM)
+            noise = torch.randn(shape + (self.vocab_size,), dtype=self.noise_dtype, device=x0.device, generator=generator)
+        elif self.method == "threshold":
+            noise = sample_threshold(shape, self.vocab_size, generator=generator, device=x0.device)
+        else:
+            noise = torch.rand(shape, dtype=torch.float64, device=x0.device, generator=generator).clamp_(min=_SMALLEST_UNIFORM)
+        setattr(noise, _ORIGIN, (self.method, self.vocab_size))
+        return noise
 
     # ------------------------------------------------------------- reading
 
@@ -261,6 +273,12 @@ class MaskedCoupling:
         """Validate noise (and x0 when given); returns a tensor with the token batch shape."""
         if not isinstance(noise, Tensor) or not noise.is_floating_point():
             raise ValueError(f"noise must be a floating-point tensor from sample_noise, got {getattr(noise, 'dtype', type(noise))}")
+        origin = getattr(noise, _ORIGIN, None)
+        if origin is not None and origin != (self.method, self.vocab_size):
+            raise ValueError(
+                f"noise was drawn by the sample_noise of a coupling with method={origin[0]!r}, vocab_size={origin[1]}; "
+                f"this coupling has method={self.method!r}, vocab_size={self.vocab_size}: draw it with this coupling"
+            )
         if self.method == "gaussian":
             if x0 is None:
                 raise ValueError("x0 is required for method='gaussian' (the projection needs the clean coordinate)")
@@ -279,8 +297,28 @@ class MaskedCoupling:
             check_same_device(noise, "noise", x0, "x0")
             if batch_shape != tuple(x0.shape):
                 raise ValueError(f"noise has shape {tuple(noise.shape)} which does not match x0 of shape {tuple(x0.shape)} for method={self.method!r}")
-            return x0
-        return noise
+        self._check_noise_values(noise)
+        return noise if x0 is None else x0
+
+    def _check_noise_values(self, noise: Tensor) -> None:
+        """Noise in the range its method draws: ε and Y finite, u in (0, 1); NaN refused.
+
+        One min/max pass over the noise.  The ranges of Y (all reals) and u overlap, so uniform noise
+        read by a threshold coupling passes this check; the origin record of `sample_noise` catches it.
+        """
+        if noise.numel() == 0:
+            return
+        low, high = (float(v) for v in torch.aminmax(noise))  # NaN anywhere makes both NaN
+        if math.isnan(low):
+            raise ValueError(f"noise contains NaN (method={self.method!r}); draw it with sample_noise")
+        if self.method == "uniform":
+            if not (low > 0.0 and high < 1.0):
+                raise ValueError(
+                    f"noise for method='uniform' must lie in (0, 1) (u = α_K(Y), as sample_noise draws), "
+                    f"got values in [{low}, {high}]"
+                )
+        elif not (low > -math.inf and high < math.inf):
+            raise ValueError(f"noise for method={self.method!r} must be finite, got values in [{low}, {high}]")
 
     def _gaussian_latent(self, x0: Tensor, noise: Tensor, t: float | Tensor) -> Tensor:
         """w_t = α̃(t)·onehot(x0) + σ̃(t)·ε with the coefficients taken from the cached ν(t)."""

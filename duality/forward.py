@@ -18,6 +18,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from theory._arrays import check_vocab_size
+
 from ._checks import (
     check_generator,
     check_mask_id,
@@ -25,7 +27,6 @@ from ._checks import (
     check_same_device,
     check_time,
     check_tokens,
-    check_vocab_size,
     expand_time,
 )
 
@@ -47,7 +48,7 @@ def q_sample(
     and mask_id not a real token; without it x0 must be >= 0 and never equal mask_id.
     """
     if vocab_size is not None:
-        vocab_size = check_vocab_size(vocab_size)
+        vocab_size = check_vocab_size(vocab_size, integer=True)
     mask_id = check_mask_id(mask_id, vocab_size)
     check_tokens(x0, "x0", vocab_size, mask_id)
     check_generator(generator, x0.device)
@@ -107,7 +108,7 @@ def posterior_step(
     """
     if not isinstance(x0_probs, Tensor) or not x0_probs.is_floating_point() or x0_probs.ndim < 1:
         raise ValueError(f"x0_probs must be a floating-point tensor of shape (*batch, K), got {getattr(x0_probs, 'dtype', type(x0_probs))}")
-    vocab_size = check_vocab_size(int(x0_probs.shape[-1]))
+    vocab_size = check_vocab_size(int(x0_probs.shape[-1]), "x0_probs.shape[-1]", integer=True)
     mask_id = check_mask_id(mask_id, vocab_size)
     if not isinstance(z_t, Tensor) or z_t.is_floating_point() or z_t.dtype == torch.bool:
         raise ValueError(f"z_t must be an integer tensor, got {getattr(z_t, 'dtype', type(z_t))}")

@@ -457,3 +457,84 @@ def test_mismatched_devices_are_rejected_without_cuda(method):
 
     with pytest.raises(ValueError, match="device|meta"):
         project(torch.zeros(2, 5, K_SMALL, device="meta"), x0, K_SMALL)
+
+
+# --------------------------------------------------------------------------- wrong noise, wrong mask id
+
+
+def _noise_of(method: str, shape: tuple[int, ...] = (4, 50), seed: int = 11, vocab_size: int = K_SMALL) -> torch.Tensor:
+    coupling = coupling_for(method) if vocab_size == K_SMALL else MaskedCoupling(LogLinearSchedule(), vocab_size, vocab_size, method=method)
+    return coupling.sample_noise(tokens(shape, seed, vocab_size), torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(("drawn_by", "read_by"), [("threshold", "uniform"), ("uniform", "threshold")])
+def test_noise_of_another_method_is_refused(drawn_by, read_by):
+    """The noise tensor sample_noise returns records which coupling drew it (method and K)."""
+    x0 = tokens((4, 50), 11)
+    noise = _noise_of(drawn_by)
+    coupling = coupling_for(read_by)
+    for call in (
+        lambda: coupling.mask(x0, noise, 0.2),
+        lambda: coupling.pair(x0, noise, 0.1, 0.2),
+        lambda: coupling.visible(noise, 0.2, x0=x0),
+        lambda: coupling.unmask_time(noise, x0=x0),
+    ):
+        with pytest.raises(ValueError, match=f"noise.*{drawn_by}.*{read_by}"):
+            call()
+
+
+def test_threshold_noise_outside_the_unit_interval_is_refused_by_uniform_even_untagged():
+    """A copy loses the record; uniform noise must then still lie in (0, 1).  Threshold draws of 200
+    tokens at K = 6 all inside (0, 1) would have probability < 0.3^200 (and the draw is seeded)."""
+    x0 = tokens((4, 50), 11)
+    noise = _noise_of("threshold").clone()
+    with pytest.raises(ValueError, match=r"noise.*\(0, 1\)"):
+        coupling_for("uniform").mask(x0, noise, 0.2)
+
+
+def test_noise_for_another_vocabulary_is_refused():
+    x0 = tokens((4, 50), 11)
+    noise = _noise_of("threshold", vocab_size=K_SMALL + 4)
+    with pytest.raises(ValueError, match=f"noise.*vocab_size={K_SMALL + 4}"):
+        coupling_for("threshold").mask(x0, noise, 0.2)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_nan_or_infinite_noise_is_refused(method, bad):
+    """All-NaN noise used to mask every token even at t = 0; one bad entry is enough to refuse."""
+    x0 = tokens((3, 7), 2)
+    coupling = coupling_for(method)
+    for noise in (torch.full_like(coupling.sample_noise(x0), bad), coupling.sample_noise(x0)):
+        noise.view(-1)[5] = bad
+        for call in (lambda: coupling.mask(x0, noise, 0.0), lambda: coupling.visible(noise, 0.3, x0=x0),
+                     lambda: coupling.unmask_time(noise, x0=x0)):
+            with pytest.raises(ValueError, match="noise"):
+                call()
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.25, 1.0, 1.5])
+def test_uniform_noise_outside_the_open_unit_interval_is_refused(bad):
+    """sample_noise draws u in (0, 1); u = 1 would stay masked even at t = 0, where α = 1."""
+    x0 = tokens((3, 7), 2)
+    noise = coupling_for("uniform").sample_noise(x0)
+    noise[1, 3] = bad
+    with pytest.raises(ValueError, match=r"noise.*\(0, 1\)"):
+        coupling_for("uniform").mask(x0, noise, 0.5)
+
+
+def test_valid_hand_made_noise_is_accepted_and_shows_everything_at_time_zero():
+    """Validation must not refuse the extremes of what the methods produce (u in (0, 1), any finite Y),
+    and such noise shows every token at t = 0 (α(0) = 1, ν(0) = +inf)."""
+    x0 = tokens((1, 4), 0)
+    uniform = torch.tensor([[1e-300, 0.5, 0.999, 1.0 - 2.0**-53]], dtype=torch.float64)
+    assert torch.equal(coupling_for("uniform").mask(x0, uniform, 0.0), x0)
+    threshold = torch.tensor([[-1e300, 0.0, 3.0, 1e300]], dtype=torch.float64)
+    assert torch.equal(coupling_for("threshold").mask(x0, threshold, 0.0), x0)
+
+
+@pytest.mark.parametrize("mask_id", [-1, -K_SMALL])
+def test_negative_mask_id_is_refused(mask_id):
+    """A negative mask id used to be accepted and emitted as a token (-1 is no token id anywhere)."""
+    with pytest.raises(ValueError, match="mask_id"):
+        MaskedCoupling(LogLinearSchedule(), K_SMALL, mask_id)

@@ -101,6 +101,11 @@ def test_q_sample_bad_input():
         q_sample(torch.tensor([0, MASK]), 0.5, LogLinearSchedule(), MASK)
     with pytest.raises(ValueError, match="mask_id"):
         q_sample(x0, 0.5, LogLinearSchedule(), 2, vocab_size=K)
+    for negative in (-1, -K):  # refused with or without vocab_size: it would be emitted as a token id
+        with pytest.raises(ValueError, match="mask_id"):
+            q_sample(x0, 0.5, LogLinearSchedule(), negative)
+        with pytest.raises(ValueError, match="mask_id"):
+            q_sample(x0, 0.5, LogLinearSchedule(), negative, vocab_size=K)
     with pytest.raises(ValueError, match="t"):
         q_sample(x0, 2.0, LogLinearSchedule(), MASK)
     with pytest.raises(ValueError, match="t"):
@@ -299,6 +304,8 @@ def test_posterior_step_bad_input():
         posterior_step(probs, torch.full((2, 3), 9), 0.2, 0.5, schedule, MASK)
     with pytest.raises(ValueError, match="mask_id"):
         posterior_step(probs, z_t, 0.2, 0.5, schedule, 1)
+    with pytest.raises(ValueError, match="mask_id"):
+        posterior_step(probs, torch.full((2, 3), -1), 0.2, 0.5, schedule, -1)
     with pytest.raises(ValueError, match="temperature"):
         posterior_step(probs, z_t, 0.2, 0.5, schedule, MASK, temperature=-1.0)
     with pytest.raises(ValueError, match="x0_probs"):

@@ -57,9 +57,9 @@ def test_project_ties_go_to_the_mask():
 def test_project_keeps_float32_and_int32():
     w = torch.randn(4, 6, 9, generator=torch.Generator().manual_seed(1))
     x0 = torch.randint(0, 9, (4, 6), generator=torch.Generator().manual_seed(2), dtype=torch.int32)
-    z = project(w, x0, -1)
+    z = project(w, x0, 9)
     assert z.dtype == torch.int32
-    np.testing.assert_array_equal(z.numpy(), project_reference(w.double().numpy(), x0.numpy(), -1))
+    np.testing.assert_array_equal(z.numpy(), project_reference(w.double().numpy(), x0.numpy(), 9))
 
 
 @pytest.mark.parametrize(
@@ -68,6 +68,7 @@ def test_project_keeps_float32_and_int32():
         (torch.zeros(3, 4), torch.tensor([0, 1, 4]), 4, "x0"),  # token id out of range
         (torch.zeros(3, 4), torch.tensor([0, -1, 2]), 4, "x0"),
         (torch.zeros(3, 4), torch.tensor([0, 1, 2]), 2, "mask_id"),  # mask_id is a real token
+        (torch.zeros(3, 4), torch.tensor([0, 1, 2]), -1, "mask_id"),  # no token id is negative
         (torch.zeros(3, 4), torch.tensor([0, 1]), 4, "shape"),  # mismatched shapes
         (torch.zeros(3, 1), torch.tensor([0, 0, 0]), 4, "K >= 2"),
         (torch.full((2, 3), float("nan")), torch.tensor([0, 1]), 3, "NaN"),

@@ -123,6 +123,23 @@ def test_log_masked_alpha_matches_reference_in_deep_tails(references):
             assert abs(got - exact_log) <= REL_TOL
 
 
+@pytest.mark.parametrize("k", [3, 4, 10, 1000, 50258, 10**7])
+def test_table_is_continuous_just_below_its_split(k):
+    """The table holds log α left of an integer split and log(1 − α) right of it.  ν a few ulps
+    below the split used to be looked up in the right-hand panel yet read as log α: α_3(−1e-60)
+    came out 2/3 instead of 1/3 (found by hypothesis in test_derivative_matches_finite_difference)."""
+    op.masked_alpha(np.linspace(-5.0, 10.0, 600), k)  # build the table
+    split = op._tables[float(k)].split
+    below = [split]
+    for _ in range(40):
+        below.append(np.nextafter(below[-1], -np.inf))
+    below = np.array(below + ([-1e-300, -1e-60] if split == 0 else []))
+    for complement in (False, True):
+        values = masked_alpha(below, k, complement=complement)
+        np.testing.assert_allclose(values, values[0], rtol=1e-12)  # α' ≤ 1 and the points are 1e-14 apart
+    np.testing.assert_allclose(nu_from_masked_alpha(masked_alpha(below, k), k), below, atol=1e-11)
+
+
 def test_table_and_quadrature_paths_agree():
     k = 777
     nus = np.linspace(-33.0, 45.0, 2001)
@@ -348,3 +365,61 @@ def test_nan_nu_and_bad_alpha():
             nu_from_masked_alpha(bad, 10)
     with pytest.raises(ValueError, match="nu"):
         masked_alpha("not a number", 10)
+
+
+# --- one input rule for every public operator function -----------------------------------
+
+# (function, name of its first argument); complement variants are separate entries.
+PUBLIC = [
+    (masked_alpha, "nu"),
+    (lambda x, k: masked_alpha(x, k, complement=True), "nu"),
+    (masked_alpha_deriv, "nu"),
+    (log_masked_alpha, "nu"),
+    (lambda x, k: log_masked_alpha(x, k, complement=True), "nu"),
+    (uniform_alpha, "nu"),
+    (nu_from_masked_alpha, "alpha"),
+    (lambda x, k: nu_from_masked_alpha(x, k, complement=True), "alpha"),
+]
+PUBLIC_IDS = ["alpha", "complement", "deriv", "log", "log_complement", "uniform", "inverse", "inverse_complement"]
+
+
+@pytest.mark.parametrize(("func", "name"), PUBLIC, ids=PUBLIC_IDS)
+@pytest.mark.parametrize(
+    "bad",
+    ["1", b"1", 0.5 + 0j, np.array([0.5 + 1j]), torch.tensor([0.5 + 1j]), True, np.array([True]),
+     torch.tensor([True]), ["0.5"], [[0.1, 0.2], [0.3]], np.array([0.5], dtype=object), None],
+    ids=["str", "bytes", "complex", "complex-array", "complex-tensor", "bool", "bool-array", "bool-tensor",
+         "list-of-str", "ragged-list", "object-array", "None"],
+)
+def test_non_real_input_is_refused_by_name(func, name, bad):
+    """Strings, complex (formerly a warning and a dropped imaginary part), bools, ragged lists: a
+    ValueError naming the argument, and no warning on the way."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=f"^{name} "):
+            func(bad, 10)
+        with pytest.raises(ValueError, match="^vocab_size "):
+            func(0.5, bad if not isinstance(bad, list) else ["10"])
+
+
+@pytest.mark.parametrize(("func", "name"), PUBLIC, ids=PUBLIC_IDS)
+def test_lists_and_tuples_are_accepted_and_give_numpy(func, name):
+    values = [[0.05, 0.5], [0.7, 0.95]]
+    expected = func(np.array(values), 10)
+    for as_given, want in ((values, expected), (tuple(map(tuple, values)), expected), ([np.float64(0.05), 0.5], expected[0])):
+        got = func(as_given, 10)
+        assert isinstance(got, np.ndarray) and got.dtype == np.float64
+        np.testing.assert_array_equal(got, want)
+    by_list_k = func(0.5, [2, 10, 50258])
+    assert isinstance(by_list_k, np.ndarray)
+    np.testing.assert_array_equal(by_list_k, func(0.5, np.array([2, 10, 50258])))
+
+
+def test_masked_alpha_of_a_list_is_the_issue_example():
+    """theory.masked_alpha([0., 1., 2.], 10) used to fail with a reshape error after computing."""
+    got = masked_alpha([0.0, 1.0, 2.0], 10)
+    assert isinstance(got, np.ndarray) and got.shape == (3,)
+    assert got[0] == 0.1  # α_K(0) = 1/K exactly
+    np.testing.assert_array_equal(got[1:], [masked_alpha(1.0, 10), masked_alpha(2.0, 10)])

@@ -61,7 +61,15 @@ from typing import Any
 import numpy as np
 from scipy.special import erfcx, log_ndtr, ndtri
 
-from ._arrays import check_no_nan, check_probability, check_vocab_size, result_kind, to_float64
+from ._arrays import (
+    check_no_nan,
+    check_probability,
+    check_vocab_size,
+    differentiable,
+    result_kind,
+    to_float64,
+    tracks_grad,
+)
 
 __all__ = [
     "masked_alpha",
@@ -237,12 +245,42 @@ def _direct_log(nu: np.ndarray, km1: np.ndarray, kind: int) -> np.ndarray:
 # Evaluation front end: validation, exact cases, table or direct path.
 
 
-def _prepare(nu: ArrayLike, vocab_size: ArrayLike, nu_name: str = "nu"):
-    nu_arr = to_float64(nu, nu_name)
-    check_no_nan(nu_arr, nu_name)
+def _prepare(x: ArrayLike, vocab_size: ArrayLike, x_name: str = "nu", check: Any = check_no_nan):
+    """Flat float64 copies of x (validated by `check`) and K broadcast together, and their shape."""
+    x_arr = to_float64(x, x_name)
+    check(x_arr, x_name)
     k_arr = check_vocab_size(vocab_size)
-    nu_b, k_b = np.broadcast_arrays(nu_arr, k_arr)
-    return np.ascontiguousarray(nu_b).reshape(-1), np.ascontiguousarray(k_b).reshape(-1), nu_b.shape
+    try:
+        x_b, k_b = np.broadcast_arrays(x_arr, k_arr)
+    except ValueError as err:
+        raise ValueError(f"{x_name} of shape {x_arr.shape} and vocab_size of shape {k_arr.shape} do not broadcast") from err
+    return np.ascontiguousarray(x_b).reshape(-1), np.ascontiguousarray(k_b).reshape(-1), x_b.shape
+
+
+def _operator(function: str, x: ArrayLike, vocab_size: ArrayLike, values: Any, slope: str | None,
+              x_name: str = "nu", check: Any = check_no_nan) -> Any:
+    """Front end of the public functions: validate, evaluate `values(x_flat, k_flat)`, return the
+    inputs' kind.  A torch tensor x that requires grad gets a result autograd can differentiate,
+    with backward slope `_SLOPES[slope](x_flat, k_flat, y_flat)` = dy/dx (None: refused by name)."""
+    if tracks_grad(vocab_size):
+        raise ValueError("vocab_size requires grad, but α_K is not differentiable in the integer K; pass vocab_size.detach()")
+
+    def evaluate(x_value: ArrayLike) -> Any:
+        x_f, k_f, shape = _prepare(x_value, vocab_size, x_name, check)
+        return result_kind(x_value, vocab_size)(values(x_f, k_f).reshape(shape))
+
+    if not tracks_grad(x):
+        return evaluate(x)
+    if slope is None:
+        raise ValueError(f"{x_name} requires grad, but {function} has no derivative implemented; pass {x_name}.detach()")
+
+    def slope_at(x_value: ArrayLike, y: Any) -> Any:
+        x_f, k_f, shape = _prepare(x_value, vocab_size, x_name, check)
+        y_f = y.detach().to("cpu").numpy().reshape(-1)
+        with np.errstate(all="ignore"):
+            return result_kind(x_value)(_SLOPES[slope](x_f, k_f, y_f).reshape(shape))
+
+    return differentiable(x, evaluate, slope_at)
 
 
 def _log_values(nu: np.ndarray, k: np.ndarray, kind: int) -> np.ndarray:
@@ -410,6 +448,11 @@ class _Table:
         self.inv_grid = np.arange(self.lo, self.hi + 1e-9, 1.0 / 8)
         self.inv_vals = self.main(self.inv_grid)
 
+    def left_of_split(self, nu: np.ndarray) -> np.ndarray:
+        """Where `main` holds log α (else log(1 − α)): decided by the same rounded cell index the
+        lookup uses, since ν a few ulps below the split rounds into the right-hand cell."""
+        return (nu - self.lo) * _CELLS_PER_UNIT < (self.split - self.lo) * _CELLS_PER_UNIT
+
     def log_values(self, nu: np.ndarray, kind: int) -> np.ndarray:
         """kind's log value at ν; NaN where ν is outside [lo, hi] (the caller fills those)."""
         inside = (nu >= self.lo) & (nu <= self.hi)
@@ -419,7 +462,7 @@ class _Table:
             vals = self.deriv(x)
         else:
             f = self.main(x)
-            left = x < self.split
+            left = self.left_of_split(x)
             # f is log α on the left, log(1 − α) on the right; the other one is log1mexp(f).
             other = ~left if kind == _ALPHA else left
             vals = f
@@ -490,12 +533,13 @@ def _evaluate(nu: np.ndarray, k: np.ndarray, kind: int) -> np.ndarray:
 def log_masked_alpha(nu: ArrayLike, vocab_size: ArrayLike, complement: bool = False) -> Any:
     """log α_K(ν), or log(1 − α_K(ν)) when `complement`, with full relative precision in the tails.
 
-    α_K(ν) = ∫ φ(z − ν) Φ(z)^{K−1} dz; broadcasting over `nu` and `vocab_size`;
-    float / numpy / torch in, the same kind out (float64).
+    α_K(ν) = ∫ φ(z − ν) Φ(z)^{K−1} dz; broadcasting over `nu` and `vocab_size`; inputs by the rule
+    of `theory._arrays` (numbers, numpy arrays, lists, torch tensors), the same kind out (float64).
+    Differentiable in a torch `nu`: d log α/dν = α'/α, d log(1 − α)/dν = −α'/(1 − α) (in log space).
     """
-    convert = result_kind(nu, vocab_size)
-    nu_f, k_f, shape = _prepare(nu, vocab_size)
-    return convert(_log_values(nu_f, k_f, _COMPLEMENT if complement else _ALPHA).reshape(shape))
+    kind = _COMPLEMENT if complement else _ALPHA
+    return _operator("log_masked_alpha", nu, vocab_size, lambda x, k: _log_values(x, k, kind),
+                     "log_complement" if complement else "log")
 
 
 def masked_alpha(nu: ArrayLike, vocab_size: ArrayLike, complement: bool = False) -> Any:
@@ -505,29 +549,36 @@ def masked_alpha(nu: ArrayLike, vocab_size: ArrayLike, complement: bool = False)
     cancellation. Relative error ≲ 1e-12 wherever the value is a normal float64;
     smaller values underflow gracefully to 0 (their logarithm is exact in
     `log_masked_alpha`). Broadcasts over `nu` (any real, ±inf allowed) and
-    `vocab_size` (integers ≥ 2); float / numpy / torch in, the same kind out (float64).
+    `vocab_size` (integers ≥ 2). Inputs: numbers, numpy arrays, lists or tuples (numpy out),
+    torch tensors (float64 tensor out); anything else is a ValueError naming the argument.
+    A torch `nu` that requires grad gives a differentiable result: dα/dν = α'(ν)
+    (`masked_alpha_deriv`), d(1 − α)/dν = −α'(ν).
     """
-    convert = result_kind(nu, vocab_size)
-    nu_f, k_f, shape = _prepare(nu, vocab_size)
+    return _operator("masked_alpha", nu, vocab_size, lambda x, k: _alpha_values(x, k, complement),
+                     "complement" if complement else "alpha")
+
+
+def _alpha_values(nu: np.ndarray, k: np.ndarray, complement: bool) -> np.ndarray:
     with np.errstate(all="ignore"):
-        kind = _COMPLEMENT if complement else _ALPHA
-        out = np.exp(_log_values(nu_f, k_f, kind))
-        zero = nu_f == 0
+        out = np.exp(_log_values(nu, k, _COMPLEMENT if complement else _ALPHA))
+        zero = nu == 0
         if zero.any():  # exactly 1/K (exp(−log K) may be off by an ulp)
-            out[zero] = 1.0 - 1.0 / k_f[zero] if complement else 1.0 / k_f[zero]
-    return convert(out.reshape(shape))
+            out[zero] = 1.0 - 1.0 / k[zero] if complement else 1.0 / k[zero]
+    return out
 
 
 def masked_alpha_deriv(nu: ArrayLike, vocab_size: ArrayLike) -> Any:
     """dα_K/dν = (K − 1) ∫ φ(z − ν) φ(z) Φ(z)^{K−2} dz (the density of Y at ν).
 
-    For K = 2 this is φ(ν/√2)/√2. Broadcasting and array kinds as in `masked_alpha`.
+    For K = 2 this is φ(ν/√2)/√2. Broadcasting and array kinds as in `masked_alpha`; not itself
+    differentiable (a `nu` that requires grad is refused: α'' is not implemented).
     """
-    convert = result_kind(nu, vocab_size)
-    nu_f, k_f, shape = _prepare(nu, vocab_size)
+    return _operator("masked_alpha_deriv", nu, vocab_size, _deriv_values, None)
+
+
+def _deriv_values(nu: np.ndarray, k: np.ndarray) -> np.ndarray:
     with np.errstate(all="ignore"):
-        out = np.exp(_log_values(nu_f, k_f, _DERIV))
-    return convert(out.reshape(shape))
+        return np.exp(_log_values(nu, k, _DERIV))
 
 
 def uniform_alpha(nu: ArrayLike, vocab_size: ArrayLike) -> Any:
@@ -535,20 +586,21 @@ def uniform_alpha(nu: ArrayLike, vocab_size: ArrayLike) -> Any:
 
     Computed as 1 − K(1 − α)/(K − 1) where α > 1/2, so it is accurate near 1; exactly 0 at
     ν = 0. Near its zero crossing the error is absolute (~1e-16·K/(K − 1)), not relative.
-    Broadcasting and array kinds as in `masked_alpha`.
+    Broadcasting and array kinds as in `masked_alpha`; differentiable: d/dν = K·α'(ν)/(K − 1).
     """
-    convert = result_kind(nu, vocab_size)
-    nu_f, k_f, shape = _prepare(nu, vocab_size)
+    return _operator("uniform_alpha", nu, vocab_size, _uniform_values, "uniform")
+
+
+def _uniform_values(nu: np.ndarray, k: np.ndarray) -> np.ndarray:
     with np.errstate(all="ignore"):
-        log_a = _log_values(nu_f, k_f, _ALPHA)
-        a = np.exp(log_a)
+        a = np.exp(_log_values(nu, k, _ALPHA))
         upper = a > 0.5
-        out = (k_f * a - 1.0) / (k_f - 1.0)
+        out = (k * a - 1.0) / (k - 1.0)
         if upper.any():
-            one_minus = np.exp(_log_values(nu_f[upper], k_f[upper], _COMPLEMENT))
-            out[upper] = 1.0 - k_f[upper] * one_minus / (k_f[upper] - 1.0)
-        out[nu_f == 0] = 0.0  # α_K(0) = 1/K exactly
-    return convert(out.reshape(shape))
+            one_minus = np.exp(_log_values(nu[upper], k[upper], _COMPLEMENT))
+            out[upper] = 1.0 - k[upper] * one_minus / (k[upper] - 1.0)
+        out[nu == 0] = 0.0  # α_K(0) = 1/K exactly
+    return out
 
 
 def nu_from_masked_alpha(alpha: ArrayLike, vocab_size: ArrayLike, complement: bool = False) -> Any:
@@ -557,22 +609,46 @@ def nu_from_masked_alpha(alpha: ArrayLike, vocab_size: ArrayLike, complement: bo
     With `complement`, the argument is 1 − a (so that a within 1e-16 of 1 keeps its relative
     accuracy): ν with 1 − α_K(ν) equal to it. Solved by Newton in log α (below the median of
     Y) or log(1 − α) (above it), both concave in ν; round trip relative error ≲ 1e-12.
-    Broadcasting and array kinds as in `masked_alpha`.
+    Broadcasting and array kinds as in `masked_alpha`; differentiable in a torch `alpha`:
+    dν/da = 1/α'(ν) (−1/α'(ν) for the complement; +inf at the ends a = 0, 1).
     """
-    convert = result_kind(alpha, vocab_size)
-    a_arr = to_float64(alpha, "alpha")
-    check_probability(a_arr, "alpha")
-    k_arr = check_vocab_size(vocab_size)
-    a_b, k_b = np.broadcast_arrays(a_arr, k_arr)
-    shape = a_b.shape
-    a_f = np.ascontiguousarray(a_b).reshape(-1)
-    k_f = np.ascontiguousarray(k_b).reshape(-1)
+    return _operator("nu_from_masked_alpha", alpha, vocab_size, lambda a, k: _inverse_values(a, k, complement),
+                     "inverse_complement" if complement else "inverse", "alpha", check_probability)
+
+
+def _inverse_values(a: np.ndarray, k: np.ndarray, complement: bool) -> np.ndarray:
     with np.errstate(all="ignore"):
         if complement:
-            out = _inverse(1.0 - a_f, a_f, a_f == 1.0 - 1.0 / k_f, k_f)
-        else:
-            out = _inverse(a_f, 1.0 - a_f, a_f == 1.0 / k_f, k_f)
-    return convert(out.reshape(shape))
+            return _inverse(1.0 - a, a, a == 1.0 - 1.0 / k, k)
+        return _inverse(a, 1.0 - a, a == 1.0 / k, k)
+
+
+# Backward slopes dy/dx(x, K, y) of the public functions, on flat float64 arrays (y: the forward
+# values).  All from log α' (no cancellation): a dict so that tests can plant a wrong one.
+def _alpha_slope(nu: np.ndarray, k: np.ndarray, _: np.ndarray) -> np.ndarray:
+    return np.exp(_log_values(nu, k, _DERIV))
+
+
+def _log_slope(sign: float) -> Any:
+    """d log α/dν = α'/α = exp(log α' − log α) (sign −1: d log(1 − α)/dν with y = log(1 − α));
+    ±inf where y = −inf (α → 0 as ν → −inf, 1 − α → 0 as ν → +inf)."""
+
+    def slope(nu: np.ndarray, k: np.ndarray, log_value: np.ndarray) -> np.ndarray:
+        out = sign * np.exp(_log_values(nu, k, _DERIV) - log_value)
+        return np.where(log_value == -np.inf, sign * np.inf, out)
+
+    return slope
+
+
+_SLOPES = {
+    "alpha": _alpha_slope,
+    "complement": lambda nu, k, y: -_alpha_slope(nu, k, y),
+    "log": _log_slope(1.0),
+    "log_complement": _log_slope(-1.0),
+    "uniform": lambda nu, k, y: k / (k - 1.0) * _alpha_slope(nu, k, y),
+    "inverse": lambda a, k, nu: np.exp(-_log_values(nu, k, _DERIV)),
+    "inverse_complement": lambda c, k, nu: -np.exp(-_log_values(nu, k, _DERIV)),
+}
 
 
 def _inverse(a: np.ndarray, c: np.ndarray, exact_zero: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -660,7 +736,7 @@ def _table_inverse(table: "_Table", log_a: np.ndarray, log_c: np.ndarray, k: np.
     def log_f(x, low, idx):
         # The table holds log α left of the split and log(1 − α) right of it.
         f = np.minimum(table.main(x), 0.0)
-        other = (x < table.split) != low
+        other = table.left_of_split(x) != low
         if other.any():
             f[other] = _log1mexp(f[other])
         return f
