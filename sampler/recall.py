@@ -112,15 +112,21 @@ def recall_per_sequence(
     if isinstance(temperatures, (int, float)) or len(temperatures) == 0:
         raise ValueError(f"temperatures must be a non-empty sequence of numbers, got {temperatures!r}")
     temperatures = [_check_temperature(temperature) for temperature in temperatures]
-    mask_id = getattr(denoiser, "mask_id", None) if mask_id is None else mask_id
-    if isinstance(mask_id, bool) or not isinstance(mask_id, int) or mask_id < 0:
-        raise ValueError(f"mask_id must be a non-negative int (the denoiser has no mask_id attribute), got {mask_id!r}")
+    mask_id = resolve_mask_id(denoiser, mask_id)
     x = _check_tokens(heldout, mask_id, "heldout")
     probs = reveal_probabilities(schedule, steps)
     reveal_step = draw_reveal_steps(k, x.shape[0], x.shape[1], probs, generator)
     times = time_grid(steps).tolist()[:-1]
     log_lik = pattern_log_likelihoods(denoiser, x, reveal_step, times, temperatures, mask_id, device, batch_size)
     return -(torch.logsumexp(log_lik, dim=1) - math.log(k)) / x.shape[1]
+
+
+def resolve_mask_id(denoiser: Any, mask_id: Any = None) -> int:
+    """`mask_id`, or the denoiser's `mask_id` attribute when None; a non-negative int."""
+    mask_id = getattr(denoiser, "mask_id", None) if mask_id is None else mask_id
+    if isinstance(mask_id, bool) or not isinstance(mask_id, int) or mask_id < 0:
+        raise ValueError(f"mask_id must be a non-negative int (the denoiser has no mask_id attribute), got {mask_id!r}")
+    return mask_id
 
 
 def recall_bound(
