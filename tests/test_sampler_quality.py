@@ -381,3 +381,11 @@ def test_two_axis_metrics_on_the_embedded_source():
     assert set(first["fidelity"]) == {1, 2, 3}
     text = format_two_axis(first)
     assert "precision" in text and "recall" in text and "3-gram" in text and "typicality" in text
+
+
+def test_two_axis_metrics_on_an_ngram_chain():
+    """An NGramSource is exact: precision, fidelity (from its exact marginals) and typicality are all reported."""
+    samples = NGRAM_CHAIN.sample_batch(16, generator=torch.Generator().manual_seed(0))
+    result = two_axis_metrics(samples, NGRAM_CHAIN, ngram_orders=(1, 2), num_bootstrap=10)
+    assert result["precision"]["value"] > 0 and set(result["fidelity"]) == {1, 2}
+    assert result["typicality"]["ks"] >= 0 and result["unavailable"] == {"recall": "no denoiser given"}
