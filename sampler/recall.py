@@ -1,0 +1,152 @@
+"""Recall of an N-step masked sampler: an upper bound on the NLL of held-out true sequences.
+
+`ancestral_sample` draws, per token, *when* it reveals from the schedule alone (one uniform per
+still-masked token per step, reveal iff u < p_i with p_i = (α(t_{i+1}) − α(t_i))/(1 − α(t_i)) on the
+grid t_i = 1 − i/N, every token masked at t_0 = 1), and *what* it reveals from the tempered
+conditional q(x_l | z_t) ∝ p_θ(x_l | z_t)^{1/T}, independently over the tokens revealed together.
+The reveal pattern π (each token's reveal step) does not depend on the tokens, so the sampler's law is
+
+    q_N(x) = E_π[ Π_l q(x_l | z_{t(l)}(x, π)) ],
+
+where z_{t(l)}(x, π) shows x at the tokens revealed before token l's step and masks the rest.
+With k patterns π_1..π_k drawn from that same law, Jensen's inequality gives the importance-weighted bound
+
+    −log q_N(x)/L  <=  E[ −log( (1/k) Σ_j Π_l q(x_l | z_{t(l)}(x, π_j)) ) ] / L,
+
+tighter as k grows.  `recall_bound` reports its mean over held-out sequences with a standard error;
+the per-sequence values pair across samplers evaluated with the same seed.
+
+Sanity anchors: with an exact denoiser and tokens revealing one at a time, every term is a chain-rule
+factor and the bound equals −log p(x)/L for any order; with one step it is −Σ_l log q(x_l | all masked)/L.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from duality import reverse_unmask_prob
+from sampler.data import _check_tokens, paired_difference
+from sampler.sampling import DenoiserFn, _check_positive_int, _check_temperature, time_grid
+
+
+def reveal_probabilities(schedule: Any, steps: int) -> Float[Tensor, " N"]:
+    """p_i = P(a token masked at t_i reveals at t_{i+1}) = (α(t_{i+1}) − α(t_i))/(1 − α(t_i)), i = 0..N−1,
+    on `time_grid(steps)`, computed as `ancestral_sample` computes it (python floats through
+    duality.reverse_unmask_prob).  The last step must reveal every remaining token (α(0) = 1)."""
+    steps = _check_positive_int(steps, "steps")
+    grid = time_grid(steps).tolist()
+    probs = [float(reverse_unmask_prob(schedule, grid[i + 1], grid[i])) for i in range(steps)]
+    if probs[-1] != 1.0:
+        raise ValueError(f"schedule must reach alpha(0) = 1 (its last step reveals with probability {probs[-1]}, "
+                         "so the sampler would leave tokens masked)")
+    return torch.tensor(probs, dtype=torch.float64)
+
+
+def draw_reveal_steps(
+    num_patterns: int, num_sequences: int, seq_len: int, reveal_probs: Float[Tensor, " N"],
+    generator: torch.Generator | None = None,
+) -> Int[Tensor, "k B L"]:
+    """Each token's reveal step under the sampler's law: at step i a still-masked token reveals iff u < p_i
+    (u uniform, float64, one per token per step, as duality.posterior_step draws it)."""
+    shape = (num_patterns, num_sequences, seq_len)
+    not_yet = len(reveal_probs)
+    reveal_step = torch.full(shape, not_yet, dtype=torch.int64)
+    for i, p in enumerate(reveal_probs.tolist()):
+        u = torch.rand(shape, dtype=torch.float64, generator=generator)
+        reveal_step = torch.where((reveal_step == not_yet) & (u < p), i, reveal_step)
+    return reveal_step
+
+
+def pattern_log_likelihoods(
+    denoiser: DenoiserFn, heldout: Int[Tensor, "B L"], reveal_step: Int[Tensor, "k B L"],
+    times: Sequence[float], temperatures: Sequence[float], mask_id: int, device: Any = "cpu", batch_size: int = 256,
+) -> Float[Tensor, "T k B"]:
+    """log Π_l q_T(x_l | z_{t(l)}(x, π_j)) for each temperature T, pattern j and held-out sequence x.
+
+    Token l revealed at step i is scored by the denoiser at (z, t_i), where z shows x at the tokens with
+    reveal step < i: log q_T = log_softmax(float64(log p_θ) / T) at x_l.  One denoiser call per
+    (step, pattern) on the sequences that reveal a token at that step (in chunks of `batch_size`);
+    the temperatures share it.  `times[i]` is the step's start time t_i.
+    """
+    x = heldout.cpu()
+    num_patterns, num_sequences, _ = reveal_step.shape
+    log_lik = torch.zeros(len(temperatures), num_patterns, num_sequences, dtype=torch.float64)
+    for i, t in enumerate(times):
+        for j in range(num_patterns):
+            revealing = reveal_step[j] == i
+            rows = revealing.any(dim=1).nonzero().squeeze(-1)
+            for chunk in rows.split(batch_size):
+                z = torch.where(reveal_step[j, chunk] < i, x[chunk], mask_id)
+                t_vec = torch.full((len(chunk),), t, device=device)  # as ancestral_sample builds it
+                log_probs = denoiser(z.to(device), t_vec).detach().to("cpu", torch.float64)
+                for ti, temperature in enumerate(temperatures):
+                    log_q = torch.log_softmax(log_probs / temperature, dim=-1).gather(-1, x[chunk, :, None])[..., 0]
+                    scored = torch.where(revealing[chunk], log_q, torch.zeros_like(log_q))
+                    if torch.isnan(scored).any():
+                        raise ValueError(f"denoiser returned a row with zero total probability at step {i} (t={t})")
+                    log_lik[ti, j, chunk] += scored.sum(dim=1)
+    return log_lik
+
+
+def recall_per_sequence(
+    denoiser: DenoiserFn, schedule: Any, heldout: Int[Tensor, "B L"], *, steps: int,
+    temperatures: Sequence[float] = (1.0,), k: int = 4, mask_id: int | None = None,
+    generator: torch.Generator | None = None, final_greedy: bool = False, device: Any = "cpu", batch_size: int = 256,
+) -> Float[Tensor, "T B"]:
+    """−log((1/k) Σ_j Π_l q_T(x_l | z_{t(l)}(x, π_j)))/L per temperature T and held-out sequence x.
+
+    The k patterns are shared by all temperatures (so differences between temperatures are paired).
+    `final_greedy=True` is refused: a greedy last step makes the sampler's law a point mass per context.
+    """
+    if final_greedy:
+        raise ValueError("final_greedy=True has no recall: the greedy last step makes the sampler's law "
+                         "degenerate (held-out sequences get probability 0); use final_greedy=False")
+    k = _check_positive_int(k, "k")
+    batch_size = _check_positive_int(batch_size, "batch_size")
+    if isinstance(temperatures, (int, float)) or len(temperatures) == 0:
+        raise ValueError(f"temperatures must be a non-empty sequence of numbers, got {temperatures!r}")
+    temperatures = [_check_temperature(temperature) for temperature in temperatures]
+    mask_id = resolve_mask_id(denoiser, mask_id)
+    x = _check_tokens(heldout, mask_id, "heldout")
+    probs = reveal_probabilities(schedule, steps)
+    reveal_step = draw_reveal_steps(k, x.shape[0], x.shape[1], probs, generator)
+    times = time_grid(steps).tolist()[:-1]
+    log_lik = pattern_log_likelihoods(denoiser, x, reveal_step, times, temperatures, mask_id, device, batch_size)
+    return -(torch.logsumexp(log_lik, dim=1) - math.log(k)) / x.shape[1]
+
+
+def resolve_mask_id(denoiser: Any, mask_id: Any = None) -> int:
+    """`mask_id`, or the denoiser's `mask_id` attribute when None; a non-negative int."""
+    mask_id = getattr(denoiser, "mask_id", None) if mask_id is None else mask_id
+    if isinstance(mask_id, bool) or not isinstance(mask_id, int) or mask_id < 0:
+        raise ValueError(f"mask_id must be a non-negative int (the denoiser has no mask_id attribute), got {mask_id!r}")
+    return mask_id
+
+
+def recall_bound(
+    denoiser: DenoiserFn, schedule: Any, heldout: Int[Tensor, "B L"], *, steps: int, temperature: float = 1.0,
+    k: int = 4, mask_id: int | None = None, generator: torch.Generator | None = None, final_greedy: bool = False,
+    device: Any = "cpu", batch_size: int = 256,
+) -> dict[str, Any]:
+    """The recall of one sampler: mean over held-out sequences of the importance-weighted bound
+    (`recall_per_sequence`), its standard error std/sqrt(B), and the per-sequence values (tensor)."""
+    per_sequence = recall_per_sequence(
+        denoiser, schedule, heldout, steps=steps, temperatures=(temperature,), k=k, mask_id=mask_id,
+        generator=generator, final_greedy=final_greedy, device=device, batch_size=batch_size,
+    )[0]
+    mean, se = mean_and_se(per_sequence, "recall")
+    return {"recall": mean, "recall_se": se, "per_sequence": per_sequence,
+            "steps": steps, "temperature": float(temperature), "k": k}
+
+
+def mean_and_se(values: Float[Tensor, " B"], name: str = "values") -> tuple[float, float]:
+    """(mean, std/sqrt(B)) in float64, through paired_difference against zeros (B >= 2, all finite)."""
+    if not torch.isfinite(values).all():
+        raise ValueError(f"{name} holds non-finite values (a held-out token with probability 0 under the sampler?)")
+    return paired_difference(values, torch.zeros_like(values, dtype=torch.float64))
