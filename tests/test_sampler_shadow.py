@@ -306,3 +306,30 @@ def test_shadow_noise_validates_its_parts(change, message: str) -> None:
         ShadowNoise(noise.reveal, noise.category, "gaussian", K)
     with pytest.raises(ValueError, match="num_samples"):
         sample_shadow_noise(0, L, LogLinearSchedule(), K, MASK)
+
+
+# ------------------------------------------------------------------------- the verify claim
+
+
+def _claim_context(label: str):
+    from proofs_checks.registry import Context
+
+    # the suite's per-claim false-fail budget; mutant runs use the suite's mutant scale (0.5 of --quick)
+    return Context(seed=3, device=torch.device("cpu"), quick=True, delta=1e-7, scale=0.5, label=label)
+
+
+def test_shadow_claim_passes_on_the_sampler_and_catches_its_mutant() -> None:
+    """The claim (false-fail rate 1e-7 here) passes with the real sampler, and the planted bug "one
+    category noise per sequence" fails it in every configuration."""
+    from proofs_checks.registry import run_claim, run_mutant
+    from proofs_checks.shadow_claim import shadow_claim, shadow_mutants
+
+    claim = shadow_claim(12)
+    report = run_claim(claim, _claim_context("shadow"))
+    assert report.error is None and report.passed, [t.name for t in report.tests if not t.passed]
+    assert report.false_fail_rate <= 1e-7 * (1 + 1e-9) and report.draws > 0
+    assert report.checked["shadow_sample_fn"] == "sampler.shadow.noise_shared_sample"
+    (mutant,) = shadow_mutants(12)
+    caught = run_mutant(mutant, claim, _claim_context("shadow-mutant"))
+    assert caught.error is None and caught.caught
+    assert len(caught.failed_tests) == len(report.tests)
