@@ -148,14 +148,23 @@ def sample_shadow_noise(
     return ShadowNoise(reveal, category, method, int(vocab_size))
 
 
+TOP_K = 64
+
+
 def sorted_quantile_draw(
     log_probs: Float[Tensor, "N K"],
     quantiles: Float[Tensor, " N"],
     temperature: float = 1.0,
+    top_k: int | None = TOP_K,
 ) -> Int[Tensor, " N"]:
-    """x = σ(j*), j* = min{j : Σ_{i<=j} w_σ(i) > c·Σ w}, w = exp((log p − max log p)/T) in float64,
-    σ = the stable descending argsort of w (ties: lower id first).  A zero-weight category is
-    never chosen; c·Σ w rounding up to Σ w picks the last positive-weight category."""
+    """x = σ(j*), j* = min{j : Σ_{i<=j} w_σ(i) > c·W}, w = exp((log p − max log p)/T) in float64,
+    W = Σ w, σ = the stable descending argsort of w (ties: lower id first).  A zero-weight category
+    is never chosen; c·W beyond the last cumulative sum picks the last positive-weight category.
+
+    Fast path (same result, not an approximation): the categories with weight strictly above the
+    top_k-th largest are exactly the first ones of σ, so a row whose target c·W falls within their
+    cumulative mass is resolved from torch.topk (O(K)); only the other rows are fully sorted
+    (O(K log K)).  top_k=None sorts every row."""
     logits = log_probs.to(torch.float64)
     if bool(torch.isnan(logits).any()):
         raise ValueError("log_probs contains NaN at a position being revealed")
@@ -163,10 +172,39 @@ def sorted_quantile_draw(
     if bool((best == float("-inf")).any()):
         raise ValueError("log_probs has a row with zero total probability at a position being revealed")
     weights = torch.exp((logits - best) / temperature)
+    targets = quantiles.to(torch.float64) * weights.sum(dim=-1)
+    draws = torch.empty(weights.shape[0], dtype=torch.long, device=weights.device)
+    pending = torch.ones_like(draws, dtype=torch.bool)
+    if top_k is not None and top_k < weights.shape[-1]:
+        resolved, values = _draw_within_top_k(weights, targets, top_k)
+        draws[resolved] = values
+        pending = ~resolved
+    if bool(pending.any()):
+        draws[pending] = _draw_by_full_sort(weights[pending], targets[pending])
+    return draws
+
+
+def _draw_within_top_k(weights: Tensor, targets: Tensor, top_k: int) -> tuple[Tensor, Tensor]:
+    """(resolved rows, their draws) for the rows whose target lies inside the mass of the categories
+    strictly heavier than the top_k-th: those are σ's first entries, put in σ's order (by id, then
+    stably by weight descending) so their float64 cumulative sums equal the full sort's."""
+    top_weights, top_ids = torch.topk(weights, top_k, dim=-1)
+    top_ids, by_id = torch.sort(top_ids, dim=-1)
+    top_weights = torch.gather(top_weights, -1, by_id)
+    top_weights, order = torch.sort(top_weights, dim=-1, descending=True, stable=True)
+    top_ids = torch.gather(top_ids, -1, order)
+    cdf = torch.cumsum(top_weights, dim=-1)
+    strictly_above = top_weights > top_weights[:, -1:]
+    usable_mass = torch.where(strictly_above, cdf, torch.zeros_like(cdf)).amax(dim=-1)
+    resolved = targets < usable_mass
+    rank = torch.searchsorted(cdf[resolved], targets[resolved].unsqueeze(-1), right=True)
+    return resolved, torch.gather(top_ids[resolved], -1, rank).squeeze(-1)
+
+
+def _draw_by_full_sort(weights: Tensor, targets: Tensor) -> Tensor:
     sorted_weights, order = torch.sort(weights, dim=-1, descending=True, stable=True)
     cdf = torch.cumsum(sorted_weights, dim=-1)
-    targets = (quantiles.to(torch.float64) * cdf[:, -1]).unsqueeze(-1)
-    rank = torch.searchsorted(cdf, targets, right=True).squeeze(-1)
+    rank = torch.searchsorted(cdf, targets.unsqueeze(-1), right=True).squeeze(-1)
     last_positive = (sorted_weights > 0).sum(dim=-1) - 1
     rank = torch.minimum(rank, last_positive)
     return torch.gather(order, -1, rank.unsqueeze(-1)).squeeze(-1)

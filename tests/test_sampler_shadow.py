@@ -117,6 +117,24 @@ def test_sorted_quantile_draw_has_the_tempered_law() -> None:
         assert (freq - target).abs().max() < 2.0 / n
 
 
+@pytest.mark.parametrize("vocab_size, scale, temperature", [(2000, 3.0, 1.0), (2000, 0.5, 0.7), (40, 2.0, 1.0)])
+def test_top_k_fast_path_equals_the_full_sort(vocab_size: int, scale: float, temperature: float) -> None:
+    """The top-k path returns exactly the full stable sort's draw, rows with many ties included, and
+    both paths are exercised (some rows resolved within the top k, some not)."""
+    from sampler.shadow import _draw_within_top_k
+
+    generator = torch.Generator().manual_seed(vocab_size)
+    log_p = torch.log_softmax(scale * torch.randn(400, vocab_size, generator=generator), dim=-1)
+    log_p[:100] = torch.round(log_p[:100] * 2) / 2  # ties at every level
+    c = torch.rand(400, dtype=torch.float64, generator=generator)
+    full = sorted_quantile_draw(log_p, c, temperature, top_k=None)
+    for top_k in (1, 8, 64):
+        assert torch.equal(sorted_quantile_draw(log_p, c, temperature, top_k=top_k), full), top_k
+    weights = torch.exp((log_p.double() - log_p.double().amax(-1, keepdim=True)) / temperature)
+    resolved, _ = _draw_within_top_k(weights, c * weights.sum(-1), 8)
+    assert 0 < int(resolved.sum()) < 400
+
+
 # ------------------------------------------------------------------------------ determinism
 
 
