@@ -6,8 +6,10 @@
    the difference must be within noise.
 2. Cost per token of the category draw at K = 50 257: the sorted-quantile draw (stable descending sort,
    float64 cumulative sums, search) vs the ordinary inverse-CDF draw of the ancestral sampler
-   (duality's float64 exp/cumsum/search), on the same float32 log-probabilities, median of
-   `--repeats` runs, and for scale the output head of a d_model = 768 model on the same tokens.
+   (duality's float64 exp/cumsum/search), on the same float32 log-probabilities (log_softmax of
+   scale · N(0, 1) logits, for each `--logit-scales`), median of `--repeats` runs, with the exact top-k
+   path (default) and with a full sort of every row, and for scale the output head of a
+   d_model = 768 model on the same tokens.
 
     python benchmarks/bench_shadow.py [--num 2048] [--seq-len 32] [--steps 16 4] [--threads 1]
 """
@@ -66,21 +68,32 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def draw_cost(tokens: int, vocab_size: int, repeats: int, seed: int) -> None:
+def draw_cost(tokens: int, vocab_size: int, repeats: int, seed: int, logit_scales: list[float]) -> None:
+    """Per-token cost of the draws on log_softmax(scale · N(0, 1)) rows; the share of rows that the
+    exact top-k path resolves (target within the top-64 mass) sets how often the full sort runs."""
+    from sampler.shadow import TOP_K, _draw_within_top_k
+
     generator = torch.Generator().manual_seed(seed)
-    log_probs = torch.log_softmax(3.0 * torch.randn(tokens, vocab_size, generator=generator), dim=-1)  # float32, as a model returns
-    quantiles = torch.rand(tokens, dtype=torch.float64, generator=generator)
     hidden = torch.randn(tokens, 768, generator=generator)
     head = torch.randn(vocab_size, 768, generator=generator) / 768**0.5
-    sorted_draw = median_seconds(lambda: sorted_quantile_draw(log_probs, quantiles), repeats)
-    plain_draw = median_seconds(lambda: _sample_categories(log_probs.to(torch.float64), quantiles, 1.0, True), repeats)
     output_head = median_seconds(lambda: hidden @ head.T, repeats)
     per_token = lambda seconds: 1e6 * seconds / tokens  # noqa: E731
-    print(f"\ncategory draw at K={vocab_size}, {tokens} tokens, median of {repeats}, {torch.get_num_threads()} thread(s):")
-    print(f"  sorted-quantile draw (noise-shared)  {per_token(sorted_draw):9.1f} µs/token")
-    print(f"  inverse-CDF draw (ancestral)          {per_token(plain_draw):9.1f} µs/token")
-    print(f"  output head 768 x K, float32 matmul   {per_token(output_head):9.1f} µs/token")
-    print(f"  ratio sorted / ordinary draw {sorted_draw / plain_draw:.2f}; sorted draw / output head {sorted_draw / output_head:.2f}")
+    print(f"\ncategory draw at K={vocab_size}, {tokens} tokens, median of {repeats}, {torch.get_num_threads()} thread(s); "
+          f"output head 768 x K (float32 matmul) {per_token(output_head):.1f} µs/token")
+    for scale in logit_scales:
+        log_probs = torch.log_softmax(scale * torch.randn(tokens, vocab_size, generator=generator), dim=-1)  # float32, as a model returns
+        quantiles = torch.rand(tokens, dtype=torch.float64, generator=generator)
+        weights = torch.exp(log_probs.double() - log_probs.double().amax(-1, keepdim=True))
+        resolved, _ = _draw_within_top_k(weights, quantiles * weights.sum(-1), TOP_K)
+        plain = median_seconds(lambda: _sample_categories(log_probs.to(torch.float64), quantiles, 1.0, True), repeats)
+        fast = median_seconds(lambda: sorted_quantile_draw(log_probs, quantiles), repeats)
+        full = median_seconds(lambda: sorted_quantile_draw(log_probs, quantiles, top_k=None), repeats)
+        print(f"  logits {scale} x N(0,1): rows resolved in the top {TOP_K}: {float(resolved.double().mean()):.2f}")
+        print(f"    inverse-CDF draw (ancestral)               {per_token(plain):9.1f} µs/token")
+        print(f"    sorted-quantile draw, top-k path (default)  {per_token(fast):9.1f} µs/token  "
+              f"ratio {fast / plain:.2f} to the ordinary draw, {fast / output_head:.2f} to the output head")
+        print(f"    sorted-quantile draw, full sort             {per_token(full):9.1f} µs/token  "
+              f"ratio {full / plain:.2f} to the ordinary draw, {full / output_head:.2f} to the output head")
 
 
 def main() -> int:
@@ -90,13 +103,14 @@ def main() -> int:
     parser.add_argument("--steps", type=int, nargs="+", default=[16, 4])
     parser.add_argument("--method", choices=["uniform", "threshold"], default="uniform")
     parser.add_argument("--draw-tokens", type=int, default=256)
+    parser.add_argument("--logit-scales", type=float, nargs="+", default=[1.0, 3.0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     precision_rows(args.num, args.seq_len, args.steps, args.method, args.seed)
-    draw_cost(args.draw_tokens, GPT2_VOCAB, args.repeats, args.seed)
+    draw_cost(args.draw_tokens, GPT2_VOCAB, args.repeats, args.seed, args.logit_scales)
     return 0
 
 
