@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import time
-from collections.abc import Callable
 
 import torch
 
+from bench_coupling import median_seconds  # this script's folder is on sys.path
 from duality.forward import _sample_categories
 from sampler.data import HiddenMarkovSource, sample_quality
 from sampler.sampling import ancestral_sample
@@ -58,36 +57,28 @@ def precision_rows(num: int, seq_len: int, steps: list[int], method: str, seed: 
               f"{diff:>+8.3f} ± {diff_se:.3f}  {shadow_seconds:>8.1f} / {ancestral_seconds:.1f}")
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def draw_cost(tokens: int, vocab_size: int, repeats: int, seed: int, logit_scales: list[float]) -> None:
     """Per-token cost of the draws on log_softmax(scale · N(0, 1)) rows; the share of rows that the
     exact top-k path resolves (target within the top-64 mass) sets how often the full sort runs."""
     from sampler.shadow import TOP_K, _draw_within_top_k
 
     generator = torch.Generator().manual_seed(seed)
+    cpu = torch.device("cpu")
     hidden = torch.randn(tokens, 768, generator=generator)
     head = torch.randn(vocab_size, 768, generator=generator) / 768**0.5
-    output_head = median_seconds(lambda: hidden @ head.T, repeats)
+    output_head = median_seconds(lambda i: hidden @ head.T, repeats, cpu, "output head")
     per_token = lambda seconds: 1e6 * seconds / tokens  # noqa: E731
     print(f"\ncategory draw at K={vocab_size}, {tokens} tokens, median of {repeats}, {torch.get_num_threads()} thread(s); "
           f"output head 768 x K (float32 matmul) {per_token(output_head):.1f} µs/token")
     for scale in logit_scales:
-        log_probs = torch.log_softmax(scale * torch.randn(tokens, vocab_size, generator=generator), dim=-1)  # float32, as a model returns
+        logits = scale * torch.randn(tokens, vocab_size, generator=generator)
+        log_probs = torch.log_softmax(logits, dim=-1)  # float32, as a model returns
         quantiles = torch.rand(tokens, dtype=torch.float64, generator=generator)
         weights = torch.exp(log_probs.double() - log_probs.double().amax(-1, keepdim=True))
         resolved, _ = _draw_within_top_k(weights, quantiles * weights.sum(-1), TOP_K)
-        plain = median_seconds(lambda: _sample_categories(log_probs.to(torch.float64), quantiles, 1.0, True), repeats)
-        fast = median_seconds(lambda: sorted_quantile_draw(log_probs, quantiles), repeats)
-        full = median_seconds(lambda: sorted_quantile_draw(log_probs, quantiles, top_k=None), repeats)
+        plain = median_seconds(lambda i: _sample_categories(log_probs.double(), quantiles, 1.0, True), repeats, cpu, "ordinary draw")
+        fast = median_seconds(lambda i: sorted_quantile_draw(log_probs, quantiles), repeats, cpu, "top-k path")
+        full = median_seconds(lambda i: sorted_quantile_draw(log_probs, quantiles, top_k=None), repeats, cpu, "full sort")
         print(f"  logits {scale} x N(0,1): rows resolved in the top {TOP_K}: {float(resolved.double().mean()):.2f}")
         print(f"    inverse-CDF draw (ancestral)               {per_token(plain):9.1f} µs/token")
         print(f"    sorted-quantile draw, top-k path (default)  {per_token(fast):9.1f} µs/token  "

@@ -23,7 +23,8 @@ from jaxtyping import Int
 from torch import Tensor
 
 from . import stats
-from .claims import MarkovToy, _name
+from .claims.common import checked_names
+from .claims.toy import MarkovToy
 from .registry import Claim, ClaimOutcome, Context, Mutant
 
 # (steps, temperature, reveal-noise method): one step reveals all four tokens together (the strongest
@@ -95,8 +96,7 @@ def check_shadow_sampler_law(
     return ClaimOutcome(
         tests=tests,
         notes=notes,
-        checked={"shadow_sample_fn": _name(shadow_sample_fn), "noise_fn": _name(noise_fn), "ancestral_fn": _name(ancestral_fn),
-                 "denoiser": _name(denoiser_fn)},
+        checked=checked_names(shadow_sample_fn=shadow_sample_fn, noise_fn=noise_fn, ancestral_fn=ancestral_fn, denoiser_fn=denoiser_fn),
     )
 
 
