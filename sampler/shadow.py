@@ -1,0 +1,290 @@
+"""The noise-shared ("shadow") ancestral sampler: every random choice read from per-token noise.
+
+Per token two numbers, drawn once from a seed and kept across steps (`ShadowNoise`):
+
+- reveal noise r from the duality's coupling (`duality.MaskedCoupling`, method "uniform": r = u,
+  visible at t iff u < α(t); method "threshold": r = Y, visible at t iff Y < ν(t)).  The token's
+  reveal time is a deterministic function of r, and the visible sets are nested across times.
+  The sampler starts from the all-masked sequence at t = 1, so r is drawn conditioned on
+  "masked at t = 1" (u >= α(1), resp. Y >= ν(1)): a token that the coupling would show already at
+  t = 1 has no value to show (there is no x0), and the ordinary sampler's first step reveals with
+  probability (α_s − α_1)/(1 − α_1), which is exactly P(u < α_s | u >= α_1).
+- category noise c ∈ (0, 1), float64: the quantile at which the token's value is read.
+
+One step t -> s of `noise_shared_sample`: a masked token is revealed iff the coupling says it is
+visible at s; its value is the inverse-CDF draw at quantile c over the categories sorted by
+tempered probability, p^{1/T} / Σ p^{1/T} of the denoiser at (z_t, t), in descending order (ties by
+ascending id), with float64 cumulative sums:
+
+    x = σ(j*),  j* = min{ j : Σ_{i<=j} p_σ(i) > c · Σ_i p_i },   σ = stable descending argsort of p.
+
+Law.  Given z_t, the tokens masked at t have r independent and distributed as r | masked at t, so
+each is revealed at s independently with probability (α_s − α_t)/(1 − α_t); each c is uniform,
+independent of everything before its reveal and used once, so the revealed value is distributed as
+p^{1/T}(· | z_t).  Hence with a denoiser that ignores the noise the output has exactly the law of
+`sampler.sampling.ancestral_sample` at the same step count (same grid t_i = i/N, same temperature,
+same `fixed` tokens).  What changes is that the output is a deterministic function of the noise,
+so a noise-conditioned denoiser (`NoiseConditionedDenoiser`) can coordinate the tokens it reveals
+together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from duality import MaskedCoupling
+from sampler.sampling import DenoiserFn, _check_positive_int, _check_temperature, time_grid
+
+REVEAL_METHODS = ("uniform", "threshold")
+_SMALLEST_UNIFORM = torch.finfo(torch.float64).tiny
+_MAX_REJECTION_ROUNDS = 10_000
+
+
+@dataclass(frozen=True)
+class ShadowNoise:
+    """Per-token noise of the noise-shared sampler, both float64 of shape [B, L] on one device.
+
+    reveal:   the coupling's noise for `method` ("uniform": u ∈ (0, 1); "threshold": Y, finite),
+              conditioned on "masked at t = 1" when drawn by `sample_shadow_noise`.
+    category: c ∈ (0, 1), the quantile of each token's draw over categories sorted by probability.
+    vocab_size: the K the reveal noise was drawn for (the threshold law of Y depends on K).
+    """
+
+    reveal: Tensor  # Float64[B, L]; plain Tensor so that a bad value reaches the ValueErrors below
+    category: Tensor  # Float64[B, L]
+    method: str
+    vocab_size: int
+
+    def __post_init__(self) -> None:
+        if self.method not in REVEAL_METHODS:
+            raise ValueError(f"method must be one of {REVEAL_METHODS}, got {self.method!r}")
+        _check_positive_int(self.vocab_size, "vocab_size")
+        for name in ("reveal", "category"):
+            value = getattr(self, name)
+            if not isinstance(value, Tensor) or value.dtype != torch.float64 or value.ndim != 2:
+                raise ValueError(f"{name} must be a float64 tensor of shape [B, L], got "
+                                 f"{getattr(value, 'dtype', type(value).__name__)} of shape {tuple(getattr(value, 'shape', ()))}")
+        if self.reveal.shape != self.category.shape:
+            raise ValueError(f"reveal has shape {tuple(self.reveal.shape)} but category has shape {tuple(self.category.shape)}")
+        if self.reveal.device != self.category.device:
+            raise ValueError(f"reveal is on {self.reveal.device} but category is on {self.category.device}")
+        if not bool(((self.category > 0) & (self.category < 1)).all()):
+            raise ValueError("category must lie in the open interval (0, 1) (no NaN)")
+        if self.method == "uniform" and not bool(((self.reveal > 0) & (self.reveal < 1)).all()):
+            raise ValueError("reveal must lie in (0, 1) for method='uniform' (no NaN)")
+        if self.method == "threshold" and not bool(torch.isfinite(self.reveal).all()):
+            raise ValueError("reveal must be finite for method='threshold'")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.reveal.shape[0]), int(self.reveal.shape[1]))
+
+    @property
+    def device(self) -> torch.device:
+        return self.reveal.device
+
+    def rows(self, start: int, stop: int) -> "ShadowNoise":
+        """The noise of sequences start..stop−1 (views; re-validated, O(B·L))."""
+        return ShadowNoise(self.reveal[start:stop], self.category[start:stop], self.method, self.vocab_size)
+
+
+class NoiseConditionedDenoiser(Protocol):
+    """A denoiser that also reads the shadow noise: (z, t, noise=ShadowNoise of the batch) -> log p.
+    It must set `reads_shadow_noise = True`; any other denoiser is called as (z, t)."""
+
+    reads_shadow_noise: bool
+
+    def __call__(self, z: Tensor, t: Tensor, *, noise: ShadowNoise) -> Tensor: ...
+
+
+def reads_shadow_noise(denoiser: Any) -> bool:
+    """Whether `denoiser` is to be passed the noise (it declares `reads_shadow_noise = True`)."""
+    return getattr(denoiser, "reads_shadow_noise", False) is True
+
+
+def shadow_coupling(schedule: Any, vocab_size: int, mask_id: int, method: str) -> MaskedCoupling:
+    """The coupling that turns reveal noise into visibility: MaskedCoupling(schedule, K, mask_id, method)."""
+    if method not in REVEAL_METHODS:
+        raise ValueError(f"method must be one of {REVEAL_METHODS}, got {method!r}")
+    return MaskedCoupling(schedule, vocab_size, mask_id, method=method)
+
+
+def sample_shadow_noise(
+    num_samples: int,
+    seq_len: int,
+    schedule: Any,
+    vocab_size: int,
+    mask_id: int,
+    generator: torch.Generator | None = None,
+    method: str = "uniform",
+    device: Any = "cpu",
+) -> ShadowNoise:
+    """Draw ShadowNoise for num_samples × seq_len tokens: the coupling's reveal noise conditioned on
+    "masked at t = 1" (redraws of the coupling's own sample_noise for the tokens visible at t = 1:
+    exact rejection sampling, about α(1)/(1 − α(1)) extra draws per token), then c ~ U(0, 1) per
+    token (float64, clamped away from 0).  Deterministic given `generator` (on `device`)."""
+    _check_positive_int(num_samples, "num_samples")
+    _check_positive_int(seq_len, "seq_len")
+    coupling = shadow_coupling(schedule, vocab_size, mask_id, method)
+    if float(schedule.alpha(1.0)) >= 1.0:
+        raise ValueError("schedule must mask some tokens at t = 1 (alpha(1) < 1) for the sampler to start from all masks")
+    shape = (num_samples, seq_len)
+    placeholder = torch.zeros(shape, dtype=torch.long, device=device)
+    reveal = coupling.sample_noise(placeholder, generator)
+    for _ in range(_MAX_REJECTION_ROUNDS):
+        redraw = coupling.visible(reveal, 1.0)
+        count = int(redraw.sum())
+        if count == 0:
+            break
+        reveal[redraw] = coupling.sample_noise(placeholder.new_zeros(count), generator)
+    else:
+        raise ValueError(f"could not draw reveal noise masked at t = 1 in {_MAX_REJECTION_ROUNDS} rounds (alpha(1) too close to 1)")
+    category = torch.rand(shape, dtype=torch.float64, device=device, generator=generator).clamp_(min=_SMALLEST_UNIFORM)
+    return ShadowNoise(reveal, category, method, int(vocab_size))
+
+
+TOP_K = 64
+
+
+def sorted_quantile_draw(
+    log_probs: Float[Tensor, "N K"],
+    quantiles: Float[Tensor, " N"],
+    temperature: float = 1.0,
+    top_k: int | None = TOP_K,
+) -> Int[Tensor, " N"]:
+    """x = σ(j*), j* = min{j : Σ_{i<=j} w_σ(i) > c·W}, w = exp((log p − max log p)/T) in float64,
+    W = Σ w, σ = the stable descending argsort of w (ties: lower id first).  A zero-weight category
+    is never chosen; c·W beyond the last cumulative sum picks the last positive-weight category.
+
+    Fast path (same result, not an approximation): the categories with weight strictly above the
+    top_k-th largest are exactly the first ones of σ, so a row whose target c·W falls within their
+    cumulative mass is resolved from torch.topk (O(K)); only the other rows are fully sorted
+    (O(K log K)).  top_k=None sorts every row."""
+    logits = log_probs.to(torch.float64)
+    if bool(torch.isnan(logits).any()):
+        raise ValueError("log_probs contains NaN at a position being revealed")
+    best = logits.amax(dim=-1, keepdim=True)
+    if bool((best == float("-inf")).any()):
+        raise ValueError("log_probs has a row with zero total probability at a position being revealed")
+    weights = torch.exp((logits - best) / temperature)
+    targets = quantiles.to(torch.float64) * weights.sum(dim=-1)
+    draws = torch.empty(weights.shape[0], dtype=torch.long, device=weights.device)
+    pending = torch.ones_like(draws, dtype=torch.bool)
+    if top_k is not None and top_k < weights.shape[-1]:
+        resolved, values = _draw_within_top_k(weights, targets, top_k)
+        draws[resolved] = values
+        pending = ~resolved
+    if bool(pending.any()):
+        draws[pending] = _draw_by_full_sort(weights[pending], targets[pending])
+    return draws
+
+
+def _draw_within_top_k(weights: Tensor, targets: Tensor, top_k: int) -> tuple[Tensor, Tensor]:
+    """(resolved rows, their draws) for the rows whose target lies inside the mass of the categories
+    strictly heavier than the top_k-th: those are σ's first entries, put in σ's order (by id, then
+    stably by weight descending) so their float64 cumulative sums equal the full sort's."""
+    top_weights, top_ids = torch.topk(weights, top_k, dim=-1)
+    top_ids, by_id = torch.sort(top_ids, dim=-1)
+    top_weights = torch.gather(top_weights, -1, by_id)
+    top_weights, order = torch.sort(top_weights, dim=-1, descending=True, stable=True)
+    top_ids = torch.gather(top_ids, -1, order)
+    cdf = torch.cumsum(top_weights, dim=-1)
+    strictly_above = top_weights > top_weights[:, -1:]
+    usable_mass = torch.where(strictly_above, cdf, torch.zeros_like(cdf)).amax(dim=-1)
+    resolved = targets < usable_mass
+    rank = torch.searchsorted(cdf[resolved], targets[resolved].unsqueeze(-1), right=True)
+    return resolved, torch.gather(top_ids[resolved], -1, rank).squeeze(-1)
+
+
+def _draw_by_full_sort(weights: Tensor, targets: Tensor) -> Tensor:
+    sorted_weights, order = torch.sort(weights, dim=-1, descending=True, stable=True)
+    cdf = torch.cumsum(sorted_weights, dim=-1)
+    rank = torch.searchsorted(cdf, targets.unsqueeze(-1), right=True).squeeze(-1)
+    last_positive = (sorted_weights > 0).sum(dim=-1) - 1
+    rank = torch.minimum(rank, last_positive)
+    return torch.gather(order, -1, rank.unsqueeze(-1)).squeeze(-1)
+
+
+def _check_sampler_inputs(
+    noise: Any, coupling: MaskedCoupling, vocab_size: int, fixed: Tensor | None, device: Any,
+) -> None:
+    """ValueErrors naming the argument, before any denoiser call."""
+    if not isinstance(noise, ShadowNoise):
+        raise ValueError(f"noise must be a ShadowNoise (see sample_shadow_noise), got {type(noise).__name__}")
+    if noise.vocab_size != vocab_size:
+        raise ValueError(f"noise was drawn for vocab_size={noise.vocab_size}, not vocab_size={vocab_size}")
+    wanted = None if device is None else torch.device(device)
+    if wanted is not None and (noise.device.type != wanted.type or (wanted.index is not None and noise.device.index != wanted.index)):
+        raise ValueError(f"noise is on {noise.device} but device={device!r}; draw the noise on the sampling device")
+    if bool(coupling.visible(noise.reveal, 1.0).any()):
+        raise ValueError("noise.reveal shows tokens visible at t = 1 under this schedule; draw it with sample_shadow_noise "
+                         "(conditioned on masked at t = 1) for the same schedule")
+    if fixed is not None:
+        if not isinstance(fixed, Tensor) or fixed.is_floating_point() or tuple(fixed.shape) != noise.shape:
+            raise ValueError(f"fixed must be an integer tensor of the noise's shape {noise.shape}, got "
+                             f"{tuple(getattr(fixed, 'shape', ()))}")
+        bad = (fixed != coupling.mask_id) & ((fixed < 0) | (fixed >= vocab_size))
+        if bool(bad.any()):
+            raise ValueError(f"fixed must hold tokens in 0..{vocab_size - 1} or mask_id={coupling.mask_id}")
+
+
+@torch.no_grad()
+def noise_shared_sample(
+    denoiser: DenoiserFn,
+    schedule: Any,
+    num_steps: int,
+    noise: ShadowNoise,
+    mask_id: int,
+    vocab_size: int,
+    temperature: float = 1.0,
+    fixed: Int[Tensor, "N L"] | None = None,
+    device: Any = None,
+    batch_size: int = 256,
+) -> Int[Tensor, "N L"]:
+    """Sequences (CPU int64, noise.shape) by N ancestral steps on t_i = i/N, every choice read from `noise`
+    (module docstring).  `fixed` pins tokens (mask_id where free) as in `ancestral_sample`.  The
+    denoiser runs on noise.device (`device`, when given, must equal it); one that declares
+    `reads_shadow_noise = True` is also passed `noise=` the batch's ShadowNoise."""
+    _check_positive_int(num_steps, "num_steps")
+    _check_positive_int(batch_size, "batch_size")
+    _check_positive_int(vocab_size, "vocab_size")
+    temperature = _check_temperature(temperature)
+    if isinstance(mask_id, bool) or not isinstance(mask_id, int) or 0 <= mask_id < vocab_size:
+        raise ValueError(f"mask_id must be an int outside the real tokens 0..{vocab_size - 1}, got {mask_id!r}")
+    method = noise.method if isinstance(noise, ShadowNoise) else "uniform"
+    coupling = shadow_coupling(schedule, vocab_size, mask_id, method)
+    _check_sampler_inputs(noise, coupling, vocab_size, fixed, device)
+    grid = time_grid(num_steps).tolist()
+    num_samples, seq_len = noise.shape
+    out = []
+    for start in range(0, num_samples, batch_size):
+        stop = min(start + batch_size, num_samples)
+        z = torch.full((stop - start, seq_len), mask_id, dtype=torch.long, device=noise.device)
+        if fixed is not None:
+            z = fixed[start:stop].to(noise.device, torch.long).clone()
+        out.append(_sample_batch(denoiser, coupling, grid, z, noise.rows(start, stop), temperature).cpu())
+    return torch.cat(out)
+
+
+def _sample_batch(
+    denoiser: DenoiserFn, coupling: MaskedCoupling, grid: list[float], z: Tensor, noise: ShadowNoise, temperature: float,
+) -> Tensor:
+    """Steps t_i -> t_{i+1} of one batch: reveal = masked at t and visible at s (from noise.reveal),
+    value = sorted_quantile_draw of the denoiser at (z_t, t) at quantile noise.category."""
+    mask_id = coupling.mask_id
+    pass_noise = reads_shadow_noise(denoiser)
+    for t, s in zip(grid[:-1], grid[1:]):
+        reveal = (z == mask_id) & coupling.visible(noise.reveal, s)
+        if not bool(reveal.any()):
+            continue  # nothing revealed at this step: no denoiser call needed, no noise consumed
+        t_vec = torch.full((z.shape[0],), t, device=z.device)
+        log_probs = denoiser(z, t_vec, noise=noise) if pass_noise else denoiser(z, t_vec)
+        rows = log_probs.detach().to(z.device)[reveal]
+        z = z.clone()
+        z[reveal] = sorted_quantile_draw(rows, noise.category[reveal], temperature).to(z.dtype)
+    return z
