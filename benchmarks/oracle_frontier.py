@@ -28,9 +28,9 @@ import torch
 from torch import Tensor
 
 from sampler.data import get_source, paired_difference
-from sampler.recall import mean_and_se, recall_per_sequence
+from sampler.quality.recall import mean_and_se, recall_per_sequence
 from sampler.sampling import ancestral_sample
-from sampler.two_axis import two_axis_metrics
+from sampler.quality.two_axis import two_axis_metrics
 from theory import LogLinearSchedule
 
 

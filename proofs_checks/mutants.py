@@ -11,6 +11,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .claims.shadow import shadow_mutants
 from .registry import Mutant
 
 # ------------------------------------------------------------------ bugged implementations
@@ -237,4 +238,5 @@ def all_mutants() -> list[Mutant]:
                lambda d: {"teacher_batch_fn": teacher_batch_schedule_off(d["teacher_batch_fn"])}),
         Mutant("distillation_fresh_noise", 10, "distillation pair from two independent noises",
                lambda d: {"distillation_batch_fn": distillation_batch_fresh_noise}),
+        *shadow_mutants(12),
     ]

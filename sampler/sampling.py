@@ -28,13 +28,13 @@ from torch import Tensor
 from .protocols import Denoiser, Schedule
 
 
-def _check_positive_int(value: Any, name: str) -> int:
+def check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
 
 
-def _check_temperature(temperature: Any) -> float:
+def check_temperature(temperature: Any) -> float:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")
     if temperature != temperature or temperature == float("inf"):
@@ -44,7 +44,7 @@ def _check_temperature(temperature: Any) -> float:
 
 def time_grid(num_steps: int) -> Float[Tensor, "N1"]:
     """t_i = i/N for i = N..0: [1, (N−1)/N, ..., 0] in float64."""
-    _check_positive_int(num_steps, "num_steps")
+    check_positive_int(num_steps, "num_steps")
     return torch.arange(num_steps, -1, -1, dtype=torch.float64) / num_steps
 
 
@@ -63,7 +63,7 @@ def ancestral_step(
     """One ancestral step z_t -> z_s (s < t); `log_probs` skips the denoiser call when given."""
     if not 0.0 <= s < t <= 1.0:
         raise ValueError(f"need 0 <= s < t <= 1, got s={s!r}, t={t!r}")
-    temperature = _check_temperature(temperature)
+    temperature = check_temperature(temperature)
     if log_probs is None:
         t_vec = torch.full((z_t.shape[0],), float(t), device=z_t.device)
         log_probs = denoiser(z_t, t_vec)
@@ -111,12 +111,12 @@ def ancestral_sample(
     Batches of `batch_size` run in order with the one generator, so a seed fixes the output
     (a CPU generator: the same output on any device).
     """
-    _check_positive_int(num_steps, "num_steps")
-    _check_positive_int(num_samples, "num_samples")
-    _check_positive_int(seq_len, "seq_len")
-    _check_positive_int(batch_size, "batch_size")
-    _check_positive_int(vocab_size, "vocab_size")
-    _check_temperature(temperature)
+    check_positive_int(num_steps, "num_steps")
+    check_positive_int(num_samples, "num_samples")
+    check_positive_int(seq_len, "seq_len")
+    check_positive_int(batch_size, "batch_size")
+    check_positive_int(vocab_size, "vocab_size")
+    check_temperature(temperature)
     if isinstance(mask_id, bool) or not isinstance(mask_id, int) or 0 <= mask_id < vocab_size:
         raise ValueError(f"mask_id must be an int outside the real tokens 0..{vocab_size - 1}, got {mask_id!r}")
     if fixed is not None:

@@ -38,7 +38,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from duality import MaskedCoupling
-from sampler.sampling import DenoiserFn, _check_positive_int, _check_temperature, time_grid
+from sampler.sampling import Denoiser, check_positive_int, check_temperature, time_grid
 
 REVEAL_METHODS = ("uniform", "threshold")
 _SMALLEST_UNIFORM = torch.finfo(torch.float64).tiny
@@ -63,7 +63,7 @@ class ShadowNoise:
     def __post_init__(self) -> None:
         if self.method not in REVEAL_METHODS:
             raise ValueError(f"method must be one of {REVEAL_METHODS}, got {self.method!r}")
-        _check_positive_int(self.vocab_size, "vocab_size")
+        check_positive_int(self.vocab_size, "vocab_size")
         for name in ("reveal", "category"):
             value = getattr(self, name)
             if not isinstance(value, Tensor) or value.dtype != torch.float64 or value.ndim != 2:
@@ -128,8 +128,8 @@ def sample_shadow_noise(
     "masked at t = 1" (redraws of the coupling's own sample_noise for the tokens visible at t = 1:
     exact rejection sampling, about α(1)/(1 − α(1)) extra draws per token), then c ~ U(0, 1) per
     token (float64, clamped away from 0).  Deterministic given `generator` (on `device`)."""
-    _check_positive_int(num_samples, "num_samples")
-    _check_positive_int(seq_len, "seq_len")
+    check_positive_int(num_samples, "num_samples")
+    check_positive_int(seq_len, "seq_len")
     coupling = shadow_coupling(schedule, vocab_size, mask_id, method)
     if float(schedule.alpha(1.0)) >= 1.0:
         raise ValueError("schedule must mask some tokens at t = 1 (alpha(1) < 1) for the sampler to start from all masks")
@@ -235,7 +235,7 @@ def _check_sampler_inputs(
 
 @torch.no_grad()
 def noise_shared_sample(
-    denoiser: DenoiserFn,
+    denoiser: Denoiser,
     schedule: Any,
     num_steps: int,
     noise: ShadowNoise,
@@ -250,10 +250,10 @@ def noise_shared_sample(
     (module docstring).  `fixed` pins tokens (mask_id where free) as in `ancestral_sample`.  The
     denoiser runs on noise.device (`device`, when given, must equal it); one that declares
     `reads_shadow_noise = True` is also passed `noise=` the batch's ShadowNoise."""
-    _check_positive_int(num_steps, "num_steps")
-    _check_positive_int(batch_size, "batch_size")
-    _check_positive_int(vocab_size, "vocab_size")
-    temperature = _check_temperature(temperature)
+    check_positive_int(num_steps, "num_steps")
+    check_positive_int(batch_size, "batch_size")
+    check_positive_int(vocab_size, "vocab_size")
+    temperature = check_temperature(temperature)
     if isinstance(mask_id, bool) or not isinstance(mask_id, int) or 0 <= mask_id < vocab_size:
         raise ValueError(f"mask_id must be an int outside the real tokens 0..{vocab_size - 1}, got {mask_id!r}")
     method = noise.method if isinstance(noise, ShadowNoise) else "uniform"
@@ -272,7 +272,7 @@ def noise_shared_sample(
 
 
 def _sample_batch(
-    denoiser: DenoiserFn, coupling: MaskedCoupling, grid: list[float], z: Tensor, noise: ShadowNoise, temperature: float,
+    denoiser: Denoiser, coupling: MaskedCoupling, grid: list[float], z: Tensor, noise: ShadowNoise, temperature: float,
 ) -> Tensor:
     """Steps t_i -> t_{i+1} of one batch: reveal = masked at t and visible at s (from noise.reveal),
     value = sorted_quantile_draw of the denoiser at (z_t, t) at quantile noise.category."""

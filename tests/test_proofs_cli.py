@@ -23,7 +23,7 @@ def test_quick_suite_end_to_end(tmp_path, capsys) -> None:
     survived = [m["name"] for m in report["mutants"] if not m["caught"]]
     assert code == 0, (failing, survived)
     assert report["passed"] is True
-    assert [c["id"] for c in report["claims"]] == list(range(1, 12))
+    assert [c["id"] for c in report["claims"]] == list(range(1, 13))
     for claim in report["claims"]:
         assert CLAIM_KEYS <= set(claim), claim["id"]
         assert isinstance(claim["passed"], bool) and isinstance(claim["n"], int)

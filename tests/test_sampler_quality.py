@@ -1,5 +1,5 @@
-"""Two-axis sample quality: the recall bound (sampler.recall), n-gram fidelity and typicality
-(sampler.fidelity) and the entry point (sampler.two_axis).
+"""Two-axis sample quality: the recall bound (sampler.quality.recall), n-gram fidelity and typicality
+(sampler.quality.fidelity) and the entry point (sampler.quality.two_axis).
 
 Exact anchors are deterministic (brute-force enumeration of a tiny non-symmetric source).  Monte Carlo
 tests are seeded; each states its false-fail rate.
@@ -17,14 +17,14 @@ from scipy.stats import chisquare
 
 from sampler.data import HiddenMarkovSource, NGramSource, get_source
 from sampler.data import TextSource
-from sampler.fidelity import (
+from sampler.quality.fidelity import (
     exact_ngram_marginals,
     ngram_codes,
     ngram_divergences,
     ngram_fidelity,
     typicality,
 )
-from sampler.recall import (
+from sampler.quality.recall import (
     draw_reveal_steps,
     pattern_log_likelihoods,
     recall_bound,
@@ -32,7 +32,7 @@ from sampler.recall import (
     reveal_probabilities,
 )
 from sampler.sampling import ancestral_sample, time_grid
-from sampler.two_axis import format_two_axis, two_axis_metrics
+from sampler.quality.two_axis import format_two_axis, two_axis_metrics
 from theory import CosineSchedule, LogLinearSchedule
 
 CORPUS = "the cat sat on the mat. a rat ate the hat! was it a cat? no, it's a rat."

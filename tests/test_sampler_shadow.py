@@ -340,7 +340,7 @@ def test_shadow_claim_passes_on_the_sampler_and_catches_its_mutant() -> None:
     """The claim (false-fail rate 1e-7 here) passes with the real sampler, and the planted bug "one
     category noise per sequence" fails it in every configuration."""
     from proofs_checks.registry import run_claim, run_mutant
-    from proofs_checks.shadow_claim import shadow_claim, shadow_mutants
+    from proofs_checks.claims.shadow import shadow_claim, shadow_mutants
 
     claim = shadow_claim(12)
     report = run_claim(claim, _claim_context("shadow"))

@@ -11,6 +11,7 @@ Each docstring states the claim, the draws and the statistical method.
     elbo         claim 9: discrete ELBO → continuous ELBO, on the exact toy of `toy`
     trainer      claim 10: the trainer's own batch functions (imported, never substituted)
     symbolic     claim 11: the sympy proofs
+    shadow       claim 12: the noise-shared (shadow) sampler has the ancestral sampler's law
     common       helpers shared by the checks
 """
 
@@ -24,6 +25,7 @@ from .coupling import check_coupling_equivalence
 from .elbo import check_elbo, exact_denoiser_of
 from .marginal import check_marginal_duality, check_support, check_uniform_state
 from .path import check_counterexample, check_path_duality, ou_path
+from .shadow import shadow_claim
 from .symbolic import check_symbolic, symbolic_run_all
 from .trainer import check_trainer_batches, trainer_batch_functions
 
@@ -86,4 +88,5 @@ def all_claims() -> list[Claim]:
               lambda: {**trainer_batch_functions(), "coupling_fn": du().MaskedCoupling, "schedule_fn": th().LogLinearSchedule}),
         Claim(11, "Symbolic proofs", "theory.symbolic.run_all(): the sympy proofs of the theory issue", "symbolic", "sympy",
               check_symbolic, lambda: {"run_all": symbolic_run_all()}, monte_carlo=False),
+        shadow_claim(12),
     ]

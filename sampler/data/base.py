@@ -18,7 +18,7 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
     return int(value)
 
 
-def _check_tokens(x: Any, vocab_size: int, name: str = "x") -> Tensor:
+def check_tokens(x: Any, vocab_size: int, name: str = "x") -> Tensor:
     if not isinstance(x, Tensor) or x.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise ValueError(f"{name} must be an integer tensor of token ids, got {type(x).__name__} "
                          f"{getattr(x, 'dtype', '')}")

@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .base import DEFAULT_SEQ_LEN, ExactSource, _categorical, _check_int, _check_tokens
+from .base import DEFAULT_SEQ_LEN, ExactSource, _categorical, _check_int, check_tokens
 
 _HMM_SYMBOLS = "etaoinshrdlucmfwypvbgkjqxzETAOINSHRDLUCMFWYPVBGKJQXZ0123456789.,;:!?-+*/=<>()[]{}@#$%&"
 
@@ -128,7 +128,7 @@ class HiddenMarkovSource(ExactSource):
         the sum taken as m + log(exp(a_{t-1} - m) @ A) with m = max_s a_{t-1}(s);
         log p(x) = log sum_s exp a_L(s).
         """
-        x = _check_tokens(x, self.vocab_size)
+        x = check_tokens(x, self.vocab_size)
         n, length = x.shape
         prev = torch.full((n,), self.vocab_size, dtype=torch.int64)
         forward = self._log_initial + self._log_emission[:, prev, x[:, 0]].T

@@ -12,14 +12,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .base import DataSource, _check_tokens
+from .base import DataSource, check_tokens
 
 def unigram_entropy_per_sequence(samples: Int[Tensor, "N L"], vocab_size: int) -> Float[Tensor, " N"]:
     """Entropy (nats) of each sequence's empirical token distribution: -sum_v f_v log f_v.
 
     Bounded by log min(L, V); a sampler that collapses to repetitions scores low.
     """
-    x = _check_tokens(samples, vocab_size, "samples")
+    x = check_tokens(samples, vocab_size, "samples")
     counts = torch.zeros(x.shape[0], vocab_size, dtype=torch.float64)
     counts.scatter_add_(1, x, torch.ones_like(x, dtype=torch.float64))
     freq = counts / x.shape[1]
@@ -28,7 +28,7 @@ def unigram_entropy_per_sequence(samples: Int[Tensor, "N L"], vocab_size: int) -
 
 def pooled_unigram_entropy(samples: Int[Tensor, "N L"], vocab_size: int) -> float:
     """Entropy (nats) of the token frequencies pooled over all samples (catches mode collapse across samples)."""
-    x = _check_tokens(samples, vocab_size, "samples")
+    x = check_tokens(samples, vocab_size, "samples")
     freq = torch.bincount(x.reshape(-1), minlength=vocab_size).double() / x.numel()
     freq = freq[freq > 0]
     return float(-(freq * freq.log()).sum())
@@ -55,7 +55,7 @@ def sample_quality(samples: Int[Tensor, "N L"], source: DataSource,
     combined; they are independent), and ``per_sequence_nll`` (tensor, for
     ``paired_difference``).  Tensors are left out by ``json_ready``.
     """
-    x = _check_tokens(samples, source.vocab_size, "samples")
+    x = check_tokens(samples, source.vocab_size, "samples")
     per_seq_entropy = unigram_entropy_per_sequence(x, source.vocab_size)
     ent_mean, ent_se = _mean_se(per_seq_entropy)
     result: dict[str, Any] = {

@@ -11,7 +11,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from . import text as textlib
-from .base import DEFAULT_SEQ_LEN, ExactSource, _categorical, _check_int, _check_tokens
+from .base import DEFAULT_SEQ_LEN, ExactSource, _categorical, _check_int, check_tokens
 
 class NGramSource(ExactSource):
     """A character n-gram chain fitted on a corpus; exact log-prob and exact entropy rate.
@@ -81,7 +81,7 @@ class NGramSource(ExactSource):
 
     def log_prob(self, x: Int[Tensor, "N L"]) -> Float[Tensor, " N"]:
         """log p(x) = sum_t log p_{min(t,n)}(x_t | previous min(t,n)-1 tokens), in float64."""
-        x = _check_tokens(x, self.vocab_size)
+        x = check_tokens(x, self.vocab_size)
         total = torch.zeros(x.shape[0], dtype=torch.float64)
         for position in range(x.shape[1]):
             k, code = self._context_codes(x, position)

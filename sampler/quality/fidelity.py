@@ -24,7 +24,8 @@ from jaxtyping import Float, Int
 from scipy.stats import ks_2samp
 from torch import Tensor
 
-from sampler.data import DataSource, HiddenMarkovSource, NGramSource, _check_tokens
+from sampler.data import DataSource, HiddenMarkovSource, NGramSource
+from sampler.data.base import check_tokens
 
 MAX_NGRAM_CELLS = 2**22  # V**n cells of one n-gram table (32 MiB in float64)
 KL_SMOOTHING = 0.5  # add-½ (Krichevsky–Trofimov) counts in KL(P ‖ f̃)
@@ -147,8 +148,8 @@ def ngram_fidelity(
 ) -> dict[int, dict[str, float]]:
     """Per order n: `js`, `kl_samples_exact`, `kl_exact_samples` of the samples and `reference_*` of the
     true `reference` sequences, each with `*_se` (bootstrap over sequences, `num_bootstrap` replicates)."""
-    x = _check_tokens(samples, source.vocab_size, "samples")
-    ref = _check_tokens(reference, source.vocab_size, "reference")
+    x = check_tokens(samples, source.vocab_size, "samples")
+    ref = check_tokens(reference, source.vocab_size, "reference")
     orders = check_ngram_orders(orders, x.shape[1], source.vocab_size)
     result: dict[int, dict[str, float]] = {}
     for order in orders:

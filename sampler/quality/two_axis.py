@@ -3,9 +3,9 @@
 - precision: E_q[−log p(x)]/L of the samples under the true source (`sample_quality`); it rewards lost
   diversity (E_q[−log p] = H(q) + KL(q ‖ p)), so it is never read alone;
 - recall: the importance-weighted bound on −log q_N(x)/L of held-out true sequences under the N-step
-  sampler (`sampler.recall`); collapse and incoherence both raise it;
+  sampler (`sampler.quality.recall`); collapse and incoherence both raise it;
 - n-gram fidelity: JS and KL both ways between the samples' n-gram frequencies and the source's exact
-  n-gram marginals, beside the value of as many fresh true sequences (`sampler.fidelity`);
+  n-gram marginals, beside the value of as many fresh true sequences (`sampler.quality.fidelity`);
 - typicality: KS statistic between per-sequence −log p/L of the samples and of fresh true sequences.
 
 A sampler beats another only where it is no worse on both precision and recall (or lies strictly
@@ -23,10 +23,11 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from sampler.data import DataSource, HiddenMarkovSource, NGramSource, _check_tokens, sample_quality
-from sampler.fidelity import check_ngram_orders, ngram_fidelity, typicality
-from sampler.recall import mean_and_se, recall_per_sequence, resolve_mask_id, reveal_probabilities
-from sampler.sampling import DenoiserFn, _check_positive_int, _check_temperature
+from sampler.data import DataSource, HiddenMarkovSource, NGramSource, sample_quality
+from sampler.data.base import check_tokens
+from sampler.quality.fidelity import check_ngram_orders, ngram_fidelity, typicality
+from sampler.quality.recall import mean_and_se, recall_per_sequence, resolve_mask_id, reveal_probabilities
+from sampler.sampling import Denoiser, check_positive_int, check_temperature
 
 # Offsets of the seed for each independent random stream (paired across samplers evaluated with one seed).
 _HELDOUT, _PATTERNS, _REFERENCE, _BOOTSTRAP = range(4)
@@ -47,23 +48,23 @@ def _check_recall_inputs(
     if schedule is None:
         raise ValueError("schedule must be given with denoiser (the sampler's masking schedule)")
     reveal_probabilities(schedule, steps)  # checks steps and that the schedule ends at alpha(0) = 1
-    _check_positive_int(k, "k")
-    _check_temperature(temperature)
+    check_positive_int(k, "k")
+    check_temperature(temperature)
     resolve_mask_id(denoiser, mask_id)
     if final_greedy:
         raise ValueError("final_greedy=True has no recall: the greedy last step makes the sampler's law degenerate")
     if heldout is None:
         return num_samples
     if isinstance(heldout, int) and not isinstance(heldout, bool):
-        return _check_positive_int(heldout, "heldout")
-    held = _check_tokens(heldout, source.vocab_size, "heldout")
+        return check_positive_int(heldout, "heldout")
+    held = check_tokens(heldout, source.vocab_size, "heldout")
     if held.shape[1] != seq_len or held.shape[0] < 2:
         raise ValueError(f"heldout must have shape (M >= 2, {seq_len}), got {tuple(held.shape)}")
     return held
 
 
 def two_axis_metrics(
-    samples: Int[Tensor, "N L"], source: DataSource, *, denoiser: DenoiserFn | None = None, schedule: Any = None,
+    samples: Int[Tensor, "N L"], source: DataSource, *, denoiser: Denoiser | None = None, schedule: Any = None,
     steps: int | None = None, temperature: float = 1.0, heldout: Int[Tensor, "M _"] | int | None = None, k: int = 4,
     ngram_orders: Sequence[int] = (1, 2, 3), seed: int = 0, mask_id: int | None = None, final_greedy: bool = False,
     num_bootstrap: int = 200, device: Any = "cpu", batch_size: int = 256,
@@ -81,12 +82,12 @@ def two_axis_metrics(
     dicts with `value`, `se`, `per_sequence`; fidelity maps each order to `ngram_fidelity`'s row;
     a metric that cannot be computed is None with its reason in `unavailable`.
     """
-    x = _check_tokens(samples, source.vocab_size, "samples")
+    x = check_tokens(samples, source.vocab_size, "samples")
     num_samples, seq_len = x.shape
     if num_samples < 2:
         raise ValueError(f"samples must hold at least 2 sequences, got {num_samples}")
     orders = check_ngram_orders(ngram_orders, seq_len, source.vocab_size)
-    _check_positive_int(num_bootstrap, "num_bootstrap")
+    check_positive_int(num_bootstrap, "num_bootstrap")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     held = _check_recall_inputs(source, denoiser, schedule, steps, temperature, k, heldout, mask_id, seq_len,
@@ -135,7 +136,7 @@ def _exact_metrics(
 
 
 def _recall(
-    denoiser: DenoiserFn, schedule: Any, heldout: Tensor, source: DataSource, steps: int, temperature: float,
+    denoiser: Denoiser, schedule: Any, heldout: Tensor, source: DataSource, steps: int, temperature: float,
     k: int, mask_id: int | None, generator: torch.Generator, device: Any, batch_size: int,
 ) -> dict[str, Any]:
     """Recall with its SE, and the held-out sequences' true −log p/L (`heldout_nll`) with the paired gap."""

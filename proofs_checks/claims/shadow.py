@@ -7,8 +7,7 @@ at that quantile of the categories sorted by probability) must draw from exactly
 the JOINT law of every pair of positions, not only marginals: a bug that correlates the category
 noises of a sequence keeps every marginal right and changes the pairs.
 
-Not registered here: the merger adds `shadow_claim(id)` to `claims.all_claims()` and
-`shadow_mutants(id)` to `mutants.all_mutants()`.
+Registered as claim 12 (`claims.all_claims()`), its mutant in `mutants.all_mutants()`.
 """
 
 from __future__ import annotations
@@ -22,10 +21,10 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from . import stats
-from .claims.common import checked_names
-from .claims.toy import MarkovToy
-from .registry import Claim, ClaimOutcome, Context, Mutant
+from .. import stats
+from ..registry import Claim, ClaimOutcome, Context, Mutant
+from .common import checked_names
+from .toy import MarkovToy
 
 # (steps, temperature, reveal-noise method): one step reveals all four tokens together (the strongest
 # test of the joint), two and four steps mix context-dependent reveals, and one case is tempered.

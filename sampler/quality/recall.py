@@ -31,15 +31,16 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from duality import reverse_unmask_prob
-from sampler.data import _check_tokens, paired_difference
-from sampler.sampling import DenoiserFn, _check_positive_int, _check_temperature, time_grid
+from sampler.data import paired_difference
+from sampler.data.base import check_tokens
+from sampler.sampling import Denoiser, check_positive_int, check_temperature, time_grid
 
 
 def reveal_probabilities(schedule: Any, steps: int) -> Float[Tensor, " N"]:
     """p_i = P(a token masked at t_i reveals at t_{i+1}) = (α(t_{i+1}) − α(t_i))/(1 − α(t_i)), i = 0..N−1,
     on `time_grid(steps)`, computed as `ancestral_sample` computes it (python floats through
     duality.reverse_unmask_prob).  The last step must reveal every remaining token (α(0) = 1)."""
-    steps = _check_positive_int(steps, "steps")
+    steps = check_positive_int(steps, "steps")
     grid = time_grid(steps).tolist()
     probs = [float(reverse_unmask_prob(schedule, grid[i + 1], grid[i])) for i in range(steps)]
     if probs[-1] != 1.0:
@@ -64,7 +65,7 @@ def draw_reveal_steps(
 
 
 def pattern_log_likelihoods(
-    denoiser: DenoiserFn, heldout: Int[Tensor, "B L"], reveal_step: Int[Tensor, "k B L"],
+    denoiser: Denoiser, heldout: Int[Tensor, "B L"], reveal_step: Int[Tensor, "k B L"],
     times: Sequence[float], temperatures: Sequence[float], mask_id: int, device: Any = "cpu", batch_size: int = 256,
 ) -> Float[Tensor, "T k B"]:
     """log Π_l q_T(x_l | z_{t(l)}(x, π_j)) for each temperature T, pattern j and held-out sequence x.
@@ -95,7 +96,7 @@ def pattern_log_likelihoods(
 
 
 def recall_per_sequence(
-    denoiser: DenoiserFn, schedule: Any, heldout: Int[Tensor, "B L"], *, steps: int,
+    denoiser: Denoiser, schedule: Any, heldout: Int[Tensor, "B L"], *, steps: int,
     temperatures: Sequence[float] = (1.0,), k: int = 4, mask_id: int | None = None,
     generator: torch.Generator | None = None, final_greedy: bool = False, device: Any = "cpu", batch_size: int = 256,
 ) -> Float[Tensor, "T B"]:
@@ -107,13 +108,13 @@ def recall_per_sequence(
     if final_greedy:
         raise ValueError("final_greedy=True has no recall: the greedy last step makes the sampler's law "
                          "degenerate (held-out sequences get probability 0); use final_greedy=False")
-    k = _check_positive_int(k, "k")
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    k = check_positive_int(k, "k")
+    batch_size = check_positive_int(batch_size, "batch_size")
     if isinstance(temperatures, (int, float)) or len(temperatures) == 0:
         raise ValueError(f"temperatures must be a non-empty sequence of numbers, got {temperatures!r}")
-    temperatures = [_check_temperature(temperature) for temperature in temperatures]
+    temperatures = [check_temperature(temperature) for temperature in temperatures]
     mask_id = resolve_mask_id(denoiser, mask_id)
-    x = _check_tokens(heldout, mask_id, "heldout")
+    x = check_tokens(heldout, mask_id, "heldout")
     probs = reveal_probabilities(schedule, steps)
     reveal_step = draw_reveal_steps(k, x.shape[0], x.shape[1], probs, generator)
     times = time_grid(steps).tolist()[:-1]
@@ -130,7 +131,7 @@ def resolve_mask_id(denoiser: Any, mask_id: Any = None) -> int:
 
 
 def recall_bound(
-    denoiser: DenoiserFn, schedule: Any, heldout: Int[Tensor, "B L"], *, steps: int, temperature: float = 1.0,
+    denoiser: Denoiser, schedule: Any, heldout: Int[Tensor, "B L"], *, steps: int, temperature: float = 1.0,
     k: int = 4, mask_id: int | None = None, generator: torch.Generator | None = None, final_greedy: bool = False,
     device: Any = "cpu", batch_size: int = 256,
 ) -> dict[str, Any]:
