@@ -5,7 +5,7 @@ cheap: each name is imported from its module on first use (torch is not imported
 
 Load a trained run (`mcd train` / `mcd distill` output) and sample it::
 
-    run = sampler.load_run("runs/teacher")                    # Run: .denoiser .schedule .source .mask_id
+    run = sampler.load_run("runs/teacher")                    # a sampler.Run: .denoiser .schedule .source .mask_id
     x = sampler.sample(run.denoiser, run.schedule, num_samples=16, num_steps=64, seed=0)
     x = sampler.sample(run.denoiser, run.schedule, 16, 64, seed=0, temperature=0.9, prefix=[3, 1, 4])
     x = sampler.ancestral_sample(run.denoiser, run.schedule, 64, 16, run.seq_len, run.mask_id,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -103,7 +104,7 @@ class ModuleDenoiser(nn.Module):
     """
 
     def __init__(
-        self, module: nn.Module, vocab_size: int, seq_len: int, mask_id: int | None = None, takes_time: bool = True
+        self, module: Callable[..., Any], vocab_size: int, seq_len: int, mask_id: int | None = None, takes_time: bool = True
     ) -> None:
         super().__init__()
         if not isinstance(module, nn.Module):
@@ -116,7 +117,7 @@ class ModuleDenoiser(nn.Module):
                              f"(conventionally vocab_size={vocab_size}), got {mask_id!r}")
         if not isinstance(takes_time, bool):
             raise ValueError(f"takes_time must be a bool, got {takes_time!r}")
-        self.module = module
+        self.network = module  # not `.module`: sampler.train.runtime.unwrap strips a `.module` as a DDP wrapper
         classes = self._probe(vocab_size, seq_len, int(mask_id), takes_time)
         self.config = ModuleDenoiserConfig(vocab_size, seq_len, int(mask_id), takes_time, classes)
 
@@ -125,12 +126,12 @@ class ModuleDenoiser(nn.Module):
         return self.config.mask_id
 
     def _call(self, z: Tensor, t: Tensor, takes_time: bool) -> Any:
-        return self.module(z, t) if takes_time else self.module(z)
+        return self.network(z, t) if takes_time else self.network(z)
 
     @torch.no_grad()
     def _probe(self, vocab_size: int, seq_len: int, mask_id: int, takes_time: bool) -> int:
         """Call the module on real tokens only, then on an input holding the mask id; returns C (K or K + 1)."""
-        device = next((p.device for p in self.module.parameters()), torch.device("cpu"))
+        device = next((p.device for p in self.network.parameters()), torch.device("cpu"))
         tokens = (torch.arange(_PROBE_BATCH * seq_len, device=device).reshape(_PROBE_BATCH, seq_len) * 7) % vocab_size
         tokens[:, -1] = vocab_size - 1  # the largest real id always appears
         masked = tokens.clone()

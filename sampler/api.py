@@ -214,7 +214,7 @@ def _check_module_teacher(teacher: Any, source: Any, config: Any) -> tuple[int, 
     return vocab, mask, length
 
 
-def distill_module(teacher: nn.Module, schedule: Schedule, source: Any, config: Any) -> dict[str, Any]:
+def distill_module(teacher: Denoiser, schedule: Schedule, source: Any, config: Any) -> dict[str, Any]:
     """Distil an in-memory denoiser module into a few-step student (MCD, or config.method="baseline").
 
     `teacher`: an nn.Module denoiser with a `config` holding vocab_size, mask_id, seq_len: your own
