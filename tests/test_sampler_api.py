@@ -158,13 +158,16 @@ def test_module_denoiser_is_subs_of_the_module_output(classes):
 
 @pytest.mark.parametrize("mask_logit", [None, 30.0])
 def test_exact_posterior_as_a_user_module_samples_exactly_like_the_exact_denoiser(source, mask_logit):
-    """The exact denoiser wrapped as a module with K outputs, or K + 1 with a huge mask logit, gives the
-    same samples for the same seed as the exact denoiser itself: the adapter changes nothing but the format.
-    A mask class kept in the normaliser (30 nats above the rest) or visible tokens not carried over would
-    change the draws."""
+    """The exact denoiser wrapped as a module with K outputs, or K + 1 with a huge mask logit, returns the
+    exact denoiser's log-probs (a mask class kept in the normaliser, 30 nats above the rest, would take
+    almost all the mass) and gives the same samples for the same seed as the exact denoiser itself
+    (a wrong class dropped would change the draws; the draws renormalise, so only the log-probs see a leak)."""
     schedule = sampler.make_schedule("loglinear")
     module = sampler.ModuleDenoiser(ExactNet(source, mask_logit), vocab_size=K, seq_len=L, takes_time=False)
     assert not module.config.time_conditioning
+    z = source.sample_batch(6, L, torch.Generator().manual_seed(2))
+    z[torch.rand(6, L, generator=torch.Generator().manual_seed(4)) < 0.6] = K
+    torch.testing.assert_close(module(z, torch.rand(6)), ExactDenoiser(source, K, torch.float64)(z), rtol=0, atol=1e-12)
     direct = ancestral_sample(ExactDenoiser(source, K, torch.float64), schedule, 8, 16, L, K, K,
                               torch.Generator().manual_seed(3))
     adapted = sampler.sample(module, schedule, num_samples=16, num_steps=8, seed=3)
