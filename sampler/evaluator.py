@@ -200,4 +200,7 @@ def ratio_estimate(sums: Float[Tensor, " N"], counts: Float[Tensor, " N"]) -> di
 
 
 def load_evaluator(name_or_path: str = SMOLLM2, device: str | torch.device = "cpu") -> CausalLMEvaluator:
+    """The evaluator LM by name ("smollm2"), .gguf file, or Hugging Face name / directory (extra `text`).
+
+    Example: ``load_evaluator("smollm2").gen_perplexity(texts)`` -> gen_nll, gen_ppl and their SEs."""
     return CausalLMEvaluator(name_or_path, device=device)
