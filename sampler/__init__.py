@@ -21,6 +21,15 @@ Evaluate (exact-source metrics; the evaluator LM for real text)::
                                                 run.vocab_size, torch.Generator().manual_seed(0))
     report = sampler.evaluate_checkpoint(sampler.EvalConfig(ckpt="runs/teacher", steps=[64, 8]))
     lm = sampler.load_evaluator("smollm2"); lm.gen_perplexity(["some text"])   # needs the `text` extra
+    m = sampler.two_axis_metrics(x, source, denoiser=run.denoiser, schedule=run.schedule, steps=64)
+                                                              # precision, recall, n-gram fidelity, typicality
+
+The noise-shared (shadow) sampler: per-token reveal noise from the coupling and a category noise,
+drawn once from a seed; with a denoiser that ignores the noise it has the ancestral sampler's law::
+
+    noise = sampler.sample_shadow_noise(16, run.seq_len, run.schedule, run.vocab_size, run.mask_id,
+                                        torch.Generator().manual_seed(0))
+    x = sampler.noise_shared_sample(run.denoiser, run.schedule, 64, noise, run.mask_id, run.vocab_size)
 
 Train a teacher and distil it, from the typed configs the CLI builds::
 
@@ -64,6 +73,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "EvalConfig": (".evaluate", "EvalConfig"),
     "evaluate_checkpoint": (".evaluate", "evaluate_checkpoint"),
     "load_evaluator": (".evaluator", "load_evaluator"),
+    "two_axis_metrics": (".quality.two_axis", "two_axis_metrics"),
+    # the noise-shared (shadow) sampler
+    "sample_shadow_noise": (".shadow", "sample_shadow_noise"),
+    "noise_shared_sample": (".shadow", "noise_shared_sample"),
     # train and distil
     "TrainConfig": (".train.config", "TrainConfig"),
     "train_teacher": (".train.teacher", "train"),
@@ -104,6 +117,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from .evaluate import EvalConfig, evaluate_checkpoint, validation_elbo_per_sequence
     from .evaluator import load_evaluator
     from .model import DenoiserConfig, TransformerDenoiser
+    from .quality.two_axis import two_axis_metrics
+    from .shadow import noise_shared_sample, sample_shadow_noise
     from .protocols import Denoiser, Schedule
     from .sampling import ancestral_sample
     from .train.config import DistillConfig, TrainConfig
