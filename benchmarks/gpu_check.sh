@@ -58,14 +58,14 @@ EOF
 }
 
 # show NAME PATTERN: the lines of a check's log that carry its figures.
-show() { [ "$DRY_RUN" = 1 ] || grep -E "$2" "$WORK/$1.log" | tail -n "${3:-3}" | sed 's/^/    /'; }
+show() { [ "$DRY_RUN" = 1 ] || tr '\r' '\n' < "$WORK/$1.log" | grep -E "$2" | tail -n "${3:-3}" | sed 's/^/    /'; }
 
 [ "$DRY_RUN" = 1 ] || echo "gpu_check: DEVICE=$DEVICE WORK=$WORK $("$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "no cuda", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")')"
 
 check pytest-cuda "$PYTHON" -m pytest -q -p no:cacheprovider -k cuda tests
 show pytest-cuda "passed|skipped|failed" 1
 check verify-quick $CLI verify --device "$DEVICE" --quick --out "$WORK/verify" --no-progress
-show verify-quick "claims|bugs|draws|pass" 3
+show verify-quick "claims pass" 1
 check train $CLI train --device "$DEVICE" --out "$WORK/teacher" --max-steps "$STEPS" --batch-size 64 --no-progress
 rate "$WORK/teacher"
 check train-compile $CLI train --device "$DEVICE" --compile --out "$WORK/teacher-compiled" --max-steps "$STEPS" --batch-size 64 --no-progress
