@@ -360,7 +360,7 @@ def plots(result: dict[str, Any], out: Path) -> list[str]:
 
 def bench(config: BenchConfig, command: str = "mcd bench-distill") -> dict[str, Any]:
     """Run every stage, write OUT/bench.{md,json} and the plots; returns the result dict."""
-    from .distill import round_step_counts
+    from .train.distill import round_step_counts
 
     round_step_counts(config.start_steps, config.target_steps)  # bad input fails before training
     if not config.seeds:
