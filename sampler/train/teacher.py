@@ -29,6 +29,7 @@ import torch
 from ..batches import teacher_batch
 from ..checkpoint import CheckpointError, checkpoint_path, load_checkpoint, make_schedule, save_checkpoint
 from ..data import DataSource, get_source
+from ..data.text import tokenizer_state
 from ..losses import elbo_loss
 from ..model import DenoiserConfig, TransformerDenoiser
 from ..protocols import Schedule
@@ -123,6 +124,7 @@ def train(cfg: TrainConfig, source: DataSource | None = None, step_callback: Cal
             for i, gen in enumerate(generators.values()):
                 gen.manual_seed(cfg.seed * 1_000_003 + 2 * rank + 1 + i + 7_919 * step)
     meta_base = {"kind": "teacher", "model_config": model_config.to_dict(), "source": source.describe(),
+                 "tokenizer": tokenizer_state(source),  # decoding without the corpus (sample, eval)
                  "schedule": schedule.describe(), "mask_id": mask_id, "train_config": cfg.to_dict()}
     logger = MetricsLogger(run_dir / "metrics.jsonl" if is_main_process() else None)
     if is_main_process():
