@@ -221,6 +221,9 @@ def test_allowed_change_is_recorded_and_the_provenance_kept(tmp_path: Path) -> N
     assert meta["step"] == 6
     assert meta["train_config"]["lr"] == 0.003 and meta["train_config"]["max_steps"] == 4  # as started
     assert meta["resumes"] == [{"step": 4, "changed": {"lr": [0.003, 0.01]}}]
+    # the run now trains at lr 0.01: a further resume at 0.01 needs no flag, and records no change
+    assert run_cli([a if a != "6" else "8" for a in resumed]) == 0
+    assert load_checkpoint(run)[1]["resumes"][-1] == {"step": 6, "changed": {}}
     with pytest.raises(ValueError, match="allow_changed"):
         tiny_config(run, allow_changed=("size",)).validate()
 
