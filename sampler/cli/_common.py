@@ -73,8 +73,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: RunConfig) -> N
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only: refused on the CPU)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--allow-changed", action="append", default=None, metavar="FIELD", choices=sorted(OVERRIDABLE_FIELDS),
-                        help="on a resume, accept a changed value of FIELD (repeatable; recorded in the run's meta['resumes'], "
-                             "its train config stays as started)")
+                        help=f"on a resume, accept a changed value of FIELD, one of {', '.join(sorted(OVERRIDABLE_FIELDS))} "
+                             "(repeatable; recorded in the run's meta['resumes'], its train config stays as started)")
 
 
 def optim_run_fields(args: argparse.Namespace) -> dict[str, Any]:
