@@ -8,6 +8,9 @@ import argparse
 import sys
 from typing import Any
 
+from sampler.cli._common import add_seed_argument, add_threads_argument
+from sampler.rundir import check_output_path
+
 
 def _claim_list(text: str) -> list[int]:
     try:
@@ -19,25 +22,14 @@ def _claim_list(text: str) -> list[int]:
     return ids
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"--seed must be a non-negative integer, got {text!r}") from err
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"--seed must be a non-negative integer, got {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="verify-report", help="output directory for report.md, report.json and plots (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="small sample sizes (about 15 s of CPU; larger detectable discrepancies, reported)")
-    parser.add_argument("--seed", type=_seed, default=0, help="seed of every Monte Carlo draw (default: %(default)s)")
+    add_seed_argument(parser, 0, "seed of every Monte Carlo draw (default: %(default)s)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the draws run (default: %(default)s)")
     parser.add_argument("--claims", type=_claim_list, default=None, help="only these claim ids, e.g. 1,3,5 (default: all)")
     parser.add_argument("--no-mutants", action="store_true", help="skip the planted-bug runs (the exit status then ignores mutants)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default: %(default)s; on a small shared machine one thread is fastest)")
+    add_threads_argument(parser, 1)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -52,8 +44,10 @@ def run(args: Any) -> int:
     except ValueError as err:
         print(f"mcd verify: error: {err}", file=sys.stderr)
         return 2
-    if args.threads < 1:
-        print(f"mcd verify: error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+    try:
+        check_output_path(args.out, kind="dir", name="--out")
+    except ValueError as err:
+        print(f"mcd verify: error: {err}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
     try:

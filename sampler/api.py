@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -244,8 +244,12 @@ def distill_module(teacher: Denoiser, schedule: Schedule, source: Any, config: A
     from .train.distill import STEP_FUNCTIONS, DistillContext, rounds_hook
     from .train.loop import LoopHooks, run_loop
     from .train.runtime import EMA, MetricsLogger, Trainee, build_optimizer, maybe_compile, pick_device
+    from .rundir import check_output_path, run_dir_lock
 
     counts = config.validate()
+    check_output_path(config.out, kind="dir", name="config.out")
+    if config.seed is None:  # a run from scratch: seed None means 0 (RunConfig)
+        config = replace(config, seed=0)
     vocab, mask, length = _check_module_teacher(teacher, source, config)
     device = pick_device(config.device)
     if device.type == "cpu" and config.threads is not None:
@@ -273,8 +277,9 @@ def distill_module(teacher: Denoiser, schedule: Schedule, source: Any, config: A
     hooks = LoopHooks(save=save, before_step=rounds_hook(ctx, logger),
                       log_fields=lambda _: {"round": ctx.round_index, "dt": ctx.dt, "temperature": ctx.temperature})
     stop = total if config.max_steps is None else min(total, config.max_steps)
-    result = run_loop(trainee, STEP_FUNCTIONS[config.method](ctx), hooks, config, config, logger, stop=stop,
-                      desc=f"distill_module[{config.method}]", tokens_per_step=config.batch_size * length)
+    with run_dir_lock(config.out, "sampler.distill_module"):
+        result = run_loop(trainee, STEP_FUNCTIONS[config.method](ctx), hooks, config, config, logger, stop=stop,
+                          desc=f"distill_module[{config.method}]", tokens_per_step=config.batch_size * length)
     averaged = copy.deepcopy(student).eval()
     trainee.ema.copy_to(averaged)
     return {**ctx.record, "complete": result.step >= total, "round_steps": counts, "step": result.step,

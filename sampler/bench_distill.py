@@ -368,9 +368,17 @@ def bench(config: BenchConfig, command: str = "mcd bench-distill") -> dict[str, 
     for s in config.eval_steps:
         if isinstance(s, bool) or not isinstance(s, int) or s < 1:
             raise ValueError(f"eval_steps must be positive integers, got {s!r}")
+    from .rundir import check_output_path, run_dir_lock
+
+    check_output_path(config.out, kind="dir", name="--out")
+    with run_dir_lock(config.out, command=command):
+        return _bench_owned(config, command)
+
+
+def _bench_owned(config: BenchConfig, command: str) -> dict[str, Any]:
+    """bench() once OUT is this process's (its students and teacher lock their own run directories)."""
     started = time.perf_counter()
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     teacher_dir, teacher_cost = ensure_teacher(config)
     records = distill_students(config, teacher_dir)
     result = evaluate(config, teacher_dir, records)

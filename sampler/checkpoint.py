@@ -3,13 +3,18 @@
 Layout of a run directory RUN:
   RUN/checkpoint.safetensors  every tensor ("model.*", "ema.*", "optim.*", "rng.*", ...); its
                               header metadata holds the JSON meta and a SHA-256 digest of the tensors
+                              and of that JSON meta (format_version 2)
   RUN/config.json             the same meta, human-readable (the safetensors copy is authoritative)
   RUN/metrics.jsonl           training metrics (written by the training loop)
 
 Atomicity: each file is written to a temporary file in RUN, flushed, fsync'd and moved into
 place with os.replace, so a crash or an exception mid-write leaves the previous checkpoint
 intact.  The tensors and meta live in the one safetensors file, so they can never disagree.
-Loading verifies the digest: a truncated or altered file is a clear CheckpointError.
+Loading verifies the digest: a truncated or altered file is a clear CheckpointError, whether the
+change hit a tensor or the metadata (a flipped source seed, step or schedule).  Checkpoints of
+format_version 1 (written before the digest covered the metadata) still load: their digest covers the
+tensors only, so their metadata is unprotected.  A version-2 file whose meta was altered to claim
+version 1 is still refused (its stored digest is not the tensors-only one).
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from torch import Tensor
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CONFIG_FILE = "config.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+TENSORS_ONLY_DIGEST_VERSION = 1  # format_version whose digest covers the tensors only
 
 
 class CheckpointError(ValueError):
@@ -50,7 +56,14 @@ def tensor_digest(tensors: dict[str, Tensor]) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def checkpoint_digest(tensors: dict[str, Tensor], meta_json: str) -> str:
+    """SHA-256 over the tensor digest and the exact JSON meta text: everything load_checkpoint reads back."""
+    return hashlib.sha256(f"{tensor_digest(tensors)}|meta|".encode() + meta_json.encode()).hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (temporary file in the same directory, fsync, os.replace), with the
+    mode of an ordinary new file under the user's umask (not mkstemp's 0600)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -86,9 +99,9 @@ def save_checkpoint(run_dir: str | os.PathLike, tensors: dict[str, Tensor], meta
         meta_json = json.dumps(full_meta, sort_keys=True)
     except TypeError as err:
         raise ValueError(f"meta must be JSON-serialisable: {err}") from err
-    blob = safetensors_save(cpu, metadata={"meta": meta_json, "digest": tensor_digest(cpu)})
-    _atomic_write_bytes(path, blob)
-    _atomic_write_bytes(path.parent / CONFIG_FILE, (json.dumps(full_meta, indent=2, sort_keys=True) + "\n").encode())
+    blob = safetensors_save(cpu, metadata={"meta": meta_json, "digest": checkpoint_digest(cpu, meta_json)})
+    atomic_write_bytes(path, blob)
+    atomic_write_bytes(path.parent / CONFIG_FILE, (json.dumps(full_meta, indent=2, sort_keys=True) + "\n").encode())
     return path
 
 
@@ -109,17 +122,30 @@ def load_checkpoint(run_dir: str | os.PathLike, device: str | torch.device = "cp
         raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a safetensors file: {err}") from err
     if "meta" not in metadata or "digest" not in metadata:
         raise CheckpointError(f"checkpoint {str(path)!r} lacks its metadata (not written by save_checkpoint?)")
-    if tensor_digest(tensors) != metadata["digest"]:
-        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt: tensor digest mismatch")
-    try:
-        meta = json.loads(metadata["meta"])
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"checkpoint {str(path)!r} has unreadable metadata: {err}") from err
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {str(path)!r} has format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+    meta = _verified_meta(path, tensors, metadata)
     if torch.device(device).type != "cpu":
         tensors = {k: v.to(device) for k, v in tensors.items()}
     return tensors, meta
+
+
+def _verified_meta(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> dict[str, Any]:
+    """The meta of a loaded file after checking its digest: over tensors + meta (format_version 2), or over
+    the tensors only for a file that is self-consistently format_version 1."""
+    digest_ok = checkpoint_digest(tensors, metadata["meta"]) == metadata["digest"]
+    try:
+        meta = json.loads(metadata["meta"])
+    except json.JSONDecodeError as err:
+        if digest_ok:
+            raise CheckpointError(f"checkpoint {str(path)!r} has unreadable metadata: {err}") from err
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt: digest mismatch (unreadable metadata)") from err
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if not digest_ok and version == TENSORS_ONLY_DIGEST_VERSION:
+        digest_ok = tensor_digest(tensors) == metadata["digest"]
+    if not digest_ok:
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt: digest mismatch (tensors or metadata altered)")
+    if version not in (TENSORS_ONLY_DIGEST_VERSION, FORMAT_VERSION):
+        raise CheckpointError(f"checkpoint {str(path)!r} has format_version {version!r}, expected {FORMAT_VERSION} (or {TENSORS_ONLY_DIGEST_VERSION})")
+    return meta
 
 
 def subset(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:

@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -317,12 +315,11 @@ def format_table(report: dict) -> str:
 
 
 def write_json(path: Path, obj: dict) -> None:
+    """`obj` as indented JSON at `path`, atomically, with the user's umask (sampler.checkpoint.atomic_write_bytes)."""
+    from sampler.checkpoint import atomic_write_bytes
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 __all__ = ["EvalConfig", "evaluate_checkpoint", "validation_elbo_per_sequence", "format_table", "write_json", "DEFAULT_STEPS"]

@@ -10,9 +10,7 @@ uncached sampler's for the same seed.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +18,9 @@ from typing import Any
 
 import torch
 
-from .checkpoint import InferenceConfig, open_for_inference
+from .checkpoint import InferenceConfig, atomic_write_bytes, open_for_inference
 from .data import source_or_stored_tokenizer
+from .rundir import check_output_path
 from .sampling import ancestral_sample
 from .train.runtime import autocast
 
@@ -61,13 +60,27 @@ def parse_prefix(prefix: str | None, prefix_ids: str | None, source: Any, vocab_
     return ids
 
 
+def sample_output_path(args: SampleConfig) -> Path:
+    """--out, or RUN/samples-<steps>steps-seed<seed>.jsonl next to the checkpoint."""
+    if args.out:
+        return Path(args.out)
+    ckpt = Path(args.ckpt)
+    return (ckpt if ckpt.is_dir() else ckpt.parent) / f"samples-{args.steps}steps-seed{args.seed}.jsonl"
+
+
 def sample_from_checkpoint(args: SampleConfig) -> dict[str, Any]:
+    """Sample args.num sequences and write them as JSONL; every argument and the output path are checked first."""
     for name in ("steps", "num", "batch_size"):
         value = getattr(args, name)
         if value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.seq_len is not None and args.seq_len < 1:
+        raise ValueError(f"--seq-len must be >= 1, got {args.seq_len}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     if not args.temperature > 0:
         raise ValueError(f"--temperature must be > 0, got {args.temperature}")
+    out = check_output_path(sample_output_path(args), kind="file", name="--out")
     model, meta, schedule, device = open_for_inference(args)
     config = model.config
     source = None
@@ -102,9 +115,6 @@ def sample_from_checkpoint(args: SampleConfig) -> dict[str, Any]:
         progress=True,
     )
     elapsed = time.perf_counter() - start
-    out = Path(args.out) if args.out else Path(args.ckpt if Path(args.ckpt).is_dir() else Path(args.ckpt).parent) / (
-        f"samples-{args.steps}steps-seed{args.seed}.jsonl"
-    )
     lines = []
     for i, row in enumerate(samples):
         record: dict[str, Any] = {"index": i, "ids": row.tolist()}
@@ -112,14 +122,11 @@ def sample_from_checkpoint(args: SampleConfig) -> dict[str, Any]:
             record["text"] = source.decode(row)
         lines.append(json.dumps(record))
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, out)
+    atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
     return {
         "out": str(out), "num": args.num, "seq_len": seq_len, "steps": args.steps, "seconds": elapsed,
         "tokens_per_s": samples.numel() / max(elapsed, 1e-9), "samples": samples, "source": source,
     }
 
 
-__all__ = ["SampleConfig", "sample_from_checkpoint", "parse_prefix"]
+__all__ = ["SampleConfig", "sample_from_checkpoint", "sample_output_path", "parse_prefix"]

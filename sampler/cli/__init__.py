@@ -47,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"mcd {name}", description=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     module.add_arguments(parser)
-    args = parser.parse_args(rest)
+    try:
+        args = parser.parse_args(rest)
+    except SystemExit as exit_:  # a bad argument (message already printed, naming it) or --help: its status
+        return int(exit_.code or 0)
     return int(module.run(args) or 0)
 
 

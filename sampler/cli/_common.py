@@ -1,4 +1,6 @@
-"""Arguments shared by the subcommands: the OptimConfig and RunConfig fields, and `--threads`."""
+"""Arguments shared by the subcommands: the OptimConfig and RunConfig fields, `--threads`, and the one
+validator of integer arguments (`int_at_least`), so `--seed -1`, `--threads 0` or `--seq-len 0` are refused
+by name in every subcommand before any work."""
 
 from __future__ import annotations
 
@@ -6,11 +8,36 @@ import argparse
 from dataclasses import fields
 from typing import Any
 
-from ..train.config import OptimConfig, RunConfig
+from ..train.config import OVERRIDABLE_FIELDS, OptimConfig, RunConfig
+
+
+def int_at_least(minimum: int) -> Any:
+    """An argparse `type`: the argument as an int >= minimum, or an error naming the argument (argparse adds
+    the name) and the bound."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = f"int >= {minimum}"
+    return parse
+
+
+positive_int = int_at_least(1)
+non_negative_int = int_at_least(0)
 
 
 def add_threads_argument(parser: argparse.ArgumentParser, default: int | None = 1) -> None:
-    parser.add_argument("--threads", type=int, default=default, help="CPU torch threads (torch.set_num_threads before any work)")
+    parser.add_argument("--threads", type=positive_int, default=default, help="CPU torch threads (torch.set_num_threads before any work)")
+
+
+def add_seed_argument(parser: argparse.ArgumentParser, default: int | None = 0, help: str = "random seed") -> None:
+    parser.add_argument("--seed", type=non_negative_int, default=default, help=help)
 
 
 def apply_threads(threads: int | None) -> None:
@@ -28,27 +55,30 @@ def add_optim_arguments(parser: argparse.ArgumentParser, defaults: OptimConfig) 
     """--lr --weight-decay --warmup --grad-clip --ema-decay, with the command's defaults."""
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW weight decay on matrices")
-    parser.add_argument("--warmup", type=int, default=defaults.warmup, help="linear warmup steps")
+    parser.add_argument("--warmup", type=non_negative_int, default=defaults.warmup, help="linear warmup steps")
     parser.add_argument("--grad-clip", type=float, default=defaults.grad_clip, help="gradient norm clip")
     parser.add_argument("--ema-decay", "--ema", dest="ema_decay", type=float, default=defaults.ema_decay, help="EMA decay")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, defaults: RunConfig) -> None:
-    """--seed --device --threads --batch-size --save-every --log-every --max-steps --compile --no-progress."""
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    """--seed --device --threads --batch-size --save-every --log-every --max-steps --compile --no-progress --allow-changed."""
+    add_seed_argument(parser, defaults.seed, "training seed (default: the run's recorded seed when resuming, else 0)")
     parser.add_argument("--device", default=defaults.device, help="auto | cpu | cuda | cuda:N")
     add_threads_argument(parser, defaults.threads)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--save-every", type=int, default=defaults.save_every, help="checkpoint every this many steps")
-    parser.add_argument("--log-every", type=int, default=defaults.log_every, help="metrics record every this many steps")
-    parser.add_argument("--max-steps", "--steps", dest="max_steps", type=int, default=defaults.max_steps,
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
+    parser.add_argument("--save-every", type=positive_int, default=defaults.save_every, help="checkpoint every this many steps")
+    parser.add_argument("--log-every", type=positive_int, default=defaults.log_every, help="metrics record every this many steps")
+    parser.add_argument("--max-steps", "--steps", dest="max_steps", type=non_negative_int, default=defaults.max_steps,
                         help="total optimiser steps (a resumed run continues up to it)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only: refused on the CPU)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--allow-changed", action="append", default=None, metavar="FIELD", choices=sorted(OVERRIDABLE_FIELDS),
+                        help=f"on a resume, accept a changed value of FIELD, one of {', '.join(sorted(OVERRIDABLE_FIELDS))} "
+                             "(repeatable; recorded in the run's meta['resumes'], its train config stays as started)")
 
 
 def optim_run_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The OptimConfig and RunConfig fields from parsed arguments (progress = not --no-progress)."""
     names = {f.name for f in fields(OptimConfig)} | {f.name for f in fields(RunConfig)}
-    values = {name: getattr(args, name) for name in names if name != "progress"}
-    return {**values, "progress": not args.no_progress}
+    values = {name: getattr(args, name) for name in names if name not in ("progress", "allow_changed")}
+    return {**values, "progress": not args.no_progress, "allow_changed": tuple(args.allow_changed or ())}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 from ..bench_distill import BenchConfig
-from ._common import add_threads_argument
+from ._common import add_threads_argument, non_negative_int, positive_int
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -17,6 +17,10 @@ def _int_list(text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+
+
+def _seed_list(text: str) -> tuple[int, ...]:
+    return tuple(non_negative_int(v) for v in text.split(",") if v.strip())
 
 
 def _float_list(text: str) -> tuple[float, ...]:
@@ -32,21 +36,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smoke", action="store_true", help="a <2-minute end-to-end check (not the quality claims)")
     parser.add_argument("--teacher", default=None, help="reuse this teacher run instead of training OUT/teacher")
     parser.add_argument("--teacher-minutes", type=float, default=d.teacher_minutes)
-    parser.add_argument("--teacher-steps", type=int, default=None, help="train the teacher for this many steps (instead of --teacher-minutes)")
+    parser.add_argument("--teacher-steps", type=positive_int, default=None, help="train the teacher for this many steps (instead of --teacher-minutes)")
     parser.add_argument("--teacher-lr", type=float, default=d.teacher_lr)
-    parser.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the source's, 64)")
-    parser.add_argument("--seeds", type=_int_list, default=d.seeds, help="training seeds of the students, e.g. 0,1")
-    parser.add_argument("--start-steps", type=int, default=d.start_steps)
-    parser.add_argument("--target-steps", type=int, default=d.target_steps)
-    parser.add_argument("--steps-per-round", type=int, default=d.steps_per_round)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--seq-len", type=positive_int, default=None, help="sequence length (default: the source's, 64)")
+    parser.add_argument("--seeds", type=_seed_list, default=d.seeds, help="training seeds of the students, e.g. 0,1")
+    parser.add_argument("--start-steps", type=positive_int, default=d.start_steps)
+    parser.add_argument("--target-steps", type=positive_int, default=d.target_steps)
+    parser.add_argument("--steps-per-round", type=positive_int, default=d.steps_per_round)
+    parser.add_argument("--batch-size", type=positive_int, default=d.batch_size)
     parser.add_argument("--lr", type=float, default=d.lr)
     parser.add_argument("--divergence", default=d.divergence, choices=["reverse_kl", "forward_kl", "js"])
     parser.add_argument("--no-temperature", action="store_true", help="teacher temperature 1 in every round")
     parser.add_argument("--coupling", default=d.coupling, choices=["threshold", "gaussian", "uniform"])
     parser.add_argument("--eval-steps", type=_int_list, default=None, help="sampling step counts (default 1024,256,64,16,8,4)")
     parser.add_argument("--frontier-temperatures", type=_float_list, default=d.frontier_temperatures)
-    parser.add_argument("--samples", type=int, default=None, help="samples per model and step count")
+    parser.add_argument("--samples", type=positive_int, default=None, help="samples per model and step count")
     parser.add_argument("--device", default=d.device)
     parser.add_argument("--no-progress", action="store_true")
     add_threads_argument(parser)

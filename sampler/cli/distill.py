@@ -7,7 +7,7 @@ import sys
 
 from ..losses import DIVERGENCES
 from ..train.config import COUPLINGS, METHODS, REFRESH_FROM, DistillConfig
-from ._common import add_optim_arguments, add_run_arguments, optim_run_fields
+from ._common import add_optim_arguments, add_run_arguments, non_negative_int, optim_run_fields, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,17 +17,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=METHODS, default=d.method, help="mcd (analytic coupled pairs) or baseline (stochastic SDTT)")
     parser.add_argument("--coupling", choices=COUPLINGS, default=d.coupling, help="how the per-token coupling noise is drawn")
     parser.add_argument("--divergence", choices=DIVERGENCES, default=d.divergence)
-    parser.add_argument("--start-steps", type=int, default=d.start_steps, help="N0: dt = 1/N0 in the first round")
+    parser.add_argument("--start-steps", type=positive_int, default=d.start_steps, help="N0: dt = 1/N0 in the first round")
     parser.add_argument("--start-dt", type=float, default=None, help="alternative to --start-steps: dt of the first round (1/N0)")
-    parser.add_argument("--target-steps", type=int, default=d.target_steps, help="sampling steps of the final student (N0/2^k)")
-    parser.add_argument("--steps-per-round", type=int, default=d.steps_per_round, help="optimiser steps per round")
+    parser.add_argument("--target-steps", type=positive_int, default=d.target_steps, help="sampling steps of the final student (N0/2^k)")
+    parser.add_argument("--steps-per-round", type=positive_int, default=d.steps_per_round, help="optimiser steps per round")
     parser.add_argument("--refresh-from", choices=REFRESH_FROM, default=d.refresh_from, help="what the teacher is refreshed from each round")
     parser.add_argument("--no-temperature", action="store_true", help="teacher temperature 1 in every round")
     parser.add_argument("--temperature-start", type=float, default=d.temperature_start)
     parser.add_argument("--temperature-step", type=float, default=d.temperature_step, help="added per round")
     parser.add_argument("--temperature-floor", type=float, default=d.temperature_floor)
-    parser.add_argument("--vocab-size", type=int, default=None, help="refuse a teacher with another vocabulary")
-    parser.add_argument("--mask-id", type=int, default=None, help="refuse a teacher with another mask id")
+    parser.add_argument("--vocab-size", type=positive_int, default=None, help="refuse a teacher with another vocabulary")
+    parser.add_argument("--mask-id", type=non_negative_int, default=None, help="refuse a teacher with another mask id")
     add_optim_arguments(parser, d)
     add_run_arguments(parser, d)
 

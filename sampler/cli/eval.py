@@ -8,26 +8,26 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..evaluate import DEFAULT_STEPS, EvalConfig
-from ._common import add_threads_argument
+from ._common import add_seed_argument, add_threads_argument, int_at_least, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="run directory written by `mcd train` (or its .safetensors file)")
-    parser.add_argument("--steps", type=int, nargs="+", default=DEFAULT_STEPS, help="ancestral step counts")
-    parser.add_argument("--num", type=int, default=256, help="samples per (temperature, steps)")
+    parser.add_argument("--steps", type=positive_int, nargs="+", default=DEFAULT_STEPS, help="ancestral step counts")
+    parser.add_argument("--num", type=int_at_least(2), default=256, help="samples per (temperature, steps)")
     parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0],
                         help="sampling temperatures; several trace the NLL-entropy frontier")
-    parser.add_argument("--seed", type=int, default=0, help="sampler seed (shared by every row: paired)")
+    add_seed_argument(parser, 0, "sampler seed (shared by every row: paired)")
     parser.add_argument("--evaluator", default="auto",
                         help="generative-perplexity LM: 'smollm2', a HF model name/path or .gguf file, 'none'; "
                              "'auto' = smollm2 for real-text sources, none for exact sources")
-    parser.add_argument("--elbo-num", type=int, default=512, help="held-out sequences for the validation ELBO")
-    parser.add_argument("--elbo-draws", type=int, default=4, help="masking draws per held-out sequence")
+    parser.add_argument("--elbo-num", type=positive_int, default=512, help="held-out sequences for the validation ELBO")
+    parser.add_argument("--elbo-draws", type=positive_int, default=4, help="masking draws per held-out sequence")
     parser.add_argument("--oracle", action="store_true",
                         help="also sample with the source's exact denoiser (embedded source): the cost of few steps alone")
     parser.add_argument("--out", default=None, help="JSON report (default RUN/eval-seed<seed>.json)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=positive_int, default=256)
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     parser.add_argument("--no-cache", action="store_true", help="call the network at every step")
     add_threads_argument(parser)
@@ -41,14 +41,16 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate_checkpoint, format_table, write_json
+    from ..rundir import check_output_path
 
+    ckpt = Path(args.ckpt)
+    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / f"eval-seed{args.seed}.json"
     try:
+        check_output_path(out, kind="file", name="--out")
         report = evaluate_checkpoint(config_from_args(args))
     except (ValueError, FileNotFoundError) as err:
         print(f"mcd eval: error: {err}", file=sys.stderr)
         return 2
-    ckpt = Path(args.ckpt)
-    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / f"eval-seed{args.seed}.json"
     write_json(out, report)
     print(format_table(report))
     print(f"wrote {out}")

@@ -16,22 +16,22 @@ import sys
 from dataclasses import fields
 
 from ..sample_checkpoint import SampleConfig
-from ._common import add_threads_argument
+from ._common import add_seed_argument, add_threads_argument, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="run directory written by `mcd train` (or its .safetensors file)")
-    parser.add_argument("--steps", type=int, default=256, help="number of ancestral steps (uniform time grid)")
-    parser.add_argument("--num", type=int, default=16, help="number of sequences")
-    parser.add_argument("--seq-len", type=int, default=None, help="length (default: the model's)")
+    parser.add_argument("--steps", type=positive_int, default=256, help="number of ancestral steps (uniform time grid)")
+    parser.add_argument("--num", type=positive_int, default=16, help="number of sequences")
+    parser.add_argument("--seq-len", type=positive_int, default=None, help="length (default: the model's)")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--final-greedy", action="store_true", help="argmax instead of a draw in the last step")
     parser.add_argument("--prefix", default=None, help="text prompt, encoded with the source's tokenizer")
     parser.add_argument("--prefix-ids", default=None, help="prompt as token ids, e.g. '3,1,4'")
-    parser.add_argument("--seed", type=int, default=0)
+    add_seed_argument(parser, 0, "sampler seed")
     parser.add_argument("--out", default=None, help="JSONL output (default RUN/samples-<steps>steps-seed<seed>.jsonl)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=positive_int, default=256)
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     parser.add_argument("--no-cache", action="store_true", help="call the network at every step")
     add_threads_argument(parser)

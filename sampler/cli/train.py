@@ -8,7 +8,7 @@ import sys
 
 from ..train.config import MODEL_SIZES, TrainConfig
 from ..train.teacher import DEFAULT_MINUTES
-from ._common import add_optim_arguments, add_run_arguments, optim_run_fields
+from ._common import add_optim_arguments, add_run_arguments, non_negative_int, optim_run_fields, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,16 +16,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=d.data, help="data source (sampler.data.get_source): 'exact' (embedded exact-likelihood "
                         "source), 'ngram:CORPUS' (exact n-gram chain fitted on CORPUS), 'text:CORPUS' or 'CORPUS' "
                         "(CORPUS: 'shakespeare' or a local text file/dir)")
-    parser.add_argument("--data-seed", type=int, default=d.data_seed, help="seed that builds the data source")
+    parser.add_argument("--data-seed", type=non_negative_int, default=d.data_seed, help="seed that builds the data source")
     parser.add_argument("--out", required=True, help="run directory (checkpoint.safetensors, config.json, metrics.jsonl)")
     parser.add_argument("--minutes", type=float, default=None, help=f"wall-clock budget ({DEFAULT_MINUTES:g} when --max-steps is absent too)")
     parser.add_argument("--size", default=d.size, choices=MODEL_SIZES, help="model size preset")
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly where it stopped")
-    parser.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the source's)")
+    parser.add_argument("--seq-len", type=positive_int, default=None, help="sequence length (default: the source's)")
     parser.add_argument("--schedule", default=d.schedule, help="masked schedule registered in theory.schedules: loglinear, cosine, polynomial")
     parser.add_argument("--time-conditioning", action="store_true", help="condition the denoiser on t (disables the cached sampler)")
     parser.add_argument("--dropout", type=float, default=d.dropout)
-    parser.add_argument("--eval-every", type=int, default=d.eval_every, help="held-out ELBO every this many steps")
+    parser.add_argument("--eval-every", type=positive_int, default=d.eval_every, help="held-out ELBO every this many steps")
     add_optim_arguments(parser, d)
     add_run_arguments(parser, d)
 

@@ -8,12 +8,19 @@ ema_decay 0.99, batch 64, saves every 100 and logs every 10 steps).
 
 Checkpoints written before this layout stored `ema` (now `ema_decay`) and `steps` (now
 `max_steps`) in meta["train_config"]; `from_dict` maps those names.
+
+Resuming (`resumed_config`): the configuration stored with a run is its provenance and is never
+rewritten.  A resumption may change where and how the run executes (`RESUME_FREE_FIELDS`: device,
+threads, cadence of logs and saves, the stop step, ...); any other difference is refused with the
+list of differing fields, except those named in `allow_changed` (only `OVERRIDABLE_FIELDS`: the
+optimiser settings, batch size, seed), which are recorded in the run's meta["resumes"].  `seed=None`
+means "the run's recorded seed" on a resume and 0 for a new run.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +34,21 @@ REFRESH_FROM: tuple[str, ...] = ("ema", "student")
 MODEL_SIZES: tuple[str, ...] = ("tiny", "mini", "small")
 
 
+# fields a resumed run may change without a word: where and how it runs, how often it logs and saves, when it stops
+RESUME_FREE_FIELDS = frozenset({
+    "out", "device", "threads", "save_every", "log_every", "max_steps", "minutes", "compile", "progress", "resume",
+    "eval_every", "allow_changed", "teacher",  # a moved teacher directory is fine: its weights' digest is checked
+})
+
+
 def _check_int(value: Any, name: str, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _normalise(value: Any) -> Any:
+    """JSON round trips turn tuples into lists: compare them as lists."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 @dataclass(kw_only=True)
@@ -45,8 +64,8 @@ class OptimConfig:
     def validate_optim(self) -> None:
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be positive, got {self.lr!r}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
         _check_int(self.warmup, "warmup", 0)
         if not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be positive, got {self.grad_clip!r}")
@@ -54,12 +73,17 @@ class OptimConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
 
 
+# fields --allow-changed may override on a resume: the exact-resume state (weights, EMA, AdamW moments,
+# RNG streams) stays valid under them; the run just continues with other settings
+OVERRIDABLE_FIELDS = frozenset({f.name for f in fields(OptimConfig)} | {"batch_size", "seed"})
+
+
 @dataclass(kw_only=True)
 class RunConfig:
     """Where a run writes, how it is seeded, where it runs and how often it logs and saves."""
 
     out: str
-    seed: int = 0
+    seed: int | None = None  # None: the run's recorded seed when resuming, 0 for a new run
     device: str = "auto"
     threads: int | None = 1  # CPU torch threads (torch.set_num_threads); None leaves torch's default
     batch_size: int = 32
@@ -68,9 +92,16 @@ class RunConfig:
     max_steps: int | None = None  # total optimiser steps (a resumed run continues up to it)
     compile: bool = False
     progress: bool = True
+    # OVERRIDABLE_FIELDS a resumption may change (recorded in meta["resumes"]); a tuple of str, unparametrised
+    # because a runtime checker draws from the global `random` to check an item (an exact resume restores that state)
+    allow_changed: tuple = ()
 
     def validate_run(self) -> None:
-        _check_int(self.seed, "seed", 0)
+        if self.seed is not None:
+            _check_int(self.seed, "seed", 0)
+        unknown = sorted(set(self.allow_changed) - OVERRIDABLE_FIELDS)
+        if unknown:
+            raise ValueError(f"allow_changed names {unknown}; only {sorted(OVERRIDABLE_FIELDS)} may change on a resume")
         for name in ("batch_size", "save_every", "log_every"):
             _check_int(getattr(self, name), name, 1)
         if self.max_steps is not None:
@@ -90,7 +121,31 @@ class RunConfig:
         unknown = sorted(set(mapped) - names)
         if unknown:
             raise ValueError(f"unknown {cls.__name__} field(s) {unknown}")
+        if "allow_changed" in mapped:  # a JSON list
+            mapped["allow_changed"] = tuple(mapped["allow_changed"])
         return cls(**mapped)
+
+    def resumed_config(self, stored: dict[str, Any], resumes: list) -> tuple["RunConfig", dict[str, Any]]:
+        """(this config with seed resolved from the run, {field: [run's value, new value]} of the allowed changes)
+        for resuming a run stored with config dict `stored` and earlier resumptions `resumes`.
+
+        The run's effective config is `stored` with each earlier resumption's changes applied; every
+        field outside RESUME_FREE_FIELDS must equal it unless named in allow_changed: ValueError listing
+        the differing fields otherwise."""
+        effective = type(self).from_dict(stored).to_dict()
+        for record in resumes:
+            effective.update({name: new for name, (_, new) in record.get("changed", {}).items()})
+        current = replace(self, seed=effective["seed"] if self.seed is None else self.seed).to_dict()
+        differing = {k: [effective[k], current[k]] for k in current
+                     if k not in RESUME_FREE_FIELDS and _normalise(current[k]) != _normalise(effective[k])}
+        refused = sorted(set(differing) - set(self.allow_changed))
+        if refused:
+            listed = ", ".join(f"{k}: run {differing[k][0]!r}, now {differing[k][1]!r}" for k in refused)
+            hint = (f"; to change {sorted(set(refused) & OVERRIDABLE_FIELDS)} on purpose pass --allow-changed FIELD"
+                    if set(refused) & OVERRIDABLE_FIELDS else "")
+            raise ValueError(f"out={self.out!r} holds a run with different settings ({listed}){hint}; "
+                             f"or start afresh with another --out")
+        return replace(self, seed=current["seed"]), differing
 
 
 @dataclass(kw_only=True)

@@ -29,9 +29,11 @@ JSONL metrics in RUN2/metrics.jsonl, tqdm progress.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +49,13 @@ from ..protocols import Schedule
 from .baseline import baseline_step
 from .config import COUPLINGS, METHODS, REFRESH_FROM, DistillConfig
 from .loop import LoopHooks, StepFn, StepOutput, run_loop
-from .runtime import EMA, MetricsLogger, Trainee, autocast, build_optimizer, ddp_setup, is_main_process, maybe_compile, pick_device, unwrap, wrap_ddp
+from ..rundir import check_output_path, run_dir_lock
+from .runtime import (
+    EMA, MetricsLogger, Trainee, autocast, build_optimizer, check_compile_device, check_training_memory, ddp_setup, is_main_process,
+    maybe_compile, pick_device, truncate_metrics, unwrap, wrap_ddp,
+)
 
 RUN_KIND = "distilled"
-# fields that may change between a run and its resumption
-_RESUMABLE_CHANGES = {"out", "device", "threads", "save_every", "log_every", "max_steps", "compile", "progress", "teacher"}
 
 
 # ---------------------------------------------------------------------------
@@ -227,11 +231,19 @@ def _load_teacher(config: DistillConfig) -> tuple[dict[str, Tensor], dict[str, A
     return tensors, meta, source, DenoiserConfig.from_dict(meta["model_config"]), MaskSchedule.from_description(meta["schedule"])
 
 
-def _previous_run(config: DistillConfig, model_config: DenoiserConfig) -> tuple[dict[str, Tensor] | None, dict[str, Any]]:
-    """(tensors, meta) of the run already in config.out (None, {} when there is none); ValueError
-    when it is another kind of run or was started with settings that may not change."""
+def teacher_weights_digest(teacher_tensors: dict[str, Tensor]) -> str:
+    """SHA-256 (checkpoint.tensor_digest) of the teacher weights a student starts from: its "model.*" and "ema.*" tensors."""
+    return ckpt.tensor_digest({k: v for k, v in teacher_tensors.items() if k.startswith(("model.", "ema."))})
+
+
+def _previous_run(
+    config: DistillConfig, model_config: DenoiserConfig, teacher_digest: str
+) -> tuple[dict[str, Tensor] | None, dict[str, Any], DistillConfig, dict[str, Any]]:
+    """(tensors, meta, config with seed resolved, the allowed changes) of the run already in config.out
+    ((None, {}, config, {}) when there is none); ValueError when it is another kind of run, was distilled
+    from other teacher weights, or was started with settings that may not change (RunConfig.resumed_config)."""
     if not ckpt.checkpoint_path(config.out).is_file():
-        return None, {}
+        return None, {}, replace(config, seed=0 if config.seed is None else config.seed), {}
     tensors, meta = ckpt.load_checkpoint(config.out)
     if meta.get("kind") != RUN_KIND:
         raise ValueError(f"out={config.out!r} holds a checkpoint that is not a distillation run; choose another directory")
@@ -240,14 +252,15 @@ def _previous_run(config: DistillConfig, model_config: DenoiserConfig) -> tuple[
             f"out={config.out!r} was distilled from a teacher with model_config {meta.get('model_config')}, "
             f"not {model_config.to_dict()} (different vocabulary, mask id or shape)"
         )
-    previous = DistillConfig.from_dict(meta["distill"]["config"]).to_dict()
-    changed = {k for k in previous if k not in _RESUMABLE_CHANGES and previous[k] != getattr(config, k)}
-    if changed:
+    recorded = meta["distill"].get("teacher_digest")
+    if recorded is not None and recorded != teacher_digest:
         raise ValueError(
-            f"out={config.out!r} holds a run with different settings {sorted(changed)} "
-            f"({ {k: previous[k] for k in sorted(changed)} }); use a new --out to start afresh"
+            f"out={config.out!r} was distilled from other teacher weights than those in teacher={config.teacher!r} "
+            f"(weights digest {recorded[:12]}… recorded, {teacher_digest[:12]}… now); resume with the run's own teacher "
+            f"or start afresh with another --out"
         )
-    return tensors, meta
+    resumed, changed = config.resumed_config(meta["distill"]["config"], meta.get("resumes", []))
+    return tensors, meta, resumed, changed
 
 
 def _models(config: DistillConfig, model_config: DenoiserConfig, teacher_tensors: dict[str, Tensor], device: torch.device) -> tuple[Trainee, torch.nn.Module]:
@@ -270,33 +283,49 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     Each round r (dt_r = 1/N_r, N_r = N0/2^r): the frozen teacher is refreshed from the student
     (or its EMA); then `steps_per_round` AdamW steps on the MCD loss (or the baseline's).
     Checkpoints hold student, EMA, frozen teacher and optimiser state, so a run resumes
-    exactly mid-round.  Every bad input raises before any training step.
+    exactly mid-round.  Every bad input raises before any training step.  The run records the digest
+    of the teacher's weights and refuses to resume from other ones; the run directory is locked for
+    the whole run (sampler.rundir.run_dir_lock, rank 0 only).
     """
+    counts = config.validate()
+    check_output_path(config.out, kind="dir", name="--out")
+    device = pick_device(config.device)
+    check_compile_device(config.compile, device)
+    owner = int(os.environ.get("RANK", "0")) == 0
+    with run_dir_lock(config.out) if owner else contextlib.nullcontext():
+        return _distill_owned(config, counts, device)
+
+
+def _distill_owned(config: DistillConfig, counts: list, device: torch.device) -> dict[str, Any]:
+    """distill() once the run directory is this process's."""
     from duality import MaskedCoupling
 
-    counts = config.validate()
     total_steps = len(counts) * config.steps_per_round
     teacher_tensors, teacher_meta, source, model_config, schedule = _load_teacher(config)
-    resume_tensors, resume_meta = _previous_run(config, model_config)
+    teacher_digest = teacher_weights_digest(teacher_tensors)
+    resume_tensors, resume_meta, config, changed = _previous_run(config, model_config, teacher_digest)
     if resume_meta.get("distill", {}).get("complete"):
         done = resume_meta["distill"]
         return {**{k: done[k] for k in ("teacher_forward_passes", "teacher_sequence_evals", "wall_time_s", "optimizer_steps")},
                 "complete": True, "round_steps": done["round_steps"], "step": int(resume_meta["step"])}
+    seq_len = int(teacher_meta.get("seq_len", model_config.seq_len))
+    check_training_memory(model_config, config.batch_size, seq_len, device)
     rank, world, _ = ddp_setup()
-    device = pick_device(config.device)
     if device.type == "cpu" and config.threads is not None:
         torch.set_num_threads(config.threads)
     trainee, frozen = _models(config, model_config, teacher_tensors, device)
-    seq_len = int(teacher_meta.get("seq_len", model_config.seq_len))
     coupling = MaskedCoupling(schedule, vocab_size=model_config.vocab_size, mask_id=model_config.mask_id, method=config.coupling)
     ctx = DistillContext(trainee, frozen, source, coupling, schedule, config, counts, seq_len, model_config.mask_id, rank, world, device)
-    step = 0
+    step, provenance, resumes = 0, config.to_dict(), []
     if resume_tensors is not None:
         trainee.load_state_tensors(resume_tensors, resume_meta["distill"]["optimizer"])
         frozen.load_state_dict(ckpt.subset(resume_tensors, "teacher"), strict=True)
         step = int(resume_meta["step"])
         ctx.record.update({k: resume_meta["distill"][k] for k in ctx.record})
+        provenance, resumes = resume_meta["distill"]["config"], [*resume_meta.get("resumes", []), {"step": step, "changed": changed}]
     logger = MetricsLogger(Path(config.out) / "metrics.jsonl" if is_main_process() else None)
+    if is_main_process():
+        truncate_metrics(Path(config.out) / "metrics.jsonl", step)
     started = time.perf_counter() - ctx.record["wall_time_s"]
 
     def tick() -> None:
@@ -312,8 +341,9 @@ def distill(config: DistillConfig) -> dict[str, Any]:
             "kind": RUN_KIND, "model_config": model_config.to_dict(), "source": teacher_meta["source"],
             "tokenizer": teacher_meta.get("tokenizer"),
             "schedule": teacher_meta["schedule"], "seq_len": seq_len, "mask_id": model_config.mask_id, "step": at_step,
+            "resumes": resumes,
             "distill": {
-                **ctx.record, "config": config.to_dict(), "round_steps": counts,
+                **ctx.record, "config": provenance, "teacher_digest": teacher_digest, "round_steps": counts,
                 "round": min(at_step // config.steps_per_round, len(counts) - 1), "total_steps": total_steps,
                 "complete": at_step >= total_steps,
                 "teacher_meta": {k: teacher_meta.get(k) for k in ("step", "source", "schedule")},
@@ -336,6 +366,6 @@ def distill(config: DistillConfig) -> dict[str, Any]:
 
 __all__ = [
     "DistillConfig", "distill", "mcd_step", "rounds_hook", "DistillContext", "round_step_counts", "teacher_temperature",
-    "steps_from_dt", "step_generator", "check_teacher_compatible", "check_dt", "check_step_count", "METHODS", "COUPLINGS",
+    "steps_from_dt", "step_generator", "check_teacher_compatible", "teacher_weights_digest", "check_dt", "check_step_count", "METHODS", "COUPLINGS",
     "REFRESH_FROM", "RUN_KIND",
 ]

@@ -4,7 +4,9 @@
 - build_optimizer: AdamW, weight decay on matrices only (dim ≥ 2), none on norms/biases.
 - warmup_lr: linear warmup lr·min(1, (step + 1)/warmup), then constant.
 - autocast(device): bf16 autocast on CUDA, a no-op on CPU.
-- maybe_compile: torch.compile when asked and available.
+- maybe_compile: torch.compile when asked and available; check_compile_device refuses it off CUDA.
+- training_memory_bytes / check_training_memory: a lower estimate of one training step's memory
+  against the device's memory, so an impossible --batch-size or --seq-len fails before any work.
 - ddp_setup / is_main_process / unwrap: torchrun + DistributedDataParallel plumbing.
 - MetricsLogger: one JSON object per line (values through sampler.data.json_ready).
 - Trainee: model + wrapped forward + optimiser + EMA, and its checkpoint tensors.
@@ -162,6 +164,54 @@ def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:
         return model
 
 
+def check_compile_device(enabled: bool, device: torch.device) -> None:
+    """ValueError for --compile off CUDA: it would do nothing there (the loop compiles on CUDA only)."""
+    if enabled and torch.device(device).type != "cuda":
+        raise ValueError(f"--compile needs a CUDA device (torch.compile is used on CUDA only); the device here is {device}")
+
+
+def training_memory_bytes(model_config: Any, batch_size: int, seq_len: int) -> int:
+    """A lower estimate of the memory of one training step of a TransformerDenoiser, in bytes:
+
+        20·P                                  weights, gradients, two AdamW moments and the EMA (float32),
+                                              P ≈ 12·d²·n_layers + 2·(V + 1)·d
+      + 4·B·L·(24·d·n_layers + 4·V)           activations kept for the backward pass: about 24 d-vectors per
+                                              token and layer (qkv, attention output, two norms, residuals, the
+                                              4·d MLP hidden before and after its activation) and the logits,
+                                              their log-softmax and gradients.
+
+    The attention scores (B·H·L² per layer) are left out: scaled_dot_product_attention's fused kernels do
+    not store them (measured on the CPU: peak memory linear in L from L = 1024 to 4096, about 25 kB per
+    token of the tiny model, where this formula gives 25 kB), and counting them would refuse runs that fit."""
+    d, layers, vocab = model_config.d_model, model_config.n_layers, model_config.vocab_size
+    params = 12 * d * d * layers + 2 * (vocab + 1) * d
+    return 20 * params + 4 * batch_size * seq_len * (24 * d * layers + 4 * vocab)
+
+
+def device_memory_bytes(device: torch.device) -> int | None:
+    """Total memory of the device: the GPU's (torch.cuda.mem_get_info) or the machine's physical memory
+    (os.sysconf; psutil may not be installed); None when unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[1])
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_training_memory(model_config: Any, batch_size: int, seq_len: int, device: torch.device) -> None:
+    """ValueError naming --batch-size and --seq-len when even the lower estimate of one training step
+    (training_memory_bytes) exceeds the device's memory."""
+    need, have = training_memory_bytes(model_config, batch_size, seq_len), device_memory_bytes(device)
+    if have is not None and need > have:
+        raise ValueError(
+            f"--batch-size {batch_size} with --seq-len {seq_len} needs at least {need / 2**30:.1f} GiB for one training step "
+            f"(activations ~ 4·batch·seq_len·(24·d_model·n_layers + 4·vocab) bytes), more than the {have / 2**30:.1f} GiB "
+            f"of {device}; lower --batch-size or --seq-len"
+        )
+
+
 # --- distributed (torchrun) ----------------------------------------------------------------
 
 
@@ -240,6 +290,39 @@ class MetricsLogger:
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+# events logged *before* the step they name runs (the distillation's round start): on a resume at that
+# step they are logged again, so the copy written before the kill goes
+_RELOGGED_EVENTS = frozenset({"round"})
+
+
+def truncate_metrics(path: str | os.PathLike, step: int) -> int:
+    """Cut a run's metrics.jsonl back to a checkpoint at `step` before resuming from it: drop every
+    record of a later step (written between that checkpoint and the kill, about to be written again)
+    and the round events of `step` itself (logged again on resume); records without a step, and
+    every record up to `step` (including the eval and end records of that step), stay.  A torn last
+    line (a kill mid-write) goes too.  Atomic rewrite; returns the number of records dropped."""
+    from ..checkpoint import atomic_write_bytes
+
+    file = Path(path)
+    if not file.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in file.read_text().splitlines():
+        try:
+            record = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            record = None
+        at = record.get("step") if isinstance(record, dict) else None
+        later = isinstance(at, (int, float)) and (at > step or (at == step and record.get("event") in _RELOGGED_EVENTS))
+        if record is None or later:
+            dropped += bool(line.strip())
+            continue
+        kept.append(line)
+    if dropped:
+        atomic_write_bytes(file, "".join(line + "\n" for line in kept).encode())
+    return dropped
 
 
 # --- RNG state for exact resume ------------------------------------------------------------

@@ -18,10 +18,13 @@ slower than one on a shared 2-core machine).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -33,6 +36,7 @@ from ..data.text import tokenizer_state
 from ..losses import elbo_loss
 from ..model import DenoiserConfig, TransformerDenoiser
 from ..protocols import Schedule
+from ..rundir import check_output_path, run_dir_lock
 from .config import TrainConfig
 from .loop import LoopHooks, StepFn, StepOutput, run_loop
 from .runtime import (
@@ -41,11 +45,14 @@ from .runtime import (
     Trainee,
     autocast,
     build_optimizer,
+    check_compile_device,
+    check_training_memory,
     ddp_cleanup,
     ddp_setup,
     is_main_process,
     maybe_compile,
     pick_device,
+    truncate_metrics,
     wrap_ddp,
 )
 
@@ -78,12 +85,14 @@ def _stream_generators(seed: int, rank: int) -> dict[str, torch.Generator]:
     return {name: torch.Generator().manual_seed(seed * 1_000_003 + 2 * rank + 1 + i) for i, name in enumerate(("data", "mask"))}
 
 
+def _model_config(cfg: TrainConfig, source: DataSource, seq_len: int) -> DenoiserConfig:
+    return DenoiserConfig.preset(cfg.size, int(source.vocab_size), seq_len, time_conditioning=cfg.time_conditioning, dropout=cfg.dropout)
+
+
 def _build(cfg: TrainConfig, source: DataSource, rank: int, device: torch.device) -> tuple[Trainee, DenoiserConfig, Schedule, int]:
     seq_len = cfg.seq_len or int(source.default_seq_len)
     schedule = make_schedule(cfg.schedule)
-    model_config = DenoiserConfig.preset(
-        cfg.size, int(source.vocab_size), seq_len, time_conditioning=cfg.time_conditioning, dropout=cfg.dropout
-    )
+    model_config = _model_config(cfg, source, seq_len)
     model = TransformerDenoiser(model_config).to(device)
     ema = EMA(model, cfg.ema_decay)
     optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -92,7 +101,7 @@ def _build(cfg: TrainConfig, source: DataSource, rank: int, device: torch.device
 
 
 def _check_run_dir(cfg: TrainConfig) -> None:
-    run_dir = Path(cfg.out)
+    run_dir = check_output_path(cfg.out, kind="dir", name="--out")
     if checkpoint_path(run_dir).exists() and not cfg.resume:
         raise ValueError(f"out={str(run_dir)!r} already holds a checkpoint; pass --resume to continue it or choose another --out")
     if cfg.resume and not checkpoint_path(run_dir).exists():
@@ -104,31 +113,53 @@ def train(cfg: TrainConfig, source: DataSource | None = None, step_callback: Cal
 
     `source` overrides cfg.data (any object with vocab_size, default_seq_len, sample_batch,
     describe); `step_callback(step)` runs after each completed step (after its checkpoint).
+    Bad input (config, output path, --compile off CUDA) fails before the run directory is touched;
+    the run directory is locked for the whole run (sampler.rundir.run_dir_lock, rank 0 only).
     """
     cfg.validate()
     _check_run_dir(cfg)
+    check_compile_device(cfg.compile, pick_device(cfg.device))
+    owner = int(os.environ.get("RANK", "0")) == 0
+    with run_dir_lock(cfg.out) if owner else contextlib.nullcontext():
+        return _train_owned(cfg, source, step_callback)
+
+
+def _train_owned(cfg: TrainConfig, source: DataSource | None, step_callback: Callable[[int], None] | None) -> dict[str, Any]:
+    """train() once the run directory is this process's: resume checks, then the loop."""
+    run_dir = Path(cfg.out)
+    resume_tensors, resume_meta = load_checkpoint(run_dir) if cfg.resume else (None, {})
+    provenance, resumes, changed = cfg.to_dict(), [], {}
+    if cfg.resume:
+        provenance, resumes = _stored_train_config(resume_meta, run_dir), list(resume_meta.get("resumes", []))
+        cfg, changed = cfg.resumed_config(provenance, resumes)
+    elif cfg.seed is None:
+        cfg = replace(cfg, seed=0)
+        provenance = cfg.to_dict()
     minutes = cfg.minutes if (cfg.minutes is not None or cfg.max_steps is not None) else DEFAULT_MINUTES
-    rank, world, _ = ddp_setup()
     device = pick_device(cfg.device)
+    source = source if source is not None else get_source(cfg.data, seed=cfg.data_seed, seq_len=cfg.seq_len)
+    seq_len = cfg.seq_len or int(source.default_seq_len)
+    check_training_memory(_model_config(cfg, source, seq_len), cfg.batch_size, seq_len, device)
+    rank, world, _ = ddp_setup()
     if device.type == "cpu" and cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed + rank)
-    source = source if source is not None else get_source(cfg.data, seed=cfg.data_seed, seq_len=cfg.seq_len)
     trainee, model_config, schedule, seq_len = _build(cfg, source, rank, device)
-    mask_id, run_dir = model_config.mask_id, Path(cfg.out)
+    mask_id = model_config.mask_id
     generators = _stream_generators(cfg.seed, rank)
     step = 0
-    if cfg.resume:
-        step = _restore(run_dir, trainee, generators, model_config, source)
+    if resume_tensors is not None:
+        step = _restore(run_dir, resume_tensors, resume_meta, trainee, generators, model_config, source)
+        resumes.append({"step": step, "changed": changed})
         if world > 1:  # the checkpoint holds rank 0's streams; give every rank its own again
             for i, gen in enumerate(generators.values()):
                 gen.manual_seed(cfg.seed * 1_000_003 + 2 * rank + 1 + i + 7_919 * step)
     meta_base = {"kind": "teacher", "model_config": model_config.to_dict(), "source": source.describe(),
                  "tokenizer": tokenizer_state(source),  # decoding without the corpus (sample, eval)
-                 "schedule": schedule.describe(), "mask_id": mask_id, "train_config": cfg.to_dict()}
+                 "schedule": schedule.describe(), "mask_id": mask_id, "train_config": provenance, "resumes": resumes}
     logger = MetricsLogger(run_dir / "metrics.jsonl" if is_main_process() else None)
     if is_main_process():
-        run_dir.mkdir(parents=True, exist_ok=True)
+        truncate_metrics(run_dir / "metrics.jsonl", step)
         print(f"teacher: {trainee.model.num_parameters():,} parameters ({cfg.size}), source {getattr(source, 'name', '?')} "
               f"K={model_config.vocab_size} L={seq_len}, device {device}, world {world}, from step {step}", file=sys.stderr)
 
@@ -161,6 +192,15 @@ def train(cfg: TrainConfig, source: DataSource | None = None, step_callback: Cal
     logger.log({"event": "end", **summary})
     ddp_cleanup()
     return summary
+
+
+def _stored_train_config(meta: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The train_config a run was started with (its provenance); ValueError when the run has none that a teacher run has."""
+    stored = meta.get("train_config")
+    if not isinstance(stored, dict):
+        raise ValueError(f"out={str(run_dir)!r} holds a checkpoint without a train_config (not a teacher run?)")
+    TrainConfig.from_dict(stored)  # ValueError when it is not a teacher run's config
+    return stored
 
 
 def _eval_batches(source: Any, cfg: TrainConfig, seq_len: int) -> torch.Tensor:
@@ -201,14 +241,11 @@ class _null:
 
 
 def _restore(
-    run_dir: Path, trainee: Trainee, generators: dict[str, torch.Generator],
-    model_config: DenoiserConfig, source: DataSource,
+    run_dir: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any], trainee: Trainee,
+    generators: dict[str, torch.Generator], model_config: DenoiserConfig, source: DataSource,
 ) -> int:
-    """Load a checkpoint into the live objects (validating compatibility first); returns its step.
+    """Load a checkpoint's (tensors, meta) into the live objects (validating compatibility first); returns its step.
     A checkpoint written before issue 9 (train_config with `ema`, `steps`) loads the same way."""
-    tensors, meta = load_checkpoint(run_dir)
-    if "train_config" in meta:
-        TrainConfig.from_dict(meta["train_config"])  # ValueError when it is not a teacher run's config
     saved = meta.get("model_config", {})
     if saved.get("vocab_size") != model_config.vocab_size:
         raise ValueError(

@@ -1,0 +1,118 @@
+"""Run directories and output paths: one owner per run directory, and paths checked before any work.
+
+- `run_dir_lock(run_dir)`: an exclusive OS lock (fcntl.flock) on RUN/.lock held for the life of a
+  command that writes RUN (`mcd train`, `mcd distill`, `mcd bench-distill`).  A second process on
+  the same RUN fails at once with `RunDirBusy`, naming the holder (pid, host, command, start time
+  written into the lock file).  The OS releases a flock when its holder exits in any way (normal
+  exit, exception, SIGKILL, crash), so a lock file left behind by a dead process is stale by
+  construction and the next process simply takes it: no pid probing, no manual cleanup.  (flock is
+  per host: two machines sharing RUN over NFS are not excluded from each other.)
+- `check_output_path(path, kind, name)`: ValueError naming the argument when an output directory or
+  file cannot be written (a file where a directory is wanted or the reverse, an unwritable parent),
+  so a command fails before its minutes of work instead of after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shlex
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+LOCK_FILE = ".lock"
+
+
+class RunDirBusy(ValueError):
+    """The run directory is owned by another live process."""
+
+
+def _command_line() -> str:
+    return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "?"
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: str | os.PathLike, command: str | None = None) -> Iterator[Path]:
+    """Hold RUN/.lock exclusively for the `with` block (RUN is created if needed); RunDirBusy when another
+    process holds it.  When the block fails and RUN was created here and holds nothing but the lock, RUN
+    is removed again (a refused or failed start leaves no empty run directory)."""
+    import fcntl
+
+    run = Path(run_dir)
+    check_output_path(run, kind="dir", name="out")
+    created = not run.exists()
+    run.mkdir(parents=True, exist_ok=True)
+    lock_path = run / LOCK_FILE
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "an unknown process"
+        os.close(fd)
+        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise RunDirBusy(f"run directory {str(run)!r} is in use by {holder}; wait for it to finish or choose another --out") from None
+        raise
+    # we own the lock: a previous holder's text (if any) is stale
+    os.ftruncate(fd, 0)
+    info = f"pid {os.getpid()} on host {socket.gethostname()} (command: {command or _command_line()}; since {time.strftime('%Y-%m-%d %H:%M:%S')})"
+    os.pwrite(fd, info.encode() + b"\n", 0)
+    failed = False
+    try:
+        yield run
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        if failed and created and {p.name for p in run.iterdir()} <= {LOCK_FILE}:
+            lock_path.unlink(missing_ok=True)
+            run.rmdir()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _nearest_existing(path: Path) -> Path:
+    current = path
+    while not current.exists():
+        if current.parent == current:
+            break
+        current = current.parent
+    return current
+
+
+def _probe_writable(directory: Path) -> bool:
+    """True when a file can be created in `directory` (a real probe: os.access says yes to root on read-only mounts)."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-probe.")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
+
+
+def check_output_path(path: str | os.PathLike, kind: str = "dir", name: str = "--out") -> Path:
+    """`path` as a Path after checking that it can be written as a directory (kind="dir") or a file
+    (kind="file"); ValueError naming `name` otherwise.  Nothing is created."""
+    if kind not in ("dir", "file"):
+        raise ValueError(f"kind must be 'dir' or 'file', got {kind!r}")
+    target = Path(path)
+    if kind == "dir" and target.exists() and not target.is_dir():
+        raise ValueError(f"{name}={str(target)!r} is an existing file, not a directory")
+    if kind == "file" and target.is_dir():
+        raise ValueError(f"{name}={str(target)!r} is a directory; give a file name")
+    if kind == "file" and target.exists() and not os.access(target, os.W_OK):
+        raise ValueError(f"{name}={str(target)!r} exists and is not writable")
+    base = _nearest_existing(target if kind == "dir" else target.parent)
+    if not base.is_dir():
+        raise ValueError(f"{name}={str(target)!r} cannot be created: {str(base)!r} is a file, not a directory")
+    if not _probe_writable(base):
+        raise ValueError(f"{name}={str(target)!r} cannot be written: directory {str(base)!r} is not writable")
+    return target
+
+
+__all__ = ["LOCK_FILE", "RunDirBusy", "run_dir_lock", "check_output_path"]
