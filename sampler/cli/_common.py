@@ -40,6 +40,18 @@ def add_seed_argument(parser: argparse.ArgumentParser, default: int | None = 0, 
     parser.add_argument("--seed", type=non_negative_int, default=default, help=help)
 
 
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """--device --batch-size --no-ema --no-cache --threads: the InferenceConfig fields of `mcd sample` and `mcd eval`."""
+    from ..checkpoint import InferenceConfig
+
+    defaults = InferenceConfig(ckpt="")
+    parser.add_argument("--device", default=defaults.device, help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="sequences per sampler batch")
+    parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    parser.add_argument("--no-cache", action="store_true", help="call the network at every step")
+    add_threads_argument(parser, defaults.threads)
+
+
 def apply_threads(threads: int | None) -> None:
     """torch.set_num_threads(threads); ValueError unless a positive int (None leaves torch's default)."""
     import torch

@@ -8,7 +8,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..evaluate import DEFAULT_STEPS, EvalConfig
-from ._common import add_seed_argument, add_threads_argument, int_at_least, positive_int
+from ._common import add_inference_arguments, add_seed_argument, int_at_least, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,13 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oracle", action="store_true",
                         help="also sample with the source's exact denoiser (embedded source): the cost of few steps alone")
     parser.add_argument("--out", default=None, help="JSON report (default RUN/eval-seed<seed>.json)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=positive_int, default=256)
-    parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
-    parser.add_argument("--no-cache", action="store_true", help="call the network at every step")
-    add_threads_argument(parser)
-
-
+    add_inference_arguments(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:

@@ -16,7 +16,7 @@ import sys
 from dataclasses import fields
 
 from ..sample_checkpoint import SampleConfig
-from ._common import add_seed_argument, add_threads_argument, positive_int
+from ._common import add_inference_arguments, add_seed_argument, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,12 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix-ids", default=None, help="prompt as token ids, e.g. '3,1,4'")
     add_seed_argument(parser, 0, "sampler seed")
     parser.add_argument("--out", default=None, help="JSONL output (default RUN/samples-<steps>steps-seed<seed>.jsonl)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=positive_int, default=256)
-    parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
-    parser.add_argument("--no-cache", action="store_true", help="call the network at every step")
-    add_threads_argument(parser)
-
+    add_inference_arguments(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> SampleConfig:

