@@ -23,6 +23,7 @@ Arms (every student starts as the teacher; same rounds, optimiser steps, batch a
 
 from __future__ import annotations
 
+import copy
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,18 +99,15 @@ def train_distilled(arm: Arm, config: "BenchConfig", teacher_dir: Path, seed: in
     ))
 
 
-class _SeededStream:
-    """The source with its data drawn from a training-seed stream (a resumed teacher run restores the
-    teacher's own data generator; this gives each training seed its own data)."""
-
-    def __init__(self, source: Any, seed: int) -> None:
-        self._source, self._generator = source, torch.Generator().manual_seed(31_337 + 1_000_003 * seed)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._source, name)
-
-    def sample_batch(self, n: int, seq_len: int | None = None, generator: Any = None) -> torch.Tensor:
-        return self._source.sample_batch(n, seq_len, self._generator)
+def seeded_data(source: Any, seed: int) -> Any:
+    """A shallow copy of the source whose sample_batch ignores the caller's generator and draws from a
+    training-seed stream (a resumed teacher run restores the teacher's own data generator; this gives each
+    training seed its own data).  The copy describes itself as the source does (so the resume check passes)."""
+    stream = torch.Generator().manual_seed(31_337 + 1_000_003 * seed)
+    draw = source.sample_batch
+    clone = copy.copy(source)
+    clone.sample_batch = lambda n, seq_len=None, generator=None: draw(n, seq_len, stream)
+    return clone
 
 
 def train_more(arm: Arm, config: "BenchConfig", teacher_dir: Path, seed: int) -> dict[str, Any]:
@@ -135,8 +133,7 @@ def train_more(arm: Arm, config: "BenchConfig", teacher_dir: Path, seed: int) ->
                           lr=config.lr, ema_decay=0.99, warmup=0, seed=seed, device=config.device,
                           progress=config.progress, eval_every=10**9, save_every=max(50, config.steps_per_round),
                           minutes=None)
-        source = _SeededStream(load_source(teacher_meta), seed)
-        summary = train(cfg, source=source)
+        summary = train(cfg, source=seeded_data(load_source(teacher_meta), seed))
     return {"optimizer_steps": extra, "teacher_forward_passes": 0, "teacher_sequence_evals": 0,
             "wall_time_s": float(summary.get("seconds", 0.0)), "complete": True}
 
