@@ -42,7 +42,7 @@ import torch
 
 DEFAULT_EVAL_STEPS = (64, 16, 8, 4)
 SMOKE_EVAL_STEPS = (16, 4, 1)
-DEFAULT_ARMS = ("mcd", "baseline", "mcd-noce", "mcd-fkl", "more-training")
+DEFAULT_ARMS = ("mcd", "baseline", "mcd-noce", "mcd-fkl", "more-training", "mcd-equal-compute")
 ANCHOR_STEPS = 2**16  # "many more steps than tokens": two tokens share a step with probability ~ L²/(2·N) per pattern
 PAPER_CUT = 16  # the paper's step reduction
 ANCHOR_SEQUENCES = 8  # held-out sequences of the anchors
@@ -60,7 +60,7 @@ class BenchConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     start_steps: int = 64
     target_steps: int = 8
-    steps_per_round: int = 200
+    steps_per_round: int = 100
     batch_size: int = 64
     lr: float = 3e-4
     divergence: str = "reverse_kl"
@@ -68,8 +68,8 @@ class BenchConfig:
     coupling: str = "threshold"
     eval_steps: tuple[int, ...] = DEFAULT_EVAL_STEPS
     temperatures: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1)  # teacher and oracle sweeps (must hold 1.0)
-    num_samples: int = 512
-    heldout: int = 128
+    num_samples: int = 256
+    heldout: int = 64
     k: int = 4
     ngram_orders: tuple[int, ...] = (1, 2, 3)
     num_bootstrap: int = 100
