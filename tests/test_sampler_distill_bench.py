@@ -115,3 +115,23 @@ def test_smoke_benchmark_end_to_end(tmp_path: Path) -> None:
     paper = {(p["run"], tuple(p["cut"])) for p in saved["paper"]}
     assert ("mcd-seed0", (16, 1)) in paper  # the student at 1 step against the teacher at 16
     assert markdown_report(result).startswith("# bench-distill")
+
+
+def test_arms_train_what_they_say(tmp_path: Path, monkeypatch) -> None:
+    """Each distilled arm hands distill() its own settings: equal compute = twice the batch at one teacher pass a
+    step (as many teacher sequence evaluations as the baseline's two passes at 1x batch), no-CE, forward KL,
+    the paper's cuts; everything else (steps, lr, seed) as the bench's."""
+    import sampler.train as train_package
+
+    seen = {}
+    monkeypatch.setattr(train_package, "distill", lambda cfg: seen.setdefault(Path(cfg.out).name, cfg) and {})
+    config = BenchConfig(out=str(tmp_path), batch_size=16, lr=1e-4)
+    for name in ("mcd", "baseline", "mcd-equal-compute", "mcd-noce", "mcd-fkl", "paper-256-16"):
+        ARMS[name].train(ARMS[name], config, tmp_path / "teacher", 3)
+    cfg = {name.rsplit("-seed", 1)[0]: c for name, c in seen.items()}
+    assert cfg["mcd-equal-compute"].batch_size == 2 * cfg["baseline"].batch_size == 32
+    assert cfg["mcd-equal-compute"].method == "mcd" and cfg["baseline"].method == "baseline"
+    assert cfg["mcd-noce"].no_cross_entropy and not cfg["mcd"].no_cross_entropy
+    assert cfg["mcd-fkl"].divergence == "forward_kl" and cfg["mcd"].divergence == "reverse_kl"
+    assert (cfg["paper-256-16"].start_steps, cfg["paper-256-16"].target_steps) == (256, 16)
+    assert {(c.seed, c.lr, c.steps_per_round) for c in cfg.values()} == {(3, 1e-4, config.steps_per_round)}
