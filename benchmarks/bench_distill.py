@@ -1,8 +1,8 @@
-"""Teacher vs masked consistency distillation vs the stochastic baseline (see sampler/bench_distill.py).
+"""Every distillation arm against the teacher and exact-denoiser frontiers, on two axes (see sampler/bench_distill.py).
 
     python benchmarks/bench_distill.py [--smoke] [--out runs/bench-distill] [mcd bench-distill options]
 
-Prints the markdown table and writes OUT/bench.{md,json} and OUT/bench_{nll,frontier}.png.
+Prints the markdown tables and writes OUT/bench.{md,json} and OUT/bench_pr_<steps>.png (one per step count).
 """
 
 import sys

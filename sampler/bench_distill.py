@@ -1,23 +1,32 @@
-"""The distillation benchmark (`mcd bench-distill`, from a BenchConfig): teacher vs MCD student vs stochastic-baseline student, across step counts.
+"""The distillation benchmark (`mcd bench-distill`, from a BenchConfig): every arm of sampler.bench_arms against
+the teacher's and the exact denoiser's temperature frontiers, on two axes, across step counts.
 
-On the embedded exact-likelihood source (sampler.data, "exact") it trains, or reuses from
-OUT, a teacher, then for each training seed an MCD student and a baseline student with the
-same rounds, optimiser steps, batch and loss options (the baseline spends two teacher forward
-passes per step, MCD one; both are counted).  Then, for every sampling step count:
+On the embedded exact-likelihood source it trains, or reuses from OUT, a teacher (or takes `--teacher`), then
+one run per arm and training seed (sampler.bench_arms: MCD, the stochastic baseline, their forward-KL versions,
+MCD without cross-entropy, the teacher trained further, MCD at equal teacher compute, the paper's 16x cuts).
+Every sampler row (teacher and oracle at each temperature of the sweep, each student at T = 1), at every
+evaluated step count, gets, each with a standard error (sampler.quality):
 
-- NLL per token of the samples under the true source, its excess over the entropy rate, and
-  the mean per-sequence unigram entropy, for every model;
-- paired differences (all models sampled with the same sampler seed) with standard errors:
-  student − teacher and MCD − baseline, per training seed, and their spread over seeds;
-- the teacher's temperature-swept (entropy, NLL) frontier at that step count, and each
-  student's gain at matched entropy: frontier_NLL(student entropy) − student NLL (> 0: the
-  student beats every temperature of the teacher at its own diversity; a gain that vanishes
-  here was bought with lower entropy, not better samples).
+- precision E_q[−log p]/L of `num_samples` samples under the true source (and the unigram entropy);
+- recall: the importance-weighted bound (k reveal patterns) on the NLL of `heldout` true sequences;
+- n-gram fidelity: JS between the samples' n-gram frequencies and the exact marginals (n in ngram_orders),
+  beside the value of as many true sequences;
+- typicality: KS statistic between per-sequence −log p/L of samples and of fresh true sequences.
 
-Outputs in OUT: bench.md (tables), bench.json (every number), bench_nll.png, bench_frontier.png.
-`--smoke` is a <2-minute end-to-end run (tiny teacher, a few distillation steps, step counts
-32/8/4) that checks the pipeline and that the teacher's 4-step samples are measurably worse than
-its 32-step ones; it does not check the quality claims.
+Pairing: one sampler seed for every sampler (same uniforms), one held-out set, one set of reveal patterns per
+step count, one reference set; precision and recall differences are paired (std of the per-sequence
+difference / sqrt N), fidelity and typicality differences carry sqrt(se_a² + se_b²).
+`sampler.quality.compare.dominance` says "dominates" only where a sampler is better on precision and recall
+(beyond z = 2 SE), or strictly inside the other's temperature frontier, with no n-gram order and not
+typicality worse.  Seed means: over training seeds, with the between-seed SE.
+
+The paper's framing (arms paper-*): each student at its target step count against the teacher at its start
+count, under the paper's protocol (precision and unigram entropy only) and under ours (all four axes).
+
+Outputs in OUT: bench.md (tables), bench.json (every number), bench_pr_<steps>.png (one per step count).
+`--smoke` (< 2 minutes) runs the pipeline end to end on a tiny teacher and checks the recall sanity
+anchors through the benchmark's own recall code (exact denoiser: steps >> tokens gives the true −log p/L,
+one step gives the sum of the one-step marginals).
 """
 
 from __future__ import annotations
@@ -31,8 +40,12 @@ from typing import Any
 
 import torch
 
-DEFAULT_EVAL_STEPS = (1024, 256, 64, 16, 8, 4)
-SMOKE_EVAL_STEPS = (32, 4)
+DEFAULT_EVAL_STEPS = (64, 16, 8, 4)
+SMOKE_EVAL_STEPS = (16, 4, 1)
+DEFAULT_ARMS = ("mcd", "baseline", "mcd-noce", "mcd-fkl", "more-training", "mcd-equal-compute")
+ANCHOR_STEPS = 2**16  # "many more steps than tokens": two tokens share a step with probability ~ L²/(2·N) per pattern
+PAPER_CUT = 16  # the paper's step reduction
+ANCHOR_SEQUENCES = 8  # held-out sequences of the anchors
 
 
 @dataclass
@@ -43,20 +56,26 @@ class BenchConfig:
     teacher_steps: int | None = None
     teacher_size: str = "tiny"
     seq_len: int | None = None
-    seeds: tuple[int, ...] = (0, 1)
+    arms: tuple[str, ...] = DEFAULT_ARMS
+    seeds: tuple[int, ...] = (0, 1, 2)
     start_steps: int = 64
     target_steps: int = 8
-    steps_per_round: int = 200
+    steps_per_round: int = 100
     batch_size: int = 64
     lr: float = 3e-4
     divergence: str = "reverse_kl"
-    temperature: bool = True
+    temperature: bool = False  # teacher-temperature schedule during distillation (off: no built-in sharpening)
     coupling: str = "threshold"
     eval_steps: tuple[int, ...] = DEFAULT_EVAL_STEPS
-    frontier_steps: tuple[int, ...] = (16, 8, 4)
-    frontier_temperatures: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1)
-    num_samples: int = 512
-    check_samples: int = 0  # teacher samples for the 4-vs-32-step check (0: those of the table)
+    temperatures: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1)  # teacher and oracle sweeps (must hold 1.0)
+    num_samples: int = 256
+    heldout: int = 64
+    k: int = 4
+    ngram_orders: tuple[int, ...] = (1, 2, 3)
+    num_bootstrap: int = 100
+    z: float = 2.0
+    check_samples: int = 0  # teacher samples of the fewest-vs-most-steps check (0: those of the table)
+    check_anchors: bool = False
     teacher_lr: float = 1e-3
     teacher_batch_size: int = 64
     sample_seed: int = 1234
@@ -68,12 +87,53 @@ class BenchConfig:
     def smoke_config(cls, out: str, **overrides: Any) -> "BenchConfig":
         base = dict(
             out=out, teacher_minutes=None, teacher_steps=400, teacher_lr=3e-3, teacher_batch_size=32, seq_len=32,
-            seeds=(0, 1), start_steps=8, target_steps=4, steps_per_round=4, batch_size=16, eval_steps=SMOKE_EVAL_STEPS,
-            frontier_steps=(4,), frontier_temperatures=(0.8, 1.0, 1.25), num_samples=256, check_samples=1024,
+            arms=("mcd", "baseline", "mcd-noce", "more-training"), seeds=(0,), start_steps=8, target_steps=4,
+            steps_per_round=4, batch_size=16, eval_steps=SMOKE_EVAL_STEPS, temperatures=(0.8, 1.0, 1.25),
+            num_samples=256, heldout=32, k=2, num_bootstrap=20, check_anchors=True,
             progress=False, smoke=True,
         )
         base.update(overrides)
         return cls(**base)
+
+
+def validate(config: BenchConfig) -> None:
+    """ValueError naming the argument, before any training or sampling."""
+    from .bench_arms import ARMS, check_arms
+    from .train.distill import round_step_counts
+
+    config.arms = check_arms(config.arms)
+    for arm in (ARMS[name] for name in config.arms):
+        round_step_counts(*arm.start_target(config))
+    if not config.seeds:
+        raise ValueError("seeds must name at least one training seed")
+    for name, values in (("eval_steps", config.eval_steps), ("ngram_orders", config.ngram_orders)):
+        if not values:
+            raise ValueError(f"{name} must not be empty")
+        for s in values:
+            if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+                raise ValueError(f"{name} must be positive integers (>= 1), got {s!r}")
+    for name in ("k", "heldout", "num_samples", "num_bootstrap"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name in ("heldout", "num_samples") else 1):
+            raise ValueError(f"{name} must be an int >= {2 if name in ('heldout', 'num_samples') else 1}, got {value!r}")
+    if 1.0 not in config.temperatures or not all(t > 0 and math.isfinite(t) for t in config.temperatures):
+        raise ValueError(f"temperatures must be positive and hold 1.0, got {config.temperatures!r}")
+    if not config.z > 0:
+        raise ValueError(f"z must be positive, got {config.z!r}")
+
+
+def check_source(teacher_dir: Path, config: BenchConfig) -> None:
+    """The teacher's source must have exact likelihood (recall, precision, fidelity need it) and fit the n-gram orders."""
+    from .checkpoint import load_checkpoint, load_source
+    from .quality.fidelity import check_ngram_orders
+
+    _, meta = load_checkpoint(teacher_dir)
+    source = load_source(meta)
+    if not getattr(source, "exact", False) or not hasattr(source, "denoiser"):
+        raise ValueError(f"recall (and every metric of this bench) needs a source with exact likelihood and an exact "
+                         f"denoiser; the teacher {str(teacher_dir)!r} was trained on {source.name!r}")
+    seq_len = int(meta.get("seq_len") or meta["model_config"]["seq_len"])
+    check_ngram_orders(tuple(config.ngram_orders), seq_len, source.vocab_size)
 
 
 # ---------------------------------------------------------------------------- stages
@@ -117,257 +177,402 @@ def ensure_teacher(config: BenchConfig) -> tuple[Path, dict[str, Any]]:
     return run_dir, {**cost, "reused": False}
 
 
-def distill_students(config: BenchConfig, teacher_dir: Path) -> dict[str, dict[str, Any]]:
-    """One MCD and one baseline student per seed, same budget of optimiser steps (reused when finished)."""
-    from .train import DistillConfig, distill
+def train_arms(config: BenchConfig, teacher_dir: Path) -> dict[str, dict[str, Any]]:
+    """One run per arm and training seed (reused when finished): {run name: cost record with its arm and seed}."""
+    from .bench_arms import ARMS
 
     records: dict[str, dict[str, Any]] = {}
-    for seed in config.seeds:
-        for method in ("mcd", "baseline"):
-            name = f"{method}-seed{seed}"
-            records[name] = distill(
-                DistillConfig(
-                    teacher=str(teacher_dir), out=str(Path(config.out) / name), method=method, coupling=config.coupling,
-                    divergence=config.divergence, start_steps=config.start_steps, target_steps=config.target_steps,
-                    steps_per_round=config.steps_per_round, batch_size=config.batch_size, lr=config.lr,
-                    temperature=config.temperature, seed=seed, device=config.device, progress=config.progress,
-                    save_every=max(50, config.steps_per_round), log_every=10,
-                )
-            )
+    for name in config.arms:
+        arm = ARMS[name]
+        for seed in config.seeds:
+            records[arm.run_name(seed)] = {**arm.train(arm, config, teacher_dir, seed), "arm": name, "seed": seed}
     return records
 
 
-@torch.no_grad()
-def sample_models(
-    models: dict[str, Any], schedule: Any, num_steps: int, config: BenchConfig, seq_len: int, temperature: float = 1.0
-) -> dict[str, Any]:
-    """Samples of every model with one sampler seed (paired comparisons)."""
-    from .sampling import ancestral_sample
-
-    out = {}
-    for name, model in models.items():
-        generator = torch.Generator().manual_seed(config.sample_seed)
-        out[name] = ancestral_sample(
-            model, schedule, num_steps, config.num_samples, seq_len, model.mask_id, model.config.vocab_size,
-            generator=generator, temperature=temperature, cached=not model.config.time_conditioning,
-            device=config.device, batch_size=256,
-        )
-    return out
+# ---------------------------------------------------------------------------- one sampler, every metric
 
 
-def _quality(samples: torch.Tensor, source: Any, rate: tuple[float, float]) -> dict[str, Any]:
+@dataclass
+class EvalContext:
+    """What every sampler row shares: the source, the schedule, the held-out set and the config."""
+
+    config: BenchConfig
+    source: Any
+    schedule: Any
+    seq_len: int
+    heldout: torch.Tensor
+
+
+def recall_rows(ctx: EvalContext, denoiser: Any, steps: int, temperatures: tuple[float, ...]) -> torch.Tensor:
+    """Per-sequence recall bound (float64, [T, heldout]) of the `steps`-step sampler at each temperature; one set of
+    k reveal patterns per step count (seeded by the sampler seed and `steps`), so rows at a step count pair."""
+    from .quality.recall import recall_per_sequence
+
+    generator = torch.Generator().manual_seed(ctx.config.sample_seed * 7_919 + steps)
+    return recall_per_sequence(denoiser, ctx.schedule, ctx.heldout, steps=steps, temperatures=temperatures,
+                               k=ctx.config.k, generator=generator, device=ctx.config.device)
+
+
+def sampler_rows(
+    ctx: EvalContext, label: str, arm: str, seed: int | None, denoiser: Any, sample: Any, with_recall: bool,
+    steps: int, temperatures: tuple[float, ...],
+) -> list[dict[str, Any]]:
+    """One row per temperature: precision, recall, n-gram JS (with the true-sequence reference), KS, unigram
+    entropy, each (value, SE), plus the per-sequence tensors the paired differences need."""
     from .data import sample_quality
+    from .quality.recall import mean_and_se
+    from .quality.two_axis import two_axis_metrics
 
-    return sample_quality(samples, source, entropy_rate=rate)
+    config = ctx.config
+    recall = recall_rows(ctx, denoiser, steps, temperatures) if with_recall else None
+    rows = []
+    for index, temperature in enumerate(temperatures):
+        samples = sample(denoiser, ctx.schedule, steps, config.num_samples, ctx.seq_len, temperature,
+                         config.sample_seed, config.device)
+        m = two_axis_metrics(samples, ctx.source, ngram_orders=config.ngram_orders, seed=config.sample_seed,
+                             num_bootstrap=config.num_bootstrap)
+        entropy = sample_quality(samples, ctx.source)["per_sequence_entropy"]
+        fid = m["fidelity"]
+        rows.append({
+            "steps": steps, "sampler": label, "arm": arm, "seed": seed, "temperature": float(temperature),
+            "precision": [m["precision"]["value"], m["precision"]["se"]],
+            "recall": None if recall is None else list(mean_and_se(recall[index], "recall")),
+            "unigram_entropy": [m["precision"]["unigram_entropy"], m["precision"]["unigram_entropy_se"]],
+            "fidelity": {n: [fid[n]["js"], fid[n]["js_se"]] for n in fid},
+            "fidelity_reference": {n: [fid[n]["reference_js"], fid[n]["reference_js_se"]] for n in fid},
+            "fidelity_kl": {n: {k: fid[n][k] for k in ("kl_samples_exact", "kl_exact_samples")} for n in fid},
+            "typicality": [m["typicality"]["ks"], m["typicality"]["ks_se"]], "ks_p": m["typicality"]["p_value"],
+            "precision_per_sequence": m["precision"]["per_sequence"],
+            "recall_per_sequence": None if recall is None else recall[index],
+            "entropy_per_sequence": torch.as_tensor(entropy, dtype=torch.float64),
+        })
+    return rows
+
+
+def recall_anchors(ctx: EvalContext) -> dict[str, Any]:
+    """The recall sanity anchors, through `recall_rows` with the exact denoiser (float64):
+    ANCHOR_STEPS >> L steps: tokens reveal one at a time (up to rare collisions), so the bound equals the true
+    −log p(x)/L of the held-out sequences (chain rule in the reveal order); 1 step: every pattern reveals all
+    tokens at t = 1, so the bound is −Σ_l log p(x_l | all masked)/L exactly."""
+    from .data import paired_difference
+
+    from dataclasses import replace
+
+    oracle = ctx.source.denoiser(dtype=torch.float64)
+    x, length = ctx.heldout[:ANCHOR_SEQUENCES], ctx.seq_len
+    few = replace(ctx, heldout=x)  # the many-step bound costs one denoiser call per distinct reveal step
+    many = recall_rows(few, oracle, ANCHOR_STEPS, (1.0,))[0]
+    true_nll = -ctx.source.log_prob(x).double() / length
+    one = recall_rows(few, oracle, 1, (1.0,))[0]
+    all_masked = torch.full_like(x, oracle.mask_id)
+    marginals = oracle(all_masked, torch.ones(x.shape[0], dtype=torch.float64))
+    one_step_sum = -marginals.gather(-1, x[..., None])[..., 0].sum(1) / length
+    gap, gap_se = paired_difference(many, true_nll)
+    return {"steps_many": ANCHOR_STEPS, "many_minus_true": [gap, gap_se],
+            "many_max_abs": float((many - true_nll).abs().max()),
+            "one_step_max_abs": float((one - one_step_sum).abs().max()),
+            "true_nll": float(true_nll.mean()), "num_heldout": int(x.shape[0])}
+
+
+def _smoke_check(ctx: EvalContext, teacher: Any, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The teacher at the fewest evaluated steps against the most (paired by sampler seed; a larger draw when
+    check_samples > num_samples): fewer steps must be measurably worse."""
+    from .bench_arms import ancestral
+    from .data import paired_difference, sample_quality
+
+    per_seq = {r["steps"]: r["precision_per_sequence"] for r in rows if r["sampler"] == "teacher" and r["temperature"] == 1.0}
+    few, many = min(ctx.config.eval_steps), max(ctx.config.eval_steps)
+    if few == many:
+        return None
+    config = ctx.config
+    if config.check_samples > config.num_samples:
+        for n in (few, many):
+            drawn = ancestral(teacher, ctx.schedule, n, config.check_samples, ctx.seq_len, 1.0, config.sample_seed, config.device)
+            per_seq[n] = sample_quality(drawn, ctx.source)["per_sequence_nll"]
+    diff, se = paired_difference(per_seq[few], per_seq[many])
+    return {"few_steps": few, "many_steps": many, "teacher_nll_few_minus_many": diff, "se": se,
+            "z": diff / se if se > 0 else float("inf")}
 
 
 def evaluate(config: BenchConfig, teacher_dir: Path, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Every number of the benchmark (see the module docstring)."""
+    """Every row, comparison, seed mean and paper-framing line of the benchmark (module docstring)."""
     from tqdm import tqdm
 
-    from .checkpoint import load_denoiser, load_schedule, load_source
-    from .data import frontier_at_entropy, json_ready, paired_difference
+    from .bench_arms import ARMS, ancestral, load_student
+    from .checkpoint import load_checkpoint, load_schedule, load_source
 
-    teacher, meta = load_denoiser(teacher_dir, device=config.device, use_ema=True)
+    _, meta = load_checkpoint(teacher_dir)
     schedule, source = load_schedule(meta), load_source(meta)
+    teacher = load_student(teacher_dir, config.device)
     seq_len = int(meta.get("seq_len") or teacher.config.seq_len)
-    rate = source.entropy_rate(seq_len)
-    models = {"teacher": teacher}
-    for name in records:
-        models[name], _ = load_denoiser(Path(config.out) / name, device=config.device, use_ema=True)
-    students = [n for n in models if n != "teacher"]
-
+    heldout = source.sample_batch(config.heldout, seq_len, torch.Generator().manual_seed(config.sample_seed + 10_007))
+    ctx = EvalContext(config, source, schedule, seq_len, heldout)
+    oracle = source.denoiser()
+    students = {run: (ARMS[rec["arm"]], rec["seed"], ARMS[rec["arm"]].load(Path(config.out) / run, config.device))
+                for run, rec in records.items()}
+    extra_teacher = {s for arm, _, _ in students.values() if arm.cut for s in arm.cut} - set(config.eval_steps)
+    all_steps = sorted(set(config.eval_steps) | extra_teacher, reverse=True)
     rows: list[dict[str, Any]] = []
-    frontier: dict[int, list[dict[str, float]]] = {}
-    teacher_per_seq: dict[int, torch.Tensor] = {}
-    steps_iter = tqdm(config.eval_steps, desc="evaluating", disable=not config.progress, leave=False)
-    for num_steps in steps_iter:
-        samples = sample_models(models, schedule, num_steps, config, seq_len)
-        quality = {name: _quality(s, source, rate) for name, s in samples.items()}
-        if num_steps in config.frontier_steps:
-            points = []
-            for temp in config.frontier_temperatures:
-                q = quality["teacher"] if temp == 1.0 else _quality(
-                    sample_models({"teacher": teacher}, schedule, num_steps, config, seq_len, temp)["teacher"], source, rate
-                )
-                points.append({"temperature": temp, "unigram_entropy": q["unigram_entropy"], "nll_per_token": q["nll_per_token"]})
-            frontier[num_steps] = points
-        for name in models:
-            q = quality[name]
-            row = {"steps": num_steps, "model": name, **{k: v for k, v in json_ready(q).items() if not k.startswith("per_")}}
-            if name != "teacher":
-                row["minus_teacher"] = paired_difference(q["per_sequence_nll"], quality["teacher"]["per_sequence_nll"])
-                if name.startswith("mcd-"):
-                    partner = name.replace("mcd-", "baseline-")
-                    row["minus_baseline"] = paired_difference(q["per_sequence_nll"], quality[partner]["per_sequence_nll"])
-                if num_steps in frontier:
-                    matched = frontier_at_entropy(frontier[num_steps], q["unigram_entropy"], outside="linear")
-                    covered = [p["unigram_entropy"] for p in frontier[num_steps]]
-                    row["frontier_nll_at_entropy"] = matched
-                    row["gain_at_matched_entropy"] = matched - q["nll_per_token"]
-                    row["matched_entropy_extrapolated"] = not min(covered) <= q["unigram_entropy"] <= max(covered)
-            rows.append(row)
-        teacher_per_seq[num_steps] = quality["teacher"]["per_sequence_nll"]
-    # the smoke check: the teacher's 4-step samples against its 32-step ones (paired by sampler seed)
-    smoke_check = None
-    if 4 in teacher_per_seq and 32 in teacher_per_seq:
-        if config.check_samples > config.num_samples:  # a larger teacher-only draw for a sharper check
-            check = BenchConfig(**{**config.__dict__, "num_samples": config.check_samples})
-            for n in (4, 32):
-                drawn = sample_models({"teacher": teacher}, schedule, n, check, seq_len)["teacher"]
-                teacher_per_seq[n] = _quality(drawn, source, rate)["per_sequence_nll"]
-        diff, se = paired_difference(teacher_per_seq[4], teacher_per_seq[32])
-        smoke_check = {"teacher_nll_4_minus_32": diff, "se": se, "z": diff / se if se > 0 else float("inf")}
-
-    spread = seed_spread(rows, config)
+    for steps in tqdm(all_steps, desc="evaluating", disable=not config.progress, leave=False):
+        sweep = tuple(config.temperatures) if steps in config.eval_steps else (1.0,)
+        rows += sampler_rows(ctx, "teacher", "teacher", None, teacher, ancestral, True, steps, sweep)
+        if steps in config.eval_steps:
+            rows += sampler_rows(ctx, "oracle", "oracle", None, oracle, ancestral, True, steps, sweep)
+        for run, (arm, seed, model) in students.items():
+            if steps in arm.student_steps(config):
+                rows += sampler_rows(ctx, run, arm.name, seed, model, arm.sample, arm.recall, steps, (1.0,))
+    comparisons = compare_rows(rows, config)
     return {
-        "entropy_rate": rate[0], "entropy_rate_se": rate[1], "source": source.name, "seq_len": seq_len,
-        "rows": rows, "frontier": {str(k): v for k, v in frontier.items()}, "seed_spread": spread,
-        "students": students, "smoke_check": smoke_check,
+        "source": source.name, "seq_len": seq_len, "entropy_rate": source.entropy_rate(seq_len)[0],
+        "heldout_true_nll": float((-source.log_prob(heldout) / seq_len).mean()),
+        "rows": rows, "comparisons": comparisons, "seed_means": seed_means(comparisons, rows),
+        "paper": paper_framing(rows, comparisons, config),
+        "anchors": recall_anchors(ctx) if config.check_anchors else None,
+        "smoke_check": _smoke_check(ctx, teacher, rows),
     }
 
 
-def seed_spread(rows: list[dict[str, Any]], config: BenchConfig) -> list[dict[str, Any]]:
-    """Per step count and method: mean over training seeds of (NLL, student − teacher, gain at
-    matched entropy, MCD − baseline) and their spread (min, max, sample std)."""
+# ---------------------------------------------------------------------------- comparisons
+
+
+def _curve(rows: list[dict[str, Any]], label: str, steps: int) -> list[tuple[float, float]] | None:
+    points = [(r["precision"][0], r["recall"][0]) for r in rows
+              if r["sampler"] == label and r["steps"] == steps and r["recall"] is not None]
+    return points if len(points) >= 2 else None
+
+
+def _compare(a: dict[str, Any], b: dict[str, Any], curve: Any, config: BenchConfig) -> dict[str, Any]:
+    """One paired comparison a − b (dominance verdict, differences, frontier gap)."""
+    from .data import paired_difference
+    from .quality.compare import dominance
+
+    entry = {"steps_a": a["steps"], "steps_b": b["steps"], "a": a["sampler"], "b": b["sampler"], "arm_a": a["arm"],
+             "arm_b": b["arm"], "seed": a["seed"],
+             "entropy": list(paired_difference(a["entropy_per_sequence"], b["entropy_per_sequence"]))}
+    if a["recall"] is None or b["recall"] is None:
+        return {**entry, "precision": list(paired_difference(a["precision_per_sequence"], b["precision_per_sequence"])),
+                "dominates": None, "reason": "recall unavailable for this sampler"}
+    verdict = dominance(a, b, curve=curve, z=config.z)
+    diffs = verdict.pop("differences")
+    return {**entry, **{k: list(v) for k, v in diffs.items() if k != "fidelity"},
+            "fidelity": {n: list(v) for n, v in diffs["fidelity"].items()}, **verdict}
+
+
+def compare_rows(rows: list[dict[str, Any]], config: BenchConfig) -> list[dict[str, Any]]:
+    """Every student (T = 1) against the teacher and the oracle at its step count (with their temperature
+    curves) and against the arms it names in `compare_to` (same training seed); the teacher against the oracle."""
+    from .bench_arms import ARMS
+
+    at = {(r["sampler"], r["steps"]): r for r in rows if r["temperature"] == 1.0}
     out = []
-    steps_list = sorted({r["steps"] for r in rows}, reverse=True)
-    for num_steps in steps_list:
-        for method in ("mcd", "baseline"):
-            mine = [r for r in rows if r["steps"] == num_steps and r["model"].startswith(method + "-")]
-            if not mine:
-                continue
-            entry: dict[str, Any] = {"steps": num_steps, "method": method, "seeds": len(mine)}
-            for key, get in (
-                ("nll_per_token", lambda r: r["nll_per_token"]),
-                ("minus_teacher", lambda r: r["minus_teacher"][0]),
-                ("minus_baseline", lambda r: r["minus_baseline"][0] if "minus_baseline" in r else None),
-                ("gain_at_matched_entropy", lambda r: r.get("gain_at_matched_entropy")),
-            ):
-                values = [v for v in (get(r) for r in mine) if v is not None]
-                if values:
-                    mean = sum(values) / len(values)
-                    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else float("nan")
-                    entry[key] = {"mean": mean, "min": min(values), "max": max(values), "std": std}
-            out.append(entry)
+    for r in rows:
+        if r["temperature"] != 1.0 or r["arm"] == "oracle":
+            continue
+        steps = r["steps"]
+        others = [("oracle", steps)] if r["arm"] == "teacher" else [("teacher", steps), ("oracle", steps)]
+        if r["arm"] in ARMS:
+            others += [(ARMS[name].run_name(r["seed"]), steps) for name in ARMS[r["arm"]].compare_to]
+        for label, s in others:
+            if (label, s) in at:
+                out.append(_compare(r, at[(label, s)], _curve(rows, label, s), config))
+    return out
+
+
+def _mean_and_between_seed_se(values: list[float]) -> list[float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return [mean, float("nan")]
+    return [mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))]
+
+
+def seed_means(comparisons: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (steps, arm, compared arm): the mean over training seeds of each difference with its between-seed SE
+    (std/sqrt(seeds)), the mean paired SE within a seed, and on how many seeds the arm dominates."""
+    groups: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
+    for c in comparisons:
+        if c["seed"] is not None and c.get("dominates") is not None and c["steps_a"] == c["steps_b"]:
+            groups.setdefault((c["steps_a"], c["arm_a"], c["arm_b"]), []).append(c)
+    out = []
+    for (steps, arm, other), cs in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[0][1], kv[0][2])):
+        entry: dict[str, Any] = {"steps": steps, "arm": arm, "vs": other, "seeds": len(cs),
+                                 "dominates": sum(bool(c["dominates"]) for c in cs)}
+        for key in ("precision", "recall", "typicality", "entropy"):
+            entry[key] = _mean_and_between_seed_se([c[key][0] for c in cs]) + [sum(c[key][1] for c in cs) / len(cs)]
+        entry["fidelity"] = {n: _mean_and_between_seed_se([c["fidelity"][n][0] for c in cs]) +
+                             [sum(c["fidelity"][n][1] for c in cs) / len(cs)] for n in cs[0]["fidelity"]}
+        mine = [r for r in rows if r["steps"] == steps and r["arm"] == arm]
+        entry["values"] = {key: _mean_and_between_seed_se([r[key][0] for r in mine]) for key in ("precision", "recall")
+                           if mine and all(r[key] is not None for r in mine)}
+        out.append(entry)
+    return out
+
+
+def paper_framing(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]], config: BenchConfig) -> list[dict[str, Any]]:
+    """For each paper-cut student (start -> target), and each other student at s steps when the teacher was
+    evaluated at 16·s: against the teacher at the start step count, the paper's protocol (paired Δprecision and Δunigram entropy) beside ours (Δrecall, ΔJS, ΔKS, dominance)."""
+    from .bench_arms import ARMS
+
+    at = {(r["sampler"], r["steps"]): r for r in rows if r["temperature"] == 1.0}
+    out = []
+    for r in rows:
+        arm = ARMS.get(r["arm"])
+        if arm is None or r["temperature"] != 1.0:
+            continue
+        cut = arm.cut or (PAPER_CUT * r["steps"], r["steps"])  # any student at s steps against the teacher at 16·s
+        if r["steps"] != cut[1] or ("teacher", cut[0]) not in at:
+            continue
+        c = _compare(r, at[("teacher", cut[0])], _curve(rows, "teacher", cut[0]), config)
+        out.append({"cut": list(cut), "run": r["sampler"], "arm": arm.name, "seed": r["seed"], **c})
     return out
 
 
 # ---------------------------------------------------------------------------- reporting
 
 
-def _pm(value: tuple[float, float] | list[float]) -> str:
-    return f"{value[0]:+.4f} ± {value[1]:.4f}"
+def _pm(value: Any, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value[0]:{'+' if signed else ''}.4f} ± {value[1]:.4f}"
+
+
+def _verdict(c: dict[str, Any]) -> str:
+    if c.get("dominates") is None:
+        return c.get("reason", "")
+    return "**dominates**" if c["dominates"] else c["reason"]
+
+
+def _rows_table(result: dict[str, Any]) -> list[str]:
+    orders = sorted({int(n) for r in result["rows"] for n in r["fidelity"]})
+    lines = ["| steps | sampler | T | precision | recall | unigram H | " + " | ".join(f"JS{n} (true)" for n in orders) + " | KS |",
+             "|---:|---|---:|---:|---:|---:|" + "---:|" * len(orders) + "---:|"]
+    for r in result["rows"]:
+        fid = " | ".join(f"{r['fidelity'][n][0]:.4f} ± {r['fidelity'][n][1]:.4f} ({r['fidelity_reference'][n][0]:.4f})"
+                         for n in sorted(r["fidelity"], key=int))
+        lines.append(f"| {r['steps']} | {r['sampler']} | {r['temperature']:g} | {_pm(r['precision'])} | {_pm(r['recall'])} | "
+                     f"{r['unigram_entropy'][0]:.3f} | {fid} | {_pm(r['typicality'])} |")
+    return lines
+
+
+def _means_table(result: dict[str, Any]) -> list[str]:
+    lines = ["| steps | arm | − | seeds | Δ precision | Δ recall | Δ JS (per order) | Δ KS | dominates (seeds) |",
+             "|---:|---|---|---:|---:|---:|---|---:|---:|"]
+
+    def fmt(v: list[float]) -> str:
+        se = "" if math.isnan(v[1]) else f" ± {v[1]:.4f}"
+        return f"{v[0]:+.4f}{se} ({v[2]:.4f})"
+
+    for e in result["seed_means"]:
+        fid = "; ".join(f"{n}: {e['fidelity'][n][0]:+.4f}" for n in sorted(e["fidelity"], key=int))
+        lines.append(f"| {e['steps']} | {e['arm']} | {e['vs']} | {e['seeds']} | {fmt(e['precision'])} | {fmt(e['recall'])} | "
+                     f"{fid} | {fmt(e['typicality'])} | {e['dominates']}/{e['seeds']} |")
+    return lines
+
+
+def _comparisons_table(comparisons: list[dict[str, Any]], first: str) -> list[str]:
+    lines = [f"| {first} | a | b | Δ precision | Δ entropy | Δ recall | Δ JS (per order) | Δ KS | frontier gap | verdict |",
+             "|---|---|---|---:|---:|---:|---|---:|---:|---|"]
+    for c in comparisons:
+        fid = "; ".join(f"{n}: {_pm(v, True)}" for n, v in sorted(c.get("fidelity", {}).items(), key=lambda kv: int(kv[0])))
+        gap = c.get("frontier_gap")
+        where = f"{c['steps_a']} vs {c['steps_b']}" if c["steps_a"] != c["steps_b"] else str(c["steps_a"])
+        lines.append(f"| {where} | {c['a']} | {c['b']} | {_pm(c['precision'], True)} | {_pm(c['entropy'], True)} | "
+                     f"{_pm(c.get('recall'), True)} | {fid} | {_pm(c.get('typicality'), True)} | "
+                     f"{'' if gap is None else format(gap, '+.4f')} | {_verdict(c)} |")
+    return lines
 
 
 def markdown_report(result: dict[str, Any]) -> str:
+    config = result["config"]
     lines = [
-        f"# bench-distill: teacher vs MCD vs stochastic baseline ({result['source']}, L = {result['seq_len']})",
-        "",
-        f"Entropy rate of the source: {result['entropy_rate']:.4f} ± {result['entropy_rate_se']:.4f} nats/token. "
-        "NLL under the true source, nats per token; differences are paired (same sampler seed) with their standard errors; "
-        "gain at matched entropy = teacher frontier NLL at the student's unigram entropy − student NLL (> 0: better; "
-        "'extrapolated' when the student's entropy lies outside the swept temperatures).",
-        "",
-        "## Quality by step count",
-        "",
-        "| steps | model | NLL | excess | unigram H | − teacher | MCD − baseline | gain @ matched H |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        f"# bench-distill: arms {', '.join(config['arms'])} ({result['source']}, L = {result['seq_len']})", "",
+        f"Entropy rate {result['entropy_rate']:.4f} nats/token; held-out true −log p/L {result['heldout_true_nll']:.4f} "
+        f"({config['heldout']} sequences). Precision: E_q[−log p]/L of {config['num_samples']} samples; recall: held-out "
+        f"NLL bound of the sampler, k = {config['k']}; JS: n-gram Jensen–Shannon to the exact marginals (true sequences' "
+        "value in brackets); KS: typicality. All lower is better, ± SE. One sampler seed for every row (paired).", "",
+        f"Dominates = better on precision and recall beyond {config['z']:g} SE (or strictly inside the other's "
+        "temperature frontier: frontier gap < −z·SE) and no n-gram order nor KS worse beyond z SE.", "",
+        "## Seed means (differences a − b; mean ± between-seed SE (mean paired SE))", "", *_means_table(result), "",
+        "## Paper's framing: student at its target steps against the teacher at its start steps", "",
+        "Paper's protocol reads Δ precision and Δ entropy only; ours reads all columns and the verdict.", "",
+        *_comparisons_table(result["paper"], "steps"), "",
+        "## Every sampler", "", *_rows_table(result), "",
+        "## Every paired comparison (per training seed)", "", *_comparisons_table(result["comparisons"], "steps"), "",
     ]
-    for r in result["rows"]:
-        lines.append(
-            f"| {r['steps']} | {r['model']} | {r['nll_per_token']:.4f} ± {r['nll_se']:.4f} | {r['excess']:.4f} | "
-            f"{r['unigram_entropy']:.4f} | {_pm(r['minus_teacher']) if 'minus_teacher' in r else ''} | "
-            f"{_pm(r['minus_baseline']) if 'minus_baseline' in r else ''} | "
-            f"{format(r['gain_at_matched_entropy'], '+.4f') if 'gain_at_matched_entropy' in r else ''}"
-            f"{' (extrapolated)' if r.get('matched_entropy_extrapolated') else ''} |"
-        )
-    lines += ["", "## Spread over training seeds (mean [min, max])", "",
-              "| steps | method | seeds | NLL | − teacher | MCD − baseline | gain @ matched H |", "|---:|---|---:|---:|---:|---:|---:|"]
-
-    def fmt(entry: dict[str, Any], key: str) -> str:
-        v = entry.get(key)
-        return "" if v is None else f"{v['mean']:+.4f} [{v['min']:+.4f}, {v['max']:+.4f}]"
-
-    for e in result["seed_spread"]:
-        lines.append(f"| {e['steps']} | {e['method']} | {e['seeds']} | {fmt(e, 'nll_per_token')} | {fmt(e, 'minus_teacher')} | "
-                     f"{fmt(e, 'minus_baseline')} | {fmt(e, 'gain_at_matched_entropy')} |")
-    lines += ["", "## Teacher temperature frontier", "", "| steps | temperature | unigram H | NLL |", "|---:|---:|---:|---:|"]
-    for steps, points in result["frontier"].items():
-        for p in points:
-            lines.append(f"| {steps} | {p['temperature']:.2f} | {p['unigram_entropy']:.4f} | {p['nll_per_token']:.4f} |")
-    lines += ["", "## Training cost (equal optimiser steps; teacher forward passes counted)", "",
-              "| run | optimiser steps | teacher forward passes | teacher sequence evaluations | wall time (s) |", "|---|---:|---:|---:|---:|"]
-    t = result["cost"]["teacher"]
-    wall = t.get("wall_time_s")
-    wall_text = "–" if wall is None else f"{wall:.0f}"
-    lines.append(f"| teacher | {t.get('step')} | | | {wall_text}{' (reused)' if t.get('reused') else ''} |")
-    for name, c in result["cost"]["students"].items():
-        lines.append(f"| {name} | {c['optimizer_steps']} | {c['teacher_forward_passes']} | {c['teacher_sequence_evals']} | {c['wall_time_s']:.0f} |")
+    if result.get("anchors"):
+        a = result["anchors"]
+        lines += [f"Recall anchors (exact denoiser, {a['num_heldout']} held-out sequences): {a['steps_many']} steps − true "
+                  f"NLL = {_pm(a['many_minus_true'], True)} (max |·| {a['many_max_abs']:.2e}); 1 step − sum of one-step "
+                  f"marginals: max |·| {a['one_step_max_abs']:.2e}.", ""]
     if result.get("smoke_check"):
         s = result["smoke_check"]
-        lines += ["", f"Teacher NLL(4 steps) − NLL(32 steps) = {s['teacher_nll_4_minus_32']:+.4f} ± {s['se']:.4f} (z = {s['z']:.1f})."]
+        lines += [f"Teacher precision({s['few_steps']} steps) − precision({s['many_steps']} steps) = "
+                  f"{s['teacher_nll_few_minus_many']:+.4f} ± {s['se']:.4f} (z = {s['z']:.1f}).", ""]
+    lines += ["## Training cost", "", "| run | optimiser steps | teacher forward passes | teacher sequence evaluations | wall time (s) |",
+              "|---|---:|---:|---:|---:|"]
+    t = result["cost"]["teacher"]
+    lines.append(f"| teacher | {t.get('step')} | | | {'–' if t.get('wall_time_s') is None else format(t['wall_time_s'], '.0f')}"
+                 f"{' (reused)' if t.get('reused') else ''} |")
+    for name, c in result["cost"]["students"].items():
+        lines.append(f"| {name} | {c['optimizer_steps']} | {c['teacher_forward_passes']} | {c['teacher_sequence_evals']} | "
+                     f"{c['wall_time_s']:.0f} |")
     lines += ["", f"Command: `{result['command']}`; total wall time {result['wall_time_s']:.0f} s.", ""]
     return "\n".join(lines)
 
 
 def plots(result: dict[str, Any], out: Path) -> list[str]:
+    """One figure per step count in the (precision, recall) plane: the teacher's and the oracle's temperature
+    curves and every student, with SE bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written = []
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    models = sorted({r["model"] for r in result["rows"]}, key=lambda n: (n != "teacher", n))
-    for name in models:
-        rs = sorted((r for r in result["rows"] if r["model"] == name), key=lambda r: r["steps"])
-        ax.errorbar([r["steps"] for r in rs], [r["nll_per_token"] for r in rs], yerr=[r["nll_se"] for r in rs],
-                    marker="o", capsize=3, label=name, linestyle="-" if name == "teacher" else "--" if name.startswith("mcd") else ":")
-    ax.axhline(result["entropy_rate"], color="k", lw=0.8, label="entropy rate")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("sampling steps")
-    ax.set_ylabel("NLL per token under the true source (nats)")
-    ax.set_title("teacher vs MCD vs stochastic baseline")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "bench_nll.png", dpi=120)
-    plt.close(fig)
-    written.append(str(out / "bench_nll.png"))
-
-    if result["frontier"]:
-        fig, axes = plt.subplots(1, len(result["frontier"]), figsize=(4.5 * len(result["frontier"]), 4), squeeze=False)
-        for ax, (steps, points) in zip(axes[0], result["frontier"].items()):
-            ax.plot([p["unigram_entropy"] for p in points], [p["nll_per_token"] for p in points], "k-o", label="teacher (T sweep)")
-            for p in points:
-                ax.annotate(f"T={p['temperature']:g}", (p["unigram_entropy"], p["nll_per_token"]), fontsize=7)
-            for r in result["rows"]:
-                if str(r["steps"]) == steps and r["model"] != "teacher":
-                    ax.plot(r["unigram_entropy"], r["nll_per_token"], "s" if r["model"].startswith("mcd") else "^", label=r["model"])
-            ax.set_title(f"{steps} steps")
-            ax.set_xlabel("unigram entropy (nats)")
-            ax.set_ylabel("NLL per token (nats)")
-            ax.legend(fontsize=7)
+    for steps in sorted({r["steps"] for r in result["rows"] if r["sampler"] == "oracle"}, reverse=True):
+        fig, ax = plt.subplots(figsize=(6.5, 5))
+        mine = [r for r in result["rows"] if r["steps"] == steps and r["recall"] is not None]
+        for label, style in (("oracle", "k-o"), ("teacher", "b-s")):
+            pts = sorted((r for r in mine if r["sampler"] == label), key=lambda r: r["temperature"])
+            ax.errorbar([r["precision"][0] for r in pts], [r["recall"][0] for r in pts], xerr=[r["precision"][1] for r in pts],
+                        yerr=[r["recall"][1] for r in pts], fmt=style, capsize=2, label=f"{label} (T sweep)")
+            for r in pts:
+                ax.annotate(f"T={r['temperature']:g}", (r["precision"][0], r["recall"][0]), fontsize=6,
+                            textcoords="offset points", xytext=(3, 2))
+        for r in mine:
+            if r["sampler"] not in ("oracle", "teacher"):
+                ax.errorbar(r["precision"][0], r["recall"][0], xerr=r["precision"][1], yerr=r["recall"][1], fmt="^",
+                            capsize=2, label=r["sampler"])
+        ax.axhline(result["heldout_true_nll"], color="grey", ls="--", lw=1, label="held-out true NLL")
+        ax.axvline(result["entropy_rate"], color="grey", ls=":", lw=1, label="entropy rate")
+        ax.set_xlabel("precision: E_q[−log p]/L (nats/token)")
+        ax.set_ylabel("recall: held-out NLL bound (nats/token)")
+        ax.set_title(f"{steps} steps: lower-left is better")
+        ax.legend(fontsize=6)
         fig.tight_layout()
-        fig.savefig(out / "bench_frontier.png", dpi=120)
+        path = out / f"bench_pr_{steps}.png"
+        fig.savefig(path, dpi=120)
         plt.close(fig)
-        written.append(str(out / "bench_frontier.png"))
+        written.append(str(path))
     return written
 
 
 # ---------------------------------------------------------------------------- entry points
 
 
-def bench(config: BenchConfig, command: str = "mcd bench-distill") -> dict[str, Any]:
-    """Run every stage, write OUT/bench.{md,json} and the plots; returns the result dict."""
-    from .train.distill import round_step_counts
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items() if not str(k).endswith("_per_sequence")}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
 
-    round_step_counts(config.start_steps, config.target_steps)  # bad input fails before training
-    if not config.seeds:
-        raise ValueError("seeds must name at least one training seed")
-    for s in config.eval_steps:
-        if isinstance(s, bool) or not isinstance(s, int) or s < 1:
-            raise ValueError(f"eval_steps must be positive integers, got {s!r}")
+
+def bench(config: BenchConfig, command: str = "mcd bench-distill") -> dict[str, Any]:
+    """Validate, then run every stage and write OUT/bench.{md,json} and the plots; returns the result dict
+    (JSON-ready: the per-sequence tensors are dropped).  OUT is locked for the whole run."""
+    validate(config)
     from .rundir import check_output_path, run_dir_lock
 
     check_output_path(config.out, kind="dir", name="--out")
@@ -378,13 +583,20 @@ def bench(config: BenchConfig, command: str = "mcd bench-distill") -> dict[str, 
 def _bench_owned(config: BenchConfig, command: str) -> dict[str, Any]:
     """bench() once OUT is this process's (its students and teacher lock their own run directories)."""
     started = time.perf_counter()
+    if config.teacher is not None:
+        check_source(Path(config.teacher), config)
     out = Path(config.out)
     teacher_dir, teacher_cost = ensure_teacher(config)
-    records = distill_students(config, teacher_dir)
-    result = evaluate(config, teacher_dir, records)
+    check_source(teacher_dir, config)
+    records = train_arms(config, teacher_dir)
+    evaluated = evaluate(config, teacher_dir, records)
+    torch.save([{k: v for k, v in r.items() if k.endswith("_per_sequence") or k in ("steps", "sampler", "temperature")}
+                for r in evaluated["rows"]], out / "bench_per_sequence.pt")  # for later paired comparisons
+    result = _json_ready(evaluated)
     result["cost"] = {
         "teacher": teacher_cost,
-        "students": {n: {k: r[k] for k in ("optimizer_steps", "teacher_forward_passes", "teacher_sequence_evals", "wall_time_s")} for n, r in records.items()},
+        "students": {n: {k: r[k] for k in ("optimizer_steps", "teacher_forward_passes", "teacher_sequence_evals", "wall_time_s")}
+                     for n, r in records.items()},
     }
     result["config"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()}
     result["command"] = command

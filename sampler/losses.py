@@ -135,11 +135,18 @@ def mcd_loss(
     mask_id: int,
     kind: str = "reverse_kl",
     temperature: float = 1.0,
+    cross_entropy: bool = True,
 ) -> tuple[Float[Tensor, ""], dict[str, float]]:
-    """MCD loss on positions masked in z_t: CE on x0 where z_s revealed it, D to the tempered teacher at (z_s, s) where z_s masks it."""
+    """MCD loss on positions masked in z_t: CE on x0 where z_s revealed it, D to the tempered teacher at (z_s, s) where z_s masks it.
+
+    `cross_entropy=False` (the "no CE" control) drops the first term: the loss is
+    Σ_{still masked} D(p ‖ q) / #(still masked), the divergence to the teacher on still-masked tokens only.
+    """
     masked_t = z_t == mask_id
     revealed = masked_t & (z_s != mask_id)
     still_masked = masked_t & (z_s == mask_id)
+    if not cross_entropy:
+        revealed = torch.zeros_like(revealed)
     return distillation_loss(student_log_probs, temper(teacher_log_probs, temperature), still_masked, x0, revealed, kind)
 
 

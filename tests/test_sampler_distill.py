@@ -115,6 +115,25 @@ def test_mcd_loss_masks() -> None:
     assert not torch.equal(mcd_loss(student, teacher3, x0, z_t, z_s, MASK)[0], loss)
 
 
+def test_mcd_loss_without_cross_entropy_reads_only_still_masked_tokens() -> None:
+    """cross_entropy=False: the loss is the mean divergence over the still-masked tokens only (no CE, and the
+    revealed tokens neither count in the mean nor get a gradient); the default keeps the CE term."""
+    x0 = torch.tensor([[0, 1, 2, 3, 4, 5]])
+    z_t = torch.tensor([[0, MASK, MASK, MASK, MASK, 5]])
+    z_s = torch.tensor([[0, 1, 2, MASK, MASK, 5]])
+    student = _log_probs(1, 6, 0).requires_grad_(True)
+    teacher = _log_probs(1, 6, 1)
+    loss, stats = mcd_loss(student, teacher, x0, z_t, z_s, MASK, cross_entropy=False)
+    assert stats["ce_tokens"] == 0 and stats["div_tokens"] == 2
+    assert torch.allclose(loss, divergence(student[0, 3:5], teacher[0, 3:5]).sum() / 2)
+    loss.backward()
+    assert (student.grad.abs().sum(-1)[0] > 0).tolist() == [False, False, False, True, True, False]
+    with_ce, _ = mcd_loss(student, teacher, x0, z_t, z_s, MASK)
+    assert not torch.allclose(with_ce, loss)
+    with pytest.raises(ValueError, match="no_cross_entropy"):
+        DistillConfig(teacher="t", out="o", method="baseline", no_cross_entropy=True).validate()
+
+
 def test_loss_ignores_subs_minus_infinity() -> None:
     """SUBS puts −inf at visible positions; they must not turn the loss into NaN."""
     student = _log_probs(1, 3, 0)

@@ -1,4 +1,5 @@
-"""`mcd bench-distill`: the end-to-end smoke run, and the table/spread code on hand-made rows."""
+"""`mcd bench-distill`: the end-to-end smoke run (with the recall anchors), bad input before any work, and the
+seed means on hand-made comparisons."""
 
 from __future__ import annotations
 
@@ -8,73 +9,129 @@ from pathlib import Path
 
 import pytest
 
-from sampler.bench_distill import BenchConfig, bench, distill_students, ensure_teacher, markdown_report, seed_spread
+from sampler.bench_arms import ARMS, Arm, check_arms, register, train_distilled
+from sampler.bench_distill import BenchConfig, bench, markdown_report, seed_means
 
 
-def _row(steps: int, model: str, nll: float, **extra) -> dict:
-    return {"steps": steps, "model": model, "nll_per_token": nll, "nll_se": 0.01, "excess": nll - 1.0,
-            "unigram_entropy": 2.0, **extra}
+def _comparison(steps: int, arm: str, vs: str, seed: int, d_precision: float, dominates: bool) -> dict:
+    return {"steps_a": steps, "steps_b": steps, "a": f"{arm}-seed{seed}", "b": vs, "arm_a": arm, "arm_b": vs, "seed": seed,
+            "precision": [d_precision, 0.01], "recall": [-0.01, 0.005], "typicality": [0.0, 0.02],
+            "entropy": [0.0, 0.01], "fidelity": {"2": [0.001, 0.002]}, "dominates": dominates}
 
 
-def test_seed_spread_summarises_seeds() -> None:
-    rows = [
-        _row(4, "teacher", 2.0),
-        _row(4, "mcd-seed0", 1.9, minus_teacher=(-0.1, 0.01), minus_baseline=(-0.05, 0.01), gain_at_matched_entropy=0.08),
-        _row(4, "mcd-seed1", 1.8, minus_teacher=(-0.2, 0.01), minus_baseline=(-0.07, 0.01), gain_at_matched_entropy=0.12),
-        _row(4, "baseline-seed0", 1.95, minus_teacher=(-0.05, 0.01)),
-        _row(4, "baseline-seed1", 1.87, minus_teacher=(-0.13, 0.01)),
-    ]
-    spread = {e["method"]: e for e in seed_spread(rows, BenchConfig())}
-    mcd = spread["mcd"]
-    assert mcd["seeds"] == 2
-    assert mcd["minus_teacher"]["mean"] == pytest.approx(-0.15)
-    assert (mcd["minus_teacher"]["min"], mcd["minus_teacher"]["max"]) == pytest.approx((-0.2, -0.1))
-    assert mcd["minus_teacher"]["std"] == pytest.approx(math.sqrt(2 * 0.05**2))
-    assert mcd["gain_at_matched_entropy"]["mean"] == pytest.approx(0.10)
-    assert "minus_baseline" not in spread["baseline"]
+def _value_row(steps: int, arm: str, seed: int, precision: float) -> dict:
+    return {"steps": steps, "arm": arm, "seed": seed, "sampler": f"{arm}-seed{seed}", "temperature": 1.0,
+            "precision": [precision, 0.02], "recall": [1.5, 0.02]}
 
 
-def test_bench_refuses_unreachable_target_before_training(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="target_steps"):
-        bench(BenchConfig.smoke_config(str(tmp_path / "out"), start_steps=8, target_steps=3))
+def test_seed_means_average_over_training_seeds() -> None:
+    comparisons = [_comparison(4, "mcd", "teacher", 0, -0.10, True), _comparison(4, "mcd", "teacher", 1, -0.20, False),
+                   _comparison(4, "mcd", "teacher", 2, -0.15, True), _comparison(4, "baseline", "teacher", 0, -0.05, False)]
+    rows = [_value_row(4, "mcd", s, p) for s, p in ((0, 1.9), (1, 1.8), (2, 1.85))]
+    means = {(e["arm"], e["vs"]): e for e in seed_means(comparisons, rows)}
+    mcd = means[("mcd", "teacher")]
+    assert mcd["seeds"] == 3 and mcd["dominates"] == 2
+    assert mcd["precision"][0] == pytest.approx(-0.15)
+    assert mcd["precision"][1] == pytest.approx(0.05 / math.sqrt(3))  # std over seeds / sqrt(seeds)
+    assert mcd["precision"][2] == pytest.approx(0.01)  # mean paired SE within a seed
+    assert mcd["values"]["precision"][0] == pytest.approx(1.85)
+    assert means[("baseline", "teacher")]["seeds"] == 1 and math.isnan(means[("baseline", "teacher")]["precision"][1])
+
+
+@pytest.mark.parametrize("overrides, name", [
+    ({"arms": ("mcd", "no-such-arm")}, "--arms"),
+    ({"arms": ()}, "--arms"),
+    ({"k": 0}, "k"),
+    ({"ngram_orders": (0, 2)}, "ngram_orders"),
+    ({"eval_steps": (4, 0)}, "eval_steps"),
+    ({"temperatures": (0.8, 0.9)}, "temperatures"),
+    ({"start_steps": 8, "target_steps": 3}, "target_steps"),
+])
+def test_bad_input_is_refused_before_any_work(tmp_path: Path, overrides: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        bench(BenchConfig.smoke_config(str(tmp_path / "out"), **overrides))
     assert not (tmp_path / "out").exists()
+
+
+def test_recall_on_a_source_without_exact_likelihood_is_refused_before_any_work(tmp_path: Path, monkeypatch) -> None:
+    """A teacher trained on a source with no exact likelihood: refused (naming recall) before training or sampling."""
+    import sampler.checkpoint as checkpoint
+
+    class TextLike:
+        name, exact, vocab_size = "text:bytes", False, 256
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", lambda run: ({}, {"seq_len": 64, "model_config": {"seq_len": 64}}))
+    monkeypatch.setattr(checkpoint, "load_source", lambda meta: TextLike())
+    with pytest.raises(ValueError, match="recall"):
+        bench(BenchConfig.smoke_config(str(tmp_path / "out"), teacher=str(tmp_path / "teacher")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_arm_registry_takes_one_entry_per_arm() -> None:
+    assert check_arms(["mcd", "baseline", "mcd"]) == ("mcd", "baseline")
+    arm = Arm("test-only-arm", "an arm added by one entry", train_distilled, method="baseline")
+    try:
+        register(arm)
+        assert check_arms(["test-only-arm"]) == ("test-only-arm",) and ARMS["test-only-arm"] is arm
+        with pytest.raises(ValueError, match="already registered"):
+            register(arm)
+    finally:
+        ARMS.pop("test-only-arm", None)
 
 
 @pytest.mark.slow
 def test_smoke_benchmark_end_to_end(tmp_path: Path) -> None:
-    """The --smoke pipeline (< 2 min): teacher, two seeds of MCD and baseline students, table, JSON, plots.
+    """The --smoke pipeline (< 2 min): tiny teacher, one seed of each smoke arm, every metric, anchors, plots.
 
-    Statistical check: the teacher's 4-step samples have a higher NLL than its 32-step ones,
-    asserted as a paired z-score > 2 on 1024 sequences.  If 4 and 32 steps were equally good
-    this would pass with probability 2.3 % (one-sided); the seeds are fixed, so the test is
-    deterministic on a given machine (measured here: z ≈ 18 on the embedded source, 4.6 on an
-    earlier harder version of it; a true gap of z = 4.6 fails the bound with probability ≈ 0.3 %).
+    Checks: (1) the recall anchors through the bench's own recall code: with the exact denoiser at 2^16 steps the
+    bound equals the true −log p/L of the same 8 sequences (tolerance 1e-3 per token, covering the ~1 % chance per
+    pattern that two tokens share a step), and at 1 step it equals the sum of one-step marginals (to 1e-9);
+    (2) the teacher at 1 step is worse than at 16 steps by a paired z > 2 (measured z ≈ 15; if the two were
+    equally good this would pass with probability 2.3 %); (3) equal optimiser steps for every arm, the baseline
+    paying twice MCD's teacher passes; (4) every row has finite metrics with SEs.
     """
     out = tmp_path / "bench"
     result = bench(BenchConfig.smoke_config(str(out)), command="mcd bench-distill --smoke")
-    for name in ("bench.md", "bench.json", "bench_nll.png", "bench_frontier.png"):
+    for name in ("bench.md", "bench.json", "bench_pr_16.png", "bench_pr_4.png", "bench_pr_1.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    anchors = result["anchors"]
+    assert abs(anchors["many_minus_true"][0]) < 1e-3 and anchors["one_step_max_abs"] < 1e-9, anchors
+    assert result["smoke_check"]["z"] > 2.0, result["smoke_check"]
     saved = json.loads((out / "bench.json").read_text())
-    models = {r["model"] for r in saved["rows"]}
-    assert models == {"teacher", "mcd-seed0", "mcd-seed1", "baseline-seed0", "baseline-seed1"}
+    samplers = {r["sampler"] for r in saved["rows"]}
+    assert samplers == {"teacher", "oracle", "mcd-seed0", "baseline-seed0", "mcd-noce-seed0", "more-training-seed0"}
     for row in saved["rows"]:
-        assert math.isfinite(row["nll_per_token"]) and row["nll_per_token"] > 0
-        if row["model"] != "teacher":
-            assert len(row["minus_teacher"]) == 2 and row["minus_teacher"][1] > 0
+        for key in ("precision", "recall"):
+            assert math.isfinite(row[key][0]) and row[key][1] > 0, (row["sampler"], key)
+        assert 0 <= row["typicality"][0] <= 1 and row["typicality"][1] >= 0  # KS = 1, SE 0 when fully separated
+        assert set(row["fidelity"]) == {"1", "2", "3"} and all(v[1] > 0 for v in row["fidelity"].values())
     costs = saved["cost"]["students"]
-    # equal optimiser budgets; the baseline pays two teacher forward passes per step, MCD one
-    assert costs["mcd-seed0"]["optimizer_steps"] == costs["baseline-seed0"]["optimizer_steps"] > 0
+    steps = {c["optimizer_steps"] for c in costs.values()}
+    assert len(steps) == 1 and steps.pop() > 0
     assert costs["baseline-seed0"]["teacher_forward_passes"] == 2 * costs["mcd-seed0"]["teacher_forward_passes"]
-    gains = [r["gain_at_matched_entropy"] for r in saved["rows"] if "gain_at_matched_entropy" in r]
-    assert len(gains) == 4 and all(math.isfinite(g) for g in gains)
-    assert "| 4 | mcd-seed0 |" in (out / "bench.md").read_text()
-    check = result["smoke_check"]
-    assert check["z"] > 2.0, check
+    pairs = {(c["a"], c["b"], c["steps_a"]) for c in saved["comparisons"]}
+    assert ("mcd-seed0", "baseline-seed0", 4) in pairs and ("mcd-seed0", "more-training-seed0", 4) in pairs
+    assert ("mcd-seed0", "oracle", 16) in pairs
+    paper = {(p["run"], tuple(p["cut"])) for p in saved["paper"]}
+    assert ("mcd-seed0", (16, 1)) in paper  # the student at 1 step against the teacher at 16
     assert markdown_report(result).startswith("# bench-distill")
-    # a second invocation reuses the cached teacher and the finished students (no retraining)
-    config = BenchConfig.smoke_config(str(out))
-    teacher_dir, teacher_cost = ensure_teacher(config)
-    assert teacher_cost["reused"] and teacher_dir == out / "teacher"
-    records = distill_students(config, teacher_dir)
-    assert records == {k: {**v, "complete": True} for k, v in records.items()}
-    assert records["mcd-seed1"]["wall_time_s"] == pytest.approx(costs["mcd-seed1"]["wall_time_s"])
+
+
+def test_arms_train_what_they_say(tmp_path: Path, monkeypatch) -> None:
+    """Each distilled arm hands distill() its own settings: equal compute = twice the batch at one teacher pass a
+    step (as many teacher sequence evaluations as the baseline's two passes at 1x batch), no-CE, forward KL,
+    the paper's cuts; everything else (steps, lr, seed) as the bench's."""
+    import sampler.train as train_package
+
+    seen = {}
+    monkeypatch.setattr(train_package, "distill", lambda cfg: seen.setdefault(Path(cfg.out).name, cfg) and {})
+    config = BenchConfig(out=str(tmp_path), batch_size=16, lr=1e-4)
+    for name in ("mcd", "baseline", "mcd-equal-compute", "mcd-noce", "mcd-fkl", "paper-256-16"):
+        ARMS[name].train(ARMS[name], config, tmp_path / "teacher", 3)
+    cfg = {name.rsplit("-seed", 1)[0]: c for name, c in seen.items()}
+    assert cfg["mcd-equal-compute"].batch_size == 2 * cfg["baseline"].batch_size == 32
+    assert cfg["mcd-equal-compute"].method == "mcd" and cfg["baseline"].method == "baseline"
+    assert cfg["mcd-noce"].no_cross_entropy and not cfg["mcd"].no_cross_entropy
+    assert cfg["mcd-fkl"].divergence == "forward_kl" and cfg["mcd"].divergence == "reverse_kl"
+    assert (cfg["paper-256-16"].start_steps, cfg["paper-256-16"].target_steps) == (256, 16)
+    assert {(c.seed, c.lr, c.steps_per_round) for c in cfg.values()} == {(3, 1e-4, config.steps_per_round)}

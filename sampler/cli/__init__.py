@@ -18,7 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("sampler.cli.sample", "sample from a checkpoint with the ancestral sampler"),
     "eval": ("sampler.cli.eval", "measure sample quality: exact NLL, entropy, ELBO, generative perplexity"),
     "distill": ("sampler.cli.distill", "masked consistency distillation of a teacher into a few-step student"),
-    "bench-distill": ("sampler.cli.bench_distill", "teacher vs MCD vs stochastic baseline across step counts"),
+    "bench-distill": ("sampler.cli.bench_distill", "distillation arms against the teacher and exact-denoiser frontiers, on two axes"),
     "fetch": ("sampler.cli.fetch", "download the Shakespeare corpus or the SmolLM2 evaluator into the cache directory"),
 }
 

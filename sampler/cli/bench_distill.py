@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-
+from ..bench_arms import ARMS
 from ..bench_distill import BenchConfig
 from ._common import add_threads_argument, non_negative_int, positive_int
 
@@ -30,6 +30,10 @@ def _float_list(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
 
 
+def _name_list(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = BenchConfig()
     parser.add_argument("--out", default=d.out, help="directory of the runs, tables and plots (cached runs are reused)")
@@ -39,43 +43,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-steps", type=positive_int, default=None, help="train the teacher for this many steps (instead of --teacher-minutes)")
     parser.add_argument("--teacher-lr", type=float, default=d.teacher_lr)
     parser.add_argument("--seq-len", type=positive_int, default=None, help="sequence length (default: the source's, 64)")
-    parser.add_argument("--seeds", type=_seed_list, default=d.seeds, help="training seeds of the students, e.g. 0,1")
+    parser.add_argument("--arms", type=_name_list, default=None,
+                        help="comma list of arms (sampler.bench_arms.ARMS): " + ", ".join(ARMS) + f" (default {','.join(d.arms)}). "
+                        "Measured on the shared 2-core machine, per run of 400 optimiser steps (64 -> 8, 100 a round): "
+                        "mcd, mcd-noce, mcd-fkl 2.0-2.6 min, baseline 2.5-3.6, more-training 1.0, mcd-equal-compute "
+                        "about 4.5 (2x batch, estimated); evaluation about 17 s per student at 64 steps and 2.2 min "
+                        "per step count for the two temperature sweeps. The defaults (6 arms x 3 seeds, steps 64,16,8,4) "
+                        "take about 60 min with a cached teacher.")
+    parser.add_argument("--seeds", type=_seed_list, default=None, help="training seeds of every arm, e.g. 0,1,2")
     parser.add_argument("--start-steps", type=positive_int, default=d.start_steps)
     parser.add_argument("--target-steps", type=positive_int, default=d.target_steps)
     parser.add_argument("--steps-per-round", type=positive_int, default=d.steps_per_round)
     parser.add_argument("--batch-size", type=positive_int, default=d.batch_size)
     parser.add_argument("--lr", type=float, default=d.lr)
     parser.add_argument("--divergence", default=d.divergence, choices=["reverse_kl", "forward_kl", "js"])
-    parser.add_argument("--no-temperature", action="store_true", help="teacher temperature 1 in every round")
+    parser.add_argument("--temperature-schedule", action="store_true",
+                        help="temper the teacher during distillation (0.96, 0.93, ...; off by default: it sharpens the students)")
     parser.add_argument("--coupling", default=d.coupling, choices=["threshold", "gaussian", "uniform"])
-    parser.add_argument("--eval-steps", type=_int_list, default=None, help="sampling step counts (default 1024,256,64,16,8,4)")
-    parser.add_argument("--frontier-temperatures", type=_float_list, default=d.frontier_temperatures)
+    parser.add_argument("--eval-steps", type=_int_list, default=None, help="sampling step counts (default 64,16,8,4)")
+    parser.add_argument("--temperatures", type=_float_list, default=None,
+                        help="temperatures of the teacher's and the oracle's sweeps at every step count (must hold 1.0)")
+    parser.add_argument("--heldout", type=positive_int, default=None, help="held-out true sequences for recall")
+    parser.add_argument("--k", type=positive_int, default=None, help="reveal patterns of the recall bound (>= 1)")
+    parser.add_argument("--ngram-orders", type=_int_list, default=None, help="n-gram fidelity orders, e.g. 1,2,3")
+    parser.add_argument("--bootstrap", type=positive_int, default=None, help="bootstrap replicates of the fidelity/KS SEs")
+    parser.add_argument("--anchors", action="store_true", help="also check the recall sanity anchors (always on with --smoke)")
     parser.add_argument("--samples", type=positive_int, default=None, help="samples per model and step count")
     parser.add_argument("--device", default=d.device)
     parser.add_argument("--no-progress", action="store_true")
     add_threads_argument(parser)
 
 
+# options given as None keep the config's default (BenchConfig's, or smoke_config's with --smoke)
+_OPTIONAL = {"arms": "arms", "seeds": "seeds", "temperatures": "temperatures", "heldout": "heldout", "k": "k",
+             "ngram_orders": "ngram_orders", "bootstrap": "num_bootstrap", "eval_steps": "eval_steps", "samples": "num_samples"}
+
+
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     common = dict(
-        out=args.out, teacher=args.teacher, seeds=args.seeds, divergence=args.divergence, temperature=not args.no_temperature,
-        coupling=args.coupling, device=args.device, progress=not args.no_progress,
+        out=args.out, teacher=args.teacher, divergence=args.divergence, coupling=args.coupling, device=args.device,
+        progress=not args.no_progress, temperature=args.temperature_schedule,
+        **{field: getattr(args, name) for name, field in _OPTIONAL.items() if getattr(args, name) is not None},
     )
     if args.smoke:
-        config = BenchConfig.smoke_config(**common)
-    else:
-        config = BenchConfig(
-            **common, teacher_minutes=None if args.teacher_steps else args.teacher_minutes, teacher_steps=args.teacher_steps,
-            start_steps=args.start_steps, target_steps=args.target_steps, steps_per_round=args.steps_per_round,
-            batch_size=args.batch_size, lr=args.lr, frontier_temperatures=args.frontier_temperatures,
-            teacher_lr=args.teacher_lr, seq_len=args.seq_len,
-        )
-        if args.eval_steps:
-            config.eval_steps = args.eval_steps
-            config.frontier_steps = tuple(s for s in (16, 8, 4) if s in args.eval_steps)
-    if args.samples is not None:
-        config.num_samples = args.samples
-    return config
+        return BenchConfig.smoke_config(**common)
+    return BenchConfig(
+        **common, teacher_minutes=None if args.teacher_steps else args.teacher_minutes, teacher_steps=args.teacher_steps,
+        start_steps=args.start_steps, target_steps=args.target_steps, steps_per_round=args.steps_per_round,
+        batch_size=args.batch_size, lr=args.lr, teacher_lr=args.teacher_lr, seq_len=args.seq_len, check_anchors=args.anchors,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

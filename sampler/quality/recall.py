@@ -78,8 +78,11 @@ def pattern_log_likelihoods(
     x = heldout.cpu()
     num_patterns, num_sequences, _ = reveal_step.shape
     log_lik = torch.zeros(len(temperatures), num_patterns, num_sequences, dtype=torch.float64)
-    for i, t in enumerate(times):
-        for j in range(num_patterns):
+    for j in range(num_patterns):
+        for i in reveal_step[j].unique().tolist():  # only the steps at which some token reveals
+            if i >= len(times):
+                continue
+            t = times[i]
             revealing = reveal_step[j] == i
             rows = revealing.any(dim=1).nonzero().squeeze(-1)
             for chunk in rows.split(batch_size):

@@ -194,6 +194,7 @@ class DistillConfig(RunConfig, OptimConfig):
     temperature_start: float = 0.96
     temperature_step: float = -0.03
     temperature_floor: float = 0.75
+    no_cross_entropy: bool = False  # MCD only: drop the CE term on tokens z_s revealed (the "mcd-noce" control)
     vocab_size: int | None = None
     mask_id: int | None = None
     # the distillation defaults of the shared fields
@@ -211,6 +212,8 @@ class DistillConfig(RunConfig, OptimConfig):
         for name, allowed in (("method", METHODS), ("coupling", COUPLINGS), ("divergence", DIVERGENCES), ("refresh_from", REFRESH_FROM)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.no_cross_entropy and self.method != "mcd":
+            raise ValueError(f"no_cross_entropy applies to method 'mcd' only, got method={self.method!r}")
         counts = round_step_counts(self.start_steps, self.target_steps)
         check_step_count(self.steps_per_round, "steps_per_round")
         self.validate_optim()

@@ -166,7 +166,8 @@ def mcd_step(ctx: DistillContext) -> StepFn:
             with torch.no_grad():
                 teacher_lp = ctx.frozen(z_s, s.float().to(ctx.device)).float()
             student_lp = ctx.trainee.forward(z_t, t.float().to(ctx.device))
-            loss, stats = mcd_loss(student_lp, teacher_lp, x0, z_t, z_s, ctx.mask_id, ctx.config.divergence, ctx.temperature)
+            loss, stats = mcd_loss(student_lp, teacher_lp, x0, z_t, z_s, ctx.mask_id, ctx.config.divergence, ctx.temperature,
+                                   cross_entropy=not ctx.config.no_cross_entropy)
         ctx.count_teacher_passes(1)
         return StepOutput(loss, stats)
 

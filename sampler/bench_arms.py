@@ -1,0 +1,186 @@
+"""The arms of `mcd bench-distill`: a registry name -> (what to train, how to sample), one entry per arm.
+
+An `Arm` says how to train one run per training seed (`train(arm, config, teacher_dir, seed) -> cost record`),
+how to load the trained sampler's denoiser (`load`) and how to draw from it (`sample`; recall is computed
+only for per-token-independent ancestral samplers, `recall=True`), at which step counts it is evaluated
+(`cut`: the paper's framing, student at its target count against the teacher at its start count) and which
+arms it is compared with, paired per training seed (`compare_to`).  Adding an arm is one `register(Arm(...))`.
+
+Arms (every student starts as the teacher; same rounds, optimiser steps, batch and lr unless said):
+- `mcd`, `baseline`: MCD and the stochastic baseline with the bench's divergence (reverse KL by default);
+- `mcd-fkl`, `baseline-fkl`: the same with forward KL (its fixed point is the teacher's marginal, so
+  what the reverse-KL arms gain beyond it is sharpening);
+- `mcd-noce`: MCD without the cross-entropy term (divergence on still-masked tokens only);
+- `more-training`: no distillation, the teacher trained further with its own ELBO for the same optimiser
+  steps, batch and lr as a student (a copy of the teacher run, resumed; the training seed picks the data stream);
+- `mcd-equal-compute`: MCD with twice the batch, so it reads the teacher on as many sequences as the baseline
+  (2 passes × B): equal teacher compute at equal optimiser steps and the same round schedule (doubling the
+  steps instead would also double the refresh interval and the student's own compute);
+- `paper-1024-64`, `paper-256-16` and `paper-baseline-1024-64`, `paper-baseline-256-16`: the paper's 16× cuts,
+  MCD and baseline students distilled from 1024 (256) to 64 (16) steps, evaluated at 64 (16) steps against
+  the teacher at 1024 (256).
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from .bench_distill import BenchConfig
+
+TrainFn = Callable[["Arm", "BenchConfig", Path, int], dict[str, Any]]
+
+
+def load_student(run_dir: Path, device: str) -> Any:
+    """The run's EMA denoiser (eval mode)."""
+    from .checkpoint import load_denoiser
+
+    return load_denoiser(run_dir, device=device, use_ema=True)[0]
+
+
+@torch.no_grad()
+def ancestral(denoiser: Any, schedule: Any, steps: int, num_samples: int, seq_len: int, temperature: float,
+              seed: int, device: str) -> torch.Tensor:
+    """`num_samples` ancestral samples at `steps` steps and `temperature`, from the sampler seed `seed`
+    (every sampler of a bench draws from the same seed: paired comparisons)."""
+    from .sampling import ancestral_sample
+
+    config = getattr(denoiser, "config", None)
+    cached = config is not None and not config.time_conditioning
+    return ancestral_sample(denoiser, schedule, steps, num_samples, seq_len, denoiser.mask_id, denoiser.mask_id,
+                            generator=torch.Generator().manual_seed(seed), temperature=temperature, cached=cached,
+                            device=device, batch_size=256)
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    summary: str
+    train: TrainFn
+    method: str = "mcd"
+    divergence: str | None = None  # None: the bench's --divergence
+    no_cross_entropy: bool = False
+    batch_multiplier: int = 1
+    cut: tuple[int, int] | None = None  # (start, target) steps of the paper's framing; None: the bench's own
+    compare_to: tuple[str, ...] = ()  # arms this one is compared with (paired, same training seed)
+    load: Callable[[Path, str], Any] = load_student
+    sample: Callable[..., torch.Tensor] = ancestral
+    recall: bool = True  # per-token-independent ancestral sampler: the recall bound applies
+
+    def run_name(self, seed: int) -> str:
+        return f"{self.name}-seed{seed}"
+
+    def start_target(self, config: "BenchConfig") -> tuple[int, int]:
+        return self.cut if self.cut is not None else (config.start_steps, config.target_steps)
+
+    def student_steps(self, config: "BenchConfig") -> tuple[int, ...]:
+        """Step counts the arm's samplers are evaluated at."""
+        return (self.cut[1],) if self.cut is not None else tuple(config.eval_steps)
+
+
+def train_distilled(arm: Arm, config: "BenchConfig", teacher_dir: Path, seed: int) -> dict[str, Any]:
+    """One distillation run (sampler.train.distill; reused when finished)."""
+    from .train import DistillConfig, distill
+
+    start, target = arm.start_target(config)
+    return distill(DistillConfig(
+        teacher=str(teacher_dir), out=str(Path(config.out) / arm.run_name(seed)), method=arm.method,
+        coupling=config.coupling, divergence=arm.divergence or config.divergence, start_steps=start,
+        target_steps=target, steps_per_round=config.steps_per_round, batch_size=config.batch_size * arm.batch_multiplier,
+        lr=config.lr, temperature=config.temperature, seed=seed, device=config.device, progress=config.progress,
+        save_every=max(50, config.steps_per_round), log_every=10, no_cross_entropy=arm.no_cross_entropy,
+    ))
+
+
+def seeded_data(source: Any, seed: int) -> Any:
+    """A shallow copy of the source whose sample_batch ignores the caller's generator and draws from a
+    training-seed stream (a resumed teacher run restores the teacher's own data generator; this gives each
+    training seed its own data).  The copy describes itself as the source does (so the resume check passes)."""
+    stream = torch.Generator().manual_seed(31_337 + 1_000_003 * seed)
+    draw = source.sample_batch
+    clone = copy.copy(source)
+    clone.sample_batch = lambda n, seq_len=None, generator=None: draw(n, seq_len, stream)
+    return clone
+
+
+def train_more(arm: Arm, config: "BenchConfig", teacher_dir: Path, seed: int) -> dict[str, Any]:
+    """The teacher run copied and resumed with its ELBO for as many optimiser steps as a student of the bench's
+    own rounds (same batch, lr and EMA decay as the students); reused when it already reached them."""
+    from .checkpoint import checkpoint_path, load_checkpoint, load_source
+    from .train import TrainConfig, train
+    from .train.distill import round_step_counts
+
+    out = Path(config.out) / arm.run_name(seed)
+    _, teacher_meta = load_checkpoint(teacher_dir)
+    extra = len(round_step_counts(config.start_steps, config.target_steps)) * config.steps_per_round
+    goal = int(teacher_meta["step"]) + extra
+    if not checkpoint_path(out).is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        for item in Path(teacher_dir).iterdir():
+            if item.is_file() and item.name not in ("metrics.jsonl", ".lock"):
+                shutil.copy2(item, out / item.name)
+    done = int(load_checkpoint(out)[1]["step"])
+    summary: dict[str, Any] = {"seconds": 0.0}
+    if done < goal:
+        # the students' optimiser settings on purpose: allowed changes, recorded in the run's meta["resumes"]
+        stored = teacher_meta.get("train_config") or {}
+        cfg = TrainConfig(out=str(out), data="exact", resume=True, max_steps=goal, batch_size=config.batch_size,
+                          seq_len=stored.get("seq_len"), allow_changed=("batch_size", "lr", "ema_decay", "warmup", "seed"),
+                          lr=config.lr, ema_decay=0.99, warmup=0, seed=seed, device=config.device,
+                          progress=config.progress, eval_every=10**9, save_every=max(50, config.steps_per_round),
+                          minutes=None)
+        summary = train(cfg, source=seeded_data(load_source(teacher_meta), seed))
+    return {"optimizer_steps": extra, "teacher_forward_passes": 0, "teacher_sequence_evals": 0,
+            "wall_time_s": float(summary.get("seconds", 0.0)), "complete": True}
+
+
+ARMS: dict[str, Arm] = {}
+
+
+def register(arm: Arm) -> Arm:
+    """Add an arm to the registry (its name must be new)."""
+    if arm.name in ARMS:
+        raise ValueError(f"arm {arm.name!r} is already registered")
+    ARMS[arm.name] = arm
+    return arm
+
+
+def check_arms(names: Any) -> tuple[str, ...]:
+    """The arm names as a tuple; ValueError naming --arms on an empty list or an unknown name."""
+    if isinstance(names, str) or not names:
+        raise ValueError(f"--arms must be a non-empty list of arm names, got {names!r}")
+    unknown = [n for n in names if n not in ARMS]
+    if unknown:
+        raise ValueError(f"--arms: unknown arm(s) {unknown}; known: {sorted(ARMS)}")
+    return tuple(dict.fromkeys(names))
+
+
+for _arm in (
+    Arm("mcd", "MCD (CE where z_s revealed x0, divergence to the teacher at (z_s, s) elsewhere)", train_distilled,
+        compare_to=("baseline", "more-training", "mcd-noce", "mcd-fkl")),
+    Arm("baseline", "stochastic baseline (targets from the teacher's two half-steps)", train_distilled, method="baseline",
+        compare_to=("more-training",)),
+    Arm("mcd-fkl", "MCD with forward KL", train_distilled, divergence="forward_kl", compare_to=("baseline-fkl", "more-training")),
+    Arm("baseline-fkl", "baseline with forward KL", train_distilled, method="baseline", divergence="forward_kl"),
+    Arm("mcd-noce", "MCD without the cross-entropy term", train_distilled, no_cross_entropy=True,
+        compare_to=("more-training",)),
+    Arm("more-training", "no distillation: the teacher trained further with its ELBO, same steps and batch", train_more),
+    Arm("mcd-equal-compute", "MCD at 2x batch: the baseline's teacher sequence evaluations", train_distilled,
+        batch_multiplier=2, compare_to=("baseline", "mcd")),
+    Arm("paper-1024-64", "paper's framing: MCD 1024 -> 64 steps", train_distilled, cut=(1024, 64),
+        compare_to=("paper-baseline-1024-64",)),
+    Arm("paper-256-16", "paper's framing: MCD 256 -> 16 steps", train_distilled, cut=(256, 16),
+        compare_to=("paper-baseline-256-16",)),
+    Arm("paper-baseline-1024-64", "paper's framing: baseline 1024 -> 64 steps", train_distilled, method="baseline",
+        cut=(1024, 64)),
+    Arm("paper-baseline-256-16", "paper's framing: baseline 256 -> 16 steps", train_distilled, method="baseline",
+        cut=(256, 16)),
+):
+    register(_arm)
