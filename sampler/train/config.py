@@ -21,7 +21,8 @@ from ..batches import check_step_count
 from ..losses import DIVERGENCES
 
 LEGACY_NAMES = {"ema": "ema_decay", "steps": "max_steps"}  # name in checkpoints before issue 9 -> name now
-METHODS: tuple[str, ...] = ("mcd", "baseline")
+METHODS: tuple[str, ...] = ("mcd", "baseline", "shadow")
+SHADOW_TARGETS: tuple[str, ...] = ("soft",)
 COUPLINGS: tuple[str, ...] = ("threshold", "gaussian", "uniform")
 REFRESH_FROM: tuple[str, ...] = ("ema", "student")
 MODEL_SIZES: tuple[str, ...] = ("tiny", "mini", "small")
@@ -141,6 +142,9 @@ class DistillConfig(RunConfig, OptimConfig):
     temperature_floor: float = 0.75
     vocab_size: int | None = None
     mask_id: int | None = None
+    shadow_target: str = "soft"  # method "shadow": design A (soft targets at each token's reveal, forward KL)
+    shadow_substeps: int = 2  # method "shadow": teacher sub-steps per student step (N_teacher / N_student)
+    shadow_draft: bool = True  # method "shadow": the student reads provisional values (sampler.shadow_model)
     # the distillation defaults of the shared fields
     batch_size: int = 64
     lr: float = 3e-4
@@ -157,6 +161,12 @@ class DistillConfig(RunConfig, OptimConfig):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         counts = round_step_counts(self.start_steps, self.target_steps)
+        if self.shadow_target not in SHADOW_TARGETS:
+            raise ValueError(f"shadow_target must be one of {SHADOW_TARGETS}, got {self.shadow_target!r}")
+        _check_int(self.shadow_substeps, "shadow_substeps", 1)
+        if self.method == "shadow" and self.coupling not in ("uniform", "threshold"):
+            raise ValueError(f"coupling must be 'uniform' or 'threshold' for method='shadow' (per-token reveal noise), "
+                             f"got {self.coupling!r}")
         check_step_count(self.steps_per_round, "steps_per_round")
         self.validate_optim()
         self.validate_run()
