@@ -34,6 +34,10 @@ class CheckpointError(ValueError):
     """A missing, corrupt or incompatible checkpoint."""
 
 
+class ShadowCheckpointError(CheckpointError):
+    """A shadow student's checkpoint handed to the plain (noise-free) loader."""
+
+
 def checkpoint_path(run_dir: str | os.PathLike) -> Path:
     """RUN/checkpoint.safetensors; a path that already names a .safetensors file is kept."""
     path = Path(run_dir)
@@ -139,6 +143,9 @@ def load_denoiser(
     from .model import DenoiserConfig, TransformerDenoiser
 
     tensors, meta = load_checkpoint(run_dir)
+    if "shadow" in meta:
+        raise ShadowCheckpointError(f"checkpoint at {str(run_dir)!r} is a shadow student: it reads per-token noise and needs "
+                                    "the noise-shared sampler (sampler.shadow_model.load_shadow_student; mcd sample/eval pick it)")
     if "model_config" not in meta:
         raise CheckpointError(f"checkpoint at {str(run_dir)!r} has no model_config (not a denoiser checkpoint?)")
     try:
@@ -201,11 +208,17 @@ class InferenceConfig:
 
 
 def open_for_inference(config: InferenceConfig) -> tuple["torch.nn.Module", dict[str, Any], Any, torch.device]:
-    """(model in eval mode, meta, schedule, device) of config.ckpt, after torch.set_num_threads(config.threads) on the CPU."""
+    """(model in eval mode, meta, schedule, device) of config.ckpt, after torch.set_num_threads(config.threads) on the CPU;
+    a shadow student's checkpoint gives a ShadowStudent (reads_shadow_noise: sample it with the noise-shared sampler)."""
     from .train.runtime import pick_device
 
     device = pick_device(config.device)
     if device.type == "cpu" and config.threads:
         torch.set_num_threads(config.threads)
-    model, meta = load_denoiser(config.ckpt, device=device, use_ema=not config.no_ema)
+    try:
+        model, meta = load_denoiser(config.ckpt, device=device, use_ema=not config.no_ema)
+    except ShadowCheckpointError:  # the checkpoint says it needs noise: load the noise-conditioned student
+        from .shadow_model import load_shadow_student
+
+        model, meta = load_shadow_student(config.ckpt, device=device, use_ema=not config.no_ema)
     return model, meta, load_schedule(meta), device

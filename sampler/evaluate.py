@@ -130,13 +130,18 @@ def _model_denoiser(model: Any, device: torch.device) -> Any:
 def _sample(denoiser: Any, schedule: Any, steps: int, args: EvalConfig, seq_len: int, mask_id: int,
             vocab_size: int, temperature: float, device: Any, cached: bool) -> tuple[Tensor, float]:
     from sampler.sampling import ancestral_sample
+    from sampler.shadow_model import shadow_sample
 
     generator = torch.Generator().manual_seed(args.seed)  # same seed everywhere: paired comparisons
     start = time.perf_counter()
-    samples = ancestral_sample(
-        denoiser, schedule, steps, args.num, seq_len, mask_id, vocab_size, generator,
-        temperature=temperature, cached=cached, device=device, batch_size=args.batch_size,
-    )
+    if getattr(denoiser, "reads_shadow_noise", False):  # a shadow student: noise-shared sampler, noise from the seed
+        samples = shadow_sample(denoiser, schedule, steps, args.num, seq_len, args.seed, temperature,
+                                device=device, batch_size=args.batch_size)
+    else:
+        samples = ancestral_sample(
+            denoiser, schedule, steps, args.num, seq_len, mask_id, vocab_size, generator,
+            temperature=temperature, cached=cached, device=device, batch_size=args.batch_size,
+        )
     return samples, time.perf_counter() - start
 
 
@@ -160,8 +165,12 @@ def evaluate_checkpoint(args: EvalConfig) -> dict:
         raise ValueError(f"vocabulary mismatch: the checkpoint's source has vocab_size={source.vocab_size}, "
                          f"its model vocab_size={config.vocab_size}")
     seq_len, mask_id, vocab_size = config.seq_len, config.mask_id, config.vocab_size
+    shadow = getattr(model, "reads_shadow_noise", False)
     denoiser = _model_denoiser(model, device)
-    cached = not getattr(config, "time_conditioning", False) and not args.no_cache
+    elbo_denoiser = _model_denoiser(model.base, device) if shadow else denoiser  # a shadow student: noise input off
+    if shadow:  # sampled by the noise-shared sampler (the checkpoint's meta says so); its ELBO reads the base network
+        denoiser = model
+    cached = not getattr(config, "time_conditioning", False) and not args.no_cache and not shadow
 
     evaluator = None
     evaluator_name = args.evaluator
@@ -178,7 +187,7 @@ def evaluate_checkpoint(args: EvalConfig) -> dict:
             print(f"mcd eval: warning: no evaluator ({err}); generative perplexity skipped", file=sys.stderr)
 
     report: dict[str, Any] = {
-        "checkpoint": str(args.ckpt), "step": meta.get("step"), "weights": "raw" if args.no_ema else "ema",
+        "sampler": "noise_shared (shadow student)" if shadow else "ancestral", "checkpoint": str(args.ckpt), "step": meta.get("step"), "weights": "raw" if args.no_ema else "ema",
         "source": source.describe(), "source_name": source.name, "exact_source": bool(source.exact),
         "schedule": meta.get("schedule"), "seq_len": seq_len, "num": args.num, "seed": args.seed,
         "evaluator": evaluator.name if evaluator is not None else None,
@@ -196,11 +205,14 @@ def evaluate_checkpoint(args: EvalConfig) -> dict:
 
     held_out = source.sample_batch(args.elbo_num, seq_len, torch.Generator().manual_seed(1_000_003 + args.seed),
                                    split="valid")
-    elbo = validation_elbo_per_sequence(denoiser, schedule, held_out, mask_id, vocab_size,
+    elbo = validation_elbo_per_sequence(elbo_denoiser, schedule, held_out, mask_id, vocab_size,
                                         torch.Generator().manual_seed(2_000_003 + args.seed),
                                         draws=args.elbo_draws, batch_size=args.batch_size, device=device)
     elbo_report: dict[str, Any] = {"elbo": float(elbo.mean()), "se": float(elbo.std() / math.sqrt(elbo.numel())),
-                                   "num_sequences": int(elbo.numel()), "draws_per_sequence": args.elbo_draws}
+                                   "num_sequences": int(elbo.numel()), "draws_per_sequence": args.elbo_draws,
+                                   **({"note": "shadow student: ELBO of its base network (noise input off); the "
+                                               "noise-conditioned sampler's own likelihood is not a product of marginals"}
+                                      if shadow else {})}
     if source.exact:
         true_nll = -source.log_prob(held_out) / seq_len
         gap, gap_se = paired_difference(elbo, true_nll)

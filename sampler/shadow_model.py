@@ -95,6 +95,7 @@ class ShadowStudent(nn.Module):
             nn.init.zeros_(self.draft_embed.weight)
         self.ablation = "none"
         self.ablation_seed = 0
+        self.reveal_method = "uniform"  # the coupling its sampling noise is drawn with (from the checkpoint's meta)
         self._couplings: dict[tuple[int, str], Any] = {}
 
     @property
@@ -140,7 +141,8 @@ class ShadowStudent(nn.Module):
             offset = offset + self.draft_embed(draft)
         return offset * (z == self.mask_id).unsqueeze(-1).to(offset.dtype)
 
-    def forward(self, z: Int[Tensor, "B L"], t: Float[Tensor, " B"], *, noise: ShadowNoise) -> Float[Tensor, "B L K"]:
+    def forward(self, z: Int[Tensor, "B L"], t: Float[Tensor, " B"], *, noise: Any) -> Float[Tensor, "B L K"]:
+        """log p(x0 | z_t, t, noise); noise: the ShadowNoise of the batch (typed Any so a wrong value reaches the ValueError)."""
         check_noise_for(noise, z, "noise")
         skip = self.ablation == "zero" or (not (self.training and torch.is_grad_enabled()) and self.noise_weights_zero())
         if skip:  # the offset would be exactly zero (or is switched off); while training it is kept for its gradient
@@ -172,3 +174,56 @@ def shadow_student_from_teacher(
     student = ShadowStudent(config, shadow, schedule)
     student.base.load_state_dict(teacher_weights, strict=True)
     return student
+
+
+# ---------------------------------------------------------------------------
+# checkpoints and sampling
+
+
+def is_shadow_meta(meta: dict[str, Any]) -> bool:
+    """Whether a checkpoint's meta describes a shadow student (it needs the noise-shared sampler)."""
+    return isinstance(meta.get("shadow"), dict)
+
+
+def load_shadow_student(run_dir: Any, device: Any = "cpu", use_ema: bool = True) -> tuple[ShadowStudent, dict[str, Any]]:
+    """(ShadowStudent in eval mode on `device`, meta) from a `mcd distill --method shadow` run; EMA weights
+    when present and asked for.  CheckpointError when the checkpoint is not a shadow student or does not fit."""
+    from sampler.checkpoint import CheckpointError, load_checkpoint, load_schedule, subset
+
+    tensors, meta = load_checkpoint(run_dir)
+    if not is_shadow_meta(meta):
+        raise CheckpointError(f"checkpoint at {str(run_dir)!r} is not a shadow student (no 'shadow' entry in its meta)")
+    try:
+        student = ShadowStudent(DenoiserConfig.from_dict(meta["model_config"]),
+                                ShadowConfig.from_dict(meta["shadow"]["config"]), load_schedule(meta))
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint at {str(run_dir)!r} has an invalid shadow student description: {err}") from err
+    weights = subset(tensors, "model")
+    ema = subset(tensors, "ema")
+    if use_ema and ema:
+        weights = {**weights, **ema}
+    try:
+        student.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint at {str(run_dir)!r} does not match its shadow student config: {err}") from err
+    student.reveal_method = meta["shadow"].get("reveal_method", "uniform")
+    return student.to(device).eval(), meta
+
+
+def shadow_sample(
+    student: Any, schedule: Any, num_steps: int, num_samples: int, seq_len: int, seed: int, temperature: float = 1.0,
+    method: str | None = None, device: Any = "cpu", batch_size: int = 256, fixed: Int[Tensor, "N L"] | None = None,
+) -> Int[Tensor, "N L"]:
+    """num_samples sequences from the noise-shared sampler: ShadowNoise (reveal `method`, default the student's
+    reveal_method) drawn from `seed` on the CPU (the same noise on any device, paired across samplers), moved to
+    `device`, then noise_shared_sample."""
+    from sampler.shadow import noise_shared_sample, sample_shadow_noise
+
+    config = student.config
+    method = getattr(student, "reveal_method", "uniform") if method is None else method
+    noise = sample_shadow_noise(num_samples, seq_len, schedule, config.vocab_size, config.mask_id,
+                                torch.Generator().manual_seed(seed), method=method)
+    if torch.device(device).type != "cpu":
+        noise = ShadowNoise(noise.reveal.to(device), noise.category.to(device), noise.method, noise.vocab_size)
+    return noise_shared_sample(student, schedule, num_steps, noise, config.mask_id, config.vocab_size,
+                               temperature=temperature, fixed=fixed, batch_size=batch_size)
