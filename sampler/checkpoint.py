@@ -132,6 +132,12 @@ def subset(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {name[len(p) :]: value for name, value in tensors.items() if name.startswith(p)}
 
 
+def model_weights(tensors: dict[str, Tensor], use_ema: bool = True) -> dict[str, Tensor]:
+    """The "model.*" weights of a run, with the "ema.*" ones in their place when present and use_ema."""
+    ema = subset(tensors, "ema") if use_ema else {}
+    return {**subset(tensors, "model"), **ema}
+
+
 def prefixed(prefix: str, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
     return {f"{prefix}.{name}": value for name, value in tensors.items()}
 
@@ -153,12 +159,8 @@ def load_denoiser(
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint at {str(run_dir)!r} has an invalid model_config: {err}") from err
     model = TransformerDenoiser(config)
-    weights = subset(tensors, "model")
-    ema = subset(tensors, "ema")
-    if use_ema and ema:
-        weights = {**weights, **ema}
     try:
-        model.load_state_dict(weights, strict=True)
+        model.load_state_dict(model_weights(tensors, use_ema), strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"checkpoint at {str(run_dir)!r} does not match its model_config: {err}") from err
     return model.to(device).eval(), meta

@@ -188,7 +188,7 @@ def is_shadow_meta(meta: dict[str, Any]) -> bool:
 def load_shadow_student(run_dir: Any, device: Any = "cpu", use_ema: bool = True) -> tuple[ShadowStudent, dict[str, Any]]:
     """(ShadowStudent in eval mode on `device`, meta) from a `mcd distill --method shadow` run; EMA weights
     when present and asked for.  CheckpointError when the checkpoint is not a shadow student or does not fit."""
-    from sampler.checkpoint import CheckpointError, load_checkpoint, load_schedule, subset
+    from sampler.checkpoint import CheckpointError, load_checkpoint, load_schedule, model_weights
 
     tensors, meta = load_checkpoint(run_dir)
     if not is_shadow_meta(meta):
@@ -198,12 +198,8 @@ def load_shadow_student(run_dir: Any, device: Any = "cpu", use_ema: bool = True)
                                 ShadowConfig.from_dict(meta["shadow"]["config"]), load_schedule(meta))
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint at {str(run_dir)!r} has an invalid shadow student description: {err}") from err
-    weights = subset(tensors, "model")
-    ema = subset(tensors, "ema")
-    if use_ema and ema:
-        weights = {**weights, **ema}
     try:
-        student.load_state_dict(weights, strict=True)
+        student.load_state_dict(model_weights(tensors, use_ema), strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"checkpoint at {str(run_dir)!r} does not match its shadow student config: {err}") from err
     student.reveal_method = meta["shadow"].get("reveal_method", "uniform")
