@@ -8,6 +8,9 @@ Rows, all from sampler seed `--seed` (`--num` sequences each):
 - shadow student:          the student by the noise-shared sampler on the same noise;
 - shadow, noise zeroed:    the student with its noise input off (its base network: per-token marginals);
 - shadow, fresh uniform:   the student's noise features read an independent category noise, the draw the true c;
+- exact denoiser, noise-shared: with --oracle, the source's exact Bayes denoiser on the same noise: the best
+                           per-token-independent sampler (the factorisation floor), strongly paired; also at
+                           each of --oracle-temperatures (the floor's temperature frontier);
 - MCD student, ancestral:  when --mcd is given.
 
 Metrics (sampler.quality.two_axis_metrics, one seed for every row so references and bootstrap streams are
@@ -32,10 +35,13 @@ from typing import Any
 import torch
 
 from sampler.checkpoint import InferenceConfig, load_source, open_for_inference
-from sampler.data import json_ready, paired_difference
+from sampler.data import paired_difference
 from sampler.quality.two_axis import two_axis_metrics
 from sampler.sampling import ancestral_sample
 from sampler.shadow_model import set_ablation, shadow_sample
+
+
+PAIRED_REFERENCES = ("teacher, noise-shared", "teacher, ancestral", "exact denoiser, noise-shared")
 
 
 def _row(name: str, samples: torch.Tensor, seconds: float, source: Any, seed: int, recall_of: Any = None,
@@ -67,8 +73,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return ancestral_sample(lambda z, t: model(z, t), schedule, steps, args.num, L, mask, K,
                                 torch.Generator().manual_seed(args.seed))
 
-    def shared(model: Any, steps: int) -> torch.Tensor:
-        return shadow_sample(model, schedule, steps, args.num, L, args.seed, method=student.reveal_method)
+    def shared(model: Any, steps: int, temperature: float = 1.0) -> torch.Tensor:
+        return shadow_sample(model, schedule, steps, args.num, L, args.seed, temperature, method=student.reveal_method)
 
     rows = []
 
@@ -87,13 +93,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         set_ablation(student, ablation, seed=args.seed + 7919)
         add(name, lambda: shared(student, args.steps))
     set_ablation(student, "none")
+    if args.oracle:
+        exact = source.denoiser(mask)
+        exact.config = config  # shadow_sample reads the vocabulary and mask id from it
+        add("exact denoiser, noise-shared", lambda: shared(exact, args.steps))
+        for temperature in args.oracle_temperatures:
+            add(f"exact denoiser, T={temperature:g}, noise-shared", lambda: shared(exact, args.steps, temperature))
     if args.mcd:
         mcd, _, _, _ = open_for_inference(InferenceConfig(ckpt=args.mcd, device="cpu", threads=args.threads))
         add("MCD student, ancestral", lambda: plain(mcd, args.steps), recall_of=mcd)
     by_name = {row["name"]: row for row in rows}
     for row in rows:
         row["paired"] = {}
-        for reference in ("teacher, noise-shared", "teacher, ancestral"):
+        for reference in PAIRED_REFERENCES:
+            if reference not in by_name:
+                continue
             mean, se = paired_difference(row["precision"]["per_sequence"], by_name[reference]["precision"]["per_sequence"])
             row["paired"][reference] = {"mean": mean, "se": se}
     return {"teacher": args.teacher, "student": args.student, "student_step": student_meta.get("step"),
@@ -102,7 +116,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def format_rows(report: dict[str, Any]) -> str:
-    lines = [f"{'row':<34} {'precision':>16} {'Δ vs shared':>16} {'Δ vs ancestral':>16} {'recall':>16} "
+    exact = "exact denoiser, noise-shared" in report["rows"][-1]["paired"]
+    lines = [f"{'row':<34} {'precision':>16} {'Δ vs shared':>16} {'Δ vs ancestral':>16} "
+             + (f"{'Δ vs exact':>16} " if exact else "") + f"{'recall':>16} "
              f"{'unigram JS':>16} {'bigram JS':>16} {'KS':>14} {'tok/s':>8}"]
     for row in report["rows"]:
         p, rec, fid, typ = row["precision"], row["recall"], row["fidelity"], row["typicality"]
@@ -110,11 +126,25 @@ def format_rows(report: dict[str, Any]) -> str:
         recall = f"{rec['value']:.4f}±{rec['se']:.4f}" if rec else "unavailable"
         lines.append(
             f"{row['name']:<34} {p['value']:>9.4f}±{p['se']:.4f} {shared['mean']:>+9.4f}±{shared['se']:.4f} "
-            f"{plain['mean']:>+9.4f}±{plain['se']:.4f} {recall:>16} {fid[1]['js']:>9.4f}±{fid[1]['js_se']:.4f} "
+            f"{plain['mean']:>+9.4f}±{plain['se']:.4f} "
+            + (f"{row['paired']['exact denoiser, noise-shared']['mean']:>+9.4f}±"
+               f"{row['paired']['exact denoiser, noise-shared']['se']:.4f} " if exact else "")
+            + f"{recall:>16} {fid[1]['js']:>9.4f}±{fid[1]['js_se']:.4f} "
             f"{fid[2]['js']:>9.4f}±{fid[2]['js_se']:.4f} {typ['ks']:>7.4f}±{typ['ks_se']:.4f} {row['tokens_per_s']:>8.0f}")
     ref = report["rows"][0]["fidelity"]
     lines.append(f"true sequences: unigram JS {ref[1]['reference_js']:.4f}, bigram JS {ref[2]['reference_js']:.4f}")
     return "\n".join(lines)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able copy: tensors to lists, int keys to strings."""
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher", required=True)
     parser.add_argument("--student", required=True, help="a `mcd distill --method shadow` run")
     parser.add_argument("--mcd", default=None, help="an MCD student at the same step count (optional)")
+    parser.add_argument("--oracle", action="store_true", help="add the source's exact denoiser (noise-shared, same noise)")
+    parser.add_argument("--oracle-temperatures", type=float, nargs="*", default=[],
+                        help="with --oracle: also the exact denoiser at these temperatures (the floor's frontier)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--rollout-steps", type=int, default=16, help="the teacher's rollout (0: skip that row)")
     parser.add_argument("--num", type=int, default=512)
@@ -133,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_rows(report))
     if args.out:
         with open(args.out, "w") as f:
-            json.dump(json_ready(report), f, indent=1)
+            json.dump(_plain(report), f, indent=1)
     return 0
 
 
