@@ -168,10 +168,13 @@ def set_ablation(student: ShadowStudent, ablation: str, seed: int = 0) -> None:
 
 
 def shadow_student_from_teacher(
-    teacher_weights: dict[str, Tensor], config: DenoiserConfig, shadow: ShadowConfig, schedule: Any,
+    teacher_weights: dict[str, Tensor], config: DenoiserConfig, shadow: ShadowConfig, schedule: Any, seed: int = 0,
 ) -> ShadowStudent:
-    """A fresh ShadowStudent whose base holds the teacher's weights (strict): at init it is the teacher."""
-    student = ShadowStudent(config, shadow, schedule)
+    """A fresh ShadowStudent whose base holds the teacher's weights (strict): at init it is the teacher.  The
+    random first MLP layer is drawn from `seed` (the global RNG is left as it was), so a run is a function of its seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        student = ShadowStudent(config, shadow, schedule)
     student.base.load_state_dict(teacher_weights, strict=True)
     return student
 

@@ -284,3 +284,42 @@ def test_draft_is_the_quantile_of_the_base_prediction() -> None:
     expected = sorted_quantile_draw(teacher(z, t)[masked], noise.category[masked])
     assert torch.equal(offset[masked][:, :K].argmax(-1), expected)
     assert not bool(offset[~masked].any())
+
+
+def test_shadow_distill_resumes_exactly(tmp_path: Path) -> None:
+    """A shadow run stopped mid-round and resumed ends with the same weights as an uninterrupted one (the batch,
+    noise and rollout of step k depend only on (seed, k))."""
+    teacher = make_teacher(tmp_path / "teacher", seq_len=12)
+    full = distill(_shadow_config(teacher, tmp_path / "full"))
+    distill(_shadow_config(teacher, tmp_path / "split", max_steps=3))
+    resumed = distill(_shadow_config(teacher, tmp_path / "split"))
+    assert resumed["complete"] and resumed["teacher_forward_passes"] == full["teacher_forward_passes"]
+    a, _ = load_checkpoint(tmp_path / "full")
+    b, _ = load_checkpoint(tmp_path / "split")
+    for name in a:
+        if name.startswith(("model.", "ema.", "teacher.")):
+            assert torch.equal(a[name], b[name]), name
+
+
+def test_cli_shadow_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`mcd distill --method shadow` arguments reach the config; a bad sub-step count fails before any work,
+    naming the argument; `mcd eval` on the student samples it with the noise-shared sampler without flags."""
+    from sampler.cli import main
+    from sampler.evaluate import EvalConfig, evaluate_checkpoint
+
+    teacher = make_teacher(tmp_path / "teacher", seq_len=12)
+    common = ["distill", "--teacher", str(teacher), "--method", "shadow", "--coupling", "uniform", "--start-steps", "2",
+              "--target-steps", "2", "--steps-per-round", "1", "--batch-size", "2", "--device", "cpu", "--no-progress"]
+    assert main(common + ["--out", str(tmp_path / "bad"), "--shadow-substeps", "0"]) == 2
+    assert "shadow_substeps" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main(common + ["--out", str(tmp_path / "ok"), "--shadow-substeps", "3", "--no-shadow-draft"]) == 0
+    _, meta = load_checkpoint(tmp_path / "ok")
+    assert meta["distill"]["config"]["shadow_substeps"] == 3 and meta["shadow"]["config"]["draft"] is False
+    report = evaluate_checkpoint(EvalConfig(ckpt=str(tmp_path / "ok"), steps=[2], num=4, elbo_num=4, device="cpu"))
+    assert report["sampler"].startswith("noise_shared")
+    student, _ = load_shadow_student(tmp_path / "ok")
+    samples = shadow_sample(student, SCHEDULE, 2, 4, 12, seed=0)
+    from sampler.data import get_source, sample_quality
+
+    expected = sample_quality(samples, get_source("exact", seed=0, seq_len=12))["nll_per_token"]
+    assert report["results"][0]["nll_per_token"] == pytest.approx(expected, abs=1e-12)

@@ -265,7 +265,7 @@ def _models(config: DistillConfig, model_config: DenoiserConfig, teacher_tensors
         from ..shadow_model import ShadowConfig, ShadowStudent, shadow_student_from_teacher
 
         shadow = ShadowConfig(draft=config.shadow_draft)
-        student = shadow_student_from_teacher(weights, model_config, shadow, schedule)
+        student = shadow_student_from_teacher(weights, model_config, shadow, schedule, seed=config.seed)
         frozen = ShadowStudent(model_config, shadow, schedule)
     else:
         student = TransformerDenoiser(model_config)
