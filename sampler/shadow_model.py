@@ -96,6 +96,7 @@ class ShadowStudent(nn.Module):
         self.ablation = "none"
         self.ablation_seed = 0
         self.reveal_method = "uniform"  # the coupling its sampling noise is drawn with (from the checkpoint's meta)
+        self.draw = "quantile"  # "argmax" for a design-B student (from the checkpoint's meta)
         self._couplings: dict[tuple[int, str], Any] = {}
 
     @property
@@ -206,20 +207,39 @@ def load_shadow_student(run_dir: Any, device: Any = "cpu", use_ema: bool = True)
     except RuntimeError as err:
         raise CheckpointError(f"checkpoint at {str(run_dir)!r} does not match its shadow student config: {err}") from err
     student.reveal_method = meta["shadow"].get("reveal_method", "uniform")
+    student.draw = meta["shadow"].get("draw", "quantile")
     return student.to(device).eval(), meta
+
+
+class ArgmaxShadowDenoiser:
+    """A design-B student as the noise-shared sampler's denoiser: log of the one-hot at the student's argmax
+    (lowest id on ties), so the sorted-quantile draw at any c returns the argmax and c is read only as input."""
+
+    reads_shadow_noise = True
+
+    def __init__(self, student: ShadowStudent):
+        self.student = student
+        self.config = student.config
+
+    def __call__(self, z: Tensor, t: Tensor, *, noise: Any) -> Tensor:
+        log_probs = self.student(z, t, noise=noise)
+        one_hot = torch.full_like(log_probs, float("-inf"))
+        return one_hot.scatter_(-1, log_probs.argmax(-1, keepdim=True), 0.0)
 
 
 def shadow_sample(
     student: Any, schedule: Any, num_steps: int, num_samples: int, seq_len: int, seed: int, temperature: float = 1.0,
     method: str | None = None, device: Any = "cpu", batch_size: int = 256, fixed: Int[Tensor, "N L"] | None = None,
 ) -> Int[Tensor, "N L"]:
-    """num_samples sequences from the noise-shared sampler: ShadowNoise (reveal `method`, default the student's
-    reveal_method) drawn from `seed` on the CPU (the same noise on any device, paired across samplers), moved to
+    """num_samples sequences from the noise-shared sampler (a student whose `draw` is "argmax", design B, through
+    ArgmaxShadowDenoiser): ShadowNoise (reveal `method`, default the student's reveal_method) drawn from `seed` on the CPU (the same noise on any device, paired across samplers), moved to
     `device`, then noise_shared_sample."""
     from sampler.shadow import noise_shared_sample, sample_shadow_noise
 
     config = student.config
     method = getattr(student, "reveal_method", "uniform") if method is None else method
+    if getattr(student, "draw", "quantile") == "argmax":
+        student = ArgmaxShadowDenoiser(student)
     noise = sample_shadow_noise(num_samples, seq_len, schedule, config.vocab_size, config.mask_id,
                                 torch.Generator().manual_seed(seed), method=method)
     if torch.device(device).type != "cpu":

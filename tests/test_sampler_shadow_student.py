@@ -258,7 +258,7 @@ def test_shadow_settings_fail_before_training(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="shadow_substeps must be an int >= 1"):
         distill(_shadow_config(teacher, tmp_path / "b", shadow_substeps=0))
     with pytest.raises(ValueError, match="shadow_target must be one of"):
-        distill(_shadow_config(teacher, tmp_path / "c", shadow_target="hard"))
+        distill(_shadow_config(teacher, tmp_path / "c", shadow_target="medium"))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 

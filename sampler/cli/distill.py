@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature-step", type=float, default=d.temperature_step, help="added per round")
     parser.add_argument("--temperature-floor", type=float, default=d.temperature_floor)
     parser.add_argument("--shadow-target", choices=SHADOW_TARGETS, default=d.shadow_target,
-                        help="--method shadow: soft = design A (teacher conditional at each token's reveal, forward KL)")
+                        help="--method shadow: soft = design A (teacher conditional at each token's reveal, forward KL); "
+                             "hard = design B (cross-entropy to the rollout's endpoint, sampled by argmax)")
     parser.add_argument("--shadow-substeps", type=int, default=d.shadow_substeps,
                         help="--method shadow: teacher rollout sub-steps per student step (N_teacher / N_student)")
     parser.add_argument("--no-shadow-draft", action="store_true", help="--method shadow: no provisional-value input")

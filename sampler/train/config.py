@@ -22,7 +22,7 @@ from ..losses import DIVERGENCES
 
 LEGACY_NAMES = {"ema": "ema_decay", "steps": "max_steps"}  # name in checkpoints before issue 9 -> name now
 METHODS: tuple[str, ...] = ("mcd", "baseline", "shadow")
-SHADOW_TARGETS: tuple[str, ...] = ("soft",)
+SHADOW_TARGETS: tuple[str, ...] = ("soft", "hard")
 COUPLINGS: tuple[str, ...] = ("threshold", "gaussian", "uniform")
 REFRESH_FROM: tuple[str, ...] = ("ema", "student")
 MODEL_SIZES: tuple[str, ...] = ("tiny", "mini", "small")
@@ -142,7 +142,7 @@ class DistillConfig(RunConfig, OptimConfig):
     temperature_floor: float = 0.75
     vocab_size: int | None = None
     mask_id: int | None = None
-    shadow_target: str = "soft"  # method "shadow": design A (soft targets at each token's reveal, forward KL)
+    shadow_target: str = "soft"  # method "shadow": "soft" design A (teacher conditional at each reveal, forward KL); "hard" design B (CE to the rollout's endpoint; sampled by argmax)
     shadow_substeps: int = 2  # method "shadow": teacher sub-steps per student step (N_teacher / N_student)
     shadow_draft: bool = True  # method "shadow": the student reads provisional values (sampler.shadow_model)
     # the distillation defaults of the shared fields

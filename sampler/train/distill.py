@@ -280,9 +280,11 @@ def _models(config: DistillConfig, model_config: DenoiserConfig, teacher_tensors
     return Trainee(student, maybe_compile(wrap_ddp(student, device), config.compile), optimizer, ema), frozen
 
 
-def shadow_meta(model: torch.nn.Module, reveal_method: str) -> dict[str, Any]:
-    """meta["shadow"] of a shadow student: what `mcd sample` / `mcd eval` need to rebuild and sample it."""
-    return {"config": unwrap(model).shadow.to_dict(), "sampler": "noise_shared", "reveal_method": reveal_method}
+def shadow_meta(model: torch.nn.Module, reveal_method: str, target: str = "soft") -> dict[str, Any]:
+    """meta["shadow"] of a shadow student: what `mcd sample` / `mcd eval` need to rebuild and sample it
+    (draw: "quantile" at c for design A, "argmax" for design B, whose target already read c)."""
+    return {"config": unwrap(model).shadow.to_dict(), "sampler": "noise_shared", "reveal_method": reveal_method,
+            "draw": "argmax" if target == "hard" else "quantile"}
 
 
 def distill(config: DistillConfig) -> dict[str, Any]:
@@ -331,7 +333,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
             return
         tensors, opt_meta = trainee.state_tensors()
         meta = {
-            **({"shadow": shadow_meta(trainee.model, config.coupling)} if config.method == "shadow" else {}),
+            **({"shadow": shadow_meta(trainee.model, config.coupling, config.shadow_target)} if config.method == "shadow" else {}),
             "kind": RUN_KIND, "model_config": model_config.to_dict(), "source": teacher_meta["source"],
             "schedule": teacher_meta["schedule"], "seq_len": seq_len, "mask_id": model_config.mask_id, "step": at_step,
             "distill": {

@@ -13,6 +13,11 @@ not depend on the token's own c (c is read only at its reveal, after the conditi
 optimum is E[q_j | z_t, noise without c_i] and a quantile draw of the student at c_i keeps the
 teacher's S-sub-step law; tokens revealed together are coordinated through the other tokens' noise.
 
+Design B ("hard"): cross-entropy to the token z_{t − dt} that the rollout ends with.  That target is a
+function of the token's own c, so a B student must not draw at c again (it would use c twice): it is
+sampled by argmax (`sampler.shadow_model.ArgmaxShadowDenoiser`, recorded in its checkpoint).  If the network
+cannot decode the noise, B collapses toward greedy decoding.
+
 Teacher passes: one per sub-step that reveals something (at most S per step), counted in the run record.
 """
 
@@ -102,8 +107,10 @@ def to_device(noise: ShadowNoise, device: Any) -> ShadowNoise:
 
 
 def shadow_distill_step(ctx: "DistillContext") -> StepFn:
-    """Design A: forward KL from the student at (z_t, t, noise) to the teacher's conditionals at each token's reveal."""
+    """Design A ("soft"): forward KL from the student at (z_t, t, noise) to the teacher's conditionals at each token's
+    reveal.  Design B ("hard"): cross-entropy to the token the rollout ends with (sampled by argmax, never at c)."""
     substeps = check_substeps(ctx.config.shadow_substeps)
+    hard = ctx.config.shadow_target == "hard"
 
     def step(k: int) -> StepOutput:
         x0, t, generator = ctx.draw(k)
@@ -111,11 +118,14 @@ def shadow_distill_step(ctx: "DistillContext") -> StepFn:
         z_t, noise = shadow_batch(x0, ctx.coupling, t, generator)
         z_t, noise, t = z_t.to(ctx.device), to_device(noise, ctx.device), t.to(ctx.device)
         with autocast(ctx.device):
-            targets, revealed, _, passes = shadow_rollout_targets(
+            targets, revealed, z_end, passes = shadow_rollout_targets(
                 ctx.frozen, ctx.coupling, z_t, t, ctx.dt, substeps, noise, ctx.temperature)
             student_lp = ctx.trainee.forward(z_t, t.float(), noise=noise)
-            loss, stats = distillation_loss(student_lp, targets, revealed, torch.zeros_like(z_t),
-                                            torch.zeros_like(revealed), "forward_kl")
+            if hard:  # design B: cross-entropy to the rollout's endpoint token
+                loss, stats = distillation_loss(student_lp, targets, torch.zeros_like(revealed), z_end, revealed)
+            else:  # design A: forward KL to the teacher's conditional at each token's reveal
+                loss, stats = distillation_loss(student_lp, targets, revealed, torch.zeros_like(z_t),
+                                                torch.zeros_like(revealed), "forward_kl")
         ctx.count_teacher_passes(passes)
         return StepOutput(loss, {**stats, "teacher_passes": passes})
 
