@@ -323,3 +323,32 @@ def test_cli_shadow_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
     expected = sample_quality(samples, get_source("exact", seed=0, seq_len=12))["nll_per_token"]
     assert report["results"][0]["nll_per_token"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_design_b_trains_on_the_endpoint_and_samples_by_argmax(tmp_path: Path) -> None:
+    """--shadow-target hard: cross-entropy on the revealed tokens only (no soft terms), the checkpoint records the
+    argmax draw, and its samples never read c for the draw: with the noise input off (ablation "zero") changing
+    every category noise leaves the samples unchanged (planted bug caught: drawing at c from the student's own
+    distribution, i.e. using c twice)."""
+    from sampler.train.runtime import read_metrics
+
+    teacher = make_teacher(tmp_path / "teacher", seq_len=12)
+    distill(_shadow_config(teacher, tmp_path / "hard", shadow_target="hard"))
+    records = [r for r in read_metrics(tmp_path / "hard" / "metrics.jsonl") if "loss" in r]
+    assert all(r["div_tokens"] == 0 for r in records) and sum(r["ce_tokens"] for r in records) > 0
+    _, meta = load_checkpoint(tmp_path / "hard")
+    assert meta["shadow"]["draw"] == "argmax"
+    student, _ = load_shadow_student(tmp_path / "hard")
+    set_ablation(student, "zero")
+    schedule = SCHEDULE
+    noise = sample_shadow_noise(6, 12, schedule, student.config.vocab_size, student.mask_id, torch.Generator().manual_seed(3))
+    flipped = ShadowNoise(noise.reveal, 1.0 - noise.category, noise.method, noise.vocab_size)
+    from sampler.shadow_model import ArgmaxShadowDenoiser
+
+    greedy = ArgmaxShadowDenoiser(student)
+    a = noise_shared_sample(greedy, schedule, 3, noise, student.mask_id, student.config.vocab_size)
+    b = noise_shared_sample(greedy, schedule, 3, flipped, student.mask_id, student.config.vocab_size)
+    assert torch.equal(a, b)
+    z, t = torch.full((6, 12), student.mask_id), torch.ones(6)
+    out = greedy(z, t, noise=noise)
+    assert torch.equal(out.argmax(-1), student(z, t, noise=noise).argmax(-1)) and bool((out.exp().sum(-1) == 1).all())
