@@ -40,6 +40,10 @@ class CheckpointError(ValueError):
     """A missing, corrupt or incompatible checkpoint."""
 
 
+class ShadowCheckpointError(CheckpointError):
+    """A shadow student's checkpoint handed to the plain (noise-free) loader."""
+
+
 def checkpoint_path(run_dir: str | os.PathLike) -> Path:
     """RUN/checkpoint.safetensors; a path that already names a .safetensors file is kept."""
     path = Path(run_dir)
@@ -154,6 +158,12 @@ def subset(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {name[len(p) :]: value for name, value in tensors.items() if name.startswith(p)}
 
 
+def model_weights(tensors: dict[str, Tensor], use_ema: bool = True) -> dict[str, Tensor]:
+    """The "model.*" weights of a run, with the "ema.*" ones in their place when present and use_ema."""
+    ema = subset(tensors, "ema") if use_ema else {}
+    return {**subset(tensors, "model"), **ema}
+
+
 def prefixed(prefix: str, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
     return {f"{prefix}.{name}": value for name, value in tensors.items()}
 
@@ -165,6 +175,9 @@ def load_denoiser(
     from .model import DenoiserConfig, TransformerDenoiser
 
     tensors, meta = load_checkpoint(run_dir)
+    if "shadow" in meta:
+        raise ShadowCheckpointError(f"checkpoint at {str(run_dir)!r} is a shadow student: it reads per-token noise and needs "
+                                    "the noise-shared sampler (sampler.shadow_model.load_shadow_student; mcd sample/eval pick it)")
     if "model_config" not in meta:
         raise CheckpointError(f"checkpoint at {str(run_dir)!r} has no model_config (not a denoiser checkpoint?)")
     try:
@@ -172,12 +185,8 @@ def load_denoiser(
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint at {str(run_dir)!r} has an invalid model_config: {err}") from err
     model = TransformerDenoiser(config)
-    weights = subset(tensors, "model")
-    ema = subset(tensors, "ema")
-    if use_ema and ema:
-        weights = {**weights, **ema}
     try:
-        model.load_state_dict(weights, strict=True)
+        model.load_state_dict(model_weights(tensors, use_ema), strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"checkpoint at {str(run_dir)!r} does not match its model_config: {err}") from err
     return model.to(device).eval(), meta
@@ -227,11 +236,17 @@ class InferenceConfig:
 
 
 def open_for_inference(config: InferenceConfig) -> tuple["torch.nn.Module", dict[str, Any], Any, torch.device]:
-    """(model in eval mode, meta, schedule, device) of config.ckpt, after torch.set_num_threads(config.threads) on the CPU."""
+    """(model in eval mode, meta, schedule, device) of config.ckpt, after torch.set_num_threads(config.threads) on the CPU;
+    a shadow student's checkpoint gives a ShadowStudent (reads_shadow_noise: sample it with the noise-shared sampler)."""
     from .train.runtime import pick_device
 
     device = pick_device(config.device)
     if device.type == "cpu" and config.threads:
         torch.set_num_threads(config.threads)
-    model, meta = load_denoiser(config.ckpt, device=device, use_ema=not config.no_ema)
+    try:
+        model, meta = load_denoiser(config.ckpt, device=device, use_ema=not config.no_ema)
+    except ShadowCheckpointError:  # the checkpoint says it needs noise: load the noise-conditioned student
+        from .shadow_model import load_shadow_student
+
+        model, meta = load_shadow_student(config.ckpt, device=device, use_ema=not config.no_ema)
     return model, meta, load_schedule(meta), device

@@ -133,13 +133,18 @@ def _model_denoiser(model: Any, device: torch.device) -> Any:
 def _sample(denoiser: Any, schedule: Any, steps: int, args: EvalConfig, seq_len: int, mask_id: int,
             vocab_size: int, temperature: float, device: Any, cached: bool) -> tuple[Tensor, float]:
     from sampler.sampling import ancestral_sample
+    from sampler.shadow_model import shadow_sample
 
     generator = torch.Generator().manual_seed(args.seed)  # same seed everywhere: paired comparisons
     start = time.perf_counter()
-    samples = ancestral_sample(
-        denoiser, schedule, steps, args.num, seq_len, mask_id, vocab_size, generator,
-        temperature=temperature, cached=cached, device=device, batch_size=args.batch_size,
-    )
+    if getattr(denoiser, "reads_shadow_noise", False):  # a shadow student: noise-shared sampler, noise from the seed
+        samples = shadow_sample(denoiser, schedule, steps, args.num, seq_len, args.seed, temperature,
+                                device=device, batch_size=args.batch_size)
+    else:
+        samples = ancestral_sample(
+            denoiser, schedule, steps, args.num, seq_len, mask_id, vocab_size, generator,
+            temperature=temperature, cached=cached, device=device, batch_size=args.batch_size,
+        )
     return samples, time.perf_counter() - start
 
 
@@ -184,8 +189,12 @@ def evaluate_checkpoint(args: EvalConfig) -> dict:
         raise ValueError(f"vocabulary mismatch: the checkpoint's source has vocab_size={source.vocab_size}, "
                          f"its model vocab_size={config.vocab_size}")
     seq_len, mask_id, vocab_size = config.seq_len, config.mask_id, config.vocab_size
+    shadow = getattr(model, "reads_shadow_noise", False)
     denoiser = _model_denoiser(model, device)
-    cached = not getattr(config, "time_conditioning", False) and not args.no_cache
+    elbo_denoiser = _model_denoiser(model.base, device) if shadow else denoiser  # a shadow student: noise input off
+    if shadow:  # sampled by the noise-shared sampler (the checkpoint's meta says so); its ELBO reads the base network
+        denoiser = model
+    cached = not getattr(config, "time_conditioning", False) and not args.no_cache and not shadow
 
     evaluator = None
     evaluator_name = args.evaluator
@@ -202,7 +211,7 @@ def evaluate_checkpoint(args: EvalConfig) -> dict:
             print(f"mcd eval: warning: no evaluator ({err}); generative perplexity skipped", file=sys.stderr)
 
     report: dict[str, Any] = {
-        "checkpoint": str(args.ckpt), "step": meta.get("step"), "weights": "raw" if args.no_ema else "ema",
+        "sampler": "noise_shared (shadow student)" if shadow else "ancestral", "checkpoint": str(args.ckpt), "step": meta.get("step"), "weights": "raw" if args.no_ema else "ema",
         "source": source.describe(), "source_name": source.name, "exact_source": bool(source.exact),
         "schedule": meta.get("schedule"), "seq_len": seq_len, "num": args.num, "seed": args.seed,
         "evaluator": evaluator.name if evaluator is not None else None,
@@ -220,8 +229,11 @@ def evaluate_checkpoint(args: EvalConfig) -> dict:
 
     report["validation_elbo"] = (
         {"skipped": source.reason} if isinstance(source, StoredTokenizerSource)
-        else _validation_elbo_report(denoiser, schedule, source, args, seq_len, mask_id, vocab_size, device)
+        else _validation_elbo_report(elbo_denoiser, schedule, source, args, seq_len, mask_id, vocab_size, device)
     )
+    if shadow and "elbo" in report["validation_elbo"]:
+        report["validation_elbo"]["note"] = ("shadow student: ELBO of its base network (noise input off); the "
+                                             "noise-conditioned sampler's own likelihood is not a product of marginals")
 
     rows: list[dict[str, Any]] = []
     steps_sorted = sorted(set(args.steps), reverse=True)

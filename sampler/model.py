@@ -205,12 +205,16 @@ class TransformerDenoiser(nn.Module):
         if t is not None and tuple(t.shape) != (z.shape[0],):
             raise ValueError(f"t must have shape ({z.shape[0]},), got {tuple(t.shape)}")
 
-    def forward(self, z: Int[Tensor, "B L"], t: Float[Tensor, "B"] | None = None) -> Float[Tensor, "B L K"]:
-        """log p_θ(x0 | z_t) over the K real tokens (float32), SUBS-parameterised."""
+    def forward(
+        self, z: Int[Tensor, "B L"], t: Float[Tensor, "B"] | None = None, input_offset: Float[Tensor, "B L D"] | None = None,
+    ) -> Float[Tensor, "B L K"]:
+        """log p_θ(x0 | z_t) over the K real tokens (float32), SUBS-parameterised.  `input_offset`, when
+        given, is added to the token embeddings (the shadow student's noise input, sampler.shadow_model)."""
         if not torch.compiler.is_compiling():
             self.check_input(z, t)
         L = z.shape[1]
-        x = self.drop(self.embed(z))
+        embedded = self.embed(z)
+        x = self.drop(embedded if input_offset is None else embedded + input_offset.to(embedded.dtype))
         cond = None
         if self.time_mlp is not None:
             if t is None:

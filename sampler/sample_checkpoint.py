@@ -1,5 +1,6 @@
 """Sampling from a checkpoint (`mcd sample`, from a SampleConfig): the ancestral sampler over its
-denoiser, with an optional prompt, written as JSONL.
+denoiser (the noise-shared sampler for a shadow student, as its checkpoint says), with an optional
+prompt, written as JSONL.
 
 Writes one JSON object per sample ({"index", "ids", "text"}) to `out` (default
 RUN/samples-<steps>steps-seed<seed>.jsonl).  The cached sampler (skip the network for sequences
@@ -68,6 +69,17 @@ def sample_output_path(args: SampleConfig) -> Path:
     return (ckpt if ckpt.is_dir() else ckpt.parent) / f"samples-{args.steps}steps-seed{args.seed}.jsonl"
 
 
+def _shadow_samples(model: Any, schedule: Any, args: SampleConfig, seq_len: int,
+                    fixed: torch.Tensor | None, device: Any) -> torch.Tensor:
+    """A shadow student's samples by the noise-shared sampler (noise from args.seed)."""
+    from .shadow_model import shadow_sample
+
+    if args.final_greedy:
+        raise ValueError(f"--final-greedy is not available for the shadow student at {args.ckpt!r}: every draw reads its noise")
+    return shadow_sample(model, schedule, args.steps, args.num, seq_len, args.seed, args.temperature, device=device,
+                         batch_size=args.batch_size, fixed=fixed)
+
+
 def sample_from_checkpoint(args: SampleConfig) -> dict[str, Any]:
     """Sample args.num sequences and write them as JSONL; every argument and the output path are checked first."""
     for name in ("steps", "num", "batch_size"):
@@ -108,12 +120,15 @@ def sample_from_checkpoint(args: SampleConfig) -> dict[str, Any]:
     denoiser.config = config  # lets ancestral_sample check the cache's validity
     generator = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
-    samples = ancestral_sample(
-        denoiser, schedule, args.steps, args.num, seq_len, config.mask_id, config.vocab_size, generator,
-        temperature=args.temperature, final_greedy=args.final_greedy, fixed=fixed,
-        cached=not args.no_cache and not config.time_conditioning, device=device, batch_size=args.batch_size,
-        progress=True,
-    )
+    if getattr(model, "reads_shadow_noise", False):  # a shadow student: the checkpoint says it needs the noise
+        samples = _shadow_samples(model, schedule, args, seq_len, fixed, device)
+    else:
+        samples = ancestral_sample(
+            denoiser, schedule, args.steps, args.num, seq_len, config.mask_id, config.vocab_size, generator,
+            temperature=args.temperature, final_greedy=args.final_greedy, fixed=fixed,
+            cached=not args.no_cache and not config.time_conditioning, device=device, batch_size=args.batch_size,
+            progress=True,
+        )
     elapsed = time.perf_counter() - start
     lines = []
     for i, row in enumerate(samples):

@@ -117,6 +117,9 @@ def ancestral_sample(
     check_positive_int(batch_size, "batch_size")
     check_positive_int(vocab_size, "vocab_size")
     check_temperature(temperature)
+    if getattr(denoiser, "reads_shadow_noise", False) is True:
+        raise ValueError("denoiser reads the shadow noise (a shadow student): the plain ancestral sampler cannot feed it; "
+                         "use sampler.shadow.noise_shared_sample (or sampler.shadow_model.shadow_sample)")
     if isinstance(mask_id, bool) or not isinstance(mask_id, int) or 0 <= mask_id < vocab_size:
         raise ValueError(f"mask_id must be an int outside the real tokens 0..{vocab_size - 1}, got {mask_id!r}")
     if fixed is not None:

@@ -274,17 +274,26 @@ def noise_shared_sample(
 def _sample_batch(
     denoiser: Denoiser, coupling: MaskedCoupling, grid: list[float], z: Tensor, noise: ShadowNoise, temperature: float,
 ) -> Tensor:
-    """Steps t_i -> t_{i+1} of one batch: reveal = masked at t and visible at s (from noise.reveal),
-    value = sorted_quantile_draw of the denoiser at (z_t, t) at quantile noise.category."""
-    mask_id = coupling.mask_id
-    pass_noise = reads_shadow_noise(denoiser)
+    """Steps t_i -> t_{i+1} of one batch (`shadow_step` on every row at the same times)."""
     for t, s in zip(grid[:-1], grid[1:]):
-        reveal = (z == mask_id) & coupling.visible(noise.reveal, s)
-        if not bool(reveal.any()):
-            continue  # nothing revealed at this step: no denoiser call needed, no noise consumed
-        t_vec = torch.full((z.shape[0],), t, device=z.device)
-        log_probs = denoiser(z, t_vec, noise=noise) if pass_noise else denoiser(z, t_vec)
-        rows = log_probs.detach().to(z.device)[reveal]
-        z = z.clone()
-        z[reveal] = sorted_quantile_draw(rows, noise.category[reveal], temperature).to(z.dtype)
+        t_vec = torch.full((z.shape[0],), t, dtype=torch.float64, device=z.device)
+        z, _, _ = shadow_step(denoiser, coupling, z, t_vec, torch.full_like(t_vec, s), noise, temperature)
     return z
+
+
+def shadow_step(
+    denoiser: Denoiser, coupling: MaskedCoupling, z: Int[Tensor, "B L"], t: Float[Tensor, " B"], s: Float[Tensor, " B"],
+    noise: ShadowNoise, temperature: float = 1.0,
+) -> tuple[Int[Tensor, "B L"], Any, Any]:
+    """One noise-shared step t -> s per row (times per sequence, float64): reveal = masked at t and
+    visible at s (from noise.reveal), value = sorted_quantile_draw of the denoiser at (z_t, t) at quantile
+    noise.category.  Returns (z_s, reveal [B, L] bool, the denoiser's log-probs at (z_t, t) or None when
+    nothing is revealed: then no denoiser call is made and no noise is consumed)."""
+    reveal = (z == coupling.mask_id) & coupling.visible(noise.reveal, s)
+    if not bool(reveal.any()):
+        return z, reveal, None
+    log_probs = denoiser(z, t.float(), noise=noise) if reads_shadow_noise(denoiser) else denoiser(z, t.float())
+    rows = log_probs.detach().to(z.device)[reveal]
+    z = z.clone()
+    z[reveal] = sorted_quantile_draw(rows, noise.category[reveal], temperature).to(z.dtype)
+    return z, reveal, log_probs

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..losses import DIVERGENCES
-from ..train.config import COUPLINGS, METHODS, REFRESH_FROM, DistillConfig
+from ..train.config import COUPLINGS, METHODS, REFRESH_FROM, SHADOW_TARGETS, DistillConfig
 from ._common import add_optim_arguments, add_run_arguments, non_negative_int, optim_run_fields, positive_int
 
 
@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = DistillConfig(teacher="", out="")
     parser.add_argument("--teacher", required=True, help="run directory of the teacher checkpoint")
     parser.add_argument("--out", required=True, help="run directory of the distilled student (resumed if it holds a checkpoint)")
-    parser.add_argument("--method", choices=METHODS, default=d.method, help="mcd (analytic coupled pairs) or baseline (stochastic SDTT)")
+    parser.add_argument("--method", choices=METHODS, default=d.method, help="mcd (analytic coupled pairs), baseline (stochastic SDTT) or shadow (noise-conditioned student)")
     parser.add_argument("--coupling", choices=COUPLINGS, default=d.coupling, help="how the per-token coupling noise is drawn")
     parser.add_argument("--divergence", choices=DIVERGENCES, default=d.divergence)
     parser.add_argument("--start-steps", type=positive_int, default=d.start_steps, help="N0: dt = 1/N0 in the first round")
@@ -26,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature-start", type=float, default=d.temperature_start)
     parser.add_argument("--temperature-step", type=float, default=d.temperature_step, help="added per round")
     parser.add_argument("--temperature-floor", type=float, default=d.temperature_floor)
+    parser.add_argument("--shadow-target", choices=SHADOW_TARGETS, default=d.shadow_target,
+                        help="--method shadow: soft = design A (teacher conditional at each token's reveal, forward KL); "
+                             "hard = design B (cross-entropy to the rollout's endpoint, sampled by argmax)")
+    parser.add_argument("--shadow-substeps", type=positive_int, default=d.shadow_substeps,
+                        help="--method shadow: teacher rollout sub-steps per student step (N_teacher / N_student)")
+    parser.add_argument("--no-shadow-draft", action="store_true", help="--method shadow: no provisional-value input")
     parser.add_argument("--vocab-size", type=positive_int, default=None, help="refuse a teacher with another vocabulary")
     parser.add_argument("--mask-id", type=non_negative_int, default=None, help="refuse a teacher with another mask id")
     add_optim_arguments(parser, d)
@@ -42,6 +48,7 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
         steps_per_round=args.steps_per_round, refresh_from=args.refresh_from, temperature=not args.no_temperature,
         temperature_start=args.temperature_start, temperature_step=args.temperature_step,
         temperature_floor=args.temperature_floor, vocab_size=args.vocab_size, mask_id=args.mask_id,
+        shadow_target=args.shadow_target, shadow_substeps=args.shadow_substeps, shadow_draft=not args.no_shadow_draft,
     )
 
 

@@ -28,7 +28,8 @@ from ..batches import check_step_count
 from ..losses import DIVERGENCES
 
 LEGACY_NAMES = {"ema": "ema_decay", "steps": "max_steps"}  # name in checkpoints before issue 9 -> name now
-METHODS: tuple[str, ...] = ("mcd", "baseline")
+METHODS: tuple[str, ...] = ("mcd", "baseline", "shadow")
+SHADOW_TARGETS: tuple[str, ...] = ("soft", "hard")
 COUPLINGS: tuple[str, ...] = ("threshold", "gaussian", "uniform")
 REFRESH_FROM: tuple[str, ...] = ("ema", "student")
 MODEL_SIZES: tuple[str, ...] = ("tiny", "mini", "small")
@@ -197,6 +198,9 @@ class DistillConfig(RunConfig, OptimConfig):
     no_cross_entropy: bool = False  # MCD only: drop the CE term on tokens z_s revealed (the "mcd-noce" control)
     vocab_size: int | None = None
     mask_id: int | None = None
+    shadow_target: str = "soft"  # method "shadow": "soft" design A (teacher conditional at each reveal, forward KL); "hard" design B (CE to the rollout's endpoint; sampled by argmax)
+    shadow_substeps: int = 2  # method "shadow": teacher sub-steps per student step (N_teacher / N_student)
+    shadow_draft: bool = True  # method "shadow": the student reads provisional values (sampler.shadow_model)
     # the distillation defaults of the shared fields
     batch_size: int = 64
     lr: float = 3e-4
@@ -215,6 +219,12 @@ class DistillConfig(RunConfig, OptimConfig):
         if self.no_cross_entropy and self.method != "mcd":
             raise ValueError(f"no_cross_entropy applies to method 'mcd' only, got method={self.method!r}")
         counts = round_step_counts(self.start_steps, self.target_steps)
+        if self.shadow_target not in SHADOW_TARGETS:
+            raise ValueError(f"shadow_target must be one of {SHADOW_TARGETS}, got {self.shadow_target!r}")
+        _check_int(self.shadow_substeps, "shadow_substeps", 1)
+        if self.method == "shadow" and self.coupling not in ("uniform", "threshold"):
+            raise ValueError(f"coupling must be 'uniform' or 'threshold' for method='shadow' (per-token reveal noise), "
+                             f"got {self.coupling!r}")
         check_step_count(self.steps_per_round, "steps_per_round")
         self.validate_optim()
         self.validate_run()

@@ -174,7 +174,13 @@ def mcd_step(ctx: DistillContext) -> StepFn:
     return step
 
 
-STEP_FUNCTIONS = {"mcd": mcd_step, "baseline": baseline_step}
+def _shadow_step(ctx: DistillContext) -> StepFn:
+    from .shadow import shadow_distill_step
+
+    return shadow_distill_step(ctx)
+
+
+STEP_FUNCTIONS = {"mcd": mcd_step, "baseline": baseline_step, "shadow": _shadow_step}
 
 
 def rounds_hook(ctx: DistillContext, logger: MetricsLogger) -> Any:
@@ -264,17 +270,35 @@ def _previous_run(
     return tensors, meta, resumed, changed
 
 
-def _models(config: DistillConfig, model_config: DenoiserConfig, teacher_tensors: dict[str, Tensor], device: torch.device) -> tuple[Trainee, torch.nn.Module]:
-    """The student (initialised from the teacher's EMA weights) as a Trainee, and the frozen teacher copy."""
-    student = TransformerDenoiser(model_config)
-    student.load_state_dict({**ckpt.subset(teacher_tensors, "model"), **ckpt.subset(teacher_tensors, "ema")}, strict=True)
+def _models(config: DistillConfig, model_config: DenoiserConfig, teacher_tensors: dict[str, Tensor], device: torch.device,
+            schedule: Schedule | None = None) -> tuple[Trainee, torch.nn.Module]:
+    """The student (initialised from the teacher's EMA weights) as a Trainee, and the frozen teacher copy.
+    Method "shadow": both are ShadowStudents (sampler.shadow_model) whose base holds the teacher."""
+    weights = {**ckpt.subset(teacher_tensors, "model"), **ckpt.subset(teacher_tensors, "ema")}
+    if config.method == "shadow":
+        from ..shadow_model import ShadowConfig, ShadowStudent, shadow_student_from_teacher
+
+        shadow = ShadowConfig(draft=config.shadow_draft)
+        student = shadow_student_from_teacher(weights, model_config, shadow, schedule, seed=config.seed)
+        frozen = ShadowStudent(model_config, shadow, schedule)
+    else:
+        student = TransformerDenoiser(model_config)
+        student.load_state_dict(weights, strict=True)
+        frozen = TransformerDenoiser(model_config)
     student.to(device).train()
-    frozen = TransformerDenoiser(model_config).to(device).eval()
+    frozen = frozen.to(device).eval()
     frozen.requires_grad_(False)
     frozen.load_state_dict(student.state_dict())
     ema = EMA(student, config.ema_decay)
     optimizer = build_optimizer(student, lr=config.lr, weight_decay=config.weight_decay)
     return Trainee(student, maybe_compile(wrap_ddp(student, device), config.compile), optimizer, ema), frozen
+
+
+def shadow_meta(model: torch.nn.Module, reveal_method: str, target: str = "soft") -> dict[str, Any]:
+    """meta["shadow"] of a shadow student: what `mcd sample` / `mcd eval` need to rebuild and sample it
+    (draw: "quantile" at c for design A, "argmax" for design B, whose target already read c)."""
+    return {"config": unwrap(model).shadow.to_dict(), "sampler": "noise_shared", "reveal_method": reveal_method,
+            "draw": "argmax" if target == "hard" else "quantile"}
 
 
 def distill(config: DistillConfig) -> dict[str, Any]:
@@ -314,7 +338,7 @@ def _distill_owned(config: DistillConfig, counts: list, device: torch.device) ->
     rank, world, _ = ddp_setup()
     if device.type == "cpu" and config.threads is not None:
         torch.set_num_threads(config.threads)
-    trainee, frozen = _models(config, model_config, teacher_tensors, device)
+    trainee, frozen = _models(config, model_config, teacher_tensors, device, schedule)
     coupling = MaskedCoupling(schedule, vocab_size=model_config.vocab_size, mask_id=model_config.mask_id, method=config.coupling)
     ctx = DistillContext(trainee, frozen, source, coupling, schedule, config, counts, seq_len, model_config.mask_id, rank, world, device)
     step, provenance, resumes = 0, config.to_dict(), []
@@ -339,6 +363,7 @@ def _distill_owned(config: DistillConfig, counts: list, device: torch.device) ->
             return
         tensors, opt_meta = trainee.state_tensors()
         meta = {
+            **({"shadow": shadow_meta(trainee.model, config.coupling, config.shadow_target)} if config.method == "shadow" else {}),
             "kind": RUN_KIND, "model_config": model_config.to_dict(), "source": teacher_meta["source"],
             "tokenizer": teacher_meta.get("tokenizer"),
             "schedule": teacher_meta["schedule"], "seq_len": seq_len, "mask_id": model_config.mask_id, "step": at_step,

@@ -1,0 +1,174 @@
+"""Experiment: a 4-step shadow student against the teacher (and MCD) at 4 steps, with the noise ablations.
+
+Rows, all from sampler seed `--seed` (`--num` sequences each):
+- teacher, ancestral:      the teacher checkpoint by the plain ancestral sampler;
+- teacher, noise-shared:   the teacher by the noise-shared sampler on the shadow noise of the seed (equal in
+                           law to the row above; the paired baseline of the student rows, same noise);
+- teacher, 16 steps, noise-shared: the rollout the student was distilled from (when --rollout-steps is given);
+- shadow student:          the student by the noise-shared sampler on the same noise;
+- shadow, noise zeroed:    the student with its noise input off (its base network: per-token marginals);
+- shadow, fresh uniform:   the student's noise features read an independent category noise, the draw the true c;
+- exact denoiser, noise-shared: with --oracle, the source's exact Bayes denoiser on the same noise: the best
+                           per-token-independent sampler (the factorisation floor), strongly paired; also at
+                           each of --oracle-temperatures (the floor's temperature frontier);
+- MCD student, ancestral:  when --mcd is given.
+
+Metrics (sampler.quality.two_axis_metrics, one seed for every row so references and bootstrap streams are
+shared): precision (NLL per token under the true source, ± SE), n-gram fidelity (JS of unigrams and
+bigrams, bootstrap SE), typicality (KS ± bootstrap SE); recall (k = 4 patterns, as many held-out sequences
+as samples) for the per-token-independent samplers only: the noise-conditioned sampler's law is not a
+product of marginals, so its recall is marked unavailable.  Paired precision differences against the
+teacher's noise-shared row (same noise: strongly paired) and against its ancestral row (same seed).
+
+    python benchmarks/shadow_student.py --teacher /work/runs/teacher --student runs/shadow4 [--mcd runs/mcd4]
+        [--steps 4] [--rollout-steps 16] [--num 512] [--seed 0] [--out runs/shadow4/experiment.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import torch
+
+from sampler.checkpoint import InferenceConfig, load_source, open_for_inference
+from sampler.data import paired_difference
+from sampler.quality.two_axis import two_axis_metrics
+from sampler.sampling import ancestral_sample
+from sampler.shadow_model import set_ablation, shadow_sample
+
+
+PAIRED_REFERENCES = ("teacher, noise-shared", "teacher, ancestral", "exact denoiser, noise-shared")
+
+
+def _row(name: str, samples: torch.Tensor, seconds: float, source: Any, seed: int, recall_of: Any = None,
+         schedule: Any = None, steps: int | None = None) -> dict[str, Any]:
+    metrics = two_axis_metrics(samples, source, denoiser=recall_of, schedule=schedule if recall_of is not None else None,
+                               steps=steps if recall_of is not None else None, ngram_orders=(1, 2), seed=seed)
+    if recall_of is None:
+        metrics["unavailable"]["recall"] = ("noise-conditioned sampler: its law is not a product of marginals "
+                                            "(no sequential bound implemented)") if "shadow" in name else "not computed"
+    return {"name": name, "seconds": seconds, "tokens_per_s": samples.numel() / max(seconds, 1e-9), **metrics}
+
+
+def _timed(fn: Any) -> tuple[torch.Tensor, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    teacher, meta, schedule, device = open_for_inference(InferenceConfig(ckpt=args.teacher, device="cpu", threads=args.threads))
+    student, student_meta, _, _ = open_for_inference(InferenceConfig(ckpt=args.student, device="cpu", threads=args.threads))
+    if not getattr(student, "reads_shadow_noise", False):
+        raise ValueError(f"student={args.student!r} is not a shadow student checkpoint")
+    source = load_source(meta)
+    config = teacher.config
+    L, K, mask = config.seq_len, config.vocab_size, config.mask_id
+
+    def plain(model: Any, steps: int) -> torch.Tensor:
+        return ancestral_sample(lambda z, t: model(z, t), schedule, steps, args.num, L, mask, K,
+                                torch.Generator().manual_seed(args.seed))
+
+    def shared(model: Any, steps: int, temperature: float = 1.0) -> torch.Tensor:
+        return shadow_sample(model, schedule, steps, args.num, L, args.seed, temperature, method=student.reveal_method)
+
+    rows = []
+
+    def add(name: str, fn: Any, recall_of: Any = None, steps: int = args.steps) -> None:
+        samples, seconds = _timed(fn)
+        rows.append(_row(name, samples, seconds, source, args.seed, recall_of, schedule, steps))
+        print(f"{name}: precision {rows[-1]['precision']['value']:.4f} ± {rows[-1]['precision']['se']:.4f} "
+              f"({seconds:.1f} s)", file=sys.stderr, flush=True)
+
+    add("teacher, ancestral", lambda: plain(teacher, args.steps), recall_of=teacher)
+    add("teacher, noise-shared", lambda: shared(teacher, args.steps))
+    if args.rollout_steps:
+        add(f"teacher, {args.rollout_steps} steps, noise-shared", lambda: shared(teacher, args.rollout_steps),
+            steps=args.rollout_steps)
+    for ablation, name in (("none", "shadow student"), ("zero", "shadow, noise zeroed"), ("fresh", "shadow, fresh uniform")):
+        set_ablation(student, ablation, seed=args.seed + 7919)
+        add(name, lambda: shared(student, args.steps))
+    set_ablation(student, "none")
+    if args.oracle:
+        exact = source.denoiser(mask)
+        exact.config = config  # shadow_sample reads the vocabulary and mask id from it
+        add("exact denoiser, noise-shared", lambda: shared(exact, args.steps))
+        for temperature in args.oracle_temperatures:
+            add(f"exact denoiser, T={temperature:g}, noise-shared", lambda: shared(exact, args.steps, temperature))
+    if args.mcd:
+        mcd, _, _, _ = open_for_inference(InferenceConfig(ckpt=args.mcd, device="cpu", threads=args.threads))
+        add("MCD student, ancestral", lambda: plain(mcd, args.steps), recall_of=mcd)
+    by_name = {row["name"]: row for row in rows}
+    for row in rows:
+        row["paired"] = {}
+        for reference in PAIRED_REFERENCES:
+            if reference not in by_name:
+                continue
+            mean, se = paired_difference(row["precision"]["per_sequence"], by_name[reference]["precision"]["per_sequence"])
+            row["paired"][reference] = {"mean": mean, "se": se}
+    return {"teacher": args.teacher, "student": args.student, "student_step": student_meta.get("step"),
+            "student_distill": {k: v for k, v in student_meta.get("distill", {}).items() if k != "optimizer"},
+            "mcd": args.mcd, "steps": args.steps, "num": args.num, "seed": args.seed, "rows": rows}
+
+
+def format_rows(report: dict[str, Any]) -> str:
+    exact = "exact denoiser, noise-shared" in report["rows"][-1]["paired"]
+    lines = [f"{'row':<34} {'precision':>16} {'Δ vs shared':>16} {'Δ vs ancestral':>16} "
+             + (f"{'Δ vs exact':>16} " if exact else "") + f"{'recall':>16} "
+             f"{'unigram JS':>16} {'bigram JS':>16} {'KS':>14} {'tok/s':>8}"]
+    for row in report["rows"]:
+        p, rec, fid, typ = row["precision"], row["recall"], row["fidelity"], row["typicality"]
+        shared, plain = row["paired"]["teacher, noise-shared"], row["paired"]["teacher, ancestral"]
+        recall = f"{rec['value']:.4f}±{rec['se']:.4f}" if rec else "unavailable"
+        lines.append(
+            f"{row['name']:<34} {p['value']:>9.4f}±{p['se']:.4f} {shared['mean']:>+9.4f}±{shared['se']:.4f} "
+            f"{plain['mean']:>+9.4f}±{plain['se']:.4f} "
+            + (f"{row['paired']['exact denoiser, noise-shared']['mean']:>+9.4f}±"
+               f"{row['paired']['exact denoiser, noise-shared']['se']:.4f} " if exact else "")
+            + f"{recall:>16} {fid[1]['js']:>9.4f}±{fid[1]['js_se']:.4f} "
+            f"{fid[2]['js']:>9.4f}±{fid[2]['js_se']:.4f} {typ['ks']:>7.4f}±{typ['ks_se']:.4f} {row['tokens_per_s']:>8.0f}")
+    ref = report["rows"][0]["fidelity"]
+    lines.append(f"true sequences: unigram JS {ref[1]['reference_js']:.4f}, bigram JS {ref[2]['reference_js']:.4f}")
+    return "\n".join(lines)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able copy: tensors to lists, int keys to strings."""
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", required=True)
+    parser.add_argument("--student", required=True, help="a `mcd distill --method shadow` run")
+    parser.add_argument("--mcd", default=None, help="an MCD student at the same step count (optional)")
+    parser.add_argument("--oracle", action="store_true", help="add the source's exact denoiser (noise-shared, same noise)")
+    parser.add_argument("--oracle-temperatures", type=float, nargs="*", default=[],
+                        help="with --oracle: also the exact denoiser at these temperatures (the floor's frontier)")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--rollout-steps", type=int, default=16, help="the teacher's rollout (0: skip that row)")
+    parser.add_argument("--num", type=int, default=512)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=None, help="JSON report")
+    args = parser.parse_args(argv)
+    report = run(args)
+    print(format_rows(report))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(_plain(report), f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
