@@ -15,7 +15,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("proofs_checks.cli", "check every claim of the duality (sympy + Monte Carlo) and write a report"),
     "train": ("sampler.cli.train", "train a masked diffusion teacher (MDLM continuous-time ELBO)"),
-    "sample": ("sampler.cli.sample", "sample from a checkpoint with the ancestral sampler"),
+    "sample": ("sampler.cli.sample", "sample from a checkpoint (ancestral; noise-shared for a shadow student)"),
     "eval": ("sampler.cli.eval", "measure sample quality: exact NLL, entropy, ELBO, generative perplexity"),
     "distill": ("sampler.cli.distill", "masked consistency distillation of a teacher into a few-step student"),
     "bench-distill": ("sampler.cli.bench_distill", "distillation arms against the teacher and exact-denoiser frontiers, on two axes"),
