@@ -173,6 +173,52 @@ def _validation_elbo_report(denoiser: Any, schedule: Any, source: DataSource, ar
     return elbo_report
 
 
+def _optional_evaluator(args: EvalConfig, source: DataSource, device: Any) -> Any:
+    """The evaluator LM of args.evaluator ("auto": SmolLM2 for a real-text source, none for an exact one);
+    None when off, or when "auto" finds none (with a warning)."""
+    name = args.evaluator
+    if name == "auto":
+        name = None if source.exact else "smollm2"
+    if name in (None, "none"):
+        return None
+    from sampler.evaluator import load_evaluator
+
+    try:
+        return load_evaluator(name, device=device)
+    except (ImportError, RuntimeError, OSError) as err:
+        if args.evaluator != "auto":
+            raise
+        print(f"mcd eval: warning: no evaluator ({err}); generative perplexity skipped", file=sys.stderr)
+        return None
+
+
+def _sampler_rows(kind: str, model_fn: Any, use_cache: bool, args: EvalConfig, schedule: Any, source: DataSource,
+                  evaluator: Any, rate: tuple[float, float] | None, seq_len: int, mask_id: int, vocab_size: int,
+                  device: Any) -> list[dict[str, Any]]:
+    """One report row per (temperature, step count) of one denoiser, each paired with the most steps."""
+    out = []
+    for temperature in args.temperatures:
+        reference = None
+        for steps in sorted(set(args.steps), reverse=True):
+            samples, seconds = _sample(model_fn, schedule, steps, args, seq_len, mask_id, vocab_size,
+                                       temperature, device, use_cache)
+            metrics = _measure(samples, source, evaluator, rate)
+            row = {"denoiser": kind, "temperature": temperature, "steps": steps, "seconds": seconds,
+                   "tokens_per_s": samples.numel() / max(seconds, 1e-9), **json_ready(metrics)}
+            key = "per_sequence_nll" if source.exact else ("per_sequence_gen_nll" if evaluator else None)
+            if key is not None:
+                if reference is None:
+                    reference = (steps, metrics[key])
+                else:
+                    mean, se = paired_difference(metrics[key], reference[1])
+                    row["paired_vs_max_steps"] = {"metric": key.replace("per_sequence_", ""),
+                                                  "reference_steps": reference[0], "mean": mean, "se": se}
+            row["example"] = source.decode(samples[0])
+            out.append(row)
+            print(f"  {kind} T={temperature:g} steps={steps}: {_short(row)}", file=sys.stderr, flush=True)
+    return out
+
+
 def evaluate_checkpoint(args: EvalConfig) -> dict:
     """Run the whole evaluation of ``mcd eval`` and return its JSON-able report."""
     from sampler.checkpoint import open_for_inference
@@ -188,6 +234,8 @@ def evaluate_checkpoint(args: EvalConfig) -> dict:
     if int(source.vocab_size) != int(config.vocab_size):
         raise ValueError(f"vocabulary mismatch: the checkpoint's source has vocab_size={source.vocab_size}, "
                          f"its model vocab_size={config.vocab_size}")
+    if args.oracle and not hasattr(source, "denoiser"):
+        raise ValueError(f"--oracle needs a source with an exact denoiser (the embedded 'exact' source), got {source.name}")
     seq_len, mask_id, vocab_size = config.seq_len, config.mask_id, config.vocab_size
     shadow = getattr(model, "reads_shadow_noise", False)
     denoiser = _model_denoiser(model, device)
@@ -196,19 +244,7 @@ def evaluate_checkpoint(args: EvalConfig) -> dict:
         denoiser = model
     cached = not getattr(config, "time_conditioning", False) and not args.no_cache and not shadow
 
-    evaluator = None
-    evaluator_name = args.evaluator
-    if evaluator_name == "auto":
-        evaluator_name = None if source.exact else "smollm2"
-    if evaluator_name not in (None, "none"):
-        from sampler.evaluator import load_evaluator
-
-        try:
-            evaluator = load_evaluator(evaluator_name, device=device)
-        except (ImportError, RuntimeError, OSError) as err:
-            if args.evaluator != "auto":
-                raise
-            print(f"mcd eval: warning: no evaluator ({err}); generative perplexity skipped", file=sys.stderr)
+    evaluator = _optional_evaluator(args, source, device)
 
     report: dict[str, Any] = {
         "sampler": "noise_shared (shadow student)" if shadow else "ancestral", "checkpoint": str(args.ckpt), "step": meta.get("step"), "weights": "raw" if args.no_ema else "ema",
@@ -235,38 +271,11 @@ def evaluate_checkpoint(args: EvalConfig) -> dict:
         report["validation_elbo"]["note"] = ("shadow student: ELBO of its base network (noise input off); the "
                                              "noise-conditioned sampler's own likelihood is not a product of marginals")
 
-    rows: list[dict[str, Any]] = []
     steps_sorted = sorted(set(args.steps), reverse=True)
-
-    def run_rows(kind: str, model_fn: Any, use_cache: bool) -> list[dict[str, Any]]:
-        out = []
-        for temperature in args.temperatures:
-            reference = None
-            for steps in steps_sorted:
-                samples, seconds = _sample(model_fn, schedule, steps, args, seq_len, mask_id, vocab_size,
-                                           temperature, device, use_cache)
-                metrics = _measure(samples, source, evaluator, rate)
-                row = {"denoiser": kind, "temperature": temperature, "steps": steps, "seconds": seconds,
-                       "tokens_per_s": samples.numel() / max(seconds, 1e-9), **json_ready(metrics)}
-                key = "per_sequence_nll" if source.exact else ("per_sequence_gen_nll" if evaluator else None)
-                if key is not None:
-                    if reference is None:
-                        reference = (steps, metrics[key])
-                    else:
-                        mean, se = paired_difference(metrics[key], reference[1])
-                        row["paired_vs_max_steps"] = {"metric": key.replace("per_sequence_", ""),
-                                                      "reference_steps": reference[0], "mean": mean, "se": se}
-                row["example"] = source.decode(samples[0])
-                out.append(row)
-                print(f"  {kind} T={temperature:g} steps={steps}: {_short(row)}", file=sys.stderr, flush=True)
-        return out
-
-    rows += run_rows("model", denoiser, cached)
+    context = (args, schedule, source, evaluator, rate, seq_len, mask_id, vocab_size, device)
+    rows = _sampler_rows("model", denoiser, cached, *context)
     if args.oracle:
-        if not hasattr(source, "denoiser"):
-            raise ValueError(f"--oracle needs a source with an exact denoiser (the embedded 'exact' source), "
-                             f"got {source.name}")
-        rows += run_rows("oracle", source.denoiser(mask_id), True)
+        rows += _sampler_rows("oracle", source.denoiser(mask_id), True, *context)
     report["results"] = rows
     report["frontier"] = [
         {"temperature": r["temperature"], "steps": r["steps"], "unigram_entropy": r["unigram_entropy"],

@@ -121,3 +121,25 @@ def test_smollm2_evaluator_scores_text():
                                        "qzx vvkj wpq xxzq jjjq kqzv"])
     good, bad = result["per_sequence_gen_nll"].tolist()
     assert good < bad and result["evaluator"].startswith("SmolLM2")
+
+
+def test_oracle_without_an_exact_denoiser_is_refused_before_any_sampling(tmp_path, monkeypatch) -> None:
+    """`--oracle` on a text run: ValueError naming --oracle before the first sample (it used to come after the
+    model's rows). Planted bug caught: the check moved back after the model rows (the sampler would run)."""
+    import sampler.evaluate as evaluate_module
+    from sampler.evaluate import EvalConfig, evaluate_checkpoint
+    from sampler.train import TrainConfig, train
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat. the dog sat on the log. " * 40)
+    run = tmp_path / "text-run"
+    train(TrainConfig(out=str(run), data=f"text:{corpus}?tokenizer=byte", seq_len=16, max_steps=2, batch_size=4,
+                      warmup=1, save_every=10**6, eval_every=10**6, eval_batches=1, log_every=10**6, progress=False,
+                      device="cpu"))
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled before refusing --oracle")
+
+    monkeypatch.setattr(evaluate_module, "_sample", no_sampling)
+    with pytest.raises(ValueError, match="--oracle"):
+        evaluate_checkpoint(EvalConfig(ckpt=str(run), steps=[4], num=2, evaluator="none", device="cpu", oracle=True))
