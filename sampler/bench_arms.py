@@ -54,7 +54,8 @@ def ancestral(denoiser: Any, schedule: Any, steps: int, num_samples: int, seq_le
 
     config = getattr(denoiser, "config", None)
     cached = config is not None and not config.time_conditioning
-    return ancestral_sample(denoiser, schedule, steps, num_samples, seq_len, denoiser.mask_id, denoiser.mask_id,
+    vocab_size = config.vocab_size if config is not None else denoiser.vocab_size  # a model, or the exact denoiser
+    return ancestral_sample(denoiser, schedule, steps, num_samples, seq_len, denoiser.mask_id, vocab_size,
                             generator=torch.Generator().manual_seed(seed), temperature=temperature, cached=cached,
                             device=device, batch_size=256)
 
