@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from .protocols import Schedule
 
 if TYPE_CHECKING:
     from .bench_distill import BenchConfig
@@ -46,7 +47,7 @@ def load_student(run_dir: Path, device: str) -> Any:
 
 
 @torch.no_grad()
-def ancestral(denoiser: Any, schedule: Any, steps: int, num_samples: int, seq_len: int, temperature: float,
+def ancestral(denoiser: Any, schedule: Schedule, steps: int, num_samples: int, seq_len: int, temperature: float,
               seed: int, device: str) -> torch.Tensor:
     """`num_samples` ancestral samples at `steps` steps and `temperature`, from the sampler seed `seed`
     (every sampler of a bench draws from the same seed: paired comparisons)."""

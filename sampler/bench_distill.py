@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from .protocols import Schedule
 
 DEFAULT_EVAL_STEPS = (64, 16, 8, 4)
 SMOKE_EVAL_STEPS = (16, 4, 1)
@@ -198,7 +199,7 @@ class EvalContext:
 
     config: BenchConfig
     source: Any
-    schedule: Any
+    schedule: Schedule
     seq_len: int
     heldout: torch.Tensor
 

@@ -40,6 +40,7 @@ from torch import Tensor
 
 from sampler.checkpoint import InferenceConfig
 from sampler.data import DataSource, json_ready, paired_difference, sample_quality
+from .protocols import Schedule
 
 DEFAULT_STEPS = [1024, 256, 64, 16, 8, 4]
 
@@ -58,7 +59,7 @@ class EvalConfig(InferenceConfig):
 
 
 def validation_elbo_per_sequence(
-    denoiser: Any, schedule: Any, x0: Int[Tensor, "N L"], mask_id: int, vocab_size: int,
+    denoiser: Any, schedule: Schedule, x0: Int[Tensor, "N L"], mask_id: int, vocab_size: int,
     generator: torch.Generator, draws: int = 4, batch_size: int = 256, device: Any = "cpu",
     t_min: float | None = None,
 ) -> Float[Tensor, " N"]:
@@ -130,7 +131,7 @@ def _model_denoiser(model: Any, device: torch.device) -> Any:
     return denoiser
 
 
-def _sample(denoiser: Any, schedule: Any, steps: int, args: EvalConfig, seq_len: int, mask_id: int,
+def _sample(denoiser: Any, schedule: Schedule, steps: int, args: EvalConfig, seq_len: int, mask_id: int,
             vocab_size: int, temperature: float, device: Any, cached: bool) -> tuple[Tensor, float]:
     from sampler.sampling import ancestral_sample
     from sampler.shadow_model import shadow_sample
@@ -156,7 +157,7 @@ def _measure(samples: Tensor, source: DataSource, evaluator: Any, rate: tuple[fl
     return metrics
 
 
-def _validation_elbo_report(denoiser: Any, schedule: Any, source: DataSource, args: EvalConfig, seq_len: int,
+def _validation_elbo_report(denoiser: Any, schedule: Schedule, source: DataSource, args: EvalConfig, seq_len: int,
                             mask_id: int, vocab_size: int, device: Any) -> dict[str, Any]:
     """The validation ELBO of held-out source sequences (and, for an exact source, its gap over the true NLL)."""
     held_out = source.sample_batch(args.elbo_num, seq_len, torch.Generator().manual_seed(1_000_003 + args.seed),
@@ -192,7 +193,7 @@ def _optional_evaluator(args: EvalConfig, source: DataSource, device: Any) -> An
         return None
 
 
-def _sampler_rows(kind: str, model_fn: Any, use_cache: bool, args: EvalConfig, schedule: Any, source: DataSource,
+def _sampler_rows(kind: str, model_fn: Any, use_cache: bool, args: EvalConfig, schedule: Schedule, source: DataSource,
                   evaluator: Any, rate: tuple[float, float] | None, seq_len: int, mask_id: int, vocab_size: int,
                   device: Any) -> list[dict[str, Any]]:
     """One report row per (temperature, step count) of one denoiser, each paired with the most steps."""

@@ -24,6 +24,7 @@ from .data import source_or_stored_tokenizer
 from .rundir import check_output_path
 from .sampling import ancestral_sample
 from .train.runtime import autocast
+from .protocols import Schedule
 
 
 @dataclass(kw_only=True)
@@ -69,7 +70,7 @@ def sample_output_path(args: SampleConfig) -> Path:
     return (ckpt if ckpt.is_dir() else ckpt.parent) / f"samples-{args.steps}steps-seed{args.seed}.jsonl"
 
 
-def _shadow_samples(model: Any, schedule: Any, args: SampleConfig, seq_len: int,
+def _shadow_samples(model: Any, schedule: Schedule, args: SampleConfig, seq_len: int,
                     fixed: torch.Tensor | None, device: Any) -> torch.Tensor:
     """A shadow student's samples by the noise-shared sampler (noise from args.seed)."""
     from .shadow_model import shadow_sample

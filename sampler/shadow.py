@@ -39,6 +39,7 @@ from torch import Tensor
 
 from duality import MaskedCoupling
 from sampler.sampling import Denoiser, check_positive_int, check_temperature, time_grid
+from .protocols import Schedule
 
 REVEAL_METHODS = ("uniform", "threshold")
 _SMALLEST_UNIFORM = torch.finfo(torch.float64).tiny
@@ -107,7 +108,7 @@ def reads_shadow_noise(denoiser: Any) -> bool:
     return getattr(denoiser, "reads_shadow_noise", False) is True
 
 
-def shadow_coupling(schedule: Any, vocab_size: int, mask_id: int, method: str) -> MaskedCoupling:
+def shadow_coupling(schedule: Schedule, vocab_size: int, mask_id: int, method: str) -> MaskedCoupling:
     """The coupling that turns reveal noise into visibility: MaskedCoupling(schedule, K, mask_id, method)."""
     if method not in REVEAL_METHODS:
         raise ValueError(f"method must be one of {REVEAL_METHODS}, got {method!r}")
@@ -117,7 +118,7 @@ def shadow_coupling(schedule: Any, vocab_size: int, mask_id: int, method: str) -
 def sample_shadow_noise(
     num_samples: int,
     seq_len: int,
-    schedule: Any,
+    schedule: Schedule,
     vocab_size: int,
     mask_id: int,
     generator: torch.Generator | None = None,
@@ -236,7 +237,7 @@ def _check_sampler_inputs(
 @torch.no_grad()
 def noise_shared_sample(
     denoiser: Denoiser,
-    schedule: Any,
+    schedule: Schedule,
     num_steps: int,
     noise: ShadowNoise,
     mask_id: int,

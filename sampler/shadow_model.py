@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from sampler.model import DenoiserConfig, TransformerDenoiser
 from sampler.shadow import ShadowNoise, shadow_coupling, sorted_quantile_draw
+from .protocols import Schedule
 
 ABLATIONS = ("none", "zero", "fresh")
 SCALARS = 3  # c, τ, t − τ
@@ -80,7 +81,7 @@ class ShadowStudent(nn.Module):
 
     reads_shadow_noise = True
 
-    def __init__(self, config: DenoiserConfig, shadow: ShadowConfig, schedule: Any):
+    def __init__(self, config: DenoiserConfig, shadow: ShadowConfig, schedule: Schedule):
         super().__init__()
         self.config = config
         self.shadow = shadow
@@ -169,7 +170,7 @@ def set_ablation(student: ShadowStudent, ablation: str, seed: int = 0) -> None:
 
 
 def shadow_student_from_teacher(
-    teacher_weights: dict[str, Tensor], config: DenoiserConfig, shadow: ShadowConfig, schedule: Any, seed: int = 0,
+    teacher_weights: dict[str, Tensor], config: DenoiserConfig, shadow: ShadowConfig, schedule: Schedule, seed: int = 0,
 ) -> ShadowStudent:
     """A fresh ShadowStudent whose base holds the teacher's weights (strict): at init it is the teacher.  The
     random first MLP layer is drawn from `seed` (the global RNG is left as it was), so a run is a function of its seed."""
@@ -228,7 +229,7 @@ class ArgmaxShadowDenoiser:
 
 
 def shadow_sample(
-    student: Any, schedule: Any, num_steps: int, num_samples: int, seq_len: int, seed: int, temperature: float = 1.0,
+    student: Any, schedule: Schedule, num_steps: int, num_samples: int, seq_len: int, seed: int, temperature: float = 1.0,
     method: str | None = None, device: Any = "cpu", batch_size: int = 256, fixed: Int[Tensor, "N L"] | None = None,
 ) -> Int[Tensor, "N L"]:
     """num_samples sequences from the noise-shared sampler (a student whose `draw` is "argmax", design B, through

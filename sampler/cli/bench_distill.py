@@ -6,28 +6,31 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..bench_arms import ARMS
 from ..bench_distill import BenchConfig
 from ._common import add_threads_argument, non_negative_int, positive_int
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+def _comma_list(kind: Any, what: str) -> Any:
+    """An argparse `type`: "a,b,c" as a tuple of kind(a), kind(b), ...; an error naming `what` otherwise."""
+
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(v) for v in text.split(",") if v.strip())
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from err
+
+    return parse
+
+
+_int_list = _comma_list(int, "integers")
+_float_list = _comma_list(float, "numbers")
 
 
 def _seed_list(text: str) -> tuple[int, ...]:
     return tuple(non_negative_int(v) for v in text.split(",") if v.strip())
-
-
-def _float_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
 
 
 def _name_list(text: str) -> tuple[str, ...]:

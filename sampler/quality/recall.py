@@ -34,9 +34,10 @@ from duality import reverse_unmask_prob
 from sampler.data import paired_difference
 from sampler.data.base import check_tokens
 from sampler.sampling import Denoiser, check_positive_int, check_temperature, time_grid
+from sampler.protocols import Schedule
 
 
-def reveal_probabilities(schedule: Any, steps: int) -> Float[Tensor, " N"]:
+def reveal_probabilities(schedule: Schedule, steps: int) -> Float[Tensor, " N"]:
     """p_i = P(a token masked at t_i reveals at t_{i+1}) = (α(t_{i+1}) − α(t_i))/(1 − α(t_i)), i = 0..N−1,
     on `time_grid(steps)`, computed as `ancestral_sample` computes it (python floats through
     duality.reverse_unmask_prob).  The last step must reveal every remaining token (α(0) = 1)."""
@@ -99,7 +100,7 @@ def pattern_log_likelihoods(
 
 
 def recall_per_sequence(
-    denoiser: Denoiser, schedule: Any, heldout: Int[Tensor, "B L"], *, steps: int,
+    denoiser: Denoiser, schedule: Schedule, heldout: Int[Tensor, "B L"], *, steps: int,
     temperatures: Sequence[float] = (1.0,), k: int = 4, mask_id: int | None = None,
     generator: torch.Generator | None = None, final_greedy: bool = False, device: Any = "cpu", batch_size: int = 256,
 ) -> Float[Tensor, "T B"]:
@@ -134,7 +135,7 @@ def resolve_mask_id(denoiser: Any, mask_id: Any = None) -> int:
 
 
 def recall_bound(
-    denoiser: Denoiser, schedule: Any, heldout: Int[Tensor, "B L"], *, steps: int, temperature: float = 1.0,
+    denoiser: Denoiser, schedule: Schedule, heldout: Int[Tensor, "B L"], *, steps: int, temperature: float = 1.0,
     k: int = 4, mask_id: int | None = None, generator: torch.Generator | None = None, final_greedy: bool = False,
     device: Any = "cpu", batch_size: int = 256,
 ) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from sampler.data.base import check_tokens
 from sampler.quality.fidelity import check_ngram_orders, ngram_fidelity, typicality
 from sampler.quality.recall import mean_and_se, recall_per_sequence, resolve_mask_id, reveal_probabilities
 from sampler.sampling import Denoiser, check_positive_int, check_temperature
+from sampler.protocols import Schedule
 
 # Offsets of the seed for each independent random stream (paired across samplers evaluated with one seed).
 _HELDOUT, _PATTERNS, _REFERENCE, _BOOTSTRAP = range(4)
@@ -64,7 +65,7 @@ def _check_recall_inputs(
 
 
 def two_axis_metrics(
-    samples: Int[Tensor, "N L"], source: DataSource, *, denoiser: Denoiser | None = None, schedule: Any = None,
+    samples: Int[Tensor, "N L"], source: DataSource, *, denoiser: Denoiser | None = None, schedule: Schedule | None = None,
     steps: int | None = None, temperature: float = 1.0, heldout: Int[Tensor, "M _"] | int | None = None, k: int = 4,
     ngram_orders: Sequence[int] = (1, 2, 3), seed: int = 0, mask_id: int | None = None, final_greedy: bool = False,
     num_bootstrap: int = 200, device: Any = "cpu", batch_size: int = 256,
@@ -136,7 +137,7 @@ def _exact_metrics(
 
 
 def _recall(
-    denoiser: Denoiser, schedule: Any, heldout: Tensor, source: DataSource, steps: int, temperature: float,
+    denoiser: Denoiser, schedule: Schedule, heldout: Tensor, source: DataSource, steps: int, temperature: float,
     k: int, mask_id: int | None, generator: torch.Generator, device: Any, batch_size: int,
 ) -> dict[str, Any]:
     """Recall with its SE, and the held-out sequences' true −log p/L (`heldout_nll`) with the paired gap."""
