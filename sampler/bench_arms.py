@@ -1,8 +1,10 @@
 """The arms of `mcd bench-distill`: a registry name -> (what to train, how to sample), one entry per arm.
 
 An `Arm` says how to train one run per training seed (`train(arm, config, teacher_dir, seed) -> cost record`),
-how to load the trained sampler's denoiser (`load`) and how to draw from it (`sample`; recall is computed
-only for per-token-independent ancestral samplers, `recall=True`), at which step counts it is evaluated
+how to load the trained sampler's denoiser (`load`) and how to draw from it (`sample`), how its recall is
+measured (`recall`: True for a per-token-independent ancestral sampler, whose law the reveal-pattern bound of
+sampler.quality.recall covers; a `RecallFn` for a sampler with its own bound; False with `no_recall_reason`
+where none exists, reported as unavailable with that reason), at which step counts it is evaluated
 (`cut`: the paper's framing, student at its target count against the teacher at its start count) and which
 arms it is compared with, paired per training seed (`compare_to`).  Adding an arm is one `register(Arm(...))`.
 
@@ -18,7 +20,17 @@ Arms (every student starts as the teacher; same rounds, optimiser steps, batch a
   steps instead would also double the refresh interval and the student's own compute);
 - `paper-1024-64`, `paper-256-16` and `paper-baseline-1024-64`, `paper-baseline-256-16`: the paper's 16× cuts,
   MCD and baseline students distilled from 1024 (256) to 64 (16) steps, evaluated at 64 (16) steps against
-  the teacher at 1024 (256).
+  the teacher at 1024 (256);
+- `shadow-soft`, `shadow-hard`: the noise-conditioned shadow student (sampler.train.shadow), design A (forward
+  KL to the teacher's conditional at each token's reveal) and design B (cross-entropy to the rollout's
+  endpoint, sampled by argmax), on the bench's rounds with `SHADOW_SUBSTEPS` = 2 teacher sub-steps per student
+  step (so one round halves the step count), teacher passes counted.  They are sampled by the noise-shared
+  sampler (`noise_shared`, noise from the bench's sampler seed) and always trained with the "uniform"
+  coupling: the shadow step needs a per-token reveal noise and the noise-shared sampler of the checkpoint
+  draws it by that method, whatever the bench's --coupling (default "threshold", which the MCD arms use; its
+  "gaussian" has no per-token reveal noise).  Their recall is unavailable: a noise-conditioned sampler's law
+  is not a product of per-token conditionals over a token-independent reveal pattern.  Not in the default
+  arms (time).
 """
 
 from __future__ import annotations
@@ -31,24 +43,54 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from .protocols import Schedule
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .protocols import Denoiser, Schedule
+from .shadow import NoiseConditionedDenoiser
 
 if TYPE_CHECKING:
     from .bench_distill import BenchConfig
 
 TrainFn = Callable[["Arm", "BenchConfig", Path, int], dict[str, Any]]
+# recall(denoiser, schedule, heldout, *, steps, temperatures, k, generator, device) -> per-sequence bound [T, M]
+# (nats/token, one row per temperature), the signature of sampler.quality.recall.recall_per_sequence
+RecallFn = Callable[..., Float[Tensor, "T M"]]
+
+SHADOW_SUBSTEPS = 2  # teacher sub-steps per shadow-student step: one round halves the step count
+SHADOW_COUPLING = "uniform"  # per-token reveal noise, the noise-shared sampler's default method
+NOISE_CONDITIONED_NO_RECALL = (
+    "noise-conditioned sampler: its law is not a product of per-token conditionals over a token-independent "
+    "reveal pattern, so the reveal-pattern bound does not apply (no sequential bound implemented)")
 
 
-def load_student(run_dir: Path, device: str) -> Any:
+def load_student(run_dir: Path, device: str) -> Denoiser:
     """The run's EMA denoiser (eval mode)."""
     from .checkpoint import load_denoiser
 
     return load_denoiser(run_dir, device=device, use_ema=True)[0]
 
 
+def load_shadow(run_dir: Path, device: str) -> NoiseConditionedDenoiser:
+    """The run's EMA shadow student (eval mode; its checkpoint records its reveal method and draw)."""
+    from .shadow_model import load_shadow_student
+
+    return load_shadow_student(run_dir, device=device, use_ema=True)[0]
+
+
 @torch.no_grad()
-def ancestral(denoiser: Any, schedule: Schedule, steps: int, num_samples: int, seq_len: int, temperature: float,
-              seed: int, device: str) -> torch.Tensor:
+def noise_shared(student: NoiseConditionedDenoiser, schedule: Schedule, steps: int, num_samples: int, seq_len: int, temperature: float,
+                 seed: int, device: str) -> Int[Tensor, "N L"]:
+    """`num_samples` draws of the noise-shared sampler (sampler.shadow_model.shadow_sample: ShadowNoise from the
+    sampler seed `seed`, the student's recorded reveal method and draw) at `steps` steps and `temperature`."""
+    from .shadow_model import shadow_sample
+
+    return shadow_sample(student, schedule, steps, num_samples, seq_len, seed, temperature, device=device, batch_size=256)
+
+
+@torch.no_grad()
+def ancestral(denoiser: Denoiser, schedule: Schedule, steps: int, num_samples: int, seq_len: int, temperature: float,
+              seed: int, device: str) -> Int[Tensor, "N L"]:
     """`num_samples` ancestral samples at `steps` steps and `temperature`, from the sampler seed `seed`
     (every sampler of a bench draws from the same seed: paired comparisons)."""
     from .sampling import ancestral_sample
@@ -74,7 +116,24 @@ class Arm:
     compare_to: tuple[str, ...] = ()  # arms this one is compared with (paired, same training seed)
     load: Callable[[Path, str], Any] = load_student
     sample: Callable[..., torch.Tensor] = ancestral
-    recall: bool = True  # per-token-independent ancestral sampler: the recall bound applies
+    recall: RecallFn | bool = True  # True: the reveal-pattern bound (per-token-independent ancestral sampler)
+    no_recall_reason: str = ""  # why recall is unavailable (required when recall is False)
+    coupling: str | None = None  # None: the bench's --coupling
+    shadow_target: str = "soft"  # method "shadow": design A ("soft") or B ("hard")
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.recall, bool) or callable(self.recall)):
+            raise ValueError(f"arm {self.name!r}: recall must be a bool or a recall function, got {self.recall!r}")
+        if self.recall is False and not self.no_recall_reason:
+            raise ValueError(f"arm {self.name!r}: recall=False needs no_recall_reason (it is reported in bench.json)")
+
+    def recall_fn(self) -> RecallFn | None:
+        """The arm's recall function (None: unavailable, see `no_recall_reason`)."""
+        if self.recall is True:
+            from .quality.recall import recall_per_sequence
+
+            return recall_per_sequence
+        return self.recall or None
 
     def run_name(self, seed: int) -> str:
         return f"{self.name}-seed{seed}"
@@ -88,17 +147,20 @@ class Arm:
 
 
 def train_distilled(arm: Arm, config: "BenchConfig", teacher_dir: Path, seed: int) -> dict[str, Any]:
-    """One distillation run (sampler.train.distill; reused when finished)."""
+    """One distillation run (sampler.train.distill; reused when finished): its cost record, with the coupling it
+    was trained with (the arm's own, e.g. "uniform" for the shadow arms, else the bench's --coupling)."""
     from .train import DistillConfig, distill
 
     start, target = arm.start_target(config)
-    return distill(DistillConfig(
+    coupling = arm.coupling or config.coupling
+    return {"coupling": coupling, **distill(DistillConfig(
         teacher=str(teacher_dir), out=str(Path(config.out) / arm.run_name(seed)), method=arm.method,
-        coupling=config.coupling, divergence=arm.divergence or config.divergence, start_steps=start,
+        coupling=coupling, shadow_target=arm.shadow_target, shadow_substeps=SHADOW_SUBSTEPS,
+        divergence=arm.divergence or config.divergence, start_steps=start,
         target_steps=target, steps_per_round=config.steps_per_round, batch_size=config.batch_size * arm.batch_multiplier,
         lr=config.lr, temperature=config.temperature, seed=seed, device=config.device, progress=config.progress,
         save_every=max(50, config.steps_per_round), log_every=10, no_cross_entropy=arm.no_cross_entropy,
-    ))
+    ))}
 
 
 def seeded_data(source: Any, seed: int) -> Any:
@@ -184,5 +246,11 @@ for _arm in (
         cut=(1024, 64)),
     Arm("paper-baseline-256-16", "paper's framing: baseline 256 -> 16 steps", train_distilled, method="baseline",
         cut=(256, 16)),
+    Arm("shadow-soft", "shadow student, design A (forward KL to the teacher at each reveal; noise-shared sampler)",
+        train_distilled, method="shadow", coupling=SHADOW_COUPLING, shadow_target="soft", compare_to=("mcd", "baseline"),
+        load=load_shadow, sample=noise_shared, recall=False, no_recall_reason=NOISE_CONDITIONED_NO_RECALL),
+    Arm("shadow-hard", "shadow student, design B (CE to the rollout's endpoint, argmax; noise-shared sampler)",
+        train_distilled, method="shadow", coupling=SHADOW_COUPLING, shadow_target="hard", compare_to=("mcd", "baseline"),
+        load=load_shadow, sample=noise_shared, recall=False, no_recall_reason=NOISE_CONDITIONED_NO_RECALL),
 ):
     register(_arm)

@@ -3,7 +3,8 @@ the teacher's and the exact denoiser's temperature frontiers, on two axes, acros
 
 On the embedded exact-likelihood source it trains, or reuses from OUT, a teacher (or takes `--teacher`), then
 one run per arm and training seed (sampler.bench_arms: MCD, the stochastic baseline, their forward-KL versions,
-MCD without cross-entropy, the teacher trained further, MCD at equal teacher compute, the paper's 16x cuts).
+MCD without cross-entropy, the teacher trained further, MCD at equal teacher compute, the paper's 16x cuts,
+the shadow students of designs A and B).
 Every sampler row (teacher and oracle at each temperature of the sweep, each student at T = 1), at every
 evaluated step count, gets, each with a standard error (sampler.quality):
 
@@ -20,11 +21,17 @@ difference / sqrt N), fidelity and typicality differences carry sqrt(se_a² + se
 (beyond z = 2 SE), or strictly inside the other's temperature frontier, with no n-gram order and not
 typicality worse.  Seed means: over training seeds, with the between-seed SE.
 
+Unavailable, never zero: a sampler whose arm has no recall (the shadow arms: a noise-conditioned sampler,
+drawn by the noise-shared sampler from the same sampler seed) gets recall None with the arm's reason, and is
+compared on precision and entropy only (no dominance verdict).  On a teacher source without exact likelihood
+(real text) precision, recall, fidelity, typicality, the oracle rows and the anchors are None with the reason
+in result["unavailable"] and in each row's "unavailable"; the unigram entropy is still reported.
+
 The paper's framing (arms paper-*): each student at its target step count against the teacher at its start
 count, under the paper's protocol (precision and unigram entropy only) and under ours (all four axes).
 
 Outputs in OUT: bench.md (tables), bench.json (every number), bench_pr_<steps>.png (one per step count).
-`--smoke` (< 2 minutes) runs the pipeline end to end on a tiny teacher and checks the recall sanity
+`--smoke` (< 2 minutes) runs the pipeline end to end on a tiny teacher (with one shadow arm) and checks the recall sanity
 anchors through the benchmark's own recall code (exact denoiser: steps >> tokens gives the true −log p/L,
 one step gives the sum of the one-step marginals).
 """
@@ -39,7 +46,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from .protocols import Schedule
+from jaxtyping import Float
+from torch import Tensor
+
+from .protocols import Denoiser, Schedule
+from .shadow import NoiseConditionedDenoiser
 
 DEFAULT_EVAL_STEPS = (64, 16, 8, 4)
 SMOKE_EVAL_STEPS = (16, 4, 1)
@@ -88,7 +99,7 @@ class BenchConfig:
     def smoke_config(cls, out: str, **overrides: Any) -> "BenchConfig":
         base = dict(
             out=out, teacher_minutes=None, teacher_steps=400, teacher_lr=3e-3, teacher_batch_size=32, seq_len=32,
-            arms=("mcd", "baseline", "mcd-noce", "more-training"), seeds=(0,), start_steps=8, target_steps=4,
+            arms=("mcd", "baseline", "mcd-noce", "more-training", "shadow-soft"), seeds=(0,), start_steps=8, target_steps=4,
             steps_per_round=4, batch_size=16, eval_steps=SMOKE_EVAL_STEPS, temperatures=(0.8, 1.0, 1.25),
             num_samples=256, heldout=32, k=2, num_bootstrap=20, check_anchors=True,
             progress=False, smoke=True,
@@ -124,17 +135,16 @@ def validate(config: BenchConfig) -> None:
 
 
 def check_source(teacher_dir: Path, config: BenchConfig) -> None:
-    """The teacher's source must have exact likelihood (recall, precision, fidelity need it) and fit the n-gram orders."""
+    """The n-gram orders must fit the teacher's source.  A source without exact likelihood (real text) is no error:
+    precision, recall, fidelity, typicality, the oracle and the anchors are then reported as unavailable."""
     from .checkpoint import load_checkpoint, load_source
     from .quality.fidelity import check_ngram_orders
 
     _, meta = load_checkpoint(teacher_dir)
     source = load_source(meta)
-    if not getattr(source, "exact", False) or not hasattr(source, "denoiser"):
-        raise ValueError(f"recall (and every metric of this bench) needs a source with exact likelihood and an exact "
-                         f"denoiser; the teacher {str(teacher_dir)!r} was trained on {source.name!r}")
-    seq_len = int(meta.get("seq_len") or meta["model_config"]["seq_len"])
-    check_ngram_orders(tuple(config.ngram_orders), seq_len, source.vocab_size)
+    if getattr(source, "exact", False):  # n-gram tables are built only against exact marginals
+        seq_len = int(meta.get("seq_len") or meta["model_config"]["seq_len"])
+        check_ngram_orders(tuple(config.ngram_orders), seq_len, source.vocab_size)
 
 
 # ---------------------------------------------------------------------------- stages
@@ -202,52 +212,78 @@ class EvalContext:
     schedule: Schedule
     seq_len: int
     heldout: torch.Tensor
+    no_exact_likelihood: str | None = None  # why the exact-likelihood metrics are unavailable (None: the source has it)
 
 
-def recall_rows(ctx: EvalContext, denoiser: Any, steps: int, temperatures: tuple[float, ...]) -> torch.Tensor:
-    """Per-sequence recall bound (float64, [T, heldout]) of the `steps`-step sampler at each temperature; one set of
-    k reveal patterns per step count (seeded by the sampler seed and `steps`), so rows at a step count pair."""
+def recall_rows(ctx: EvalContext, denoiser: Denoiser | NoiseConditionedDenoiser, steps: int, temperatures: tuple[float, ...],
+                recall: Any = None) -> Float[Tensor, "T M"]:
+    """Per-sequence recall bound (float64, [T, heldout]) of the `steps`-step sampler at each temperature, by `recall`
+    (a sampler.bench_arms.RecallFn; None: the reveal-pattern bound, recall_per_sequence); one set of k reveal
+    patterns per step count (seeded by the sampler seed and `steps`), so rows at a step count pair."""
     from .quality.recall import recall_per_sequence
 
+    recall = recall_per_sequence if recall is None else recall
     generator = torch.Generator().manual_seed(ctx.config.sample_seed * 7_919 + steps)
-    return recall_per_sequence(denoiser, ctx.schedule, ctx.heldout, steps=steps, temperatures=temperatures,
-                               k=ctx.config.k, generator=generator, device=ctx.config.device)
+    return recall(denoiser, ctx.schedule, ctx.heldout, steps=steps, temperatures=temperatures,
+                  k=ctx.config.k, generator=generator, device=ctx.config.device)
 
 
-def sampler_rows(
-    ctx: EvalContext, label: str, arm: str, seed: int | None, denoiser: Any, sample: Any, with_recall: bool,
-    steps: int, temperatures: tuple[float, ...],
-) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A sampler row's identity and how to draw and score it: its denoiser, `sample` (bench_arms.ancestral or
+    noise_shared), and `recall` (a RecallFn, or None with `no_recall_reason`)."""
+
+    label: str
+    arm: str
+    seed: int | None
+    denoiser: Denoiser | NoiseConditionedDenoiser  # noise-conditioned: sampled by noise_shared
+    sample: Any
+    recall: Any
+    no_recall_reason: str = ""
+
+
+def sampler_rows(ctx: EvalContext, spec: SamplerSpec, steps: int, temperatures: tuple[float, ...]) -> list[dict[str, Any]]:
     """One row per temperature: precision, recall, n-gram JS (with the true-sequence reference), KS, unigram
-    entropy, each (value, SE), plus the per-sequence tensors the paired differences need."""
+    entropy, each (value, SE), plus the per-sequence tensors the paired differences need.  A metric that cannot
+    be computed (no exact likelihood, or no recall for this sampler) is None with its reason in row["unavailable"]."""
     from .data import sample_quality
     from .quality.recall import mean_and_se
     from .quality.two_axis import two_axis_metrics
 
     config = ctx.config
-    recall = recall_rows(ctx, denoiser, steps, temperatures) if with_recall else None
+    no_recall = ctx.no_exact_likelihood or (None if spec.recall is not None else spec.no_recall_reason)
+    recall = None if no_recall else recall_rows(ctx, spec.denoiser, steps, temperatures, spec.recall)
     rows = []
     for index, temperature in enumerate(temperatures):
-        samples = sample(denoiser, ctx.schedule, steps, config.num_samples, ctx.seq_len, temperature,
-                         config.sample_seed, config.device)
+        samples = spec.sample(spec.denoiser, ctx.schedule, steps, config.num_samples, ctx.seq_len, temperature,
+                              config.sample_seed, config.device)
         m = two_axis_metrics(samples, ctx.source, ngram_orders=config.ngram_orders, seed=config.sample_seed,
                              num_bootstrap=config.num_bootstrap)
-        entropy = sample_quality(samples, ctx.source)["per_sequence_entropy"]
-        fid = m["fidelity"]
+        quality = sample_quality(samples, ctx.source)
+        unavailable = {**{k: v for k, v in m["unavailable"].items() if k != "recall"}, **({"recall": no_recall} if no_recall else {})}
         rows.append({
-            "steps": steps, "sampler": label, "arm": arm, "seed": seed, "temperature": float(temperature),
-            "precision": [m["precision"]["value"], m["precision"]["se"]],
+            "steps": steps, "sampler": spec.label, "arm": spec.arm, "seed": spec.seed, "temperature": float(temperature),
+            "precision": None if m["precision"] is None else [m["precision"]["value"], m["precision"]["se"]],
             "recall": None if recall is None else list(mean_and_se(recall[index], "recall")),
-            "unigram_entropy": [m["precision"]["unigram_entropy"], m["precision"]["unigram_entropy_se"]],
-            "fidelity": {n: [fid[n]["js"], fid[n]["js_se"]] for n in fid},
-            "fidelity_reference": {n: [fid[n]["reference_js"], fid[n]["reference_js_se"]] for n in fid},
-            "fidelity_kl": {n: {k: fid[n][k] for k in ("kl_samples_exact", "kl_exact_samples")} for n in fid},
-            "typicality": [m["typicality"]["ks"], m["typicality"]["ks_se"]], "ks_p": m["typicality"]["p_value"],
-            "precision_per_sequence": m["precision"]["per_sequence"],
+            "unigram_entropy": [quality["unigram_entropy"], quality["unigram_entropy_se"]],
+            **_fidelity_and_typicality(m), "unavailable": unavailable,
+            "precision_per_sequence": None if m["precision"] is None else m["precision"]["per_sequence"],
             "recall_per_sequence": None if recall is None else recall[index],
-            "entropy_per_sequence": torch.as_tensor(entropy, dtype=torch.float64),
+            "entropy_per_sequence": torch.as_tensor(quality["per_sequence_entropy"], dtype=torch.float64),
         })
     return rows
+
+
+def _fidelity_and_typicality(m: dict[str, Any]) -> dict[str, Any]:
+    """A row's n-gram JS (with the true-sequence reference and both KLs) and KS entries from two_axis_metrics'
+    result; None where unavailable."""
+    fid, typ = m["fidelity"], m["typicality"]
+    return {
+        "fidelity": None if fid is None else {n: [fid[n]["js"], fid[n]["js_se"]] for n in fid},
+        "fidelity_reference": None if fid is None else {n: [fid[n]["reference_js"], fid[n]["reference_js_se"]] for n in fid},
+        "fidelity_kl": None if fid is None else {n: {k: fid[n][k] for k in ("kl_samples_exact", "kl_exact_samples")} for n in fid},
+        "typicality": None if typ is None else [typ["ks"], typ["ks_se"]], "ks_p": None if typ is None else typ["p_value"],
+    }
 
 
 def recall_anchors(ctx: EvalContext) -> dict[str, Any]:
@@ -275,7 +311,7 @@ def recall_anchors(ctx: EvalContext) -> dict[str, Any]:
             "true_nll": float(true_nll.mean()), "num_heldout": int(x.shape[0])}
 
 
-def _smoke_check(ctx: EvalContext, teacher: Any, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _smoke_check(ctx: EvalContext, teacher: Denoiser, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The teacher at the fewest evaluated steps against the most (paired by sampler seed; a larger draw when
     check_samples > num_samples): fewer steps must be measurably worse."""
     from .bench_arms import ancestral
@@ -283,7 +319,7 @@ def _smoke_check(ctx: EvalContext, teacher: Any, rows: list[dict[str, Any]]) -> 
 
     per_seq = {r["steps"]: r["precision_per_sequence"] for r in rows if r["sampler"] == "teacher" and r["temperature"] == 1.0}
     few, many = min(ctx.config.eval_steps), max(ctx.config.eval_steps)
-    if few == many:
+    if few == many or ctx.no_exact_likelihood:
         return None
     config = ctx.config
     if config.check_samples > config.num_samples:
@@ -296,41 +332,62 @@ def _smoke_check(ctx: EvalContext, teacher: Any, rows: list[dict[str, Any]]) -> 
 
 
 def evaluate(config: BenchConfig, teacher_dir: Path, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Every row, comparison, seed mean and paper-framing line of the benchmark (module docstring)."""
+    """Every row, comparison, seed mean and paper-framing line of the benchmark (module docstring).  On a source
+    without exact likelihood the metrics that need it, the oracle and the anchors are None, with the reason in
+    result["unavailable"] (and in each row's "unavailable")."""
     from tqdm import tqdm
 
     from .bench_arms import ARMS, ancestral, load_student
     from .checkpoint import load_checkpoint, load_schedule, load_source
+    from .data import no_exact_likelihood
+    from .quality.recall import recall_per_sequence
 
     _, meta = load_checkpoint(teacher_dir)
     schedule, source = load_schedule(meta), load_source(meta)
     teacher = load_student(teacher_dir, config.device)
     seq_len = int(meta.get("seq_len") or teacher.config.seq_len)
     heldout = source.sample_batch(config.heldout, seq_len, torch.Generator().manual_seed(config.sample_seed + 10_007))
-    ctx = EvalContext(config, source, schedule, seq_len, heldout)
-    oracle = source.denoiser()
-    students = {run: (ARMS[rec["arm"]], rec["seed"], ARMS[rec["arm"]].load(Path(config.out) / run, config.device))
-                for run, rec in records.items()}
-    extra_teacher = {s for arm, _, _ in students.values() if arm.cut for s in arm.cut} - set(config.eval_steps)
-    all_steps = sorted(set(config.eval_steps) | extra_teacher, reverse=True)
+    ctx = EvalContext(config, source, schedule, seq_len, heldout, no_exact_likelihood(source))
+    unavailable = _unavailable(ctx)
+    oracle = None if "oracle" in unavailable else SamplerSpec("oracle", "oracle", None, source.denoiser(), ancestral,
+                                                                 recall_per_sequence)
+    teacher_spec = SamplerSpec("teacher", "teacher", None, teacher, ancestral, recall_per_sequence)
+    students = [(arm, SamplerSpec(run, arm.name, rec["seed"], arm.load(Path(config.out) / run, config.device), arm.sample,
+                                  arm.recall_fn(), arm.no_recall_reason))
+                for run, rec in records.items() for arm in (ARMS[rec["arm"]],)]
+    extra_teacher = {s for arm, _ in students if arm.cut for s in arm.cut} - set(config.eval_steps)
     rows: list[dict[str, Any]] = []
-    for steps in tqdm(all_steps, desc="evaluating", disable=not config.progress, leave=False):
+    for steps in tqdm(sorted(set(config.eval_steps) | extra_teacher, reverse=True), desc="evaluating",
+                      disable=not config.progress, leave=False):
         sweep = tuple(config.temperatures) if steps in config.eval_steps else (1.0,)
-        rows += sampler_rows(ctx, "teacher", "teacher", None, teacher, ancestral, True, steps, sweep)
-        if steps in config.eval_steps:
-            rows += sampler_rows(ctx, "oracle", "oracle", None, oracle, ancestral, True, steps, sweep)
-        for run, (arm, seed, model) in students.items():
-            if steps in arm.student_steps(config):
-                rows += sampler_rows(ctx, run, arm.name, seed, model, arm.sample, arm.recall, steps, (1.0,))
+        rows += sampler_rows(ctx, teacher_spec, steps, sweep)
+        if oracle is not None and steps in config.eval_steps:
+            rows += sampler_rows(ctx, oracle, steps, sweep)
+        rows += [row for arm, spec in students if steps in arm.student_steps(config)
+                 for row in sampler_rows(ctx, spec, steps, (1.0,))]
     comparisons = compare_rows(rows, config)
+    exact = ctx.no_exact_likelihood is None
     return {
-        "source": source.name, "seq_len": seq_len, "entropy_rate": source.entropy_rate(seq_len)[0],
-        "heldout_true_nll": float((-source.log_prob(heldout) / seq_len).mean()),
+        "source": source.name, "seq_len": seq_len, "entropy_rate": source.entropy_rate(seq_len)[0] if exact else None,
+        "heldout_true_nll": float((-source.log_prob(heldout) / seq_len).mean()) if exact else None,
         "rows": rows, "comparisons": comparisons, "seed_means": seed_means(comparisons, rows),
-        "paper": paper_framing(rows, comparisons, config),
-        "anchors": recall_anchors(ctx) if config.check_anchors else None,
+        "paper": paper_framing(rows, comparisons, config), "unavailable": unavailable,
+        "anchors": recall_anchors(ctx) if config.check_anchors and "anchors" not in unavailable else None,
         "smoke_check": _smoke_check(ctx, teacher, rows),
     }
+
+
+def _unavailable(ctx: EvalContext) -> dict[str, str]:
+    """What the bench cannot report on this source, with the reason: the exact-likelihood metrics on a source
+    without it, the oracle (and the recall anchors, which read it) on a source without an exact denoiser."""
+    reason = ctx.no_exact_likelihood
+    out = {} if reason is None else {name: reason for name in (
+        "precision", "recall", "fidelity", "typicality", "entropy_rate", "heldout_true_nll", "smoke_check")}
+    if reason is not None or not hasattr(ctx.source, "denoiser"):
+        out["oracle"] = reason or f"source {ctx.source.name} has no exact denoiser"
+        if ctx.config.check_anchors:
+            out["anchors"] = out["oracle"]
+    return out
 
 
 # ---------------------------------------------------------------------------- comparisons
@@ -350,9 +407,12 @@ def _compare(a: dict[str, Any], b: dict[str, Any], curve: Any, config: BenchConf
     entry = {"steps_a": a["steps"], "steps_b": b["steps"], "a": a["sampler"], "b": b["sampler"], "arm_a": a["arm"],
              "arm_b": b["arm"], "seed": a["seed"],
              "entropy": list(paired_difference(a["entropy_per_sequence"], b["entropy_per_sequence"]))}
-    if a["recall"] is None or b["recall"] is None:
-        return {**entry, "precision": list(paired_difference(a["precision_per_sequence"], b["precision_per_sequence"])),
-                "dominates": None, "reason": "recall unavailable for this sampler"}
+    missing = [f"{name} unavailable for {row['sampler']} ({row['unavailable'][name]})"
+               for name in ("precision", "recall") for row in (a, b) if row[name] is None]
+    if missing:
+        precision = (None if a["precision"] is None or b["precision"] is None else
+                     list(paired_difference(a["precision_per_sequence"], b["precision_per_sequence"])))
+        return {**entry, "precision": precision, "dominates": None, "reason": "; ".join(missing)}
     verdict = dominance(a, b, curve=curve, z=config.z)
     diffs = verdict.pop("differences")
     return {**entry, **{k: list(v) for k, v in diffs.items() if k != "fidelity"},
@@ -443,12 +503,13 @@ def _verdict(c: dict[str, Any]) -> str:
 
 
 def _rows_table(result: dict[str, Any]) -> list[str]:
-    orders = sorted({int(n) for r in result["rows"] for n in r["fidelity"]})
+    orders = sorted({int(n) for r in result["rows"] for n in r["fidelity"] or {}})
     lines = ["| steps | sampler | T | precision | recall | unigram H | " + " | ".join(f"JS{n} (true)" for n in orders) + " | KS |",
              "|---:|---|---:|---:|---:|---:|" + "---:|" * len(orders) + "---:|"]
     for r in result["rows"]:
-        fid = " | ".join(f"{r['fidelity'][n][0]:.4f} ± {r['fidelity'][n][1]:.4f} ({r['fidelity_reference'][n][0]:.4f})"
-                         for n in sorted(r["fidelity"], key=int))
+        fid = " | ".join("n/a" if r["fidelity"] is None else
+                         f"{r['fidelity'][str(n)][0]:.4f} ± {r['fidelity'][str(n)][1]:.4f} ({r['fidelity_reference'][str(n)][0]:.4f})"
+                         for n in orders)
         lines.append(f"| {r['steps']} | {r['sampler']} | {r['temperature']:g} | {_pm(r['precision'])} | {_pm(r['recall'])} | "
                      f"{r['unigram_entropy'][0]:.3f} | {fid} | {_pm(r['typicality'])} |")
     return lines
@@ -482,12 +543,28 @@ def _comparisons_table(comparisons: list[dict[str, Any]], first: str) -> list[st
     return lines
 
 
+def _unavailable_lines(result: dict[str, Any]) -> list[str]:
+    """"n/a" explained: what the bench could not report on this source, and per sampler which metric and why."""
+    lines = [f"- {name}: {reason}" for name, reason in result.get("unavailable", {}).items()]
+    per_sampler: dict[tuple[str, str], str] = {}
+    for r in result["rows"]:
+        for name, reason in r.get("unavailable", {}).items():
+            if result.get("unavailable", {}).get(name) != reason:
+                per_sampler.setdefault((r["sampler"], name), reason)
+    lines += [f"- {name} of {sampler}: {reason}" for (sampler, name), reason in per_sampler.items()]
+    return ["## Unavailable (n/a in the tables)", "", *lines, ""] if lines else []
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def markdown_report(result: dict[str, Any]) -> str:
     config = result["config"]
     lines = [
         f"# bench-distill: arms {', '.join(config['arms'])} ({result['source']}, L = {result['seq_len']})", "",
-        f"Entropy rate {result['entropy_rate']:.4f} nats/token; held-out true −log p/L {result['heldout_true_nll']:.4f} "
-        f"({config['heldout']} sequences). Precision: E_q[−log p]/L of {config['num_samples']} samples; recall: held-out "
+        f"Entropy rate {_number(result['entropy_rate'])} nats/token; held-out true −log p/L "
+        f"{_number(result['heldout_true_nll'])} ({config['heldout']} sequences). Precision: E_q[−log p]/L of {config['num_samples']} samples; recall: held-out "
         f"NLL bound of the sampler, k = {config['k']}; JS: n-gram Jensen–Shannon to the exact marginals (true sequences' "
         "value in brackets); KS: typicality. All lower is better, ± SE. One sampler seed for every row (paired).", "",
         f"Dominates = better on precision and recall beyond {config['z']:g} SE (or strictly inside the other's "
@@ -498,6 +575,7 @@ def markdown_report(result: dict[str, Any]) -> str:
         *_comparisons_table(result["paper"], "steps"), "",
         "## Every sampler", "", *_rows_table(result), "",
         "## Every paired comparison (per training seed)", "", *_comparisons_table(result["comparisons"], "steps"), "",
+        *_unavailable_lines(result),
     ]
     if result.get("anchors"):
         a = result["anchors"]
@@ -508,14 +586,14 @@ def markdown_report(result: dict[str, Any]) -> str:
         s = result["smoke_check"]
         lines += [f"Teacher precision({s['few_steps']} steps) − precision({s['many_steps']} steps) = "
                   f"{s['teacher_nll_few_minus_many']:+.4f} ± {s['se']:.4f} (z = {s['z']:.1f}).", ""]
-    lines += ["## Training cost", "", "| run | optimiser steps | teacher forward passes | teacher sequence evaluations | wall time (s) |",
-              "|---|---:|---:|---:|---:|"]
+    lines += ["## Training cost", "", "| run | coupling | optimiser steps | teacher forward passes | teacher sequence evaluations "
+              "| wall time (s) |", "|---|---|---:|---:|---:|---:|"]
     t = result["cost"]["teacher"]
-    lines.append(f"| teacher | {t.get('step')} | | | {'–' if t.get('wall_time_s') is None else format(t['wall_time_s'], '.0f')}"
+    lines.append(f"| teacher | | {t.get('step')} | | | {'–' if t.get('wall_time_s') is None else format(t['wall_time_s'], '.0f')}"
                  f"{' (reused)' if t.get('reused') else ''} |")
     for name, c in result["cost"]["students"].items():
-        lines.append(f"| {name} | {c['optimizer_steps']} | {c['teacher_forward_passes']} | {c['teacher_sequence_evals']} | "
-                     f"{c['wall_time_s']:.0f} |")
+        lines.append(f"| {name} | {c.get('coupling') or ''} | {c['optimizer_steps']} | {c['teacher_forward_passes']} | "
+                     f"{c['teacher_sequence_evals']} | {c['wall_time_s']:.0f} |")
     lines += ["", f"Command: `{result['command']}`; total wall time {result['wall_time_s']:.0f} s.", ""]
     return "\n".join(lines)
 
@@ -543,6 +621,9 @@ def plots(result: dict[str, Any], out: Path) -> list[str]:
             if r["sampler"] not in ("oracle", "teacher"):
                 ax.errorbar(r["precision"][0], r["recall"][0], xerr=r["precision"][1], yerr=r["recall"][1], fmt="^",
                             capsize=2, label=r["sampler"])
+        for r in result["rows"]:  # precision only (recall unavailable, e.g. a noise-conditioned sampler)
+            if r["steps"] == steps and r["recall"] is None and r["precision"] is not None:
+                ax.axvline(r["precision"][0], ls="-.", lw=1, color="tab:red", label=f"{r['sampler']} (precision; recall n/a)")
         ax.axhline(result["heldout_true_nll"], color="grey", ls="--", lw=1, label="held-out true NLL")
         ax.axvline(result["entropy_rate"], color="grey", ls=":", lw=1, label="entropy rate")
         ax.set_xlabel("precision: E_q[−log p]/L (nats/token)")
@@ -560,14 +641,9 @@ def plots(result: dict[str, Any], out: Path) -> list[str]:
 # ---------------------------------------------------------------------------- entry points
 
 
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items() if not str(k).endswith("_per_sequence")}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    return value
+def _per_sequence_key(key: str) -> bool:
+    """The per-sequence tensors of a row (kept in bench_per_sequence.pt, left out of bench.json)."""
+    return key.endswith("_per_sequence")
 
 
 def bench(config: BenchConfig, command: str = "mcd bench-distill") -> dict[str, Any]:
@@ -583,6 +659,8 @@ def bench(config: BenchConfig, command: str = "mcd bench-distill") -> dict[str, 
 
 def _bench_owned(config: BenchConfig, command: str) -> dict[str, Any]:
     """bench() once OUT is this process's (its students and teacher lock their own run directories)."""
+    from .data import json_ready
+
     started = time.perf_counter()
     if config.teacher is not None:
         check_source(Path(config.teacher), config)
@@ -593,11 +671,11 @@ def _bench_owned(config: BenchConfig, command: str) -> dict[str, Any]:
     evaluated = evaluate(config, teacher_dir, records)
     torch.save([{k: v for k, v in r.items() if k.endswith("_per_sequence") or k in ("steps", "sampler", "temperature")}
                 for r in evaluated["rows"]], out / "bench_per_sequence.pt")  # for later paired comparisons
-    result = _json_ready(evaluated)
+    result = json_ready(evaluated, drop_key=_per_sequence_key)
     result["cost"] = {
         "teacher": teacher_cost,
-        "students": {n: {k: r[k] for k in ("optimizer_steps", "teacher_forward_passes", "teacher_sequence_evals", "wall_time_s")}
-                     for n, r in records.items()},
+        "students": {n: {k: r.get(k) for k in ("coupling", "optimizer_steps", "teacher_forward_passes", "teacher_sequence_evals",
+                                                "wall_time_s")} for n, r in records.items()},
     }
     result["config"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()}
     result["command"] = command

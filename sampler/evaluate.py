@@ -39,10 +39,13 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from sampler.checkpoint import InferenceConfig
-from sampler.data import DataSource, json_ready, paired_difference, sample_quality
-from .protocols import Schedule
+from sampler.data import DataSource, json_ready, no_exact_likelihood, paired_difference, sample_quality
+from .protocols import Denoiser, Schedule
+from .shadow import NoiseConditionedDenoiser
 
 DEFAULT_STEPS = [1024, 256, 64, 16, 8, 4]
+# what `mcd eval` reports only on a source with exact likelihood (else in report["unavailable"], with the reason)
+EXACT_LIKELIHOOD_ROWS = ("entropy_rate", "nll_per_token", "excess", "nll_paired_vs_max_steps", "elbo_gap")
 
 
 @dataclass(kw_only=True)
@@ -59,7 +62,7 @@ class EvalConfig(InferenceConfig):
 
 
 def validation_elbo_per_sequence(
-    denoiser: Any, schedule: Schedule, x0: Int[Tensor, "N L"], mask_id: int, vocab_size: int,
+    denoiser: Denoiser, schedule: Schedule, x0: Int[Tensor, "N L"], mask_id: int, vocab_size: int,
     generator: torch.Generator, draws: int = 4, batch_size: int = 256, device: Any = "cpu",
     t_min: float | None = None,
 ) -> Float[Tensor, " N"]:
@@ -120,7 +123,7 @@ def _check_args(args: EvalConfig) -> None:
         require_text_extra()
 
 
-def _model_denoiser(model: Any, device: torch.device) -> Any:
+def _model_denoiser(model: Any, device: torch.device) -> Denoiser:
     from sampler.train.runtime import autocast
 
     def denoiser(z: Tensor, t: Tensor) -> Tensor:
@@ -131,7 +134,7 @@ def _model_denoiser(model: Any, device: torch.device) -> Any:
     return denoiser
 
 
-def _sample(denoiser: Any, schedule: Schedule, steps: int, args: EvalConfig, seq_len: int, mask_id: int,
+def _sample(denoiser: Denoiser | NoiseConditionedDenoiser, schedule: Schedule, steps: int, args: EvalConfig, seq_len: int, mask_id: int,
             vocab_size: int, temperature: float, device: Any, cached: bool) -> tuple[Tensor, float]:
     from sampler.sampling import ancestral_sample
     from sampler.shadow_model import shadow_sample
@@ -157,7 +160,7 @@ def _measure(samples: Tensor, source: DataSource, evaluator: Any, rate: tuple[fl
     return metrics
 
 
-def _validation_elbo_report(denoiser: Any, schedule: Schedule, source: DataSource, args: EvalConfig, seq_len: int,
+def _validation_elbo_report(denoiser: Denoiser, schedule: Schedule, source: DataSource, args: EvalConfig, seq_len: int,
                             mask_id: int, vocab_size: int, device: Any) -> dict[str, Any]:
     """The validation ELBO of held-out source sequences (and, for an exact source, its gap over the true NLL)."""
     held_out = source.sample_batch(args.elbo_num, seq_len, torch.Generator().manual_seed(1_000_003 + args.seed),
@@ -256,6 +259,8 @@ def evaluate_checkpoint(args: EvalConfig) -> dict:
                  "gen_ppl numbers are comparable only under the same evaluator."),
     }
 
+    reason = no_exact_likelihood(source)  # real text: reported as unavailable with the reason, never as zero
+    report["unavailable"] = {} if reason is None else {name: reason for name in EXACT_LIKELIHOOD_ROWS}
     rate = None
     if source.exact:
         rate = source.entropy_rate(seq_len)
@@ -314,6 +319,9 @@ def format_table(report: dict) -> str:
     lines.append(line)
     if report["evaluator"]:
         lines.append(f"evaluator: {report['evaluator']} (gen perplexity comparable only under this evaluator)")
+    unavailable = report.get("unavailable") or {}
+    for reason in dict.fromkeys(unavailable.values()):
+        lines.append(f"unavailable: {', '.join(n for n, r in unavailable.items() if r == reason)} ({reason})")
     exact = report["exact_source"]
     header = f"{'denoiser':<8} {'T':>5} {'steps':>6} "
     if exact:

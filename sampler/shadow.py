@@ -31,7 +31,7 @@ together.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float, Int
@@ -94,6 +94,7 @@ class ShadowNoise:
         return ShadowNoise(self.reveal[start:stop], self.category[start:stop], self.method, self.vocab_size)
 
 
+@runtime_checkable
 class NoiseConditionedDenoiser(Protocol):
     """A denoiser that also reads the shadow noise: (z, t, noise=ShadowNoise of the batch) -> log p.
     It must set `reads_shadow_noise = True`; any other denoiser is called as (z, t)."""

@@ -32,3 +32,16 @@ def make_teacher(run_dir: Path, vocab_size: int | None = None, seq_len: int = 12
         meta["mask_id"] = mask_id
     save_checkpoint(run_dir, tensors, meta)
     return run_dir
+
+
+def make_text_teacher(tmp_path: Path, steps: int = 2) -> tuple[Path, str]:
+    """(run directory, source spec) of a tiny teacher trained `steps` steps on a raw-text corpus written in
+    tmp_path (byte tokenizer, L = 16): a source without exact likelihood."""
+    from sampler.train import TrainConfig, train
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat. the dog sat on the log. " * 40)
+    run, spec = tmp_path / "text-run", f"text:{corpus}?tokenizer=byte"
+    train(TrainConfig(out=str(run), data=spec, seq_len=16, max_steps=steps, batch_size=4, warmup=1, save_every=10**6,
+                      eval_every=10**6, eval_batches=1, log_every=10**6, progress=False, device="cpu"))
+    return run, spec

@@ -435,3 +435,27 @@ def test_spec_options_after_question_mark(tmp_path):
         get_source("exact?num_states")
     with pytest.raises(ValueError, match="no_such_option"):
         get_source("exact?no_such_option=1")
+
+
+def test_json_ready_is_recursive_with_a_key_filter() -> None:
+    """Nested dicts, lists and tuples: one-element tensors and numpy scalars become numbers, larger tensors are
+    left out of dicts (None in lists, positions kept), keys become strings, and `drop_key` drops keys at any
+    depth (bench.json drops the *_per_sequence tensors this way).  Planted bug caught: a non-recursive version
+    (the nested tensor reaches json.dumps and fails)."""
+    import json
+
+    from sampler.data import json_ready
+
+    record = {
+        "loss": torch.tensor(0.5), "count": np.int64(3), "name": "run", "none": None,
+        "rows": [{"precision": [1.5, 0.1], "precision_per_sequence": torch.ones(4), "fidelity": {2: (0.01, np.float32(0.5))},
+                  "recall_per_sequence": None}],
+        "pair": (torch.tensor([7]), torch.zeros(3)), "per_token": torch.zeros(2, 2),
+    }
+    ready = json_ready(record, drop_key=lambda key: key.endswith("_per_sequence"))
+    assert ready == {"loss": 0.5, "count": 3, "name": "run", "none": None,
+                     "rows": [{"precision": [1.5, 0.1], "fidelity": {"2": [0.01, 0.5]}}], "pair": [7, None]}
+    assert json.loads(json.dumps(ready)) == ready
+    assert type(ready["count"]) is int and type(ready["rows"][0]["fidelity"]["2"][1]) is float
+    kept = json_ready(record)  # no filter: a per-sequence None is kept, its tensor sibling left out
+    assert kept["rows"][0] == {"precision": [1.5, 0.1], "fidelity": {"2": [0.01, 0.5]}, "recall_per_sequence": None}

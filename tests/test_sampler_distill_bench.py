@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sampler.bench_arms import ARMS, Arm, check_arms, register, train_distilled
+from sampler.bench_arms import ARMS, NOISE_CONDITIONED_NO_RECALL, SHADOW_SUBSTEPS, Arm, check_arms, register, train_distilled
 from sampler.bench_distill import BenchConfig, bench, markdown_report, seed_means
 
 
@@ -53,20 +53,6 @@ def test_bad_input_is_refused_before_any_work(tmp_path: Path, overrides: dict, n
     assert not (tmp_path / "out").exists()
 
 
-def test_recall_on_a_source_without_exact_likelihood_is_refused_before_any_work(tmp_path: Path, monkeypatch) -> None:
-    """A teacher trained on a source with no exact likelihood: refused (naming recall) before training or sampling."""
-    import sampler.checkpoint as checkpoint
-
-    class TextLike:
-        name, exact, vocab_size = "text:bytes", False, 256
-
-    monkeypatch.setattr(checkpoint, "load_checkpoint", lambda run: ({}, {"seq_len": 64, "model_config": {"seq_len": 64}}))
-    monkeypatch.setattr(checkpoint, "load_source", lambda meta: TextLike())
-    with pytest.raises(ValueError, match="recall"):
-        bench(BenchConfig.smoke_config(str(tmp_path / "out"), teacher=str(tmp_path / "teacher")))
-    assert not (tmp_path / "out").exists()
-
-
 def test_the_arm_registry_takes_one_entry_per_arm() -> None:
     assert check_arms(["mcd", "baseline", "mcd"]) == ("mcd", "baseline")
     arm = Arm("test-only-arm", "an arm added by one entry", train_distilled, method="baseline")
@@ -88,7 +74,9 @@ def test_smoke_benchmark_end_to_end(tmp_path: Path) -> None:
     pattern that two tokens share a step), and at 1 step it equals the sum of one-step marginals (to 1e-9);
     (2) the teacher at 1 step is worse than at 16 steps by a paired z > 2 (measured z ≈ 15; if the two were
     equally good this would pass with probability 2.3 %); (3) equal optimiser steps for every arm, the baseline
-    paying twice MCD's teacher passes; (4) every row has finite metrics with SEs.
+    paying twice MCD's teacher passes; (4) every row has finite metrics with SEs; (5) the shadow arm end to end
+    (tiny): trained with the "uniform" coupling and its teacher passes counted, sampled by the noise-shared sampler,
+    its recall None with the reason in bench.json, compared with MCD and the baseline on precision only.
     """
     out = tmp_path / "bench"
     result = bench(BenchConfig.smoke_config(str(out)), command="mcd bench-distill --smoke")
@@ -99,16 +87,29 @@ def test_smoke_benchmark_end_to_end(tmp_path: Path) -> None:
     assert result["smoke_check"]["z"] > 2.0, result["smoke_check"]
     saved = json.loads((out / "bench.json").read_text())
     samplers = {r["sampler"] for r in saved["rows"]}
-    assert samplers == {"teacher", "oracle", "mcd-seed0", "baseline-seed0", "mcd-noce-seed0", "more-training-seed0"}
+    assert samplers == {"teacher", "oracle", "mcd-seed0", "baseline-seed0", "mcd-noce-seed0", "more-training-seed0",
+                        "shadow-soft-seed0"}
     for row in saved["rows"]:
-        for key in ("precision", "recall"):
+        shadow = row["arm"] == "shadow-soft"
+        for key in ("precision",) if shadow else ("precision", "recall"):
             assert math.isfinite(row[key][0]) and row[key][1] > 0, (row["sampler"], key)
+        if shadow:
+            assert row["recall"] is None and row["unavailable"] == {"recall": NOISE_CONDITIONED_NO_RECALL}
+        else:
+            assert row["unavailable"] == {}
         assert 0 <= row["typicality"][0] <= 1 and row["typicality"][1] >= 0  # KS = 1, SE 0 when fully separated
         assert set(row["fidelity"]) == {"1", "2", "3"} and all(v[1] > 0 for v in row["fidelity"].values())
     costs = saved["cost"]["students"]
     steps = {c["optimizer_steps"] for c in costs.values()}
     assert len(steps) == 1 and steps.pop() > 0
     assert costs["baseline-seed0"]["teacher_forward_passes"] == 2 * costs["mcd-seed0"]["teacher_forward_passes"]
+    shadow = costs["shadow-soft-seed0"]  # at most 2 sub-steps a step reveal something, at least one does
+    assert shadow["coupling"] == "uniform" and costs["mcd-seed0"]["coupling"] == "threshold"
+    assert 0 < shadow["teacher_forward_passes"] <= SHADOW_SUBSTEPS * shadow["optimizer_steps"]
+    shadow_vs = {c["b"]: c for c in saved["comparisons"] if c["a"] == "shadow-soft-seed0" and c["steps_a"] == 4}
+    assert {"mcd-seed0", "baseline-seed0", "teacher", "oracle"} <= set(shadow_vs)
+    assert all(c["dominates"] is None and "noise-conditioned" in c["reason"] and math.isfinite(c["precision"][0])
+               for c in shadow_vs.values())
     pairs = {(c["a"], c["b"], c["steps_a"]) for c in saved["comparisons"]}
     assert ("mcd-seed0", "baseline-seed0", 4) in pairs and ("mcd-seed0", "more-training-seed0", 4) in pairs
     assert ("mcd-seed0", "oracle", 16) in pairs

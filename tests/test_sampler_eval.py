@@ -128,14 +128,9 @@ def test_oracle_without_an_exact_denoiser_is_refused_before_any_sampling(tmp_pat
     model's rows). Planted bug caught: the check moved back after the model rows (the sampler would run)."""
     import sampler.evaluate as evaluate_module
     from sampler.evaluate import EvalConfig, evaluate_checkpoint
-    from sampler.train import TrainConfig, train
+    from teacher_fixtures import make_text_teacher
 
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("the cat sat on the mat. the dog sat on the log. " * 40)
-    run = tmp_path / "text-run"
-    train(TrainConfig(out=str(run), data=f"text:{corpus}?tokenizer=byte", seq_len=16, max_steps=2, batch_size=4,
-                      warmup=1, save_every=10**6, eval_every=10**6, eval_batches=1, log_every=10**6, progress=False,
-                      device="cpu"))
+    run, _ = make_text_teacher(tmp_path)
 
     def no_sampling(*args, **kwargs):
         raise AssertionError("sampled before refusing --oracle")
@@ -143,3 +138,24 @@ def test_oracle_without_an_exact_denoiser_is_refused_before_any_sampling(tmp_pat
     monkeypatch.setattr(evaluate_module, "_sample", no_sampling)
     with pytest.raises(ValueError, match="--oracle"):
         evaluate_checkpoint(EvalConfig(ckpt=str(run), steps=[4], num=2, evaluator="none", device="cpu", oracle=True))
+
+
+def test_on_a_text_source_the_exact_likelihood_rows_are_unavailable_not_zero(tmp_path) -> None:
+    """`mcd eval` of a raw-text run: no NLL under the source in any row (absent, never 0), the report names what is
+    unavailable and why (the same reason as two_axis_metrics and bench-distill), and the table says so.
+    Planted bug caught: rows carrying nll_per_token = 0.0 on a text source."""
+    from sampler.data import get_source, no_exact_likelihood
+    from sampler.evaluate import EXACT_LIKELIHOOD_ROWS, EvalConfig, evaluate_checkpoint, format_table
+    from teacher_fixtures import make_text_teacher
+
+    run, spec = make_text_teacher(tmp_path)
+    report = evaluate_checkpoint(EvalConfig(ckpt=str(run), steps=[4, 2], num=4, evaluator="none", device="cpu",
+                                            elbo_num=4, elbo_draws=1))
+    reason = no_exact_likelihood(get_source(spec, seq_len=16))
+    assert reason is not None and "no exact likelihood" in reason
+    assert report["unavailable"] == {name: reason for name in EXACT_LIKELIHOOD_ROWS}
+    assert "entropy_rate" not in report and "elbo_gap" not in report["validation_elbo"]
+    for row in report["results"]:
+        assert not {"nll_per_token", "excess", "nll_se", "paired_vs_max_steps"} & set(row), row
+        assert row["unigram_entropy"] > 0
+    assert f"({reason})" in format_table(report)

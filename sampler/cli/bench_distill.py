@@ -52,7 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "mcd, mcd-noce, mcd-fkl 2.0-2.6 min, baseline 2.5-3.6, more-training 1.0, mcd-equal-compute "
                         "about 4.5 (2x batch, estimated); evaluation about 17 s per student at 64 steps and 2.2 min "
                         "per step count for the two temperature sweeps. The defaults (6 arms x 3 seeds, steps 64,16,8,4) "
-                        "take about 60 min with a cached teacher.")
+                        "take about 60 min with a cached teacher. shadow-soft, shadow-hard (not in the default; the shadow "
+                        "student, designs A and B: sampled by the noise-shared sampler, recall unavailable) train with the "
+                        "'uniform' coupling whatever --coupling, 2 teacher sub-steps a step.")
     parser.add_argument("--seeds", type=_seed_list, default=None, help="training seeds of every arm, e.g. 0,1,2")
     parser.add_argument("--start-steps", type=positive_int, default=d.start_steps)
     parser.add_argument("--target-steps", type=positive_int, default=d.target_steps)
@@ -62,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--divergence", default=d.divergence, choices=["reverse_kl", "forward_kl", "js"])
     parser.add_argument("--temperature-schedule", action="store_true",
                         help="temper the teacher during distillation (0.96, 0.93, ...; off by default: it sharpens the students)")
-    parser.add_argument("--coupling", default=d.coupling, choices=["threshold", "gaussian", "uniform"])
+    parser.add_argument("--coupling", default=d.coupling, choices=["threshold", "gaussian", "uniform"],
+                        help="coupling noise of the MCD and baseline arms (the shadow arms always use 'uniform')")
     parser.add_argument("--eval-steps", type=_int_list, default=None, help="sampling step counts (default 64,16,8,4)")
     parser.add_argument("--temperatures", type=_float_list, default=None,
                         help="temperatures of the teacher's and the oracle's sweeps at every step count (must hold 1.0)")

@@ -45,6 +45,7 @@ from .text import CorpusUnavailableError, StoredTokenizerSource, TextSource
 from .metrics import (  # noqa: F401  (re-exported)
     frontier_at_entropy,
     json_ready,
+    no_exact_likelihood,
     paired_difference,
     pooled_unigram_entropy,
     sample_quality,
@@ -131,6 +132,6 @@ def _parse_options(query: str) -> dict[str, Any]:
 
 __all__ = [
     "DEFAULT_SEQ_LEN", "DataSource", "ExactSource", "HiddenMarkovSource", "ExactDenoiser", "NGramSource", "TextSource",
-    "get_source", "source_or_stored_tokenizer", "CorpusUnavailableError", "StoredTokenizerSource", "frontier_at_entropy", "json_ready", "paired_difference", "pooled_unigram_entropy", "sample_quality",
+    "get_source", "source_or_stored_tokenizer", "CorpusUnavailableError", "StoredTokenizerSource", "frontier_at_entropy", "json_ready", "no_exact_likelihood", "paired_difference", "pooled_unigram_entropy", "sample_quality",
     "unigram_entropy_per_sequence",
 ]

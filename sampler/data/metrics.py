@@ -4,7 +4,7 @@ paired differences over shared sampler seeds, the temperature frontier at matche
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -78,19 +78,30 @@ def sample_quality(samples: Int[Tensor, "N L"], source: DataSource,
     return result
 
 
-def json_ready(record: dict) -> dict:
-    """``record`` ready for ``json.dumps``: one-element tensors and numpy scalars become Python numbers,
-    larger tensors (per-sequence values) are left out, everything else is kept."""
-    out = {}
-    for key, value in record.items():
-        if isinstance(value, Tensor):
-            if value.numel() != 1:
-                continue
-            value = value.item()
-        elif isinstance(value, (np.floating, np.integer)):
-            value = value.item()
-        out[key] = value
-    return out
+def no_exact_likelihood(source: Any) -> str | None:
+    """None when `source` has exact likelihood; else the reason (naming the source) with which every metric
+    that needs it (NLL under the source, recall, n-gram fidelity, typicality) is reported as unavailable,
+    never as zero."""
+    if getattr(source, "exact", False):
+        return None
+    return f"source {getattr(source, 'name', source)} has no exact likelihood"
+
+
+def json_ready(value: Any, drop_key: Callable[[str], bool] | None = None) -> Any:
+    """``value`` ready for ``json.dumps``, recursively: dict keys become strings, and a key for which
+    ``drop_key(key)`` is true is left out with its value; tuples become lists; one-element tensors and numpy
+    scalars become Python numbers; a larger tensor (per-sequence values) is left out of a dict and becomes
+    None inside a list (positions kept); everything else is kept as it is."""
+    if isinstance(value, Tensor):
+        return value.item() if value.numel() == 1 else None
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(key): json_ready(item, drop_key) for key, item in value.items()
+                if not (drop_key is not None and drop_key(str(key))) and not (isinstance(item, Tensor) and item.numel() != 1)}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item, drop_key) for item in value]
+    return value
 
 
 def paired_difference(a_per_seq: Any, b_per_seq: Any) -> tuple[float, float]:

@@ -126,7 +126,7 @@ def recall_per_sequence(
     return -(torch.logsumexp(log_lik, dim=1) - math.log(k)) / x.shape[1]
 
 
-def resolve_mask_id(denoiser: Any, mask_id: Any = None) -> int:
+def resolve_mask_id(denoiser: Denoiser, mask_id: Any = None) -> int:
     """`mask_id`, or the denoiser's `mask_id` attribute when None; a non-negative int."""
     mask_id = getattr(denoiser, "mask_id", None) if mask_id is None else mask_id
     if isinstance(mask_id, bool) or not isinstance(mask_id, int) or mask_id < 0:

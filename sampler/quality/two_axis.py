@@ -23,7 +23,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from sampler.data import DataSource, HiddenMarkovSource, NGramSource, sample_quality
+from sampler.data import DataSource, HiddenMarkovSource, NGramSource, no_exact_likelihood, sample_quality
 from sampler.data.base import check_tokens
 from sampler.quality.fidelity import check_ngram_orders, ngram_fidelity, typicality
 from sampler.quality.recall import mean_and_se, recall_per_sequence, resolve_mask_id, reveal_probabilities
@@ -100,9 +100,10 @@ def two_axis_metrics(
     result: dict[str, Any] = {"source": source.name, "num_samples": num_samples, "seq_len": seq_len,
                               "precision": None, "recall": None, "fidelity": None, "typicality": None,
                               "unavailable": {}}
-    if not source.exact:
+    reason = no_exact_likelihood(source)
+    if reason is not None:
         for name in ("precision", "fidelity", "typicality"):
-            result["unavailable"][name] = f"source {source.name} has no exact likelihood"
+            result["unavailable"][name] = reason
     else:
         _exact_metrics(result, x, source, orders, num_bootstrap, stream(_REFERENCE), stream(_BOOTSTRAP))
     if held is None:

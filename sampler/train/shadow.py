@@ -31,6 +31,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..losses import distillation_loss, temper
+from ..protocols import Denoiser
 from ..shadow import REVEAL_METHODS, ShadowNoise, shadow_step
 from .loop import StepFn, StepOutput
 from .runtime import autocast
@@ -49,7 +50,7 @@ def check_substeps(substeps: Any, name: str = "shadow_substeps") -> int:
 
 @torch.no_grad()
 def shadow_rollout_targets(
-    teacher: Any, coupling: Any, z_t: Int[Tensor, "B L"], t: Float[Tensor, " B"], dt: float, substeps: int,
+    teacher: Denoiser, coupling: Any, z_t: Int[Tensor, "B L"], t: Float[Tensor, " B"], dt: float, substeps: int,
     noise: ShadowNoise, temperature: float = 1.0,
 ) -> tuple[Float[Tensor, "B L K"], Bool[Tensor, "B L"], Int[Tensor, "B L"], int]:
     """(targets, revealed, z_end, teacher passes) of the teacher's noise-shared rollout t -> t − dt in
