@@ -211,6 +211,37 @@ def _draw_by_full_sort(weights: Tensor, targets: Tensor) -> Tensor:
     return torch.gather(order, -1, rank.unsqueeze(-1)).squeeze(-1)
 
 
+def quantile_interval(
+    log_probs: Float[Tensor, "N K"], tokens: Int[Tensor, " N"], temperature: float = 1.0,
+) -> tuple[Float[Tensor, " N"], Float[Tensor, " N"]]:
+    """(low, width), float64: the quantiles c at which `sorted_quantile_draw(log_probs, c, temperature)` returns
+    tokens[n] form the interval [low, low + width) (in units of the total mass; width = 0 for a zero-weight token).
+
+    With w = exp((log p − max log p)/T), W = Σ w, σ the stable descending argsort of w (ties: lower id first)
+    and S_j = Σ_{i<=j} w_σ(i) (float64 cumulative sums, as sorted_quantile_draw forms them), x = σ(j) is drawn
+    iff S_{j−1} <= c·W < S_j, so low = S_{j−1}/W and width = w_x/W (exact up to float64 rounding of the
+    boundaries, about 1e-16 of the mass)."""
+    check_temperature(temperature)
+    logits = log_probs.to(torch.float64)
+    if bool(torch.isnan(logits).any()):
+        raise ValueError("log_probs contains NaN")
+    best = logits.amax(dim=-1, keepdim=True)
+    if bool((best == float("-inf")).any()):
+        raise ValueError("log_probs has a row with zero total probability")
+    if tokens.shape != logits.shape[:1] or bool(((tokens < 0) | (tokens >= logits.shape[-1])).any()):
+        raise ValueError(f"tokens must hold one id in [0, {logits.shape[-1]}) per row of log_probs, "
+                         f"got shape {tuple(tokens.shape)}")
+    tokens = tokens.to(logits.device).unsqueeze(-1)
+    weights = torch.exp((logits - best) / temperature)
+    total = weights.sum(dim=-1)
+    sorted_weights, order = torch.sort(weights, dim=-1, descending=True, stable=True)
+    rank = torch.argsort(order, dim=-1).gather(-1, tokens).squeeze(-1)
+    cdf = torch.cumsum(sorted_weights, dim=-1)
+    before = cdf.gather(-1, (rank - 1).clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    low = torch.where(rank > 0, before, torch.zeros_like(before)) / total
+    return low, weights.gather(-1, tokens).squeeze(-1) / total
+
+
 def _check_sampler_inputs(
     noise: Any, coupling: MaskedCoupling, vocab_size: int, fixed: Tensor | None, device: Any,
 ) -> None:
