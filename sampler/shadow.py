@@ -212,8 +212,8 @@ def _draw_by_full_sort(weights: Tensor, targets: Tensor) -> Tensor:
 
 
 def quantile_interval(
-    log_probs: Float[Tensor, "N K"], tokens: Int[Tensor, " N"], temperature: float = 1.0,
-) -> tuple[Float[Tensor, " N"], Float[Tensor, " N"]]:
+    log_probs: Float[Tensor, "N K"], tokens: Int[Tensor, " M"], temperature: float = 1.0,
+) -> tuple[Float[Tensor, " N"], Float[Tensor, " N"]]:  # tokens: M = N, checked below with a ValueError
     """(low, width), float64: the quantiles c at which `sorted_quantile_draw(log_probs, c, temperature)` returns
     tokens[n] form the interval [low, low + width) (in units of the total mass; width = 0 for a zero-weight token).
 
