@@ -187,8 +187,25 @@ def test_bound_with_a_noise_ignoring_head_is_the_reveal_pattern_bound(steps: int
     assert torch.allclose(bound_from_log_weights(log_w, L), bound_from_log_weights(expected, L), atol=1e-5)
 
 
+def _strong_causal_head(base: TransformerDenoiser) -> ShadowStudent:
+    """A causal student whose conditionals move strongly with the earlier tokens' category noise: a random head
+    (N(0, 1) parameters) whose keys read only φ(c) (and drafts), with uniform attention (zero queries), amplified
+    attention output and a dominant output projection."""
+    student = _causal(base, head_std=1.0, seed=7, out_std=30.0, width=16)
+    d_model, scalar = base.config.d_model, 2 * student.shadow.fourier_features + 1
+    with torch.no_grad():
+        student.causal.key_in.weight[:, :d_model] = 0
+        student.causal.key_in.weight[:, d_model + scalar:] = 0
+        student.causal.key_in.weight.mul_(10)
+        for layer in student.causal.layers:
+            layer.query.weight.zero_()
+            layer.query.bias.zero_()
+            layer.proj.weight.mul_(10)
+    return student
+
+
 def _law_and_estimate(student: ShadowStudent, steps: int, temperature: float, draws: int, samples: int):
-    """(empirical law of the noise-shared sampler over the 27 sequences, its SE, SIS estimate of q(x), its SE)."""
+    """(empirical law of the noise-shared sampler over the 27 sequences, SIS estimate of q(x), its SE)."""
     outcomes = torch.tensor(list(itertools.product(range(3), repeat=3)))
     noise = sample_shadow_noise(samples, 3, SCHEDULE, 3, 3, torch.Generator().manual_seed(11))
     drawn = noise_shared_sample(student, SCHEDULE, steps, noise, 3, 3, temperature=temperature, batch_size=4096)
@@ -197,28 +214,35 @@ def _law_and_estimate(student: ShadowStudent, steps: int, temperature: float, dr
     log_w = shadow_log_weights(student, SCHEDULE, outcomes, reveal.reshape(draws, 27, 3), steps=steps,
                                temperature=temperature, generator=torch.Generator().manual_seed(13), batch_size=4096)
     weights = log_w.exp()
-    estimate = weights.mean(0)
-    return counts / samples, estimate, weights.std(0) / draws ** 0.5
+    return counts / samples, weights.mean(0), weights.std(0) / draws ** 0.5
 
 
 @pytest.mark.parametrize("steps,temperature", [(1, 1.0), (2, 1.0), (2, 0.7)])
 def test_importance_weights_are_unbiased_for_the_samplers_law(steps: int, temperature: float) -> None:
-    """K = 3, L = 3, random base and random non-zero causal head: the mean of w over (u, c) draws estimates
-    q_N(x) for each of the 27 sequences; against the noise-shared sampler's empirical law over 40 000 draws,
-    each cell's z = (empirical − estimate)/SE is within ±4.5 and Σ z² below the chi-square(27) quantile at
-    1 − 1e-4.  False-fail rate (normal approximation): about 27·6.8e-6 + 1e-4 < 3e-4 per case.
-    Planted bugs caught: c drawn uniform on [0, 1] instead of in I_l; tokens walked in τ-ascending order."""
-    base = _base(vocab=3, length=3, seed=1, logit_scale=2.0)
-    student = _causal(base, head_std=1.0, seed=7)
-    z = torch.full((2, 3), 3)
-    noise = _noise(2, length=3, vocab=3, seed=3)
-    moved = student(z, torch.ones(2), noise=_with_category(noise, 1 - noise.category))
-    assert float((moved - student(z, torch.ones(2), noise=noise)).abs().max()) > 0.3  # the head matters
-    empirical, estimate, se = _law_and_estimate(student, steps, temperature, draws=3000, samples=40_000)
-    assert float(estimate.sum()) == pytest.approx(1.0, abs=0.03)
-    scores = (empirical - estimate) / (estimate * (1 - estimate) / 40_000 + se ** 2).sqrt()
+    """K = 3, L = 3, random base and a random non-zero causal head that reads the noise strongly: the mean of w
+    over 2 000 (u, c) draws estimates q_N(x) for each of the 27 sequences; against the noise-shared sampler's
+    empirical law over 30 000 draws (cells expected below 10 counts pooled into one), each cell's
+    z = (empirical − estimate)/SE is within ±4.5 and Σ z² below the chi-square quantile at 1 − 1e-4.
+    False-fail rate (normal approximation): below 28·6.8e-6 + 1e-4 < 3e-4 per case.
+    Planted bugs caught: c drawn uniform on [0, 1] instead of in I_l (Σ z² 345 and 121 at N = 1, 2); tokens
+    walked in τ-ascending order."""
+    samples = 30_000
+    base = _base(vocab=3, length=3, seed=1, logit_scale=30.0)
+    student = _strong_causal_head(base)
+    z, noise = torch.full((64, 3), 3), _noise(64, length=3, vocab=3, seed=3)
+    with torch.no_grad():
+        moved = student(z, torch.ones(64), noise=_with_category(noise, 1 - noise.category))
+        assert float((moved - student(z, torch.ones(64), noise=noise)).abs().amax(-1).mean()) > 0.3  # the head matters
+    empirical, estimate, se = _law_and_estimate(student, steps, temperature, draws=2000, samples=samples)
+    assert float(estimate.sum()) == pytest.approx(1.0, abs=0.02)
+    common = estimate * samples >= 10
+    pooled = lambda v: torch.cat((v[common], v[~common].sum().reshape(1)))  # noqa: E731
+    se_pooled = torch.cat((se[common], (se[~common] ** 2).sum().sqrt().reshape(1)))
+    empirical, estimate = pooled(empirical), pooled(estimate)
+    scores = (empirical - estimate) / (estimate * (1 - estimate) / samples + se_pooled ** 2).sqrt()
+    assert int(common.sum()) >= 6
     assert float(scores.abs().max()) < 4.5, scores
-    assert float((scores ** 2).sum()) < stats.chi2.ppf(1 - 1e-4, 27), scores
+    assert float((scores ** 2).sum()) < stats.chi2.ppf(1 - 1e-4, len(scores)), scores
 
 
 def test_recall_per_sequence_is_the_bound_and_pairs_temperatures() -> None:
