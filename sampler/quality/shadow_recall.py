@@ -18,8 +18,8 @@ from the sampler's own law (`sample_shadow_noise`'s reveal part), E[w] = q_N(x).
 
 the same bound as `sampler.quality.recall` gives a per-token-independent sampler (a student whose head adds
 nothing gives exactly that bound on the same reveal patterns).  Cost per draw: one base pass per step and
-one causal-head pass per token (the head's query at the r-th revealed token is exact once the r − 1 earlier
-c's are set).
+one causal-head pass per revealed token, on the rows still walking (the head's output at the r-th revealed
+token is exact once the r − 1 earlier c's are set).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from sampler.data.base import check_tokens
@@ -60,7 +60,7 @@ def shadow_recall_unavailable(denoiser: Any) -> str | None:
 
 def step_walk(
     student: Any, z: Int[Tensor, "B L"], t: float, x: Int[Tensor, "B L"], reveal: Float[Tensor, "B L"],
-    revealing: Int[Tensor, "B L"] | Tensor, temperature: float, generator: torch.Generator | None,
+    revealing: Bool[Tensor, "B L"], temperature: float, generator: torch.Generator | None,
 ) -> Float[Tensor, " B"]:
     """Σ log |I_l| over the tokens revealed at one step t -> s (mask `revealing`), walked in τ-descending order,
     each c_l ~ Uniform(I_l) given the earlier ones; z is x's state at t (x shown where revealed earlier)."""
@@ -79,9 +79,10 @@ def step_walk(
         for r in range(int(counts.max())):
             rows = (counts > r).nonzero().squeeze(-1)
             positions = order[rows, r]
-            noise = ShadowNoise(reveal, category, student.reveal_method, student.config.vocab_size)
-            delta = student.causal_delta(z, t_vec, noise, hidden, base_log_probs)
-            log_probs = torch.log_softmax(student.base.logits(hidden[rows, positions] + delta[rows, positions]), dim=-1)
+            noise = ShadowNoise(reveal[rows], category[rows], student.reveal_method, student.config.vocab_size)
+            delta = student.causal_delta(z[rows], t_vec[rows], noise, hidden[rows], base_log_probs[rows])
+            at = torch.arange(len(rows), device=device)
+            log_probs = torch.log_softmax(student.base.logits(hidden[rows, positions] + delta[at, positions]), dim=-1)
             low, width = quantile_interval(log_probs, x[rows, positions], temperature)
             uniform = torch.rand(len(rows), dtype=torch.float64, generator=generator).to(device)
             chosen = (low + width * uniform).clamp(min=torch.finfo(torch.float64).tiny, max=_BELOW_ONE)
