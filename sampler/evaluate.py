@@ -177,6 +177,22 @@ def _validation_elbo_report(denoiser: Denoiser, schedule: Schedule, source: Data
     return elbo_report
 
 
+def _shadow_recall_row(student: Any, schedule: Schedule, source: DataSource, args: EvalConfig, steps: int,
+                       temperature: float, device: Any) -> dict[str, Any]:
+    """Recall of a shadow student's noise-shared sampler on `args.num` fresh true sequences (k = 4 reveal-noise
+    draws, seeded by args.seed): the sequential importance bound for a causal head, else {"unavailable": reason}."""
+    from sampler.quality.shadow_recall import shadow_recall_unavailable
+    from sampler.quality.two_axis import recall_metric
+
+    reason = shadow_recall_unavailable(student)
+    if reason is not None:
+        return {"unavailable": reason}
+    heldout = source.sample_batch(args.num, student.config.seq_len, torch.Generator().manual_seed(3_000_003 + args.seed))
+    metric = recall_metric(student, schedule, heldout, source, steps, temperature, 4, None,
+                           torch.Generator().manual_seed(4_000_003 + args.seed), device, args.batch_size)
+    return {key: value for key, value in metric.items() if key != "per_sequence"}
+
+
 def _optional_evaluator(args: EvalConfig, source: DataSource, device: Any) -> Any:
     """The evaluator LM of args.evaluator ("auto": SmolLM2 for a real-text source, none for an exact one);
     None when off, or when "auto" finds none (with a warning)."""
@@ -217,6 +233,8 @@ def _sampler_rows(kind: str, model_fn: Any, use_cache: bool, args: EvalConfig, s
                     mean, se = paired_difference(metrics[key], reference[1])
                     row["paired_vs_max_steps"] = {"metric": key.replace("per_sequence_", ""),
                                                   "reference_steps": reference[0], "mean": mean, "se": se}
+            if getattr(model_fn, "reads_shadow_noise", False) and source.exact:
+                row["recall"] = _shadow_recall_row(model_fn, schedule, source, args, steps, temperature, device)
             row["example"] = source.decode(samples[0])
             out.append(row)
             print(f"  {kind} T={temperature:g} steps={steps}: {_short(row)}", file=sys.stderr, flush=True)
@@ -298,6 +316,8 @@ def _short(row: dict) -> str:
         parts.append(f"nll {row['nll_per_token']:.3f}±{row['nll_se']:.3f}")
     if "gen_ppl" in row:
         parts.append(f"gen_ppl {row['gen_ppl']:.1f}±{row['gen_ppl_se']:.1f}")
+    if "value" in row.get("recall", {}):
+        parts.append(f"recall {row['recall']['value']:.3f}±{row['recall']['se']:.3f}")
     parts.append(f"entropy {row['unigram_entropy']:.3f}")
     return ", ".join(parts)
 
@@ -340,6 +360,9 @@ def format_table(report: dict) -> str:
         if report["evaluator"]:
             line += f"{r.get('gen_ppl', float('nan')):>9.2f} {r.get('gen_ppl_se', float('nan')):>7.2f} "
         line += f"{r['unigram_entropy']:>8.4f} {r['unigram_entropy_se']:>6.4f} {r['tokens_per_s']:>9.0f}"
+        if "recall" in r:
+            line += (f"  recall {r['recall']['value']:.4f} ± {r['recall']['se']:.4f} (k={r['recall']['k']})"
+                     if "value" in r["recall"] else f"  recall unavailable ({r['recall']['unavailable']})")
         lines.append(line)
     return "\n".join(lines)
 

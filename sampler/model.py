@@ -208,8 +208,15 @@ class TransformerDenoiser(nn.Module):
     def forward(
         self, z: Int[Tensor, "B L"], t: Float[Tensor, "B"] | None = None, input_offset: Float[Tensor, "B L D"] | None = None,
     ) -> Float[Tensor, "B L K"]:
-        """log p_θ(x0 | z_t) over the K real tokens (float32), SUBS-parameterised.  `input_offset`, when
-        given, is added to the token embeddings (the shadow student's noise input, sampler.shadow_model)."""
+        """log p_θ(x0 | z_t) over the K real tokens (float32), SUBS-parameterised: readout(hidden(z, t), z).
+        `input_offset`, when given, is added to the token embeddings (the shadow student's noise input,
+        sampler.shadow_model)."""
+        return self.readout(self.hidden(z, t, input_offset), z)
+
+    def hidden(
+        self, z: Int[Tensor, "B L"], t: Float[Tensor, "B"] | None = None, input_offset: Float[Tensor, "B L D"] | None = None,
+    ) -> Float[Tensor, "B L D"]:
+        """The final hidden states h (after the last block, before ln_f and the output head)."""
         if not torch.compiler.is_compiling():
             self.check_input(z, t)
         L = z.shape[1]
@@ -223,8 +230,15 @@ class TransformerDenoiser(nn.Module):
         cos, sin = self.rope_cos[:L], self.rope_sin[:L]
         for block in self.blocks:
             x = block(x, cos, sin, cond)
-        logits = self.head(self.ln_f(x)).float()
-        return subs_log_probs(logits, z, self.mask_id)
+        return x
+
+    def logits(self, hidden: Float[Tensor, "*B D"]) -> Float[Tensor, "*B K"]:
+        """head(ln_f(h)) in float32: the unnormalised scores of the K real tokens at hidden states h."""
+        return self.head(self.ln_f(hidden)).float()
+
+    def readout(self, hidden: Float[Tensor, "B L D"], z: Int[Tensor, "B L"]) -> Float[Tensor, "B L K"]:
+        """SUBS log-probs from the hidden states: subs_log_probs(logits(h), z, mask_id)."""
+        return subs_log_probs(self.logits(hidden), z, self.mask_id)
 
 
 def subs_log_probs(logits: Float[Tensor, "B L K"], z: Int[Tensor, "B L"], mask_id: int) -> Float[Tensor, "B L K"]:

@@ -167,13 +167,7 @@ def sorted_quantile_draw(
     top_k-th largest are exactly the first ones of σ, so a row whose target c·W falls within their
     cumulative mass is resolved from torch.topk (O(K)); only the other rows are fully sorted
     (O(K log K)).  top_k=None sorts every row."""
-    logits = log_probs.to(torch.float64)
-    if bool(torch.isnan(logits).any()):
-        raise ValueError("log_probs contains NaN at a position being revealed")
-    best = logits.amax(dim=-1, keepdim=True)
-    if bool((best == float("-inf")).any()):
-        raise ValueError("log_probs has a row with zero total probability at a position being revealed")
-    weights = torch.exp((logits - best) / temperature)
+    weights = tempered_weights(log_probs, temperature, " at a position being revealed")
     targets = quantiles.to(torch.float64) * weights.sum(dim=-1)
     draws = torch.empty(weights.shape[0], dtype=torch.long, device=weights.device)
     pending = torch.ones_like(draws, dtype=torch.bool)
@@ -184,6 +178,17 @@ def sorted_quantile_draw(
     if bool(pending.any()):
         draws[pending] = _draw_by_full_sort(weights[pending], targets[pending])
     return draws
+
+
+def tempered_weights(log_probs: Float[Tensor, "N K"], temperature: float, where: str = "") -> Float[Tensor, "N K"]:
+    """w = exp((log p − max log p)/T) in float64 per row; ValueError on NaN or a row with zero total probability."""
+    logits = log_probs.to(torch.float64)
+    if bool(torch.isnan(logits).any()):
+        raise ValueError(f"log_probs contains NaN{where}")
+    best = logits.amax(dim=-1, keepdim=True)
+    if bool((best == float("-inf")).any()):
+        raise ValueError(f"log_probs has a row with zero total probability{where}")
+    return torch.exp((logits - best) / temperature)
 
 
 def _draw_within_top_k(weights: Tensor, targets: Tensor, top_k: int) -> tuple[Tensor, Tensor]:
@@ -210,6 +215,31 @@ def _draw_by_full_sort(weights: Tensor, targets: Tensor) -> Tensor:
     last_positive = (sorted_weights > 0).sum(dim=-1) - 1
     rank = torch.minimum(rank, last_positive)
     return torch.gather(order, -1, rank.unsqueeze(-1)).squeeze(-1)
+
+
+def quantile_interval(
+    log_probs: Float[Tensor, "N K"], tokens: Int[Tensor, " M"], temperature: float = 1.0,
+) -> tuple[Float[Tensor, " N"], Float[Tensor, " N"]]:  # tokens: M = N, checked below with a ValueError
+    """(low, width), float64: the quantiles c at which `sorted_quantile_draw(log_probs, c, temperature)` returns
+    tokens[n] form the interval [low, low + width) (in units of the total mass; width = 0 for a zero-weight token).
+
+    With w = exp((log p − max log p)/T), W = Σ w, σ the stable descending argsort of w (ties: lower id first)
+    and S_j = Σ_{i<=j} w_σ(i) (float64 cumulative sums, as sorted_quantile_draw forms them), x = σ(j) is drawn
+    iff S_{j−1} <= c·W < S_j, so low = S_{j−1}/W and width = w_x/W (exact up to float64 rounding of the
+    boundaries, about 1e-16 of the mass)."""
+    check_temperature(temperature)
+    if tokens.shape != log_probs.shape[:1] or bool(((tokens < 0) | (tokens >= log_probs.shape[-1])).any()):
+        raise ValueError(f"tokens must hold one id in [0, {log_probs.shape[-1]}) per row of log_probs, "
+                         f"got shape {tuple(tokens.shape)}")
+    weights = tempered_weights(log_probs, temperature)
+    tokens = tokens.to(weights.device).unsqueeze(-1)
+    total = weights.sum(dim=-1)
+    sorted_weights, order = torch.sort(weights, dim=-1, descending=True, stable=True)
+    rank = torch.argsort(order, dim=-1).gather(-1, tokens).squeeze(-1)
+    cdf = torch.cumsum(sorted_weights, dim=-1)
+    before = cdf.gather(-1, (rank - 1).clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    low = torch.where(rank > 0, before, torch.zeros_like(before)) / total
+    return low, weights.gather(-1, tokens).squeeze(-1) / total
 
 
 def _check_sampler_inputs(

@@ -18,6 +18,11 @@ teacher's function (its base network holds the teacher's weights); a student who
 all zero skips the noise input outside training (the same output, less work; while training the zero
 offset is computed, since the gradient that moves those weights flows through it).
 
+`ShadowConfig(head="causal")` replaces that input by `sampler.shadow_causal.CausalNoiseHead`: the base runs
+once without noise, and a small attention stack adds to its final hidden state at masked l a term that
+reads only (z_t, t, all τ) and {c_j, d_j : τ_j > τ_l}; the noise-shared sampler's law then has a sequential
+importance bound (`sampler.quality.shadow_recall`).  "input" (the default) is the head described above.
+
 `ablation` switches the noise input for experiments: "none" (normal), "zero" (no noise input: the base
 network alone, the per-token-independent floor), "fresh" (the features read an independent category noise
 drawn from `ablation_seed`, the true reveal noise, while the sampler still draws at the true c: the
@@ -39,24 +44,36 @@ from sampler.shadow import ShadowNoise, shadow_coupling, sorted_quantile_draw
 from .protocols import Schedule
 
 ABLATIONS = ("none", "zero", "fresh")
+HEADS = ("input", "causal")
 SCALARS = 3  # c, τ, t − τ
 
 
 @dataclass(frozen=True)
 class ShadowConfig:
-    """Shape of the noise input: Fourier frequencies per scalar, MLP width, drafts on/off, schedule of τ."""
+    """Shape of the noise input: Fourier frequencies per scalar, MLP width, drafts on/off, and the head:
+    "input" (noise features added to the token embeddings; the law is intractable) or "causal" (a small
+    attention stack over the base's final hidden states that reads only the noise of tokens revealed
+    earlier, `sampler.shadow_causal`; width, layers and heads below)."""
 
     fourier_features: int = 8
     hidden: int = 128
     draft: bool = True
+    head: str = "input"
+    causal_width: int = 64
+    causal_layers: int = 2
+    causal_heads: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("fourier_features", "hidden"):
+        for name in ("fourier_features", "hidden", "causal_width", "causal_layers", "causal_heads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not isinstance(self.draft, bool):
             raise ValueError(f"draft must be a bool, got {self.draft!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.causal_width % self.causal_heads:
+            raise ValueError(f"causal_width={self.causal_width} must be a multiple of causal_heads={self.causal_heads}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,13 +104,19 @@ class ShadowStudent(nn.Module):
         self.shadow = shadow
         self.schedule = schedule
         self.base = TransformerDenoiser(config)
-        width = SCALARS * (2 * shadow.fourier_features + 1)
-        self.noise_mlp = nn.Sequential(nn.Linear(width, shadow.hidden), nn.GELU(), nn.Linear(shadow.hidden, config.d_model))
-        nn.init.zeros_(self.noise_mlp[2].weight)
-        nn.init.zeros_(self.noise_mlp[2].bias)
-        self.draft_embed = nn.Embedding(config.vocab_size, config.d_model) if shadow.draft else None
-        if self.draft_embed is not None:
-            nn.init.zeros_(self.draft_embed.weight)
+        if shadow.head == "causal":
+            from sampler.shadow_causal import CausalNoiseHead
+
+            self.causal = CausalNoiseHead(config, shadow.fourier_features, shadow.causal_width, shadow.causal_layers,
+                                          shadow.causal_heads, shadow.draft)
+        else:
+            width = SCALARS * (2 * shadow.fourier_features + 1)
+            self.noise_mlp = nn.Sequential(nn.Linear(width, shadow.hidden), nn.GELU(), nn.Linear(shadow.hidden, config.d_model))
+            nn.init.zeros_(self.noise_mlp[2].weight)
+            nn.init.zeros_(self.noise_mlp[2].bias)
+            self.draft_embed = nn.Embedding(config.vocab_size, config.d_model) if shadow.draft else None
+            if self.draft_embed is not None:
+                nn.init.zeros_(self.draft_embed.weight)
         self.ablation = "none"
         self.ablation_seed = 0
         self.reveal_method = "uniform"  # the coupling its sampling noise is drawn with (from the checkpoint's meta)
@@ -106,6 +129,8 @@ class ShadowStudent(nn.Module):
 
     def noise_weights_zero(self) -> bool:
         """True while every weight that carries the noise into the network is zero (the student is its base)."""
+        if self.shadow.head == "causal":
+            return self.causal.output_is_zero()
         last = self.noise_mlp[2]
         zero = not bool(last.weight.any()) and not bool(last.bias.any())
         return zero and (self.draft_embed is None or not bool(self.draft_embed.weight.any()))
@@ -149,7 +174,29 @@ class ShadowStudent(nn.Module):
         skip = self.ablation == "zero" or (not (self.training and torch.is_grad_enabled()) and self.noise_weights_zero())
         if skip:  # the offset would be exactly zero (or is switched off); while training it is kept for its gradient
             return self.base(z, t)
+        if self.shadow.head == "causal":
+            hidden = self.base.hidden(z, t)
+            return self.base.readout(hidden + self.causal_delta(z, t, noise, hidden), z)
         return self.base(z, t, input_offset=self.noise_offset(z, t, noise))
+
+    def causal_delta(
+        self, z: Int[Tensor, "B L"], t: Float[Tensor, " B"], noise: ShadowNoise, hidden: Float[Tensor, "B L D"],
+        base_log_probs: Float[Tensor, "B L K"] | None = None,
+    ) -> Float[Tensor, "B L D"]:
+        """Δ of the causal head (zero at visible positions) from the base's hidden states at (z_t, t): drafts
+        d_j = sorted_quantile_draw(base log-probs at j, c_j) at masked j (base_log_probs = readout(hidden)
+        when not given), then `sampler.shadow_causal.CausalNoiseHead`."""
+        noise = self._features_noise(noise)
+        masked = z == self.mask_id
+        category = noise.category.to(z.device)
+        if base_log_probs is None:
+            with torch.no_grad():
+                base_log_probs = self.base.readout(hidden.detach(), z)
+        draft = torch.zeros_like(z)
+        if self.shadow.draft and bool(masked.any()):
+            draft[masked] = sorted_quantile_draw(base_log_probs.detach()[masked], category[masked])
+        tau = self.reveal_times(noise).to(z.device)
+        return self.causal(hidden, masked, t.to(z.device), tau, category, draft)
 
 
 def check_noise_for(noise: Any, z: Tensor, name: str = "noise") -> None:

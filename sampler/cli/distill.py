@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..losses import DIVERGENCES
-from ..train.config import COUPLINGS, METHODS, REFRESH_FROM, SHADOW_TARGETS, DistillConfig
+from ..train.config import COUPLINGS, METHODS, REFRESH_FROM, SHADOW_HEADS, SHADOW_TARGETS, DistillConfig
 from ._common import add_optim_arguments, add_run_arguments, non_negative_int, optim_run_fields, positive_int
 
 
@@ -32,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shadow-substeps", type=positive_int, default=d.shadow_substeps,
                         help="--method shadow: teacher rollout sub-steps per student step (N_teacher / N_student)")
     parser.add_argument("--no-shadow-draft", action="store_true", help="--method shadow: no provisional-value input")
+    parser.add_argument("--shadow-head", choices=SHADOW_HEADS, default=d.shadow_head,
+                        help="--method shadow: input = noise features added to the token embeddings (recall unavailable); "
+                             "causal = an attention head reading only the noise of tokens revealed earlier (recall by a "
+                             "sequential importance bound; with --shadow-target hard its argmax draw still has none)")
     parser.add_argument("--vocab-size", type=positive_int, default=None, help="refuse a teacher with another vocabulary")
     parser.add_argument("--mask-id", type=non_negative_int, default=None, help="refuse a teacher with another mask id")
     add_optim_arguments(parser, d)
@@ -49,6 +53,7 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
         temperature_start=args.temperature_start, temperature_step=args.temperature_step,
         temperature_floor=args.temperature_floor, vocab_size=args.vocab_size, mask_id=args.mask_id,
         shadow_target=args.shadow_target, shadow_substeps=args.shadow_substeps, shadow_draft=not args.no_shadow_draft,
+        shadow_head=args.shadow_head,
     )
 
 

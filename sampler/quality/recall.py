@@ -123,7 +123,14 @@ def recall_per_sequence(
     reveal_step = draw_reveal_steps(k, x.shape[0], x.shape[1], probs, generator)
     times = time_grid(steps).tolist()[:-1]
     log_lik = pattern_log_likelihoods(denoiser, x, reveal_step, times, temperatures, mask_id, device, batch_size)
-    return -(torch.logsumexp(log_lik, dim=1) - math.log(k)) / x.shape[1]
+    return bound_from_log_weights(log_lik, x.shape[1])
+
+
+def bound_from_log_weights(log_weights: Float[Tensor, "*T k B"], seq_len: int) -> Float[Tensor, "*T B"]:
+    """−log((1/k) Σ_j w_j)/L over the k importance draws (dim −2): the per-sequence recall bound, when each
+    w_j is an unbiased estimate of q_N(x) (logsumexp in float64)."""
+    k = log_weights.shape[-2]
+    return -(torch.logsumexp(log_weights.double(), dim=-2) - math.log(k)) / seq_len
 
 
 def resolve_mask_id(denoiser: Denoiser, mask_id: Any = None) -> int:

@@ -30,6 +30,7 @@ from ..losses import DIVERGENCES
 LEGACY_NAMES = {"ema": "ema_decay", "steps": "max_steps"}  # name in checkpoints before issue 9 -> name now
 METHODS: tuple[str, ...] = ("mcd", "baseline", "shadow")
 SHADOW_TARGETS: tuple[str, ...] = ("soft", "hard")
+SHADOW_HEADS: tuple[str, ...] = ("input", "causal")
 COUPLINGS: tuple[str, ...] = ("threshold", "gaussian", "uniform")
 REFRESH_FROM: tuple[str, ...] = ("ema", "student")
 MODEL_SIZES: tuple[str, ...] = ("tiny", "mini", "small")
@@ -201,6 +202,7 @@ class DistillConfig(RunConfig, OptimConfig):
     shadow_target: str = "soft"  # method "shadow": "soft" design A (teacher conditional at each reveal, forward KL); "hard" design B (CE to the rollout's endpoint; sampled by argmax)
     shadow_substeps: int = 2  # method "shadow": teacher sub-steps per student step (N_teacher / N_student)
     shadow_draft: bool = True  # method "shadow": the student reads provisional values (sampler.shadow_model)
+    shadow_head: str = "input"  # method "shadow": "input" (noise features on the embeddings) or "causal" (sampler.shadow_causal: recall has a bound)
     # the distillation defaults of the shared fields
     batch_size: int = 64
     lr: float = 3e-4
@@ -222,6 +224,8 @@ class DistillConfig(RunConfig, OptimConfig):
         if self.shadow_target not in SHADOW_TARGETS:
             raise ValueError(f"shadow_target must be one of {SHADOW_TARGETS}, got {self.shadow_target!r}")
         _check_int(self.shadow_substeps, "shadow_substeps", 1)
+        if self.shadow_head not in SHADOW_HEADS:
+            raise ValueError(f"shadow_head must be one of {SHADOW_HEADS}, got {self.shadow_head!r}")
         if self.method == "shadow" and self.coupling not in ("uniform", "threshold"):
             raise ValueError(f"coupling must be 'uniform' or 'threshold' for method='shadow' (per-token reveal noise), "
                              f"got {self.coupling!r}")

@@ -278,7 +278,7 @@ def _models(config: DistillConfig, model_config: DenoiserConfig, teacher_tensors
     if config.method == "shadow":
         from ..shadow_model import ShadowConfig, ShadowStudent, shadow_student_from_teacher
 
-        shadow = ShadowConfig(draft=config.shadow_draft)
+        shadow = ShadowConfig(draft=config.shadow_draft, head=config.shadow_head)
         student = shadow_student_from_teacher(weights, model_config, shadow, schedule, seed=config.seed)
         frozen = ShadowStudent(model_config, shadow, schedule)
     else:
