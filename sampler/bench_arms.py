@@ -29,8 +29,10 @@ Arms (every student starts as the teacher; same rounds, optimiser steps, batch a
   coupling: the shadow step needs a per-token reveal noise and the noise-shared sampler of the checkpoint
   draws it by that method, whatever the bench's --coupling (default "threshold", which the MCD arms use; its
   "gaussian" has no per-token reveal noise).  Their recall is unavailable: a noise-conditioned sampler's law
-  is not a product of per-token conditionals over a token-independent reveal pattern.  Not in the default
-  arms (time).
+  is not a product of per-token conditionals over a token-independent reveal pattern;
+- `shadow-causal`: design A with the causal noise head (sampler.shadow_causal: a token reads only the noise of
+  tokens revealed before it), whose recall is the sequential importance bound
+  (sampler.quality.shadow_recall).  The shadow arms are not in the default arms (time).
 """
 
 from __future__ import annotations
@@ -62,6 +64,13 @@ SHADOW_COUPLING = "uniform"  # per-token reveal noise, the noise-shared sampler'
 NOISE_CONDITIONED_NO_RECALL = (
     "noise-conditioned sampler: its law is not a product of per-token conditionals over a token-independent "
     "reveal pattern, so the reveal-pattern bound does not apply (no sequential bound implemented)")
+
+
+def causal_recall(student: Any, schedule: Schedule, heldout: torch.Tensor, **options: Any) -> torch.Tensor:
+    """The sequential importance bound of a causal shadow student (a RecallFn)."""
+    from .quality.shadow_recall import shadow_recall_per_sequence
+
+    return shadow_recall_per_sequence(student, schedule, heldout, **options)
 
 
 def load_student(run_dir: Path, device: str) -> Denoiser:
@@ -120,6 +129,7 @@ class Arm:
     no_recall_reason: str = ""  # why recall is unavailable (required when recall is False)
     coupling: str | None = None  # None: the bench's --coupling
     shadow_target: str = "soft"  # method "shadow": design A ("soft") or B ("hard")
+    shadow_head: str = "input"  # method "shadow": how the student reads the noise ("input" or "causal")
 
     def __post_init__(self) -> None:
         if not (isinstance(self.recall, bool) or callable(self.recall)):
@@ -155,7 +165,7 @@ def train_distilled(arm: Arm, config: "BenchConfig", teacher_dir: Path, seed: in
     coupling = arm.coupling or config.coupling
     return {"coupling": coupling, **distill(DistillConfig(
         teacher=str(teacher_dir), out=str(Path(config.out) / arm.run_name(seed)), method=arm.method,
-        coupling=coupling, shadow_target=arm.shadow_target, shadow_substeps=SHADOW_SUBSTEPS,
+        coupling=coupling, shadow_target=arm.shadow_target, shadow_head=arm.shadow_head, shadow_substeps=SHADOW_SUBSTEPS,
         divergence=arm.divergence or config.divergence, start_steps=start,
         target_steps=target, steps_per_round=config.steps_per_round, batch_size=config.batch_size * arm.batch_multiplier,
         lr=config.lr, temperature=config.temperature, seed=seed, device=config.device, progress=config.progress,
@@ -252,5 +262,8 @@ for _arm in (
     Arm("shadow-hard", "shadow student, design B (CE to the rollout's endpoint, argmax; noise-shared sampler)",
         train_distilled, method="shadow", coupling=SHADOW_COUPLING, shadow_target="hard", compare_to=("mcd", "baseline"),
         load=load_shadow, sample=noise_shared, recall=False, no_recall_reason=NOISE_CONDITIONED_NO_RECALL),
+    Arm("shadow-causal", "shadow student, design A with the causal noise head (sequential recall bound)",
+        train_distilled, method="shadow", coupling=SHADOW_COUPLING, shadow_head="causal", compare_to=("mcd", "baseline"),
+        load=load_shadow, sample=noise_shared, recall=causal_recall),
 ):
     register(_arm)

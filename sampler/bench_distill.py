@@ -99,7 +99,7 @@ class BenchConfig:
     def smoke_config(cls, out: str, **overrides: Any) -> "BenchConfig":
         base = dict(
             out=out, teacher_minutes=None, teacher_steps=400, teacher_lr=3e-3, teacher_batch_size=32, seq_len=32,
-            arms=("mcd", "baseline", "mcd-noce", "more-training", "shadow-soft"), seeds=(0,), start_steps=8, target_steps=4,
+            arms=("mcd", "baseline", "mcd-noce", "more-training", "shadow-soft", "shadow-causal"), seeds=(0,), start_steps=8, target_steps=4,
             steps_per_round=4, batch_size=16, eval_steps=SMOKE_EVAL_STEPS, temperatures=(0.8, 1.0, 1.25),
             num_samples=256, heldout=32, k=2, num_bootstrap=20, check_anchors=True,
             progress=False, smoke=True,

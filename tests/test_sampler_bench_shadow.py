@@ -75,12 +75,15 @@ def test_shadow_arms_train_by_the_shadow_step_on_the_bench_rounds(tmp_path: Path
     seen = {}
     monkeypatch.setattr(train_package, "distill", lambda cfg: seen.setdefault(Path(cfg.out).name, cfg) and {"optimizer_steps": 1})
     config = BenchConfig(out=str(tmp_path), batch_size=16, lr=1e-4, coupling="threshold")
-    records = {name: ARMS[name].train(ARMS[name], config, tmp_path / "teacher", 5) for name in ("mcd", "shadow-soft", "shadow-hard")}
+    records = {name: ARMS[name].train(ARMS[name], config, tmp_path / "teacher", 5)
+               for name in ("mcd", "shadow-soft", "shadow-hard", "shadow-causal")}
     cfg = {name.rsplit("-seed", 1)[0]: c for name, c in seen.items()}
     assert cfg["mcd"].coupling == "threshold" and records["mcd"]["coupling"] == "threshold"
-    for name, target in (("shadow-soft", "soft"), ("shadow-hard", "hard")):
+    for name, target, head in (("shadow-soft", "soft", "input"), ("shadow-hard", "hard", "input"),
+                               ("shadow-causal", "soft", "causal")):
         c = cfg[name]
         assert (c.method, c.coupling, c.shadow_target, c.shadow_substeps) == ("shadow", SHADOW_COUPLING, target, SHADOW_SUBSTEPS)
+        assert c.shadow_head == head, name
         assert records[name]["coupling"] == "uniform"
         same = ("start_steps", "target_steps", "steps_per_round", "batch_size", "lr", "seed", "temperature")
         assert {k: getattr(c, k) for k in same} == {k: getattr(cfg["mcd"], k) for k in same}

@@ -88,9 +88,9 @@ def test_smoke_benchmark_end_to_end(tmp_path: Path) -> None:
     saved = json.loads((out / "bench.json").read_text())
     samplers = {r["sampler"] for r in saved["rows"]}
     assert samplers == {"teacher", "oracle", "mcd-seed0", "baseline-seed0", "mcd-noce-seed0", "more-training-seed0",
-                        "shadow-soft-seed0"}
+                        "shadow-soft-seed0", "shadow-causal-seed0"}
     for row in saved["rows"]:
-        shadow = row["arm"] == "shadow-soft"
+        shadow = row["arm"] == "shadow-soft"  # shadow-causal has a recall bound (the sequential one)
         for key in ("precision",) if shadow else ("precision", "recall"):
             assert math.isfinite(row[key][0]) and row[key][1] > 0, (row["sampler"], key)
         if shadow:
@@ -110,6 +110,8 @@ def test_smoke_benchmark_end_to_end(tmp_path: Path) -> None:
     assert {"mcd-seed0", "baseline-seed0", "teacher", "oracle"} <= set(shadow_vs)
     assert all(c["dominates"] is None and "noise-conditioned" in c["reason"] and math.isfinite(c["precision"][0])
                for c in shadow_vs.values())
+    causal_vs = [c for c in saved["comparisons"] if c["a"] == "shadow-causal-seed0" and c["steps_a"] == 4]
+    assert causal_vs and all(isinstance(c["dominates"], bool) and math.isfinite(c["recall"][0]) for c in causal_vs)
     pairs = {(c["a"], c["b"], c["steps_a"]) for c in saved["comparisons"]}
     assert ("mcd-seed0", "baseline-seed0", 4) in pairs and ("mcd-seed0", "more-training-seed0", 4) in pairs
     assert ("mcd-seed0", "oracle", 16) in pairs
