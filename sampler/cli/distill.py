@@ -32,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shadow-substeps", type=positive_int, default=d.shadow_substeps,
                         help="--method shadow: teacher rollout sub-steps per student step (N_teacher / N_student)")
     parser.add_argument("--no-shadow-draft", action="store_true", help="--method shadow: no provisional-value input")
+    parser.add_argument("--exact-teacher", action="store_true",
+                        help="targets from the source's exact Bayes denoiser (the embedded 'exact' source only) instead of "
+                             "the --teacher network, in every round and for every method; the student still starts from "
+                             "--teacher's weights")
     parser.add_argument("--vocab-size", type=positive_int, default=None, help="refuse a teacher with another vocabulary")
     parser.add_argument("--mask-id", type=non_negative_int, default=None, help="refuse a teacher with another mask id")
     add_optim_arguments(parser, d)
@@ -49,6 +53,7 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
         temperature_start=args.temperature_start, temperature_step=args.temperature_step,
         temperature_floor=args.temperature_floor, vocab_size=args.vocab_size, mask_id=args.mask_id,
         shadow_target=args.shadow_target, shadow_substeps=args.shadow_substeps, shadow_draft=not args.no_shadow_draft,
+        exact_teacher=args.exact_teacher,
     )
 
 

@@ -201,6 +201,7 @@ class DistillConfig(RunConfig, OptimConfig):
     shadow_target: str = "soft"  # method "shadow": "soft" design A (teacher conditional at each reveal, forward KL); "hard" design B (CE to the rollout's endpoint; sampled by argmax)
     shadow_substeps: int = 2  # method "shadow": teacher sub-steps per student step (N_teacher / N_student)
     shadow_draft: bool = True  # method "shadow": the student reads provisional values (sampler.shadow_model)
+    exact_teacher: bool = False  # the frozen teacher is the source's exact Bayes denoiser, never refreshed (student still starts from --teacher)
     # the distillation defaults of the shared fields
     batch_size: int = 64
     lr: float = 3e-4
