@@ -4,14 +4,14 @@
    samples under the true source, mean ± SE over `--num` sequences, for each step count, noise-shared
    vs ancestral (independent draws, so the difference's SE is sqrt(SE₁² + SE₂²)).  Equal in law, so
    the difference must be within noise.
-2. Cost per token of the category draw at K = 50 257: the sorted-quantile draw (stable descending sort,
-   float64 cumulative sums, search) vs the ordinary inverse-CDF draw of the ancestral sampler
-   (duality's float64 exp/cumsum/search), on the same float32 log-probabilities (log_softmax of
-   scale · N(0, 1) logits, for each `--logit-scales`), median of `--repeats` runs, with the exact top-k
-   path (default) and with a full sort of every row, and for scale the output head of a
-   d_model = 768 model on the same tokens.
+2. Cost per token of the category draw at K = 50 257: the sorted-quantile draw (default: top-k, mass
+   histogram, full sort for the rest; "before": top-k then full sort, the previous default; and a full
+   sort of every row) vs the ordinary inverse-CDF draw of the ancestral sampler (duality's float64
+   exp/cumsum/search), on the same float32 log-probabilities of each `--draw-kinds` (flat and peaked
+   normal logits, Zipf at several temperatures, a peaked Zipf), median of `--repeats` runs, beside the
+   output heads (float32 matmul) of a d_model = 768 and a d_model = 64 (tiny) model on the same tokens.
 
-    python benchmarks/bench_shadow.py [--num 2048] [--seq-len 32] [--steps 16 4] [--threads 1]
+    python benchmarks/bench_shadow.py [--num 2048] [--seq-len 32] [--steps 16 4] [--threads 1] [--draw-only]
 """
 
 from __future__ import annotations
@@ -57,34 +57,63 @@ def precision_rows(num: int, seq_len: int, steps: list[int], method: str, seed: 
               f"{diff:>+8.3f} ± {diff_se:.3f}  {shadow_seconds:>8.1f} / {ancestral_seconds:.1f}")
 
 
-def draw_cost(tokens: int, vocab_size: int, repeats: int, seed: int, logit_scales: list[float]) -> None:
-    """Per-token cost of the draws on log_softmax(scale · N(0, 1)) rows; the share of rows that the
-    exact top-k path resolves (target within the top-64 mass) sets how often the full sort runs."""
-    from sampler.shadow import TOP_K, _draw_within_top_k
+def test_logits(kind: str, tokens: int, vocab_size: int, generator: torch.Generator) -> torch.Tensor:
+    """Logits of one row kind: "normal:S" = S·N(0, 1); "zipf:A" = −A·log(rank) over a random permutation
+    (p ∝ rank^−A, i.e. Zipf(1) at temperature 1/A); "peaked:A" = zipf:A with the top category raised by 8 nats."""
+    name, value = kind.split(":")
+    if name == "normal":
+        return float(value) * torch.randn(tokens, vocab_size, generator=generator)
+    ranks = torch.argsort(torch.rand(tokens, vocab_size, generator=generator), dim=-1).float()
+    logits = -float(value) * torch.log1p(ranks)
+    if name == "peaked":
+        logits = logits + 8.0 * (ranks == 0)
+    elif name != "zipf":
+        raise ValueError(f"--draw-kinds: unknown kind {kind!r} (normal:S, zipf:A, peaked:A)")
+    return logits
+
+
+def draw_cost(tokens: int, vocab_size: int, repeats: int, seed: int, kinds: list[str]) -> None:
+    """Per-token cost of the draws on float32 log_softmax rows of each kind, against the output heads of
+    a d_model = 768 and a d_model = 64 (tiny preset) model; the shares of rows each exact path resolves."""
+    from sampler.shadow import TOP_K, _draw_by_full_sort, _draw_by_mass_histogram, _draw_within_top_k, _quantile_weights
 
     generator = torch.Generator().manual_seed(seed)
     cpu = torch.device("cpu")
-    hidden = torch.randn(tokens, 768, generator=generator)
-    head = torch.randn(vocab_size, 768, generator=generator) / 768**0.5
-    output_head = median_seconds(lambda i: hidden @ head.T, repeats, cpu, "output head")
+    layers = {width: (torch.randn(tokens, width, generator=generator), torch.randn(vocab_size, width, generator=generator) / width**0.5)
+              for width in (768, 64)}
+
+    def head_seconds(width: int) -> float:  # measured again on every row: the shared machine's speed drifts
+        hidden, weight = layers[width]
+        return median_seconds(lambda i: hidden @ weight.T, repeats, cpu, f"head {width}")
+
     per_token = lambda seconds: 1e6 * seconds / tokens  # noqa: E731
+
+    def before(log_probs: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:  # the top-k + full sort draw (the previous default)
+        weights, targets = _quantile_weights(log_probs, quantiles, 1.0)
+        resolved, values = _draw_within_top_k(weights, targets, TOP_K)
+        draws = torch.empty_like(resolved, dtype=torch.long)
+        draws[resolved] = values
+        draws[~resolved] = _draw_by_full_sort(weights[~resolved], targets[~resolved])
+        return draws
+
     print(f"\ncategory draw at K={vocab_size}, {tokens} tokens, median of {repeats}, {torch.get_num_threads()} thread(s); "
-          f"output head 768 x K (float32 matmul) {per_token(output_head):.1f} µs/token")
-    for scale in logit_scales:
-        logits = scale * torch.randn(tokens, vocab_size, generator=generator)
-        log_probs = torch.log_softmax(logits, dim=-1)  # float32, as a model returns
+          f"µs/token; output heads = float32 matmul d x K (d = 768, and 64 as in the tiny model), measured on each row")
+    print(f"{'logits':>11} {'top-k/hist/sort rows':>21} {'head768':>8} {'head64':>7} {'inv. CDF':>8} {'draw':>7} {'/head768':>8} "
+          f"{'/head64':>7} {'before':>7} {'/head768':>8} {'full sort':>9} {'/head768':>8}")
+    for kind in kinds:
+        log_probs = torch.log_softmax(test_logits(kind, tokens, vocab_size, generator), dim=-1)  # float32, as a model returns
         quantiles = torch.rand(tokens, dtype=torch.float64, generator=generator)
-        weights = torch.exp(log_probs.double() - log_probs.double().amax(-1, keepdim=True))
-        resolved, _ = _draw_within_top_k(weights, quantiles * weights.sum(-1), TOP_K)
+        weights, targets = _quantile_weights(log_probs, quantiles, 1.0)
+        in_top_k, _ = _draw_within_top_k(weights, targets, TOP_K)
+        by_mass, _ = _draw_by_mass_histogram(weights, targets, ~in_top_k)
+        shares = f"{in_top_k.double().mean():.2f}/{by_mass.double().mean():.2f}/{1 - (in_top_k | by_mass).double().mean():.2f}"
         plain = median_seconds(lambda i: _sample_categories(log_probs.double(), quantiles, 1.0, True), repeats, cpu, "ordinary draw")
-        fast = median_seconds(lambda i: sorted_quantile_draw(log_probs, quantiles), repeats, cpu, "top-k path")
+        fast = median_seconds(lambda i: sorted_quantile_draw(log_probs, quantiles), repeats, cpu, "default")
+        old = median_seconds(lambda i: before(log_probs, quantiles), repeats, cpu, "before")
         full = median_seconds(lambda i: sorted_quantile_draw(log_probs, quantiles, top_k=None), repeats, cpu, "full sort")
-        print(f"  logits {scale} x N(0,1): rows resolved in the top {TOP_K}: {float(resolved.double().mean()):.2f}")
-        print(f"    inverse-CDF draw (ancestral)               {per_token(plain):9.1f} µs/token")
-        print(f"    sorted-quantile draw, top-k path (default)  {per_token(fast):9.1f} µs/token  "
-              f"ratio {fast / plain:.2f} to the ordinary draw, {fast / output_head:.2f} to the output head")
-        print(f"    sorted-quantile draw, full sort             {per_token(full):9.1f} µs/token  "
-              f"ratio {full / plain:.2f} to the ordinary draw, {full / output_head:.2f} to the output head")
+        big, small = head_seconds(768), head_seconds(64)
+        print(f"{kind:>11} {shares:>21} {per_token(big):>8.0f} {per_token(small):>7.0f} {per_token(plain):>8.0f} {per_token(fast):>7.0f} "
+              f"{fast / big:>8.2f} {fast / small:>7.2f} {per_token(old):>7.0f} {old / big:>8.2f} {per_token(full):>9.0f} {full / big:>8.2f}")
 
 
 def main() -> int:
@@ -94,14 +123,17 @@ def main() -> int:
     parser.add_argument("--steps", type=int, nargs="+", default=[16, 4])
     parser.add_argument("--method", choices=["uniform", "threshold"], default="uniform")
     parser.add_argument("--draw-tokens", type=int, default=256)
-    parser.add_argument("--logit-scales", type=float, nargs="+", default=[1.0, 3.0])
+    parser.add_argument("--draw-kinds", nargs="+", default=["normal:1", "normal:3", "zipf:0.8", "zipf:1", "zipf:1.2", "peaked:1"],
+                        help="row kinds of the draw-cost table: normal:S (S·N(0,1) logits), zipf:A, peaked:A")
+    parser.add_argument("--draw-only", action="store_true", help="only the draw-cost table (skip the precision rows)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    precision_rows(args.num, args.seq_len, args.steps, args.method, args.seed)
-    draw_cost(args.draw_tokens, GPT2_VOCAB, args.repeats, args.seed, args.logit_scales)
+    if not args.draw_only:
+        precision_rows(args.num, args.seq_len, args.steps, args.method, args.seed)
+    draw_cost(args.draw_tokens, GPT2_VOCAB, args.repeats, args.seed, args.draw_kinds)
     return 0
 
 

@@ -220,7 +220,8 @@ def distill_module(teacher: Denoiser, schedule: Schedule, source: Any, config: A
     `teacher`: an nn.Module denoiser with a `config` holding vocab_size, mask_id, seq_len: your own
     network wrapped in `sampler.ModuleDenoiser`, or a `TransformerDenoiser`.  The student starts as a
     deep copy of it and is trained by the step functions, rounds (dt doubling from 1/start_steps to
-    1/target_steps, teacher refreshed from the student's EMA, teacher temperature) and training loop
+    1/target_steps, teacher refreshed from the student's EMA (or, with config.exact_teacher, the source's
+    exact denoiser in every round), teacher temperature) and training loop
     of `sampler.train.distill`, on x0 drawn from `source` (which must share the teacher's vocabulary).
     `config` is a `sampler.DistillConfig`; its `teacher` field is only a label stored in the
     checkpoint.  Returns `sampler.train.distill`'s summary plus "student": a copy of the student holding
@@ -241,7 +242,7 @@ def distill_module(teacher: Denoiser, schedule: Schedule, source: Any, config: A
     from duality import MaskedCoupling
 
     from .checkpoint import prefixed, save_checkpoint
-    from .train.distill import STEP_FUNCTIONS, DistillContext, rounds_hook
+    from .train.distill import STEP_FUNCTIONS, DistillContext, ExactTeacher, rounds_hook
     from .train.loop import LoopHooks, run_loop
     from .train.runtime import EMA, MetricsLogger, Trainee, build_optimizer, maybe_compile, pick_device
     from .rundir import check_output_path, run_dir_lock
@@ -255,7 +256,7 @@ def distill_module(teacher: Denoiser, schedule: Schedule, source: Any, config: A
     if device.type == "cpu" and config.threads is not None:
         torch.set_num_threads(config.threads)
     student = copy.deepcopy(teacher).to(device).train()
-    frozen = copy.deepcopy(student).eval().requires_grad_(False)
+    frozen = ExactTeacher(source, mask).eval() if config.exact_teacher else copy.deepcopy(student).eval().requires_grad_(False)
     trainee = Trainee(student, maybe_compile(student, config.compile), build_optimizer(student, config.lr, config.weight_decay),
                       EMA(student, config.ema_decay))
     coupling = MaskedCoupling(schedule, vocab_size=vocab, mask_id=mask, method=config.coupling)

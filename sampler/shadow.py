@@ -30,11 +30,12 @@ together.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from duality import MaskedCoupling
@@ -151,6 +152,8 @@ def sample_shadow_noise(
 
 
 TOP_K = 64
+HISTOGRAM_BINS = 2048  # 16 bins per octave of weight: 2^-128 .. 1, and one for the rest (sampler.shadow._draw_by_mass_histogram)
+HISTOGRAM_ONE_KEY = 0x3FF0  # bits(1.0) >> 48
 
 
 def sorted_quantile_draw(
@@ -163,32 +166,56 @@ def sorted_quantile_draw(
     W = Σ w, σ = the stable descending argsort of w (ties: lower id first).  A zero-weight category
     is never chosen; c·W beyond the last cumulative sum picks the last positive-weight category.
 
-    Fast path (same result, not an approximation): the categories with weight strictly above the
-    top_k-th largest are exactly the first ones of σ, so a row whose target c·W falls within their
-    cumulative mass is resolved from torch.topk (O(K)); only the other rows are fully sorted
-    (O(K log K)).  top_k=None sorts every row."""
-    weights = tempered_weights(log_probs, temperature, " at a position being revealed")
-    targets = quantiles.to(torch.float64) * weights.sum(dim=-1)
+    Fast paths (same draws bit for bit, not an approximation), tried in turn on the rows still open:
+
+    1. top-k: the categories strictly heavier than the top_k-th largest are exactly the first ones of
+       σ, so a row whose target c·W falls within their cumulative mass is resolved from torch.topk (O(K)).
+    2. mass histogram (CPU tensors): a histogram of each row's mass over 16 bins per octave of w
+       finds the bin where the cumulative mass crosses c·W; that bin is a contiguous group of σ, sorted
+       alone, and the crossing inside it is read with float64 error bounds that prove it is the full
+       sort's (`_draw_by_mass_histogram`; O(K) plus a sort of one bin, and the rows within ~1e-11·W of a
+       boundary stay open).
+    3. the full stable sort (O(K log K)) for the rows left.
+
+    top_k=None sorts every row."""
+    weights, targets = _quantile_weights(log_probs, quantiles, temperature)
     draws = torch.empty(weights.shape[0], dtype=torch.long, device=weights.device)
     pending = torch.ones_like(draws, dtype=torch.bool)
     if top_k is not None and top_k < weights.shape[-1]:
         resolved, values = _draw_within_top_k(weights, targets, top_k)
         draws[resolved] = values
         pending = ~resolved
+        if weights.device.type == "cpu" and sys.byteorder == "little" and bool(pending.any()):
+            _resolve_by_mass_histogram(weights, targets, pending, draws)
     if bool(pending.any()):
         draws[pending] = _draw_by_full_sort(weights[pending], targets[pending])
     return draws
 
 
 def tempered_weights(log_probs: Float[Tensor, "N K"], temperature: float, where: str = "") -> Float[Tensor, "N K"]:
-    """w = exp((log p − max log p)/T) in float64 per row; ValueError on NaN or a row with zero total probability."""
-    logits = log_probs.to(torch.float64)
-    if bool(torch.isnan(logits).any()):
+    """w = exp((log p − max log p)/T) in float64 per row: one float64 buffer, updated in place (the same
+    elementwise operations as the formula, so the same bits); the maximum is taken on the input dtype (exact
+    under the widening) and carries any NaN of its row.  ValueError on NaN, +inf or a row of −inf."""
+    best = log_probs.amax(dim=-1, keepdim=True)
+    if bool(torch.isnan(best).any()):
         raise ValueError(f"log_probs contains NaN{where}")
-    best = logits.amax(dim=-1, keepdim=True)
+    if bool((best == float("inf")).any()):
+        raise ValueError(f"log_probs contains +inf{where}")
     if bool((best == float("-inf")).any()):
         raise ValueError(f"log_probs has a row with zero total probability{where}")
-    return torch.exp((logits - best) / temperature)
+    weights = log_probs.to(torch.float64, copy=True)
+    weights.sub_(best.to(torch.float64))
+    if temperature != 1.0:  # x / 1.0 == x exactly
+        weights.div_(temperature)
+    return weights.exp_()
+
+
+def _quantile_weights(
+    log_probs: Float[Tensor, "N K"], quantiles: Float[Tensor, " N"], temperature: float,
+) -> tuple[Float[Tensor, "N K"], Float[Tensor, " N"]]:
+    """(w, c·W) of `tempered_weights`, W = Σ w."""
+    weights = tempered_weights(log_probs, temperature, " at a position being revealed")
+    return weights, quantiles.to(torch.float64) * weights.sum(dim=-1)
 
 
 def _draw_within_top_k(weights: Tensor, targets: Tensor, top_k: int) -> tuple[Tensor, Tensor]:
@@ -206,6 +233,64 @@ def _draw_within_top_k(weights: Tensor, targets: Tensor, top_k: int) -> tuple[Te
     resolved = targets < usable_mass
     rank = torch.searchsorted(cdf[resolved], targets[resolved].unsqueeze(-1), right=True)
     return resolved, torch.gather(top_ids[resolved], -1, rank).squeeze(-1)
+
+
+def _resolve_by_mass_histogram(weights: Tensor, targets: Tensor, pending: Tensor, draws: Tensor) -> None:
+    """_draw_by_mass_histogram on the pending rows, writing their draws and clearing them from `pending` in
+    place; a minority of pending rows is copied out first, a majority is read in place (the copy costs more)."""
+    if 2 * int(pending.sum()) <= pending.numel():
+        rows = pending.nonzero().squeeze(-1)
+        resolved, values = _draw_by_mass_histogram(weights[rows], targets[rows], torch.ones_like(rows, dtype=torch.bool))
+        rows = rows[resolved]
+    else:
+        resolved, values = _draw_by_mass_histogram(weights, targets, pending)
+        rows = resolved.nonzero().squeeze(-1)
+    draws[rows] = values
+    pending[rows] = False
+
+
+def _draw_by_mass_histogram(
+    weights: Float[Tensor, "N K"], targets: Float[Tensor, " N"], open_rows: Bool[Tensor, " N"],
+) -> tuple[Bool[Tensor, " N"], Int[Tensor, " M"]]:
+    """(resolved rows among open_rows, their draws) without sorting a row: the crossing is located by
+    mass, then read in one small group of σ.
+
+    Bin of a weight w ∈ [0, 1]: the top 16 bits of its IEEE double (exponent and 4 mantissa bits: 16 bins
+    per octave), floored at the bits of 2^−128 (that bin also holds the zeros).  The bin does not
+    decrease with w, so the bins heavier than b are a set of σ's first entries and bin b is the next
+    group, which a stable descending sort in id order puts in σ's order.  Estimates E of the cumulative
+    sums S at the group's boundaries (bin masses by bincount, their cumsum, then the group's own cumsum)
+    and the full sort's sequential float64 sums F all lie within γ·W of S, γ ≤ (2K + bins + 8)·2⁻⁵³, in
+    any summation order; a row is resolved only when c·W lies farther than δ = 4·(2K + bins + 8)·2⁻⁵³·W
+    from E on both sides of its crossing, and then F ≤ c·W < F' at the same boundaries, so j* and σ(j*)
+    are the full sort's.  Rows with c·W within about 10⁻¹¹·W of a boundary, or in the lowest bin, stay open."""
+    rows, size = weights.shape
+    bins, lowest = HISTOGRAM_BINS, HISTOGRAM_ONE_KEY - HISTOGRAM_BINS + 1
+    offsets = torch.arange(rows, device=weights.device, dtype=torch.int32) * bins - lowest
+    top_bits = weights.view(torch.int16)[..., 3::4]  # little-endian: bits(w) >> 48, w >= 0
+    keys = top_bits.to(torch.int32).clamp_(lowest, HISTOGRAM_ONE_KEY).add_(offsets.unsqueeze(-1))  # row·bins + bin, lightest bin 0
+    mass = torch.bincount(keys.view(-1), weights=weights.reshape(-1), minlength=rows * bins).view(rows, bins)
+    cumulative = mass.flip(-1).cumsum(-1)  # heaviest bin first
+    crossing = (cumulative <= targets.unsqueeze(-1)).sum(-1).clamp_(max=bins - 1)
+    above = torch.where(crossing > 0, cumulative.gather(-1, (crossing - 1).clamp(min=0).unsqueeze(-1)).squeeze(-1), 0.0)
+    below = cumulative.gather(-1, crossing.unsqueeze(-1)).squeeze(-1)
+    delta = 4 * (2 * size + bins + 8) * 2.0**-53 * cumulative[:, -1]
+    usable = open_rows & (crossing < bins - 1) & (targets - above > delta) & (below - targets > delta)
+    group_key = torch.where(usable, (bins - 1 - crossing).int() + offsets + lowest, -1)
+    row, column = (keys == group_key.unsqueeze(-1)).nonzero(as_tuple=True)
+    by_weight = torch.sort(weights[row, column], descending=True, stable=True).indices  # ties keep id order
+    order = by_weight[torch.sort(row[by_weight], stable=True).indices]  # then by row, each in σ's order
+    row, column = row[order], column[order]
+    counts = torch.bincount(row, minlength=rows)
+    starts = counts.cumsum(0) - counts
+    group = torch.zeros(rows, max(int(counts.max()), 1), dtype=torch.float64, device=weights.device)
+    group[row, torch.arange(row.numel(), device=weights.device) - starts[row]] = weights[row, column]
+    estimates = above.unsqueeze(-1) + group.cumsum(-1)
+    rank = (estimates <= targets.unsqueeze(-1)).sum(-1).clamp_(max=group.shape[1] - 1)
+    after = estimates.gather(-1, rank.unsqueeze(-1)).squeeze(-1)
+    before = torch.where(rank > 0, estimates.gather(-1, (rank - 1).clamp(min=0).unsqueeze(-1)).squeeze(-1), above)
+    resolved = usable & (rank < counts) & (after - targets > delta) & (targets - before > delta)
+    return resolved, column[(starts + rank)[resolved]]
 
 
 def _draw_by_full_sort(weights: Tensor, targets: Tensor) -> Tensor:

@@ -117,22 +117,76 @@ def test_sorted_quantile_draw_has_the_tempered_law() -> None:
         assert (freq - target).abs().max() < 2.0 / n
 
 
-@pytest.mark.parametrize("vocab_size, scale, temperature", [(2000, 3.0, 1.0), (2000, 0.5, 0.7), (40, 2.0, 1.0)])
-def test_top_k_fast_path_equals_the_full_sort(vocab_size: int, scale: float, temperature: float) -> None:
-    """The top-k path returns exactly the full stable sort's draw, rows with many ties included, and
-    both paths are exercised (some rows resolved within the top k, some not)."""
-    from sampler.shadow import _draw_within_top_k
+def reference_draw(log_probs: torch.Tensor, quantiles: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The draw's formula written plainly (sorted_quantile_draw's docstring; the code before its fast
+    paths): w = exp((log p − max)/T) in float64, σ = stable descending sort, float64 cumsum, first
+    cumulative sum > c·W, capped at the last positive weight."""
+    logits = log_probs.to(torch.float64)
+    weights = torch.exp((logits - logits.amax(dim=-1, keepdim=True)) / temperature)
+    targets = quantiles.to(torch.float64) * weights.sum(dim=-1)
+    sorted_weights, order = torch.sort(weights, dim=-1, descending=True, stable=True)
+    rank = torch.searchsorted(torch.cumsum(sorted_weights, dim=-1), targets.unsqueeze(-1), right=True).squeeze(-1)
+    rank = torch.minimum(rank, (sorted_weights > 0).sum(dim=-1) - 1)
+    return torch.gather(order, -1, rank.unsqueeze(-1)).squeeze(-1)
+
+
+def _test_rows(vocab_size: int, rows: int, generator: torch.Generator) -> torch.Tensor:
+    """float32 log-probs of `rows` rows in six kinds: flat N(0,1), peaked 3·N(0,1), Zipf(1) and Zipf(1.5)
+    over a random permutation, heavy-tailed Cauchy logits, and rows with ties at every level
+    (log-probs rounded to 1/2) and −inf entries."""
+    kinds = [
+        torch.randn(rows, vocab_size, generator=generator),
+        3 * torch.randn(rows, vocab_size, generator=generator),
+        -torch.log1p(torch.argsort(torch.rand(rows, vocab_size, generator=generator), dim=-1).float()),
+        -1.5 * torch.log1p(torch.argsort(torch.rand(rows, vocab_size, generator=generator), dim=-1).float()),
+        torch.tan(torch.pi * (torch.rand(rows, vocab_size, generator=generator) - 0.5)).clamp(-30, 30),
+        torch.round(2 * torch.randn(rows, vocab_size, generator=generator)) / 2,
+    ]
+    kinds[-1][:, ::7] = float("-inf")
+    return torch.log_softmax(torch.cat(kinds), dim=-1)
+
+
+@pytest.mark.parametrize("vocab_size, temperature", [(2000, 1.0), (2000, 0.7), (40, 1.0), (50_257, 1.0)])
+def test_fast_paths_equal_the_plain_formula(vocab_size: int, temperature: float) -> None:
+    """Default (top-k, then the mass histogram, then the full sort), every top_k and top_k=None return
+    exactly reference_draw's categories on rows of every kind, with uniform c and with c·W placed on
+    the full sort's cumulative sums (within 0 to 2 ulp, where only the exact sums decide; the histogram's
+    guard must send those rows to the full sort), float32 and float64 inputs; each fast path resolves some rows."""
+    import sampler.shadow as shadow
 
     generator = torch.Generator().manual_seed(vocab_size)
-    log_p = torch.log_softmax(scale * torch.randn(400, vocab_size, generator=generator), dim=-1)
-    log_p[:100] = torch.round(log_p[:100] * 2) / 2  # ties at every level
-    c = torch.rand(400, dtype=torch.float64, generator=generator)
-    full = sorted_quantile_draw(log_p, c, temperature, top_k=None)
-    for top_k in (1, 8, 64):
-        assert torch.equal(sorted_quantile_draw(log_p, c, temperature, top_k=top_k), full), top_k
+    log_p = _test_rows(vocab_size, 5 if vocab_size > 10_000 else 60, generator)
+    n = log_p.shape[0]
+    uniform = torch.rand(n, dtype=torch.float64, generator=generator)
     weights = torch.exp((log_p.double() - log_p.double().amax(-1, keepdim=True)) / temperature)
-    resolved, _ = _draw_within_top_k(weights, c * weights.sum(-1), 8)
-    assert 0 < int(resolved.sum()) < 400
+    cdf = torch.cumsum(torch.sort(weights, dim=-1, descending=True, stable=True).values, dim=-1)
+    boundary = cdf.gather(-1, torch.randint(0, 12, (n, 1), generator=generator)).squeeze(-1) / weights.sum(-1)
+    nudged = torch.nextafter(boundary, torch.zeros_like(boundary))
+    for c in (uniform, boundary.clamp(max=1 - 2**-53), nudged):
+        expected = reference_draw(log_p, c, temperature)
+        for top_k in (shadow.TOP_K, 1, 8, None):
+            for inputs in (log_p, log_p.double()):
+                assert torch.equal(sorted_quantile_draw(inputs, c, temperature, top_k=top_k), expected), top_k
+    w, targets = shadow._quantile_weights(log_p, uniform, temperature)
+    in_top_k, _ = shadow._draw_within_top_k(w, targets, min(shadow.TOP_K, vocab_size // 5))
+    by_mass, _ = shadow._draw_by_mass_histogram(w, targets, torch.ones(n, dtype=torch.bool))
+    assert 0 < int(in_top_k.sum()) < n and int((by_mass & ~in_top_k).sum()) > 0
+    w, targets = shadow._quantile_weights(log_p, boundary, temperature)
+    guarded, _ = shadow._draw_by_mass_histogram(w, targets, torch.ones(n, dtype=torch.bool))
+    assert not bool(guarded.all())  # some boundary rows left to the full sort
+
+
+@pytest.mark.parametrize("bad, match", [(float("nan"), "NaN"), (float("inf"), r"\+inf"), (None, "zero total probability")])
+def test_sorted_quantile_draw_refuses_bad_rows(bad: float | None, match: str) -> None:
+    """A NaN or +inf anywhere, or a row of −inf, is refused by name (weights would be NaN, and a NaN weight's
+    bits would land outside the histogram's bins)."""
+    log_p = torch.log_softmax(torch.randn(3, 500, generator=torch.Generator().manual_seed(0)), dim=-1)
+    if bad is None:
+        log_p[1] = float("-inf")
+    else:
+        log_p[2, 7] = bad
+    with pytest.raises(ValueError, match=match):
+        sorted_quantile_draw(log_p, torch.full((3,), 0.5, dtype=torch.float64))
 
 
 # ------------------------------------------------------------------------------ determinism

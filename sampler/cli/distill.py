@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--method shadow: input = noise features added to the token embeddings (recall unavailable); "
                              "causal = an attention head reading only the noise of tokens revealed earlier (recall by a "
                              "sequential importance bound; with --shadow-target hard its argmax draw still has none)")
+    parser.add_argument("--exact-teacher", action="store_true",
+                        help="targets from the source's exact Bayes denoiser (the embedded 'exact' source only) instead of "
+                             "the --teacher network, in every round and for every method; the student still starts from "
+                             "--teacher's weights")
     parser.add_argument("--vocab-size", type=positive_int, default=None, help="refuse a teacher with another vocabulary")
     parser.add_argument("--mask-id", type=non_negative_int, default=None, help="refuse a teacher with another mask id")
     add_optim_arguments(parser, d)
@@ -54,6 +58,7 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
         temperature_floor=args.temperature_floor, vocab_size=args.vocab_size, mask_id=args.mask_id,
         shadow_target=args.shadow_target, shadow_substeps=args.shadow_substeps, shadow_draft=not args.no_shadow_draft,
         shadow_head=args.shadow_head,
+        exact_teacher=args.exact_teacher,
     )
 
 

@@ -203,6 +203,7 @@ class DistillConfig(RunConfig, OptimConfig):
     shadow_substeps: int = 2  # method "shadow": teacher sub-steps per student step (N_teacher / N_student)
     shadow_draft: bool = True  # method "shadow": the student reads provisional values (sampler.shadow_model)
     shadow_head: str = "input"  # method "shadow": "input" (noise features on the embeddings) or "causal" (sampler.shadow_causal: recall has a bound)
+    exact_teacher: bool = False  # the frozen teacher is the source's exact Bayes denoiser, never refreshed (student still starts from --teacher)
     # the distillation defaults of the shared fields
     batch_size: int = 64
     lr: float = 3e-4

@@ -17,7 +17,9 @@ selectable) and T the teacher temperature of the round, T_r = max(0.75, 0.96 −
 
 Rounds r = 0, 1, ...: dt_r = 2^r / N0 doubles until 1/target_steps; at the start of each the
 frozen teacher is refreshed from the student's EMA (or the student); the student starts as
-the teacher.  The stochastic baseline (sampler.train.baseline) is another step function on the same loop,
+the teacher.  With `exact_teacher` (`mcd distill --exact-teacher`) the frozen teacher is instead the
+source's exact Bayes denoiser (`ExactTeacher`) in every round and for every method, never refreshed:
+the targets carry no teacher error; the student still starts from the teacher network's weights.  The stochastic baseline (sampler.train.baseline) is another step function on the same loop,
 with targets from the teacher's own two-half-step rollout.  One teacher forward pass per MCD step, two
 per baseline step; both are counted.
 
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from .. import checkpoint as ckpt
@@ -155,6 +158,28 @@ class DistillContext:
         self.record["teacher_sequence_evals"] += forwards * self.world * self.config.batch_size
 
 
+class ExactTeacher(torch.nn.Module):
+    """The frozen teacher of `exact_teacher=True`: the source's exact Bayes denoiser as a module without
+    parameters (so device moves, checkpoints and resumes treat it like the network, with no "teacher.*" tensors).
+
+        (z, t) -> log p(x0_l = k | the visible tokens of z),  Float32[B, L, K] over the K real tokens,
+
+    by the source's forward-backward in float64 on the CPU, returned on z's device; SUBS at visible
+    positions (0 on the token, −inf elsewhere), as the network's output.  t is only checked for shape:
+    the posterior of masked diffusion does not depend on it.  ValueError naming --exact-teacher when
+    the source has no exact denoiser (only the embedded 'exact' HMM source has one)."""
+
+    def __init__(self, source: DataSource, mask_id: int) -> None:
+        super().__init__()
+        if not callable(getattr(source, "denoiser", None)):
+            raise ValueError(f"--exact-teacher (exact_teacher=True) needs a source with an exact denoiser "
+                             f"(the embedded 'exact' source); the teacher's source {source.name!r} has none")
+        self.exact = source.denoiser(mask_id=mask_id, dtype=torch.float32)
+
+    def forward(self, z: Int[Tensor, "B L"], t: Float[Tensor, " B"] | None = None) -> Float[Tensor, "B L K"]:
+        return self.exact(z, t)
+
+
 def mcd_step(ctx: DistillContext) -> StepFn:
     """MCD: (z_t, z_s) from one coupling noise, the frozen teacher read at (z_s, s), the student at (z_t, t)."""
 
@@ -185,17 +210,19 @@ STEP_FUNCTIONS = {"mcd": mcd_step, "baseline": baseline_step, "shadow": _shadow_
 
 def rounds_hook(ctx: DistillContext, logger: MetricsLogger) -> Any:
     """before_step of the loop: at the first step of round r = k // steps_per_round the frozen teacher
-    is refreshed from the student's EMA (or the student); dt_r = 1/N_r and the temperature T_r are set."""
+    is refreshed from the student's EMA (or the student), except an exact teacher (config.exact_teacher),
+    which stays; dt_r = 1/N_r and the temperature T_r are set."""
     config = ctx.config
 
     def before_step(k: int) -> None:
         ctx.round_index = k // config.steps_per_round
         if k % config.steps_per_round == 0:
-            with torch.no_grad():
-                if config.refresh_from == "ema":
-                    ctx.trainee.ema.copy_to(ctx.frozen)
-                else:
-                    ctx.frozen.load_state_dict(unwrap(ctx.trainee.model).state_dict())
+            if not config.exact_teacher:  # an exact denoiser is the teacher of every round
+                with torch.no_grad():
+                    if config.refresh_from == "ema":
+                        ctx.trainee.ema.copy_to(ctx.frozen)
+                    else:
+                        ctx.frozen.load_state_dict(unwrap(ctx.trainee.model).state_dict())
             logger.log({"event": "round", "step": k, "round": ctx.round_index, "sampling_steps": ctx.counts[ctx.round_index]})
         ctx.dt = 1.0 / ctx.counts[ctx.round_index]
         ctx.temperature = teacher_temperature(
@@ -271,8 +298,9 @@ def _previous_run(
 
 
 def _models(config: DistillConfig, model_config: DenoiserConfig, teacher_tensors: dict[str, Tensor], device: torch.device,
-            schedule: Schedule | None = None) -> tuple[Trainee, torch.nn.Module]:
-    """The student (initialised from the teacher's EMA weights) as a Trainee, and the frozen teacher copy.
+            schedule: Schedule | None = None, source: DataSource | None = None) -> tuple[Trainee, torch.nn.Module]:
+    """The student (initialised from the teacher's EMA weights) as a Trainee, and the frozen teacher copy
+    (the source's ExactTeacher when config.exact_teacher).
     Method "shadow": both are ShadowStudents (sampler.shadow_model) whose base holds the teacher."""
     weights = {**ckpt.subset(teacher_tensors, "model"), **ckpt.subset(teacher_tensors, "ema")}
     if config.method == "shadow":
@@ -286,9 +314,12 @@ def _models(config: DistillConfig, model_config: DenoiserConfig, teacher_tensors
         student.load_state_dict(weights, strict=True)
         frozen = TransformerDenoiser(model_config)
     student.to(device).train()
-    frozen = frozen.to(device).eval()
-    frozen.requires_grad_(False)
-    frozen.load_state_dict(student.state_dict())
+    if config.exact_teacher:
+        frozen = ExactTeacher(source, model_config.mask_id).eval()
+    else:
+        frozen = frozen.to(device).eval()
+        frozen.requires_grad_(False)
+        frozen.load_state_dict(student.state_dict())
     ema = EMA(student, config.ema_decay)
     optimizer = build_optimizer(student, lr=config.lr, weight_decay=config.weight_decay)
     return Trainee(student, maybe_compile(wrap_ddp(student, device), config.compile), optimizer, ema), frozen
@@ -327,6 +358,8 @@ def _distill_owned(config: DistillConfig, counts: list, device: torch.device) ->
 
     total_steps = len(counts) * config.steps_per_round
     teacher_tensors, teacher_meta, source, model_config, schedule = _load_teacher(config)
+    if config.exact_teacher:
+        ExactTeacher(source, model_config.mask_id)  # ValueError naming --exact-teacher before any other work
     teacher_digest = teacher_weights_digest(teacher_tensors)
     resume_tensors, resume_meta, config, changed = _previous_run(config, model_config, teacher_digest)
     if resume_meta.get("distill", {}).get("complete"):
@@ -338,7 +371,7 @@ def _distill_owned(config: DistillConfig, counts: list, device: torch.device) ->
     rank, world, _ = ddp_setup()
     if device.type == "cpu" and config.threads is not None:
         torch.set_num_threads(config.threads)
-    trainee, frozen = _models(config, model_config, teacher_tensors, device, schedule)
+    trainee, frozen = _models(config, model_config, teacher_tensors, device, schedule, source)
     coupling = MaskedCoupling(schedule, vocab_size=model_config.vocab_size, mask_id=model_config.mask_id, method=config.coupling)
     ctx = DistillContext(trainee, frozen, source, coupling, schedule, config, counts, seq_len, model_config.mask_id, rank, world, device)
     step, provenance, resumes = 0, config.to_dict(), []
@@ -391,7 +424,7 @@ def _distill_owned(config: DistillConfig, counts: list, device: torch.device) ->
 
 
 __all__ = [
-    "DistillConfig", "distill", "mcd_step", "rounds_hook", "DistillContext", "round_step_counts", "teacher_temperature",
+    "DistillConfig", "distill", "ExactTeacher", "mcd_step", "rounds_hook", "DistillContext", "round_step_counts", "teacher_temperature",
     "steps_from_dt", "step_generator", "check_teacher_compatible", "teacher_weights_digest", "check_dt", "check_step_count", "METHODS", "COUPLINGS",
     "REFRESH_FROM", "RUN_KIND",
 ]
