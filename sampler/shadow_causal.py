@@ -12,7 +12,8 @@ where g is a small two-stream attention stack (width W = `causal_width`, `causal
 
 - query stream  g_l⁰ = A [h_l, φ(τ_l), φ(t − τ_l)]            (no noise of token l itself);
 - key stream    k_j = g_j + e_j,  e_j = B [h_j, φ(c_j), φ(τ_j)] + E_draft[d_j]   (token j's own noise);
-- each layer:   g_l ← g_l + Attn(query g_l; keys/values k_j for j ∈ V(l) and a learned null key/value),
+- each layer:   g_l ← g_l + Attn(query g_l; keys/values k_j for j ∈ V(l) and a learned null key/value;
+                rotary positions on queries and keys, so a token knows how far j is from it),
                 g_l ← g_l + MLP(g_l),   with V(l) = { j masked in z_t : τ_j > τ_l } (strict: never l itself,
                 never a tie);
 
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from sampler.model import DenoiserConfig
+from sampler.model import DenoiserConfig, apply_rotary, rotary_tables
 
 SCALAR_FEATURES_QUERY = 2  # τ, t − τ
 SCALAR_FEATURES_KEY = 2  # c, τ
@@ -60,15 +61,17 @@ class CausalAttentionLayer(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
 
     def forward(self, query_stream: Float[Tensor, "B L W"], key_stream: Float[Tensor, "B L W"],
-                visible: Bool[Tensor, "B L L"]) -> Float[Tensor, "B L W"]:
+                visible: Bool[Tensor, "B L L"], cos: Float[Tensor, "L R"], sin: Float[Tensor, "L R"]) -> Float[Tensor, "B L W"]:
         batch, length, width = query_stream.shape
         keys_in = self.norm_key(key_stream)
         q = self.query(self.norm_query(query_stream))
         k = torch.cat((self.null_key.expand(batch, 1, width).to(q.dtype), self.key(keys_in)), dim=1)
         v = torch.cat((self.null_value.expand(batch, 1, width).to(q.dtype), self.value(keys_in)), dim=1)
         split = lambda a: a.reshape(batch, a.shape[1], self.heads, width // self.heads).transpose(1, 2)  # noqa: E731
+        q, k = apply_rotary(split(q), cos, sin), split(k)
+        k = torch.cat((k[:, :, :1], apply_rotary(k[:, :, 1:], cos, sin)), dim=2)  # the null key has no position
         allowed = torch.cat((visible.new_ones(batch, length, 1), visible), dim=-1).unsqueeze(1)
-        attended = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=allowed)
+        attended = F.scaled_dot_product_attention(q, k, split(v), attn_mask=allowed)
         out = query_stream + self.proj(attended.transpose(1, 2).reshape(batch, length, width))
         return out + self.mlp(self.norm_mlp(out))
 
@@ -83,7 +86,12 @@ class CausalNoiseHead(nn.Module):
         self.query_in = nn.Linear(config.d_model + SCALAR_FEATURES_QUERY * scalar, width)
         self.key_in = nn.Linear(config.d_model + SCALAR_FEATURES_KEY * scalar, width)
         self.draft_embed = nn.Embedding(config.vocab_size, width) if draft else None
+        if (width // heads) % 2:
+            raise ValueError(f"causal_width / causal_heads = {width // heads} must be even (rotary positions)")
         self.layers = nn.ModuleList(CausalAttentionLayer(width, heads) for _ in range(layers))
+        cos, sin = rotary_tables(config.seq_len, width // heads, config.rope_base)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
         self.norm_out = nn.LayerNorm(width)
         self.out = nn.Linear(width, config.d_model)
         nn.init.zeros_(self.out.weight)
@@ -107,8 +115,10 @@ class CausalNoiseHead(nn.Module):
         if self.draft_embed is not None:
             own = own + self.draft_embed(draft)
         visible = earlier_reveal_mask(masked, tau)
+        length = hidden.shape[1]
+        cos, sin = self.rope_cos[:length], self.rope_sin[:length]
         for layer in self.layers:
-            query_stream = layer(query_stream, query_stream + own, visible)
+            query_stream = layer(query_stream, query_stream + own, visible, cos, sin)
         delta = self.out(self.norm_out(query_stream))
         return delta * masked.unsqueeze(-1).to(delta.dtype)
 

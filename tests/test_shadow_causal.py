@@ -319,3 +319,25 @@ def test_causal_distill_round_trip_and_eval_reports_recall(tmp_path: Path, capsy
     except SystemExit as exit_:
         assert exit_.code in (0, None)
     assert "--shadow-head" in capsys.readouterr().out
+
+
+def test_causal_attention_knows_where_the_earlier_tokens_are() -> None:
+    """Rotary positions: moving the visible keys to other positions (same features, same visibility) changes the
+    output at the query.  Planted bug "no positions in the head" (the attention is then a set function of the
+    keys): the outputs would be equal to float precision."""
+    from sampler.model import rotary_tables
+    from sampler.shadow_causal import CausalAttentionLayer
+
+    torch.manual_seed(0)
+    layer = CausalAttentionLayer(width=16, heads=2)
+    cos, sin = rotary_tables(8, 8, 10_000.0)
+    query = torch.randn(1, 8, 16)
+    keys = torch.randn(1, 8, 16)
+    visible = torch.zeros(1, 8, 8, dtype=torch.bool)
+    visible[0, 0, 1] = True  # the query at 0 reads one key: at position 1, then the same key moved to 6
+    moved_keys, moved_visible = keys.clone(), torch.zeros_like(visible)
+    moved_keys[0, 6] = keys[0, 1]
+    moved_visible[0, 0, 6] = True
+    near = layer(query, keys, visible, cos, sin)[0, 0]
+    far = layer(query, moved_keys, moved_visible, cos, sin)[0, 0]
+    assert (near - far).abs().max() > 1e-4
