@@ -48,9 +48,10 @@ PAIRED_REFERENCES = ("teacher, noise-shared", "teacher, ancestral", "exact denoi
 
 
 def _row(name: str, samples: torch.Tensor, seconds: float, source: Any, seed: int, recall_of: Any = None,
-         schedule: Any = None, steps: int | None = None) -> dict[str, Any]:
+         schedule: Any = None, steps: int | None = None, temperature: float = 1.0) -> dict[str, Any]:
     metrics = two_axis_metrics(samples, source, denoiser=recall_of, schedule=schedule if recall_of is not None else None,
-                               steps=steps if recall_of is not None else None, ngram_orders=(1, 2), seed=seed)
+                               steps=steps if recall_of is not None else None, temperature=temperature,
+                               ngram_orders=(1, 2), seed=seed)
     if recall_of is None:
         metrics["unavailable"]["recall"] = "not computed"
     return {"name": name, "seconds": seconds, "tokens_per_s": samples.numel() / max(seconds, 1e-9), **metrics}
@@ -80,9 +81,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     rows = []
 
-    def add(name: str, fn: Any, recall_of: Any = None, steps: int = args.steps) -> None:
+    def add(name: str, fn: Any, recall_of: Any = None, steps: int = args.steps, temperature: float = 1.0) -> None:
         samples, seconds = _timed(fn)
-        rows.append(_row(name, samples, seconds, source, args.seed, recall_of, schedule, steps))
+        rows.append(_row(name, samples, seconds, source, args.seed, recall_of, schedule, steps, temperature))
         print(f"{name}: precision {rows[-1]['precision']['value']:.4f} ± {rows[-1]['precision']['se']:.4f} "
               f"({seconds:.1f} s)", file=sys.stderr, flush=True)
 
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     add("teacher, noise-shared", lambda: shared(teacher, args.steps))
     if args.rollout_steps:
         add(f"teacher, {args.rollout_steps} steps, noise-shared", lambda: shared(teacher, args.rollout_steps),
-            steps=args.rollout_steps)
+            recall_of=teacher, steps=args.rollout_steps)  # recall: the noise-shared law is the ancestral one
     for ablation, name in (("none", "shadow student"), ("zero", "shadow, noise zeroed"), ("fresh", "shadow, fresh uniform")):
         set_ablation(student, ablation, seed=args.seed + 7919)
         # noise zeroed: the base network, per-token independent (the noise-shared law is the ancestral one)
@@ -99,9 +100,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.oracle:
         exact = source.denoiser(mask)
         exact.config = config  # shadow_sample reads the vocabulary and mask id from it
-        add("exact denoiser, noise-shared", lambda: shared(exact, args.steps))
+        # recall: a noise-ignoring denoiser's noise-shared law is the ancestral one (mcd verify, claim 12)
+        add("exact denoiser, noise-shared", lambda: shared(exact, args.steps), recall_of=exact)
         for temperature in args.oracle_temperatures:
-            add(f"exact denoiser, T={temperature:g}, noise-shared", lambda: shared(exact, args.steps, temperature))
+            add(f"exact denoiser, T={temperature:g}, noise-shared", lambda: shared(exact, args.steps, temperature),
+                recall_of=exact, temperature=temperature)
     if args.mcd:
         mcd, _, _, _ = open_for_inference(InferenceConfig(ckpt=args.mcd, device="cpu", threads=args.threads))
         add("MCD student, ancestral", lambda: plain(mcd, args.steps), recall_of=mcd)
@@ -113,6 +116,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 continue
             mean, se = paired_difference(row["precision"]["per_sequence"], by_name[reference]["precision"]["per_sequence"])
             row["paired"][reference] = {"mean": mean, "se": se}
+            if row["recall"] and by_name[reference]["recall"]:  # one held-out set per seed: paired
+                mean, se = paired_difference(row["recall"]["per_sequence"], by_name[reference]["recall"]["per_sequence"])
+                row["paired"][reference].update(recall_mean=mean, recall_se=se)
     return {"teacher": args.teacher, "student": args.student, "student_step": student_meta.get("step"),
             "student_distill": {k: v for k, v in student_meta.get("distill", {}).items() if k != "optimizer"},
             "mcd": args.mcd, "steps": args.steps, "num": args.num, "seed": args.seed, "rows": rows}
@@ -121,18 +127,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def format_rows(report: dict[str, Any]) -> str:
     exact = "exact denoiser, noise-shared" in report["rows"][-1]["paired"]
     lines = [f"{'row':<34} {'precision':>16} {'Δ vs shared':>16} {'Δ vs ancestral':>16} "
-             + (f"{'Δ vs exact':>16} " if exact else "") + f"{'recall':>16} "
+             + (f"{'Δ vs exact':>16} " if exact else "") + f"{'recall':>16} " + (f"{'ΔR vs exact':>16} " if exact else "") +
              f"{'unigram JS':>16} {'bigram JS':>16} {'KS':>14} {'tok/s':>8}"]
     for row in report["rows"]:
         p, rec, fid, typ = row["precision"], row["recall"], row["fidelity"], row["typicality"]
         shared, plain = row["paired"]["teacher, noise-shared"], row["paired"]["teacher, ancestral"]
         recall = f"{rec['value']:.4f}±{rec['se']:.4f}" if rec else "unavailable"
+        vs_exact = row["paired"].get("exact denoiser, noise-shared", {})
+        recall_vs_exact = (f"{vs_exact['recall_mean']:+.4f}±{vs_exact['recall_se']:.4f}" if "recall_mean" in vs_exact else "—")
         lines.append(
             f"{row['name']:<34} {p['value']:>9.4f}±{p['se']:.4f} {shared['mean']:>+9.4f}±{shared['se']:.4f} "
             f"{plain['mean']:>+9.4f}±{plain['se']:.4f} "
             + (f"{row['paired']['exact denoiser, noise-shared']['mean']:>+9.4f}±"
                f"{row['paired']['exact denoiser, noise-shared']['se']:.4f} " if exact else "")
-            + f"{recall:>16} {fid[1]['js']:>9.4f}±{fid[1]['js_se']:.4f} "
+            + f"{recall:>16} " + (f"{recall_vs_exact:>16} " if exact else "") + f"{fid[1]['js']:>9.4f}±{fid[1]['js_se']:.4f} "
             f"{fid[2]['js']:>9.4f}±{fid[2]['js_se']:.4f} {typ['ks']:>7.4f}±{typ['ks_se']:.4f} {row['tokens_per_s']:>8.0f}")
     ref = report["rows"][0]["fidelity"]
     lines.append(f"true sequences: unigram JS {ref[1]['reference_js']:.4f}, bigram JS {ref[2]['reference_js']:.4f}")
