@@ -32,7 +32,8 @@ Arms (every student starts as the teacher; same rounds, optimiser steps, batch a
   is not a product of per-token conditionals over a token-independent reveal pattern;
 - `shadow-causal`: design A with the causal noise head (sampler.shadow_causal: a token reads only the noise of
   tokens revealed before it), whose recall is the sequential importance bound
-  (sampler.quality.shadow_recall).  The shadow arms are not in the default arms (time).
+  (sampler.quality.shadow_recall); `paper-shadow-1024-64`, `paper-shadow-256-16`: the same on the paper's
+  16× cuts.  The shadow arms are not in the default arms (time).
 """
 
 from __future__ import annotations
@@ -265,5 +266,11 @@ for _arm in (
     Arm("shadow-causal", "shadow student, design A with the causal noise head (sequential recall bound)",
         train_distilled, method="shadow", coupling=SHADOW_COUPLING, shadow_head="causal", compare_to=("mcd", "baseline"),
         load=load_shadow, sample=noise_shared, recall=causal_recall),
+    Arm("paper-shadow-1024-64", "paper's framing: causal shadow student 1024 -> 64 steps", train_distilled,
+        method="shadow", coupling=SHADOW_COUPLING, shadow_head="causal", cut=(1024, 64),
+        compare_to=("paper-1024-64", "paper-baseline-1024-64"), load=load_shadow, sample=noise_shared, recall=causal_recall),
+    Arm("paper-shadow-256-16", "paper's framing: causal shadow student 256 -> 16 steps", train_distilled,
+        method="shadow", coupling=SHADOW_COUPLING, shadow_head="causal", cut=(256, 16),
+        compare_to=("paper-256-16", "paper-baseline-256-16"), load=load_shadow, sample=noise_shared, recall=causal_recall),
 ):
     register(_arm)
