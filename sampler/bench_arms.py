@@ -28,8 +28,8 @@ Arms (every student starts as the teacher; same rounds, optimiser steps, batch a
   sampler (`noise_shared`, noise from the bench's sampler seed) and always trained with the "uniform"
   coupling: the shadow step needs a per-token reveal noise and the noise-shared sampler of the checkpoint
   draws it by that method, whatever the bench's --coupling (default "threshold", which the MCD arms use; its
-  "gaussian" has no per-token reveal noise).  Their recall is unavailable: a noise-conditioned sampler's law
-  is not a product of per-token conditionals over a token-independent reveal pattern;
+  "gaussian" has no per-token reveal noise).  Their recall is unavailable: the input head feeds every token's
+  noise to every token, so the sampler's law is not tractable;
 - `shadow-causal`: design A with the causal noise head (sampler.shadow_causal: a token reads only the noise of
   tokens revealed before it), whose recall is the sequential importance bound
   (sampler.quality.shadow_recall); `paper-shadow-1024-64`, `paper-shadow-256-16`: the same on the paper's
@@ -64,7 +64,8 @@ SHADOW_SUBSTEPS = 2  # teacher sub-steps per shadow-student step: one round halv
 SHADOW_COUPLING = "uniform"  # per-token reveal noise, the noise-shared sampler's default method
 NOISE_CONDITIONED_NO_RECALL = (
     "noise-conditioned sampler: its law is not a product of per-token conditionals over a token-independent "
-    "reveal pattern, so the reveal-pattern bound does not apply (no sequential bound implemented)")
+    "reveal pattern, so the reveal-pattern bound does not apply (the sequential bound needs the causal head: "
+    "arm shadow-causal)")
 
 
 def causal_recall(student: Any, schedule: Schedule, heldout: torch.Tensor, **options: Any) -> torch.Tensor:
