@@ -20,8 +20,9 @@ frozen teacher is refreshed from the student's EMA (or the student); the student
 the teacher.  With `exact_teacher` (`mcd distill --exact-teacher`) the frozen teacher is instead the
 source's exact Bayes denoiser (`ExactTeacher`) in every round and for every method, never refreshed:
 the targets carry no teacher error; the student still starts from the teacher network's weights.
-The stochastic baseline (sampler.train.baseline) is another step function on the same loop, with targets from the teacher's own two-half-step rollout.  One teacher forward pass per MCD step, two
-per baseline step; both are counted.
+The stochastic baseline (sampler.train.baseline) is another step function on the same loop, with
+targets from the teacher's own two-half-step rollout.  One teacher forward pass per MCD step, two per
+baseline step; both are counted.
 
 The shared loop (sampler.train.loop) brings AdamW + warmup, grad clipping, EMA, bf16 autocast
 on CUDA, DDP under torchrun; safetensors checkpoints holding student, EMA, frozen teacher and
