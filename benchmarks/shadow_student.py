@@ -21,7 +21,10 @@ MCD, and the student with its noise zeroed: its base network), the sequential im
 (`sampler.quality.shadow_recall`) for a causal-head student; an input-head student's noise-conditioned law
 is intractable, so its recall is marked unavailable with the reason (as for the fresh-noise ablation).
 Paired precision differences against the teacher's noise-shared row (same noise: strongly paired) and
-against its ancestral row (same seed).
+against its ancestral row (same seed). "ΔR vs T-curve": a row's recall minus that of the exact denoiser's
+temperature curve at the row's precision (`sampler.quality.compare.paired_frontier_gap`, paired SE); < 0 means
+strictly inside the factorisation floor's curve; "beyond curve" when no two measured temperatures bracket the
+row's precision (give --oracle-temperatures on both sides of 1).
 
     python benchmarks/shadow_student.py --teacher /work/runs/teacher --student runs/shadow4 [--mcd runs/mcd4]
         [--steps 4] [--rollout-steps 16] [--num 512] [--seed 0] [--out runs/shadow4/experiment.json]
@@ -39,6 +42,7 @@ import torch
 
 from sampler.checkpoint import InferenceConfig, load_source, open_for_inference
 from sampler.data import paired_difference
+from sampler.quality.compare import paired_frontier_gap
 from sampler.quality.two_axis import two_axis_metrics
 from sampler.sampling import ancestral_sample
 from sampler.shadow_model import set_ablation, shadow_sample
@@ -119,16 +123,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if row["recall"] and by_name[reference]["recall"]:  # one held-out set per seed: paired
                 mean, se = paired_difference(row["recall"]["per_sequence"], by_name[reference]["recall"]["per_sequence"])
                 row["paired"][reference].update(recall_mean=mean, recall_se=se)
+    floor_curve_gaps(rows)
     return {"teacher": args.teacher, "student": args.student, "student_step": student_meta.get("step"),
             "student_distill": {k: v for k, v in student_meta.get("distill", {}).items() if k != "optimizer"},
             "mcd": args.mcd, "steps": args.steps, "num": args.num, "seed": args.seed, "rows": rows}
+
+
+def floor_curve_gaps(rows: list[dict[str, Any]]) -> None:
+    """row["floor_curve"]: for each row with recall, its recall minus the exact denoiser's temperature curve at
+    the row's precision (sampler.quality.compare.paired_frontier_gap over the exact-denoiser rows, same noise
+    and held-out set), or None when its precision lies beyond the temperatures measured."""
+    curve = [r for r in rows if r["name"].startswith("exact denoiser") and r["recall"]]
+    as_pairs = lambda r: {"precision_per_sequence": r["precision"]["per_sequence"],  # noqa: E731
+                          "recall_per_sequence": r["recall"]["per_sequence"]}
+    for row in rows:
+        if len(curve) >= 2 and row["recall"] and row not in curve:
+            gap = paired_frontier_gap(as_pairs(row), [as_pairs(r) for r in curve])
+            row["floor_curve"] = gap and {**gap, "between": [curve[i]["name"] for i in gap["between"]]}
 
 
 def format_rows(report: dict[str, Any]) -> str:
     exact = "exact denoiser, noise-shared" in report["rows"][-1]["paired"]
     lines = [f"{'row':<34} {'precision':>16} {'Δ vs shared':>16} {'Δ vs ancestral':>16} "
              + (f"{'Δ vs exact':>16} " if exact else "") + f"{'recall':>16} " + (f"{'ΔR vs exact':>16} " if exact else "") +
-             f"{'unigram JS':>16} {'bigram JS':>16} {'KS':>14} {'tok/s':>8}"]
+             f"{'ΔR vs T-curve':>16} {'unigram JS':>16} {'bigram JS':>16} {'KS':>14} {'tok/s':>8}"]
     for row in report["rows"]:
         p, rec, fid, typ = row["precision"], row["recall"], row["fidelity"], row["typicality"]
         shared, plain = row["paired"]["teacher, noise-shared"], row["paired"]["teacher, ancestral"]
@@ -140,11 +158,19 @@ def format_rows(report: dict[str, Any]) -> str:
             f"{plain['mean']:>+9.4f}±{plain['se']:.4f} "
             + (f"{row['paired']['exact denoiser, noise-shared']['mean']:>+9.4f}±"
                f"{row['paired']['exact denoiser, noise-shared']['se']:.4f} " if exact else "")
-            + f"{recall:>16} " + (f"{recall_vs_exact:>16} " if exact else "") + f"{fid[1]['js']:>9.4f}±{fid[1]['js_se']:.4f} "
+            + f"{recall:>16} " + (f"{recall_vs_exact:>16} " if exact else "") + f"{_curve_cell(row):>16} "
+            f"{fid[1]['js']:>9.4f}±{fid[1]['js_se']:.4f} "
             f"{fid[2]['js']:>9.4f}±{fid[2]['js_se']:.4f} {typ['ks']:>7.4f}±{typ['ks_se']:.4f} {row['tokens_per_s']:>8.0f}")
     ref = report["rows"][0]["fidelity"]
     lines.append(f"true sequences: unigram JS {ref[1]['reference_js']:.4f}, bigram JS {ref[2]['reference_js']:.4f}")
     return "\n".join(lines)
+
+
+def _curve_cell(row: dict[str, Any]) -> str:
+    if "floor_curve" not in row:
+        return "—"
+    gap = row["floor_curve"]
+    return "beyond curve" if gap is None else f"{gap['gap']:+.4f}±{gap['se']:.4f}"
 
 
 def _plain(value: Any) -> Any:

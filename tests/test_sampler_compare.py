@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sampler.quality.compare import dominance, frontier_gap, paired_differences
+from sampler.quality.compare import dominance, frontier_gap, paired_differences, paired_frontier_gap
 
 N = 400
 
@@ -66,3 +66,75 @@ def test_frontier_gap_interpolates_and_refuses_to_extrapolate() -> None:
     assert frontier_gap((0.5, 1.0), curve) is None
     with pytest.raises(ValueError, match="curve"):
         frontier_gap((1.0, 1.0), [(1.0, 1.0)])
+
+
+# --------------------------------------------------------------------------- paired_frontier_gap
+
+
+def _curve_row(precision: torch.Tensor, recall: torch.Tensor) -> dict:
+    return {"precision_per_sequence": precision, "recall_per_sequence": recall}
+
+
+def test_paired_frontier_gap_interpolates_between_the_bracketing_points() -> None:
+    """The row sits a quarter of the way from a (P = 2.0) to b (P = 2.4): the curve's recall there is
+    0.75·R_a + 0.25·R_b.  Planted bugs: weights swapped (0.25·R_a + 0.75·R_b: off by 0.1), the wrong pair of
+    points (c), or order-dependence (the curve handed over unsorted)."""
+    ones = torch.ones(4, dtype=torch.float64)
+    a = _curve_row(2.0 * ones, 1.6 * ones)
+    b = _curve_row(torch.tensor([2.3, 2.5, 2.4, 2.4], dtype=torch.float64), 1.8 * ones)
+    c = _curve_row(2.8 * ones, 2.5 * ones)
+    row = _curve_row(torch.tensor([2.0, 2.2, 2.1, 2.1], dtype=torch.float64), torch.tensor([1.5, 1.7, 1.6, 1.6], dtype=torch.float64))
+    expected = 1.6 - (0.75 * 1.6 + 0.25 * 1.8)  # = −0.05 by hand
+    for curve in ([a, b, c], [c, a, b]):
+        out = paired_frontier_gap(row, curve)
+        assert out["gap"] == pytest.approx(expected, abs=1e-12) and out["weight"] == pytest.approx(0.75)
+        assert {id(curve[i]) for i in out["between"]} == {id(a), id(b)}
+    assert paired_frontier_gap(_curve_row(3.0 * ones, ones), [a, b, c]) is None  # beyond the curve: no extrapolation
+    with pytest.raises(ValueError, match="curve_rows"):
+        paired_frontier_gap(row, [a])
+
+
+def test_paired_frontier_gap_se_is_paired_and_calibrated() -> None:
+    """Rows share a per-sequence base (paired noise) and the row lies on the true curve (gap 0).  Its 2-SE
+    interval must cover 0 in 95.4 % of 300 seeded replicates; the acceptance band [0.91, 0.995] is 3.7 and 3.4
+    binomial SDs from 0.954 (false-fail rate < 1e-3).  Planted bugs: an unpaired SE (over-covers: ~100 %), the
+    delta-method term dropped (the row's precision is noisy and the curve's slope 1: covers ~26 %)."""
+    n, covered = 200, 0
+    g = torch.Generator().manual_seed(11)
+    for _ in range(300):
+        base_p, base_r = 0.3 * torch.randn(n, generator=g, dtype=torch.float64), 0.3 * torch.randn(n, generator=g, dtype=torch.float64)
+        noise = lambda sd: sd * torch.randn(n, generator=g, dtype=torch.float64)  # noqa: E731
+        a = _curve_row(2.0 + base_p + noise(0.02), 1.6 + base_r + noise(0.05))
+        b = _curve_row(2.4 + base_p + noise(0.02), 2.0 + base_r + noise(0.05))  # slope (2.0 − 1.6)/(2.4 − 2.0) = 1
+        row = _curve_row(2.2 + noise(0.3), 1.8 + base_r + noise(0.05))  # on the line; its precision unpaired and noisy
+        out = paired_frontier_gap(row, [a, b])
+        covered += abs(out["gap"]) < 2 * out["se"]
+    assert 0.91 <= covered / 300 <= 0.995
+
+
+def test_shadow_student_benchmark_places_rows_against_the_floor_curve() -> None:
+    """benchmarks/shadow_student.py: every row with recall (not the floor rows themselves) gets its gap to the
+    exact denoiser's temperature curve, built from the exact-denoiser rows only (the teacher row, far out at
+    P = 3.0, must not join the curve: with it the student would be bracketed by T = 0.9 and the teacher)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "shadow_student.py"
+    spec = importlib.util.spec_from_file_location("shadow_student_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ones = torch.ones(8, dtype=torch.float64)
+
+    def row(name: str, precision: float, recall: float | None) -> dict:
+        return {"name": name, "precision": {"per_sequence": precision * ones},
+                "recall": None if recall is None else {"per_sequence": recall * ones}}
+
+    rows = [row("teacher, ancestral", 3.0, 2.0), row("shadow student", 2.25, 1.60), row("shadow, fresh uniform", 2.3, None),
+            row("exact denoiser, noise-shared", 2.2, 1.62), row("exact denoiser, T=0.9, noise-shared", 2.0, 1.63),
+            row("exact denoiser, T=1.1, noise-shared", 2.4, 1.66)]
+    module.floor_curve_gaps(rows)
+    student = rows[1]["floor_curve"]
+    assert student["gap"] == pytest.approx(1.60 - (0.75 * 1.62 + 0.25 * 1.66))
+    assert student["between"] == ["exact denoiser, noise-shared", "exact denoiser, T=1.1, noise-shared"]
+    assert rows[0]["floor_curve"] is None  # beyond the measured temperatures
+    assert all("floor_curve" not in r for r in rows[2:])

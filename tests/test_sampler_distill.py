@@ -276,6 +276,31 @@ def test_exact_resume_mid_round(tmp_path: Path, method: str) -> None:
     assert out.shape == (2, 12, model.config.vocab_size)
 
 
+def test_one_round_run_lengthens_on_resume_exactly(tmp_path: Path) -> None:
+    """A finished one-round run resumed with a larger steps_per_round (--allow-changed steps_per_round) trains on
+    and ends with the weights of a run started at that length.  Planted bugs: a resume that trusts the stored
+    `complete` flag (returns without training: step stays 3), or one that restarts the round (fresh AdamW
+    moments: other weights)."""
+    teacher = make_teacher(tmp_path / "teacher")
+    one_round = dict(start_steps=2, target_steps=2)
+    straight = distill(_tiny(teacher, tmp_path / "straight", steps_per_round=5, **one_round))
+    assert distill(_tiny(teacher, tmp_path / "split", steps_per_round=3, **one_round))["complete"]
+    with pytest.raises(ValueError, match="steps_per_round: run 3, now 5"):
+        distill(_tiny(teacher, tmp_path / "split", steps_per_round=5, **one_round))
+    longer = distill(_tiny(teacher, tmp_path / "split", steps_per_round=5, allow_changed=("steps_per_round",), **one_round))
+    assert longer["complete"] and longer["step"] == 5 and longer["optimizer_steps"] == straight["optimizer_steps"] == 5
+    a, _ = load_checkpoint(tmp_path / "straight")
+    b, meta = load_checkpoint(tmp_path / "split")
+    assert [k for k in a if k.startswith(("model.", "ema.", "optim.")) and not torch.equal(a[k], b[k])] == []
+    assert meta["resumes"][-1] == {"step": 3, "changed": {"steps_per_round": [3, 5]}}
+    assert meta["distill"]["config"]["steps_per_round"] == 3 and meta["distill"]["total_steps"] == 5
+    with pytest.raises(ValueError, match="fewer than the 5"):  # shortening below what was done
+        distill(_tiny(teacher, tmp_path / "split", steps_per_round=4, allow_changed=("steps_per_round",), **one_round))
+    with pytest.raises(ValueError, match="one-round run"):  # with rounds, a new length moves the round boundaries
+        _tiny(teacher, tmp_path / "rounds", allow_changed=("steps_per_round",)).validate()
+    assert not (tmp_path / "rounds").exists()
+
+
 def test_refuses_teacher_of_other_vocabulary(tmp_path: Path) -> None:
     teacher = make_teacher(tmp_path / "teacher", vocab_size=30)
     with pytest.raises(ValueError, match="vocab_size"):

@@ -8,7 +8,7 @@ import argparse
 from dataclasses import fields
 from typing import Any
 
-from ..train.config import OVERRIDABLE_FIELDS, OptimConfig, RunConfig
+from ..train.config import OptimConfig, RunConfig
 
 
 def int_at_least(minimum: int) -> Any:
@@ -84,9 +84,11 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: RunConfig) -> N
                         help="total optimiser steps (a resumed run continues up to it)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only: refused on the CPU)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--allow-changed", action="append", default=None, metavar="FIELD", choices=sorted(OVERRIDABLE_FIELDS),
-                        help=f"on a resume, accept a changed value of FIELD, one of {', '.join(sorted(OVERRIDABLE_FIELDS))} "
-                             "(repeatable; recorded in the run's meta['resumes'], its train config stays as started)")
+    allowed = sorted(defaults.overridable)
+    parser.add_argument("--allow-changed", action="append", default=None, metavar="FIELD", choices=allowed,
+                        help=f"on a resume, accept a changed value of FIELD, one of {', '.join(allowed)} "
+                             "(repeatable; recorded in the run's meta['resumes'], its config stays as started"
+                             + ("; steps_per_round only for a one-round run" if "steps_per_round" in allowed else "") + ")")
 
 
 def optim_run_fields(args: argparse.Namespace) -> dict[str, Any]:

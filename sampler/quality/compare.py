@@ -1,4 +1,4 @@
-"""When one sampler beats another on the two axes: `dominance(a, b)` and `frontier_gap`.
+"""When one sampler beats another on the two axes: `dominance(a, b)`, `frontier_gap` and `paired_frontier_gap`.
 
 Every metric here is lower-is-better: precision E_q[−log p]/L, recall (held-out NLL bound), n-gram JS and the
 KS statistic.  A difference d = a − b with standard error se is
@@ -17,6 +17,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
+
+
 def frontier_gap(point: tuple[float, float], curve: Sequence[tuple[float, float]]) -> float | None:
     """recall(point) − recall of the curve at the point's precision, the curve (precision, recall) pairs of a
     temperature sweep joined by straight lines in order of precision (sampler.data.frontier_at_entropy);
@@ -30,6 +33,42 @@ def frontier_gap(point: tuple[float, float], curve: Sequence[tuple[float, float]
     if not min(precisions) <= float(point[0]) <= max(precisions):
         return None
     return float(point[1]) - frontier_at_entropy(curve, float(point[0]))
+
+
+def paired_frontier_gap(row: Mapping[str, Any], curve_rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """recall(row) − recall of a temperature curve at row's precision, with a paired standard error.
+
+    Every row holds `precision_per_sequence` and `recall_per_sequence`, paired across rows (the same sampler
+    noise, the same held-out set).  With P, R the means, a and b the two curve rows whose precisions bracket
+    P_row (curve sorted by precision), the curve between them is the straight line: weight
+    w = (P_b − P_row)/(P_b − P_a), and
+
+        gap = mean_i [r_i − w·ra_i − (1 − w)·rb_i]              (< 0: the row lies inside the curve)
+        se² = var_i[r − w·ra − (1 − w)·rb]/N + slope²·var_i[p − w·pa − (1 − w)·pb]/N,  slope = (R_b − R_a)/(P_b − P_a),
+
+    the second term the delta method for where on the curve the row sits (its precision is an estimate too).
+    Returns {"gap", "se", "weight", "between": (index of a, index of b) in curve_rows} or None when P_row lies
+    outside the curve's precision range (no extrapolation)."""
+    if len(curve_rows) < 2:
+        raise ValueError(f"curve_rows must hold at least 2 rows, got {len(curve_rows)}")
+
+    def values(r: Mapping[str, Any], key: str) -> torch.Tensor:
+        return torch.as_tensor(r[key + "_per_sequence"], dtype=torch.float64).reshape(-1)
+
+    order = sorted(range(len(curve_rows)), key=lambda i: float(values(curve_rows[i], "precision").mean()))
+    means = [float(values(curve_rows[i], "precision").mean()) for i in order]
+    p_row = float(values(row, "precision").mean())
+    if not means[0] <= p_row <= means[-1]:
+        return None
+    k = next(k for k in range(len(order) - 1) if means[k] <= p_row <= means[k + 1])
+    a, b = curve_rows[order[k]], curve_rows[order[k + 1]]
+    span = means[k + 1] - means[k]
+    w = 1.0 if span == 0 else (means[k + 1] - p_row) / span
+    recall_d = values(row, "recall") - w * values(a, "recall") - (1 - w) * values(b, "recall")
+    precision_d = values(row, "precision") - w * values(a, "precision") - (1 - w) * values(b, "precision")
+    slope = 0.0 if span == 0 else float(values(b, "recall").mean() - values(a, "recall").mean()) / span
+    variance = recall_d.var() / recall_d.numel() + slope**2 * precision_d.var() / precision_d.numel()
+    return {"gap": float(recall_d.mean()), "se": float(variance.sqrt()), "weight": w, "between": (order[k], order[k + 1])}
 
 
 def paired_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:

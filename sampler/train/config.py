@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..batches import check_step_count
 from ..losses import DIVERGENCES
@@ -78,6 +78,8 @@ class OptimConfig:
 # fields --allow-changed may override on a resume: the exact-resume state (weights, EMA, AdamW moments,
 # RNG streams) stays valid under them; the run just continues with other settings
 OVERRIDABLE_FIELDS = frozenset({f.name for f in fields(OptimConfig)} | {"batch_size", "seed"})
+# a distillation may also change its length on a resume, when it has one round (no round boundary moves)
+DISTILL_OVERRIDABLE_FIELDS = OVERRIDABLE_FIELDS | {"steps_per_round"}
 
 
 @dataclass(kw_only=True)
@@ -97,13 +99,14 @@ class RunConfig:
     # OVERRIDABLE_FIELDS a resumption may change (recorded in meta["resumes"]); a tuple of str, unparametrised
     # because a runtime checker draws from the global `random` to check an item (an exact resume restores that state)
     allow_changed: tuple = ()
+    overridable: ClassVar[frozenset] = OVERRIDABLE_FIELDS
 
     def validate_run(self) -> None:
         if self.seed is not None:
             _check_int(self.seed, "seed", 0)
-        unknown = sorted(set(self.allow_changed) - OVERRIDABLE_FIELDS)
+        unknown = sorted(set(self.allow_changed) - self.overridable)
         if unknown:
-            raise ValueError(f"allow_changed names {unknown}; only {sorted(OVERRIDABLE_FIELDS)} may change on a resume")
+            raise ValueError(f"allow_changed names {unknown}; only {sorted(self.overridable)} may change on a resume")
         for name in ("batch_size", "save_every", "log_every"):
             _check_int(getattr(self, name), name, 1)
         if self.max_steps is not None:
@@ -143,8 +146,8 @@ class RunConfig:
         refused = sorted(set(differing) - set(self.allow_changed))
         if refused:
             listed = ", ".join(f"{k}: run {differing[k][0]!r}, now {differing[k][1]!r}" for k in refused)
-            hint = (f"; to change {sorted(set(refused) & OVERRIDABLE_FIELDS)} on purpose pass --allow-changed FIELD"
-                    if set(refused) & OVERRIDABLE_FIELDS else "")
+            hint = (f"; to change {sorted(set(refused) & self.overridable)} on purpose pass --allow-changed FIELD"
+                    if set(refused) & self.overridable else "")
             raise ValueError(f"out={self.out!r} holds a run with different settings ({listed}){hint}; "
                              f"or start afresh with another --out")
         return replace(self, seed=current["seed"]), differing
@@ -211,6 +214,7 @@ class DistillConfig(RunConfig, OptimConfig):
     ema_decay: float = 0.99
     save_every: int = 100
     log_every: int = 10
+    overridable: ClassVar[frozenset] = DISTILL_OVERRIDABLE_FIELDS
 
     def validate(self) -> list[int]:
         """ValueError on any bad field; returns the rounds' sampling step counts."""
@@ -231,6 +235,9 @@ class DistillConfig(RunConfig, OptimConfig):
             raise ValueError(f"coupling must be 'uniform' or 'threshold' for method='shadow' (per-token reveal noise), "
                              f"got {self.coupling!r}")
         check_step_count(self.steps_per_round, "steps_per_round")
+        if "steps_per_round" in self.allow_changed and len(counts) > 1:
+            raise ValueError(f"allow_changed steps_per_round: only a one-round run (start_steps == target_steps) may change "
+                             f"its length on a resume; with rounds {counts} it would move the round boundaries")
         self.validate_optim()
         self.validate_run()
         for r in range(len(counts)):
