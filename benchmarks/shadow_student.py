@@ -137,7 +137,7 @@ def floor_curve_gaps(rows: list[dict[str, Any]]) -> None:
     as_pairs = lambda r: {"precision_per_sequence": r["precision"]["per_sequence"],  # noqa: E731
                           "recall_per_sequence": r["recall"]["per_sequence"]}
     for row in rows:
-        if len(curve) >= 2 and row["recall"] and row not in curve:
+        if len(curve) >= 2 and row["recall"] and all(row is not r for r in curve):
             gap = paired_frontier_gap(as_pairs(row), [as_pairs(r) for r in curve])
             row["floor_curve"] = gap and {**gap, "between": [curve[i]["name"] for i in gap["between"]]}
 
@@ -199,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="JSON report")
     args = parser.parse_args(argv)
+    temperatures = args.oracle_temperatures
+    if len(set(temperatures)) != len(temperatures) or 1.0 in temperatures or any(t <= 0 for t in temperatures):
+        parser.error(f"--oracle-temperatures must be distinct positive values other than 1 (the T = 1 row is always "
+                     f"there), got {temperatures}")
     report = run(args)
     print(format_rows(report))
     if args.out:

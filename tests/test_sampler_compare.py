@@ -92,13 +92,28 @@ def test_paired_frontier_gap_interpolates_between_the_bracketing_points() -> Non
     assert paired_frontier_gap(_curve_row(3.0 * ones, ones), [a, b, c]) is None  # beyond the curve: no extrapolation
     with pytest.raises(ValueError, match="curve_rows"):
         paired_frontier_gap(row, [a])
+    with pytest.raises(ValueError, match="distinct mean precisions"):  # a tie would make the result order-dependent
+        paired_frontier_gap(row, [a, b, _curve_row(2.4 * ones, 1.0 * ones)])
+    with pytest.raises(ValueError, match="same number"):  # a length-1 row would broadcast to an SE of 0
+        paired_frontier_gap(_curve_row(torch.tensor([2.1], dtype=torch.float64), torch.tensor([1.6], dtype=torch.float64)), [a, b])
+
+
+def test_paired_frontier_gap_at_a_kink_takes_the_steeper_slope() -> None:
+    """A row exactly at the interior point b (P = 2.4) sits where the slope jumps from 0.5 (a→b) to 2.0 (b→c):
+    the SE's position term uses 2.0.  By hand: p − p_b = (−0.1, 0.1, 0, 0), var 0.02/3; r − r_b constant;
+    se = sqrt(2.0²·(0.02/3)/4) = 0.0816 (the left slope alone would give 0.0204)."""
+    ones = torch.ones(4, dtype=torch.float64)
+    a, b, c = _curve_row(2.0 * ones, 1.6 * ones), _curve_row(2.4 * ones, 1.8 * ones), _curve_row(2.8 * ones, 2.6 * ones)
+    row = _curve_row(torch.tensor([2.3, 2.5, 2.4, 2.4], dtype=torch.float64), 1.7 * ones)
+    out = paired_frontier_gap(row, [a, b, c])
+    assert out["gap"] == pytest.approx(-0.1) and out["se"] == pytest.approx((4.0 * 0.02 / 3 / 4) ** 0.5)
 
 
 def test_paired_frontier_gap_se_is_paired_and_calibrated() -> None:
     """Rows share a per-sequence base (paired noise) and the row lies on the true curve (gap 0).  Its 2-SE
     interval must cover 0 in 95.4 % of 300 seeded replicates; the acceptance band [0.91, 0.995] is 3.7 and 3.4
     binomial SDs from 0.954 (false-fail rate < 1e-3).  Planted bugs: an unpaired SE (over-covers: ~100 %), the
-    delta-method term dropped (the row's precision is noisy and the curve's slope 1: covers ~26 %)."""
+    delta-method term dropped (the row's precision is noisy and the curve's slope 1: covered 67/300)."""
     n, covered = 200, 0
     g = torch.Generator().manual_seed(11)
     for _ in range(300):

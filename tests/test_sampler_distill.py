@@ -294,10 +294,13 @@ def test_one_round_run_lengthens_on_resume_exactly(tmp_path: Path) -> None:
     assert [k for k in a if k.startswith(("model.", "ema.", "optim.")) and not torch.equal(a[k], b[k])] == []
     assert meta["resumes"][-1] == {"step": 3, "changed": {"steps_per_round": [3, 5]}}
     assert meta["distill"]["config"]["steps_per_round"] == 3 and meta["distill"]["total_steps"] == 5
-    with pytest.raises(ValueError, match="fewer than the 5"):  # shortening below what was done
-        distill(_tiny(teacher, tmp_path / "split", steps_per_round=4, allow_changed=("steps_per_round",), **one_round))
+    before = (tmp_path / "split" / "checkpoint.safetensors").read_bytes()
+    for shorter in (5 - 1, 3):  # shortening is refused, even to steps already done (the stored record would lie)
+        with pytest.raises(ValueError, match="may only grow"):
+            distill(_tiny(teacher, tmp_path / "split", steps_per_round=shorter, allow_changed=("steps_per_round",), **one_round))
+    assert (tmp_path / "split" / "checkpoint.safetensors").read_bytes() == before
     with pytest.raises(ValueError, match="one-round run"):  # with rounds, a new length moves the round boundaries
-        _tiny(teacher, tmp_path / "rounds", allow_changed=("steps_per_round",)).validate()
+        distill(_tiny(teacher, tmp_path / "rounds", allow_changed=("steps_per_round",)))
     assert not (tmp_path / "rounds").exists()
 
 

@@ -38,37 +38,51 @@ def frontier_gap(point: tuple[float, float], curve: Sequence[tuple[float, float]
 def paired_frontier_gap(row: Mapping[str, Any], curve_rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """recall(row) − recall of a temperature curve at row's precision, with a paired standard error.
 
-    Every row holds `precision_per_sequence` and `recall_per_sequence`, paired across rows (the same sampler
-    noise, the same held-out set).  With P, R the means, a and b the two curve rows whose precisions bracket
-    P_row (curve sorted by precision), the curve between them is the straight line: weight
-    w = (P_b − P_row)/(P_b − P_a), and
+    Every row holds `precision_per_sequence` and `recall_per_sequence` (N ≥ 2 each), paired across rows: the
+    same sampler noise for precision, the same held-out set for recall.  With P, R the means, a and b the two
+    curve rows whose precisions bracket P_row (curve sorted by precision), the curve between them is the
+    straight line: weight w = (P_b − P_row)/(P_b − P_a), and
 
         gap = mean_i [r_i − w·ra_i − (1 − w)·rb_i]              (< 0: the row lies inside the curve)
         se² = var_i[r − w·ra − (1 − w)·rb]/N + slope²·var_i[p − w·pa − (1 − w)·pb]/N,  slope = (R_b − R_a)/(P_b − P_a),
 
     the second term the delta method for where on the curve the row sits (its precision is an estimate too).
-    Returns {"gap", "se", "weight", "between": (index of a, index of b) in curve_rows} or None when P_row lies
-    outside the curve's precision range (no extrapolation)."""
+    The two terms add because precision is measured on generated samples and recall on held-out sequences,
+    independent of each other.  A row exactly at an interior curve point takes the steeper neighbouring slope
+    (the conservative SE).  Returns {"gap", "se", "weight", "between": (index of a, index of b) in curve_rows},
+    or None when P_row lies outside the curve's precision range (no extrapolation).  ValueError on fewer than 2
+    curve rows, two curve rows of equal mean precision, or per-sequence lengths that differ between rows."""
     if len(curve_rows) < 2:
         raise ValueError(f"curve_rows must hold at least 2 rows, got {len(curve_rows)}")
-
-    def values(r: Mapping[str, Any], key: str) -> torch.Tensor:
-        return torch.as_tensor(r[key + "_per_sequence"], dtype=torch.float64).reshape(-1)
-
-    order = sorted(range(len(curve_rows)), key=lambda i: float(values(curve_rows[i], "precision").mean()))
-    means = [float(values(curve_rows[i], "precision").mean()) for i in order]
-    p_row = float(values(row, "precision").mean())
-    if not means[0] <= p_row <= means[-1]:
+    rows = [row, *curve_rows]
+    per_seq = {key: [torch.as_tensor(r[key + "_per_sequence"], dtype=torch.float64).reshape(-1) for r in rows]
+               for key in ("precision", "recall")}
+    for key, tensors in per_seq.items():
+        lengths = [t.numel() for t in tensors]
+        if len(set(lengths)) > 1 or lengths[0] < 2:
+            raise ValueError(f"{key}_per_sequence must hold the same number (>= 2) of paired values in the row and "
+                             f"every curve row, got {lengths}")
+    (p_row, *precisions), (r_row, *recalls) = per_seq["precision"], per_seq["recall"]
+    order = sorted(range(len(curve_rows)), key=lambda i: float(precisions[i].mean()))
+    means = [float(precisions[i].mean()) for i in order]
+    if any(x == y for x, y in zip(means, means[1:])):
+        raise ValueError(f"curve_rows must have distinct mean precisions, got {sorted(means)}")
+    p = float(p_row.mean())
+    if not means[0] <= p <= means[-1]:
         return None
-    k = next(k for k in range(len(order) - 1) if means[k] <= p_row <= means[k + 1])
-    a, b = curve_rows[order[k]], curve_rows[order[k + 1]]
-    span = means[k + 1] - means[k]
-    w = 1.0 if span == 0 else (means[k + 1] - p_row) / span
-    recall_d = values(row, "recall") - w * values(a, "recall") - (1 - w) * values(b, "recall")
-    precision_d = values(row, "precision") - w * values(a, "precision") - (1 - w) * values(b, "precision")
-    slope = 0.0 if span == 0 else float(values(b, "recall").mean() - values(a, "recall").mean()) / span
-    variance = recall_d.var() / recall_d.numel() + slope**2 * precision_d.var() / precision_d.numel()
-    return {"gap": float(recall_d.mean()), "se": float(variance.sqrt()), "weight": w, "between": (order[k], order[k + 1])}
+    k = next(k for k in range(len(order) - 1) if means[k] <= p <= means[k + 1])
+    a, b = order[k], order[k + 1]
+    w = (means[k + 1] - p) / (means[k + 1] - means[k])
+    recall_d = r_row - w * recalls[a] - (1 - w) * recalls[b]
+    precision_d = p_row - w * precisions[a] - (1 - w) * precisions[b]
+
+    def slope(j: int) -> float:  # of the segment from sorted point j to j + 1
+        return float(recalls[order[j + 1]].mean() - recalls[order[j]].mean()) / (means[j + 1] - means[j])
+
+    at_points = [j for j in (k, k + 1) if p == means[j] and 0 < j < len(means) - 1]
+    steepest = max([abs(slope(k))] + [abs(slope(j - 1)) for j in at_points] + [abs(slope(j)) for j in at_points])
+    variance = recall_d.var() / recall_d.numel() + steepest**2 * precision_d.var() / precision_d.numel()
+    return {"gap": float(recall_d.mean()), "se": float(variance.sqrt()), "weight": w, "between": (a, b)}
 
 
 def paired_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:

@@ -363,10 +363,10 @@ def _distill_owned(config: DistillConfig, counts: list, device: torch.device) ->
         ExactTeacher(source, model_config.mask_id)  # ValueError naming --exact-teacher before any other work
     teacher_digest = teacher_weights_digest(teacher_tensors)
     resume_tensors, resume_meta, config, changed = _previous_run(config, model_config, teacher_digest)
+    if "steps_per_round" in changed and changed["steps_per_round"][1] < changed["steps_per_round"][0]:
+        raise ValueError(f"steps_per_round may only grow on a resume: out={config.out!r} has "
+                         f"{changed['steps_per_round'][0]} a round, now {changed['steps_per_round'][1]}")
     done_steps = int(resume_meta.get("step", 0))
-    if done_steps > total_steps:
-        raise ValueError(f"steps_per_round={config.steps_per_round} gives {total_steps} steps, fewer than the "
-                         f"{done_steps} that out={config.out!r} has done")
     if resume_tensors is not None and done_steps == total_steps:
         done = resume_meta["distill"]
         return {**{k: done[k] for k in ("teacher_forward_passes", "teacher_sequence_evals", "wall_time_s", "optimizer_steps")},
