@@ -276,7 +276,8 @@ def _previous_run(
 ) -> tuple[dict[str, Tensor] | None, dict[str, Any], DistillConfig, dict[str, Any]]:
     """(tensors, meta, config with seed resolved, the allowed changes) of the run already in config.out
     ((None, {}, config, {}) when there is none); ValueError when it is another kind of run, was distilled
-    from other teacher weights, or was started with settings that may not change (RunConfig.resumed_config)."""
+    from other teacher weights, was started with settings that may not change (RunConfig.resumed_config), or
+    would get a shorter round (steps_per_round may only grow)."""
     if not ckpt.checkpoint_path(config.out).is_file():
         return None, {}, replace(config, seed=0 if config.seed is None else config.seed), {}
     tensors, meta = ckpt.load_checkpoint(config.out)
@@ -295,6 +296,9 @@ def _previous_run(
             f"or start afresh with another --out"
         )
     resumed, changed = config.resumed_config(meta["distill"]["config"], meta.get("resumes", []))
+    if "steps_per_round" in changed and changed["steps_per_round"][1] < changed["steps_per_round"][0]:
+        raise ValueError(f"steps_per_round may only grow on a resume: out={config.out!r} has "
+                         f"{changed['steps_per_round'][0]} a round, now {changed['steps_per_round'][1]}")
     return tensors, meta, resumed, changed
 
 
@@ -363,11 +367,7 @@ def _distill_owned(config: DistillConfig, counts: list, device: torch.device) ->
         ExactTeacher(source, model_config.mask_id)  # ValueError naming --exact-teacher before any other work
     teacher_digest = teacher_weights_digest(teacher_tensors)
     resume_tensors, resume_meta, config, changed = _previous_run(config, model_config, teacher_digest)
-    if "steps_per_round" in changed and changed["steps_per_round"][1] < changed["steps_per_round"][0]:
-        raise ValueError(f"steps_per_round may only grow on a resume: out={config.out!r} has "
-                         f"{changed['steps_per_round'][0]} a round, now {changed['steps_per_round'][1]}")
-    done_steps = int(resume_meta.get("step", 0))
-    if resume_tensors is not None and done_steps == total_steps:
+    if resume_tensors is not None and int(resume_meta["step"]) == total_steps:
         done = resume_meta["distill"]
         return {**{k: done[k] for k in ("teacher_forward_passes", "teacher_sequence_evals", "wall_time_s", "optimizer_steps")},
                 "complete": True, "round_steps": done["round_steps"], "step": int(resume_meta["step"])}
