@@ -393,10 +393,12 @@ def _unavailable(ctx: EvalContext) -> dict[str, str]:
 # ---------------------------------------------------------------------------- comparisons
 
 
-def _curve(rows: list[dict[str, Any]], label: str, steps: int) -> list[tuple[float, float]] | None:
-    points = [(r["precision"][0], r["recall"][0]) for r in rows
-              if r["sampler"] == label and r["steps"] == steps and r["recall"] is not None]
-    return points if len(points) >= 2 else None
+def _curve(rows: list[dict[str, Any]], label: str, steps: int) -> list[dict[str, Any]] | None:
+    """The temperature sweep of sampler `label` at `steps`: its rows with precision and recall (paired with every
+    other row at that step count: one sampler seed, one held-out set), or None when fewer than two."""
+    curve = [r for r in rows if r["sampler"] == label and r["steps"] == steps
+             and r["precision"] is not None and r["recall"] is not None]
+    return curve if len(curve) >= 2 else None
 
 
 def _compare(a: dict[str, Any], b: dict[str, Any], curve: Any, config: BenchConfig) -> dict[str, Any]:
@@ -535,11 +537,11 @@ def _comparisons_table(comparisons: list[dict[str, Any]], first: str) -> list[st
              "|---|---|---|---:|---:|---:|---|---:|---:|---|"]
     for c in comparisons:
         fid = "; ".join(f"{n}: {_pm(v, True)}" for n, v in sorted(c.get("fidelity", {}).items(), key=lambda kv: int(kv[0])))
-        gap = c.get("frontier_gap")
+        gap, gap_se = c.get("frontier_gap"), c.get("frontier_gap_se")
         where = f"{c['steps_a']} vs {c['steps_b']}" if c["steps_a"] != c["steps_b"] else str(c["steps_a"])
         lines.append(f"| {where} | {c['a']} | {c['b']} | {_pm(c['precision'], True)} | {_pm(c['entropy'], True)} | "
                      f"{_pm(c.get('recall'), True)} | {fid} | {_pm(c.get('typicality'), True)} | "
-                     f"{'' if gap is None else format(gap, '+.4f')} | {_verdict(c)} |")
+                     f"{'' if gap is None else _pm((gap, gap_se), True)} | {_verdict(c)} |")
     return lines
 
 
@@ -568,7 +570,8 @@ def markdown_report(result: dict[str, Any]) -> str:
         f"NLL bound of the sampler, k = {config['k']}; JS: n-gram Jensen–Shannon to the exact marginals (true sequences' "
         "value in brackets); KS: typicality. All lower is better, ± SE. One sampler seed for every row (paired).", "",
         f"Dominates = better on precision and recall beyond {config['z']:g} SE (or strictly inside the other's "
-        "temperature frontier: frontier gap < −z·SE) and no n-gram order nor KS worse beyond z SE.", "",
+        "temperature frontier: frontier gap, recall minus the frontier's at a's precision with a paired SE, below −z·SE) "
+        "and no n-gram order nor KS worse beyond z SE.", "",
         "## Seed means (differences a − b; mean ± between-seed SE (mean paired SE))", "", *_means_table(result), "",
         "## Paper's framing: student at its target steps against the teacher at its start steps", "",
         "Paper's protocol reads Δ precision and Δ entropy only; ours reads all columns and the verdict.", "",

@@ -1,11 +1,11 @@
-"""`dominance(a, b)` and `frontier_gap`: when a sampler beats another on the two axes (sampler.quality.compare)."""
+"""`dominance(a, b)` and `paired_frontier_gap`: when a sampler beats another on the two axes (sampler.quality.compare)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from sampler.quality.compare import dominance, frontier_gap, paired_differences, paired_frontier_gap
+from sampler.quality.compare import dominance, paired_differences, paired_frontier_gap
 
 N = 400
 
@@ -50,22 +50,22 @@ def test_dominates_only_when_better_on_both_axes_and_not_worse_elsewhere() -> No
 
 
 def test_inside_the_temperature_frontier_counts_as_dominating() -> None:
+    """b's curve: (−0.1, +0.20), b itself (0, 0), (+0.4, +0.30) as shifts of one shared base.  a = (+0.20, +0.14)
+    is worse than b on both axes, yet 0.01 below the curve's recall (+0.15) at its precision.  The paired SE of
+    that gap is about 0.001, a's own recall SE 0.015.  Planted bug: judging "inside" by a's unpaired recall SE
+    (0.01 < 2·0.015: not inside)."""
     b = _row(0.0, 0.0, seed=2)
-    a = _row(+0.20, +0.01, seed=1)  # worse precision than b at T = 1, yet below b's curve at its own precision
-    curve = [(b["precision"][0] - 0.1, b["recall"][0] + 0.20), (b["precision"][0], b["recall"][0]),
-             (b["precision"][0] + 0.4, b["recall"][0] + 0.30)]
+    curve = [_row(-0.1, +0.20, seed=3), b, _row(+0.4, +0.30, seed=4)]
+    a = _row(+0.20, +0.14, seed=1)
     verdict = dominance(a, b, curve=curve)
-    assert verdict["inside"] and verdict["dominates"] and verdict["frontier_gap"] < 0
-    assert not dominance(a, b)["dominates"]  # without the curve it is only worse on precision
-
-
-def test_frontier_gap_interpolates_and_refuses_to_extrapolate() -> None:
-    curve = [(1.0, 2.0), (2.0, 1.0), (3.0, 3.0)]
-    assert frontier_gap((1.5, 1.2), curve) == pytest.approx(1.2 - 1.5)
-    assert frontier_gap((2.5, 2.0), curve) == pytest.approx(0.0)
-    assert frontier_gap((0.5, 1.0), curve) is None
-    with pytest.raises(ValueError, match="curve"):
-        frontier_gap((1.0, 1.0), [(1.0, 1.0)])
+    assert verdict["frontier_gap"] == pytest.approx(-0.01, abs=0.003)
+    assert verdict["frontier_gap_se"] < 0.1 * a["recall"][1]
+    assert verdict["inside"] and verdict["dominates"] and verdict["reason"] == "strictly inside the temperature frontier"
+    assert not dominance(a, b)["dominates"]  # without the curve it is worse on both axes
+    on_curve = dominance(_row(+0.20, +0.15, seed=1), b, curve=curve)
+    assert not on_curve["inside"] and not on_curve["dominates"]
+    beyond = dominance(_row(+0.60, +0.10, seed=1), b, curve=curve)  # precision past the sweep: no extrapolation
+    assert beyond["frontier_gap"] is None and not beyond["inside"]
 
 
 # --------------------------------------------------------------------------- paired_frontier_gap

@@ -1,4 +1,4 @@
-"""When one sampler beats another on the two axes: `dominance(a, b)`, `frontier_gap` and `paired_frontier_gap`.
+"""When one sampler beats another on the two axes: `dominance(a, b)` and `paired_frontier_gap`.
 
 Every metric here is lower-is-better: precision E_q[−log p]/L, recall (held-out NLL bound), n-gram JS and the
 KS statistic.  A difference d = a − b with standard error se is
@@ -7,7 +7,7 @@ KS statistic.  A difference d = a − b with standard error se is
     not worse   when d <  z·se.
 
 a dominates b when a is better on precision AND recall, or lies strictly inside b's temperature frontier
-(frontier_gap < −z·se, see below), and is not worse on any n-gram fidelity order nor on typicality.
+(paired_frontier_gap < −z·se, see below), and is not worse on any n-gram fidelity order nor on typicality.
 """
 
 from __future__ import annotations
@@ -18,21 +18,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-
-
-def frontier_gap(point: tuple[float, float], curve: Sequence[tuple[float, float]]) -> float | None:
-    """recall(point) − recall of the curve at the point's precision, the curve (precision, recall) pairs of a
-    temperature sweep joined by straight lines in order of precision (sampler.data.frontier_at_entropy);
-    None when the point's precision lies outside the swept range (no extrapolation).
-    < 0: the point lies inside (below) the frontier."""
-    from sampler.data import frontier_at_entropy
-
-    if len(curve) < 2:
-        raise ValueError(f"curve must hold at least 2 (precision, recall) points, got {len(curve)}")
-    precisions = [float(p) for p, _ in curve]
-    if not min(precisions) <= float(point[0]) <= max(precisions):
-        return None
-    return float(point[1]) - frontier_at_entropy(curve, float(point[0]))
 
 
 def paired_frontier_gap(row: Mapping[str, Any], curve_rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
@@ -103,23 +88,25 @@ def paired_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, 
 
 
 def dominance(
-    a: Mapping[str, Any], b: Mapping[str, Any], *, curve: Sequence[tuple[float, float]] | None = None, z: float = 2.0,
+    a: Mapping[str, Any], b: Mapping[str, Any], *, curve: Sequence[Mapping[str, Any]] | None = None, z: float = 2.0,
 ) -> dict[str, Any]:
     """Whether sampler a dominates sampler b (module docstring), for rows of `paired_differences`' form.
 
-    `curve`: b's temperature sweep as (precision, recall) points, or None; a is strictly inside it when its
-    frontier_gap < −z·se_recall(a).  Returns {"dominates", "reason", "better", "inside", "not_worse", "differences"}.
+    `curve`: b's temperature sweep as rows holding `precision_per_sequence` and `recall_per_sequence`, paired
+    with a's (same sampler noise, same held-out set), or None.  a is strictly inside it when
+    paired_frontier_gap(a, curve) = gap ± se has gap < −z·se.  Returns {"dominates", "reason", "better",
+    "inside", "frontier_gap", "frontier_gap_se", "not_worse", "differences"}; the gap is None without a curve
+    or when a's precision lies beyond it.
     """
     if not (isinstance(z, (int, float)) and z > 0):
         raise ValueError(f"z must be positive, got {z!r}")
     diffs = paired_differences(a, b)
     better = [d < -z * se for d, se in (diffs["precision"], diffs["recall"])]
-    gap = None
-    if curve is not None:
-        gap = frontier_gap((a["precision"][0], a["recall"][0]), curve)
-    inside = gap is not None and gap < -z * a["recall"][1]
+    gap = None if curve is None else paired_frontier_gap(a, curve)
+    inside = gap is not None and gap["gap"] < -z * gap["se"]
     not_worse = all(d < z * se for d, se in [*diffs["fidelity"].values(), diffs["typicality"]])
-    common = {"better": better, "inside": inside, "frontier_gap": gap, "not_worse": not_worse, "differences": diffs}
+    common = {"better": better, "inside": inside, "frontier_gap": gap and gap["gap"],
+              "frontier_gap_se": gap and gap["se"], "not_worse": not_worse, "differences": diffs}
     if all(better) or inside:
         how = "better on precision and recall" if all(better) else "strictly inside the temperature frontier"
         if not_worse:
