@@ -1,0 +1,94 @@
+"""Held-out loss of a shadow-student run: its EMA weights against its raw weights, on the same unseen batches.
+
+The batches, targets and loss are the run's own training step (sampler.train.shadow.shadow_distill_step at the
+run's last round: its dt, teacher temperature, sub-steps and design), drawn from the step generators of
+`--seed`, a seed the run did not train on.  For design A the loss is the forward KL per revealed token from
+the teacher's noise-shared rollout conditionals to the student; for design B the cross-entropy to the
+rollout's endpoint.  Per batch b: d_b = loss_EMA − loss_raw; printed: each mean and mean(d) ± sd(d)/sqrt(B).
+
+Why: `mcd sample`, `mcd eval` and the benchmarks use the EMA weights, so whether averaging helps (and how much
+a longer `--ema-decay` might add) is read here, on data neither set of weights was fitted to.
+
+    python benchmarks/shadow_heldout_loss.py --run RUN [--batches 40] [--seed 12345] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+from typing import Any
+
+import torch
+
+from sampler.checkpoint import load_checkpoint, subset
+from sampler.cli._common import add_threads_argument, int_at_least
+from sampler.data import get_source
+from sampler.shadow_model import ShadowConfig, ShadowStudent, load_shadow_student
+from sampler.train.config import DistillConfig
+from sampler.train.distill import DistillContext, ExactTeacher, round_step_counts, teacher_temperature
+from sampler.train.runtime import EMA, Trainee, build_optimizer
+from sampler.train.shadow import shadow_distill_step
+
+
+def _frozen_teacher(run: str, meta: dict[str, Any], config: DistillConfig, source: Any, student: ShadowStudent) -> Any:
+    """The run's frozen teacher of its last round: the source's exact denoiser, or the stored "teacher.*" weights."""
+    if config.exact_teacher:
+        return ExactTeacher(source, student.base.config.mask_id).eval()
+    tensors, _ = load_checkpoint(run)
+    frozen = ShadowStudent(student.base.config, ShadowConfig.from_dict(meta["shadow"]["config"]), student.schedule)
+    frozen.load_state_dict(subset(tensors, "teacher"), strict=True)
+    return frozen.eval()
+
+
+def heldout_losses(run: str, batches: int, seed: int) -> dict[str, list[float]]:
+    """{"ema": [...], "raw": [...]}: the run's training loss on `batches` batches of step generators at `seed`."""
+    _, meta = load_checkpoint(run)
+    if "shadow" not in meta or "distill" not in meta:
+        raise ValueError(f"run={run!r} is not a `mcd distill --method shadow` run (no 'shadow' entry in its meta)")
+    config = dataclasses.replace(DistillConfig.from_dict(meta["distill"]["config"]), seed=seed)
+    counts = round_step_counts(config.start_steps, config.target_steps)
+    last = len(counts) - 1
+    source = get_source(**meta["source"])
+    students = {name: load_shadow_student(run, use_ema=use_ema)[0] for name, use_ema in (("ema", True), ("raw", False))}
+    from duality import MaskedCoupling
+
+    base = students["ema"].base.config
+    coupling = MaskedCoupling(students["ema"].schedule, vocab_size=base.vocab_size, mask_id=base.mask_id, method=config.coupling)
+    frozen = _frozen_teacher(run, meta, config, source, students["ema"])
+    temperature = teacher_temperature(last, config.temperature_start, config.temperature_step, config.temperature_floor,
+                                      config.temperature)
+    losses: dict[str, list[float]] = {}
+    for name, student in students.items():
+        never_stepped = Trainee(student, student, build_optimizer(student), EMA(student))  # read, never stepped
+        ctx = DistillContext(never_stepped, frozen, source, coupling, students["ema"].schedule, config,
+                             counts, int(meta.get("seq_len", base.seq_len)), base.mask_id, 0, 1, torch.device("cpu"),
+                             round_index=last, dt=1.0 / counts[last], temperature=temperature)
+        step = shadow_distill_step(ctx)
+        with torch.no_grad():
+            losses[name] = [float(step(k).loss) for k in range(batches)]
+    return losses
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--run", required=True, help="a `mcd distill --method shadow` run directory")
+    parser.add_argument("--batches", type=int_at_least(2), default=40, help="held-out batches (the run's batch size each)")
+    parser.add_argument("--seed", type=int_at_least(0), default=12345, help="step-generator seed; pick one the run did not train on")
+    add_threads_argument(parser)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    losses = heldout_losses(args.run, args.batches, args.seed)
+    diffs = torch.tensor(losses["ema"], dtype=torch.float64) - torch.tensor(losses["raw"], dtype=torch.float64)
+    _, meta = load_checkpoint(args.run)
+    print(f"{args.run} at step {meta['step']}, {args.batches} held-out batches (seed {args.seed}):")
+    for name, values in losses.items():
+        print(f"  {name:<4} loss {sum(values) / len(values):.5f}")
+    print(f"  EMA − raw {float(diffs.mean()):+.5f} ± {float(diffs.std()) / math.sqrt(len(diffs)):.5f} (paired over batches)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""benchmarks/shadow_heldout_loss.py: a shadow run's EMA and raw weights on the same unseen batches.
+
+The expected losses are rebuilt here from the pieces (the source's batch, grid times, the coupling's noise,
+the exact teacher's rollout targets, forward KL), not by the benchmark's own path.  Planted bugs: the EMA
+flag ignored (EMA = raw), the held-out seed not applied (the run's own batches), the first round's dt
+instead of the last one's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from sampler.batches import stratified_times
+from sampler.checkpoint import load_checkpoint, model_weights
+from sampler.losses import distillation_loss
+from sampler.shadow_model import load_shadow_student
+from sampler.train import distill
+from sampler.train.distill import ExactTeacher, step_generator
+from sampler.train.shadow import grid_times, shadow_batch, shadow_rollout_targets
+from test_sampler_exact_teacher import LENGTH, _config, _teacher, _tiny_source
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "shadow_heldout_loss.py"
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("shadow_heldout_loss_benchmark", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _expected_raw_loss(run: Path, seed: int, k: int, dt: float, batch_size: int) -> float:
+    """Forward KL per revealed token of the raw weights on batch k of step generator (seed, rank 0, k)."""
+    from duality import MaskedCoupling
+
+    source = _tiny_source()
+    student, _ = load_shadow_student(run, use_ema=False)
+    generator = step_generator(seed, 0, k)
+    x0 = source.sample_batch(batch_size, LENGTH, generator)
+    t = grid_times(stratified_times(batch_size, dt, generator), dt)
+    coupling = MaskedCoupling(student.schedule, vocab_size=source.vocab_size, mask_id=source.vocab_size, method="uniform")
+    z_t, noise = shadow_batch(x0, coupling, t, generator)
+    targets, revealed, _, _ = shadow_rollout_targets(ExactTeacher(source, source.vocab_size), coupling, z_t, t, dt, 2, noise)
+    with torch.no_grad():
+        loss, _ = distillation_loss(student(z_t, t.float(), noise=noise), targets, revealed, torch.zeros_like(z_t),
+                                    torch.zeros_like(revealed), "forward_kl")
+    return float(loss)
+
+
+def test_heldout_losses_are_the_last_rounds_loss_on_unseen_batches(tmp_path: Path) -> None:
+    """Two rounds (4 then 2 steps: dt 1/4, then 1/2), a fast EMA, so EMA and raw weights differ after 4 steps.
+    The raw loss on held-out batch k equals the loss rebuilt from batch k of the held-out seed at dt = 1/2."""
+    source = _tiny_source()
+    teacher = _teacher(tmp_path / "teacher", source.describe(), source.vocab_size)
+    run = tmp_path / "run"
+    distill(_config(teacher, run, method="shadow", shadow_substeps=2, temperature=False, coupling="uniform",
+                    lr=3e-2, ema_decay=0.5))
+    tensors, _ = load_checkpoint(run)
+    ema, raw = model_weights(tensors, True), model_weights(tensors, False)
+    assert any(not torch.equal(ema[name], raw[name]) for name in raw)
+    losses = _benchmark().heldout_losses(str(run), batches=3, seed=77)
+    assert set(losses) == {"ema", "raw"} and all(len(v) == 3 for v in losses.values())
+    for k in range(3):
+        assert losses["raw"][k] == pytest.approx(_expected_raw_loss(run, 77, k, 0.5, 8), rel=1e-6)
+        assert losses["raw"][k] != pytest.approx(_expected_raw_loss(run, 0, k, 0.5, 8), rel=1e-6)  # the run's own batches
+        assert losses["raw"][k] != pytest.approx(_expected_raw_loss(run, 77, k, 0.25, 8), rel=1e-6)  # the first round's dt
+    assert losses["ema"] != pytest.approx(losses["raw"], rel=1e-6)
+
+
+def test_a_run_that_is_not_a_shadow_student_is_refused_by_name(tmp_path: Path) -> None:
+    source = _tiny_source()
+    teacher = _teacher(tmp_path / "teacher", source.describe(), source.vocab_size)
+    with pytest.raises(ValueError, match="run=.*not a `mcd distill --method shadow` run"):
+        _benchmark().heldout_losses(str(teacher), batches=2, seed=1)
