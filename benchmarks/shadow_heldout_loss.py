@@ -1,8 +1,9 @@
 """Held-out loss of a shadow-student run: its EMA weights against its raw weights, on the same unseen batches.
 
 The batches, targets and loss are the run's own training step (sampler.train.shadow.shadow_distill_step at the
-run's last round: its dt, teacher temperature, sub-steps and design), drawn from the step generators of
-`--seed`, a seed the run did not train on.  For design A the loss is the forward KL per revealed token from
+round of the run's last step, with its stored frozen teacher: its dt, teacher temperature, sub-steps and
+design; the batch size and other settings as changed by any resumption), drawn from the step generators of
+`--seed`, which must not be a seed the run trained on.  For design A the loss is the forward KL per revealed token from
 the teacher's noise-shared rollout conditionals to the student; for design B the cross-entropy to the
 rollout's endpoint.  Per batch b: d_b = loss_EMA − loss_raw; printed: each mean and mean(d) ± sd(d)/sqrt(B).
 
@@ -33,7 +34,7 @@ from sampler.train.shadow import shadow_distill_step
 
 
 def _frozen_teacher(run: str, meta: dict[str, Any], config: DistillConfig, source: Any, student: ShadowStudent) -> Any:
-    """The run's frozen teacher of its last round: the source's exact denoiser, or the stored "teacher.*" weights."""
+    """The run's frozen teacher of its current round: the source's exact denoiser, or the stored "teacher.*" weights."""
     if config.exact_teacher:
         return ExactTeacher(source, student.base.config.mask_id).eval()
     tensors, _ = load_checkpoint(run)
@@ -42,14 +43,28 @@ def _frozen_teacher(run: str, meta: dict[str, Any], config: DistillConfig, sourc
     return frozen.eval()
 
 
+def _effective_config(meta: dict[str, Any]) -> tuple[DistillConfig, set[int]]:
+    """(the run's config with every resumption's allowed changes applied, every seed it trained on)."""
+    stored = dict(meta["distill"]["config"])
+    seeds = {int(stored["seed"])}
+    for record in meta.get("resumes", []):
+        stored.update({name: new for name, (_, new) in record.get("changed", {}).items()})
+        seeds.add(int(stored["seed"]))
+    return DistillConfig.from_dict(stored), seeds
+
+
 def heldout_losses(run: str, batches: int, seed: int) -> dict[str, list[float]]:
-    """{"ema": [...], "raw": [...]}: the run's training loss on `batches` batches of step generators at `seed`."""
+    """{"ema": [...], "raw": [...]}: the run's training loss at the round of its last step, on `batches` batches
+    of the step generators of `seed`.  ValueError when the run is no shadow run or `seed` is one it trained on."""
     _, meta = load_checkpoint(run)
     if "shadow" not in meta or "distill" not in meta:
         raise ValueError(f"run={run!r} is not a `mcd distill --method shadow` run (no 'shadow' entry in its meta)")
-    config = dataclasses.replace(DistillConfig.from_dict(meta["distill"]["config"]), seed=seed)
+    config, trained = _effective_config(meta)
+    if seed in trained:
+        raise ValueError(f"seed={seed} is a seed run={run!r} trained on ({sorted(trained)}): its batches are not held out")
+    config = dataclasses.replace(config, seed=seed)
     counts = round_step_counts(config.start_steps, config.target_steps)
-    last = len(counts) - 1
+    last = min(max(int(meta["step"]) - 1, 0) // config.steps_per_round, len(counts) - 1)  # the round of the last step
     source = get_source(**meta["source"])
     students = {name: load_shadow_student(run, use_ema=use_ema)[0] for name, use_ema in (("ema", True), ("raw", False))}
     from duality import MaskedCoupling
