@@ -130,6 +130,8 @@ def validate(config: BenchConfig) -> None:
             raise ValueError(f"{name} must be an int >= {2 if name in ('heldout', 'num_samples') else 1}, got {value!r}")
     if 1.0 not in config.temperatures or not all(t > 0 and math.isfinite(t) for t in config.temperatures):
         raise ValueError(f"temperatures must be positive and hold 1.0, got {config.temperatures!r}")
+    if len(set(config.temperatures)) != len(config.temperatures):
+        raise ValueError(f"temperatures must be distinct, got {config.temperatures!r}")
     if not config.z > 0:
         raise ValueError(f"z must be positive, got {config.z!r}")
 
@@ -395,10 +397,12 @@ def _unavailable(ctx: EvalContext) -> dict[str, str]:
 
 def _curve(rows: list[dict[str, Any]], label: str, steps: int) -> list[dict[str, Any]] | None:
     """The temperature sweep of sampler `label` at `steps`: its rows with precision and recall (paired with every
-    other row at that step count: one sampler seed, one held-out set), or None when fewer than two."""
+    other row at that step count: one sampler seed, one held-out set), or None when fewer than two or when two
+    share a mean precision (a sampler whose draws ignore the temperature: no curve to place a row against)."""
     curve = [r for r in rows if r["sampler"] == label and r["steps"] == steps
              and r["precision"] is not None and r["recall"] is not None]
-    return curve if len(curve) >= 2 else None
+    distinct = len({float(torch.as_tensor(r["precision_per_sequence"], dtype=torch.float64).mean()) for r in curve}) == len(curve)
+    return curve if len(curve) >= 2 and distinct else None
 
 
 def _compare(a: dict[str, Any], b: dict[str, Any], curve: Any, config: BenchConfig) -> dict[str, Any]:

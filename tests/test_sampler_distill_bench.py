@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from sampler.bench_arms import ARMS, NOISE_CONDITIONED_NO_RECALL, SHADOW_SUBSTEPS, Arm, check_arms, register, train_distilled
 from sampler.bench_distill import BenchConfig, bench, markdown_report, seed_means
@@ -45,12 +46,28 @@ def test_seed_means_average_over_training_seeds() -> None:
     ({"ngram_orders": (0, 2)}, "ngram_orders"),
     ({"eval_steps": (4, 0)}, "eval_steps"),
     ({"temperatures": (0.8, 0.9)}, "temperatures"),
+    ({"temperatures": (0.9, 1.0, 1.0)}, "temperatures must be distinct"),
     ({"start_steps": 8, "target_steps": 3}, "target_steps"),
 ])
 def test_bad_input_is_refused_before_any_work(tmp_path: Path, overrides: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         bench(BenchConfig.smoke_config(str(tmp_path / "out"), **overrides))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_temperature_sweep_with_tied_precisions_is_no_curve() -> None:
+    """A sampler whose draws ignore the temperature gives equal precisions at every T: no curve to place a row
+    against (paired_frontier_gap would refuse the tie and end a long bench without a report)."""
+    from sampler.bench_distill import _curve
+
+    def row(temperature: float, precision: torch.Tensor) -> dict:
+        return {"sampler": "teacher", "steps": 4, "temperature": temperature, "precision": [float(precision.mean()), 0.1],
+                "recall": [1.5, 0.1], "precision_per_sequence": precision, "recall_per_sequence": torch.ones(3)}
+
+    base = torch.tensor([2.0, 2.1, 2.2], dtype=torch.float64)
+    assert len(_curve([row(0.9, base - 0.1), row(1.0, base), row(1.1, base + 0.1)], "teacher", 4)) == 3
+    assert _curve([row(0.9, base), row(1.0, base), row(1.1, base + 0.1)], "teacher", 4) is None
+    assert _curve([row(1.0, base)], "teacher", 4) is None
 
 
 def test_the_arm_registry_takes_one_entry_per_arm() -> None:
@@ -118,6 +135,32 @@ def test_smoke_benchmark_end_to_end(tmp_path: Path) -> None:
     paper = {(p["run"], tuple(p["cut"])) for p in saved["paper"]}
     assert ("mcd-seed0", (16, 1)) in paper  # the student at 1 step against the teacher at 16
     assert markdown_report(result).startswith("# bench-distill")
+    _recompare_reproduces_the_saved_comparisons(out, saved)
+
+
+def _recompare_reproduces_the_saved_comparisons(out: Path, saved: dict) -> None:
+    """benchmarks/bench_recompare.py re-judges OUT from bench.json and bench_per_sequence.pt: with today's code
+    every difference, gap and verdict must come back as saved.  Planted bug: rows joined to their per-sequence
+    tensors without the temperature in the key (every temperature row then reads the last one's tensors)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_recompare", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_recompare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    again = module.recompare(out)
+    assert len(again["comparisons"]) == len(saved["comparisons"])
+    for new, old in zip(again["comparisons"], saved["comparisons"]):
+        for key in ("precision", "recall"):
+            assert (new.get(key) is None) == (old.get(key) is None)
+            if new.get(key) is not None:
+                assert new[key][0] == pytest.approx(old[key][0], abs=1e-12), (new["a"], new["b"], key)
+        if old.get("frontier_gap") is None:
+            assert new.get("frontier_gap") is None
+        else:
+            assert new["frontier_gap"] == pytest.approx(old["frontier_gap"], abs=1e-12)
+        assert new.get("dominates") == old.get("dominates")
+    assert again["counts"]["dominates_now"] == again["counts"]["dominates_before"]
+    assert any(c.get("frontier_gap") is not None for c in again["comparisons"])  # the curve path was exercised
 
 
 def test_arms_train_what_they_say(tmp_path: Path, monkeypatch) -> None:
