@@ -9,7 +9,7 @@ the counts before and after.  It reads OUT and writes nothing.
 With z = 2 each "better" or "inside" test is one-sided at about 2.3 %: among M comparisons of samplers that
 are truly on one curve, about 0.023·M pass by chance.  The count is printed beside the verdicts.
 
-    python benchmarks/bench_recompare.py --out OUT
+    python benchmarks/bench_recompare.py --out OUT [--threads 1]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from sampler.bench_distill import BenchConfig, compare_rows, seed_means
+from sampler.cli._common import add_threads_argument
 
 ONE_SIDED_2SE = 0.02275  # P(N(0, 1) < −2)
 
@@ -66,7 +67,9 @@ def recompare(out: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="a finished `mcd bench-distill` output directory")
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     report = recompare(args.out)
     print(f"{'steps':>5} {'a':<24} {'b':<24} {'frontier gap':>18} {'inside':>6}  before -> now")
     for before, now in report["changed"]:
