@@ -10,7 +10,7 @@ rollout's endpoint.  Per batch b: d_b = loss_EMA − loss_raw; printed: each mea
 Why: `mcd sample`, `mcd eval` and the benchmarks use the EMA weights, so whether averaging helps (and how much
 a longer `--ema-decay` might add) is read here, on data neither set of weights was fitted to.
 
-    python benchmarks/shadow_heldout_loss.py --run RUN [--batches 40] [--seed 12345] [--threads 1]
+    python benchmarks/shadow_heldout_loss.py --run RUN [--batches 40] [--seed 12345] [--batch-size B] [--threads 1]
 """
 
 from __future__ import annotations
@@ -53,16 +53,18 @@ def _effective_config(meta: dict[str, Any]) -> tuple[DistillConfig, set[int]]:
     return DistillConfig.from_dict(stored), seeds
 
 
-def heldout_losses(run: str, batches: int, seed: int) -> dict[str, list[float]]:
+def heldout_losses(run: str, batches: int, seed: int, batch_size: int | None = None) -> dict[str, list[float]]:
     """{"ema": [...], "raw": [...]}: the run's training loss at the round of its last step, on `batches` batches
-    of the step generators of `seed`.  ValueError when the run is no shadow run or `seed` is one it trained on."""
+    of the step generators of `seed`, each of `batch_size` sequences (None: the run's; give one to compare runs
+    trained at different batch sizes on the same batches).  ValueError when the run is no shadow run or `seed`
+    is one it trained on."""
     _, meta = load_checkpoint(run)
     if "shadow" not in meta or "distill" not in meta:
         raise ValueError(f"run={run!r} is not a `mcd distill --method shadow` run (no 'shadow' entry in its meta)")
     config, trained = _effective_config(meta)
     if seed in trained:
         raise ValueError(f"seed={seed} is a seed run={run!r} trained on ({sorted(trained)}): its batches are not held out")
-    config = dataclasses.replace(config, seed=seed)
+    config = dataclasses.replace(config, seed=seed, batch_size=config.batch_size if batch_size is None else batch_size)
     counts = round_step_counts(config.start_steps, config.target_steps)
     last = min(max(int(meta["step"]) - 1, 0) // config.steps_per_round, len(counts) - 1)  # the round of the last step
     source = get_source(**meta["source"])
@@ -92,10 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", required=True, help="a `mcd distill --method shadow` run directory")
     parser.add_argument("--batches", type=int_at_least(2), default=40, help="held-out batches (the run's batch size each)")
     parser.add_argument("--seed", type=int_at_least(0), default=12345, help="step-generator seed; pick one the run did not train on")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=None, help="sequences per batch (default: the run's)")
     add_threads_argument(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    losses = heldout_losses(args.run, args.batches, args.seed)
+    losses = heldout_losses(args.run, args.batches, args.seed, args.batch_size)
     diffs = torch.tensor(losses["ema"], dtype=torch.float64) - torch.tensor(losses["raw"], dtype=torch.float64)
     _, meta = load_checkpoint(args.run)
     print(f"{args.run} at step {meta['step']}, {args.batches} held-out batches (seed {args.seed}):")

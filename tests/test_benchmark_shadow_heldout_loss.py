@@ -76,6 +76,8 @@ def test_heldout_losses_are_the_last_rounds_loss_on_unseen_batches(tmp_path: Pat
         assert losses["raw"][k] != pytest.approx(_expected_raw_loss(run, 0, k, 0.5, 8), rel=1e-6)  # the run's own batches
         assert losses["raw"][k] != pytest.approx(_expected_raw_loss(run, 77, k, 0.25, 8), rel=1e-6)  # the first round's dt
     assert losses["ema"] != pytest.approx(losses["raw"], rel=1e-6)
+    wider = _benchmark().heldout_losses(str(run), batches=1, seed=77, batch_size=5)["raw"][0]
+    assert wider == pytest.approx(_expected_raw_loss(run, 77, 0, 0.5, 5), rel=1e-6)
 
 
 @pytest.mark.parametrize("target", ["soft", "hard"])
