@@ -10,15 +10,18 @@ rollout's endpoint.  Per batch b: d_b = loss_EMA − loss_raw; printed: each mea
 Why: `mcd sample`, `mcd eval` and the benchmarks use the EMA weights, so whether averaging helps (and how much
 a longer `--ema-decay` might add) is read here, on data neither set of weights was fitted to.
 
-    python benchmarks/shadow_heldout_loss.py --run RUN [--batches 40] [--seed 12345] [--batch-size B] [--threads 1]
+    python benchmarks/shadow_heldout_loss.py --run RUN [--batches 40] [--seed 12345] [--batch-size B] [--out F.json]
+        [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +29,7 @@ import torch
 from sampler.checkpoint import load_checkpoint, subset
 from sampler.cli._common import add_threads_argument, int_at_least
 from sampler.data import get_source
+from sampler.rundir import check_output_path
 from sampler.shadow_model import ShadowConfig, ShadowStudent, load_shadow_student
 from sampler.train.config import DistillConfig
 from sampler.train.distill import DistillContext, ExactTeacher, round_step_counts, teacher_temperature
@@ -95,16 +99,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int_at_least(2), default=40, help="held-out batches (the run's batch size each)")
     parser.add_argument("--seed", type=int_at_least(0), default=12345, help="step-generator seed; pick one the run did not train on")
     parser.add_argument("--batch-size", type=int_at_least(1), default=None, help="sequences per batch (default: the run's)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also write the per-batch losses here as JSON (to pair runs evaluated on the same batches)")
     add_threads_argument(parser)
     args = parser.parse_args(argv)
+    if args.out is not None:
+        check_output_path(args.out, kind="file", name="--out")
     torch.set_num_threads(args.threads)
     losses = heldout_losses(args.run, args.batches, args.seed, args.batch_size)
     diffs = torch.tensor(losses["ema"], dtype=torch.float64) - torch.tensor(losses["raw"], dtype=torch.float64)
     _, meta = load_checkpoint(args.run)
-    print(f"{args.run} at step {meta['step']}, {args.batches} held-out batches (seed {args.seed}):")
+    batch_size = args.batch_size or _effective_config(meta)[0].batch_size
+    print(f"{args.run} at step {meta['step']}, {args.batches} held-out batches of {batch_size} (seed {args.seed}):")
     for name, values in losses.items():
         print(f"  {name:<4} loss {sum(values) / len(values):.5f}")
     print(f"  EMA − raw {float(diffs.mean()):+.5f} ± {float(diffs.std()) / math.sqrt(len(diffs)):.5f} (paired over batches)")
+    if args.out is not None:
+        args.out.write_text(json.dumps({"run": args.run, "step": meta["step"], "seed": args.seed, "batch_size": batch_size,
+                                        **losses}, indent=1) + "\n")
     return 0
 
 

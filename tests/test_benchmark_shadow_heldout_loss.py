@@ -109,6 +109,27 @@ def test_a_network_teacher_run_is_read_at_its_last_rounds_teacher_and_temperatur
             assert raw[k] != pytest.approx(expected(teacher=student), rel=1e-6)
 
 
+def test_a_run_stopped_inside_its_first_round_is_read_at_that_round(tmp_path: Path) -> None:
+    """Two rounds planned (4 then 2 steps), stopped after 1 step (max_steps): the loss is round 0's, dt = 1/4.
+    Planted bug: the last planned round taken whatever the step (dt = 1/2).  The CLI writes the same per-batch
+    losses to --out with the batch size."""
+    import json
+
+    source = _tiny_source()
+    teacher = _teacher(tmp_path / "teacher", source.describe(), source.vocab_size)
+    run = tmp_path / "run"
+    distill(_config(teacher, run, method="shadow", shadow_substeps=2, temperature=False, coupling="uniform", max_steps=1))
+    assert load_checkpoint(run)[1]["step"] == 1
+    module = _benchmark()
+    raw = module.heldout_losses(str(run), batches=2, seed=77)["raw"]
+    for k in range(2):
+        assert raw[k] == pytest.approx(_expected_raw_loss(run, 77, k, 0.25, 8), rel=1e-6)
+        assert raw[k] != pytest.approx(_expected_raw_loss(run, 77, k, 0.5, 8), rel=1e-6)
+    assert module.main(["--run", str(run), "--batches", "2", "--seed", "77", "--out", str(tmp_path / "h.json")]) == 0
+    written = json.loads((tmp_path / "h.json").read_text())
+    assert written["batch_size"] == 8 and written["raw"] == pytest.approx(raw, rel=1e-12)
+
+
 def test_bad_input_is_refused_by_name_before_any_work(tmp_path: Path) -> None:
     """Not a shadow run; a seed the run trained on (its batches are not held out), including one set on a resume."""
     source = _tiny_source()
