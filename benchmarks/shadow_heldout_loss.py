@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--run", required=True, help="a `mcd distill --method shadow` run directory")
-    parser.add_argument("--batches", type=int_at_least(2), default=40, help="held-out batches (the run's batch size each)")
+    parser.add_argument("--batches", type=int_at_least(2), default=40, help="held-out batches (of --batch-size sequences each)")
     parser.add_argument("--seed", type=int_at_least(0), default=12345, help="step-generator seed; pick one the run did not train on")
     parser.add_argument("--batch-size", type=int_at_least(1), default=None, help="sequences per batch (default: the run's)")
     parser.add_argument("--out", type=Path, default=None,
