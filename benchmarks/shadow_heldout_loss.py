@@ -49,12 +49,10 @@ def _frozen_teacher(run: str, meta: dict[str, Any], config: DistillConfig, sourc
 
 def _effective_config(meta: dict[str, Any]) -> tuple[DistillConfig, set[int]]:
     """(the run's config with every resumption's allowed changes applied, every seed it trained on)."""
-    stored = dict(meta["distill"]["config"])
-    seeds = {int(stored["seed"])}
-    for record in meta.get("resumes", []):
-        stored.update({name: new for name, (_, new) in record.get("changed", {}).items()})
-        seeds.add(int(stored["seed"]))
-    return DistillConfig.from_dict(stored), seeds
+    resumes = meta.get("resumes", [])
+    seeds = {int(meta["distill"]["config"]["seed"])}
+    seeds |= {int(record["changed"]["seed"][1]) for record in resumes if "seed" in record.get("changed", {})}
+    return DistillConfig.from_dict(DistillConfig.effective_dict(meta["distill"]["config"], resumes)), seeds
 
 
 def heldout_losses(run: str, batches: int, seed: int, batch_size: int | None = None) -> dict[str, list[float]]:

@@ -130,6 +130,15 @@ class RunConfig:
             mapped["allow_changed"] = tuple(mapped["allow_changed"])
         return cls(**mapped)
 
+    @classmethod
+    def effective_dict(cls, stored: dict[str, Any], resumes: list) -> dict[str, Any]:
+        """A run's effective config as a dict: its stored config dict (`from_dict`, old names mapped) with each
+        resumption's allowed changes ({"changed": {field: [old, new]}} in meta["resumes"]) applied in order."""
+        effective = cls.from_dict(stored).to_dict()
+        for record in resumes:
+            effective.update({name: new for name, (_, new) in record.get("changed", {}).items()})
+        return effective
+
     def resumed_config(self, stored: dict[str, Any], resumes: list) -> tuple["RunConfig", dict[str, Any]]:
         """(this config with seed resolved from the run, {field: [run's value, new value]} of the allowed changes)
         for resuming a run stored with config dict `stored` and earlier resumptions `resumes`.
@@ -137,9 +146,7 @@ class RunConfig:
         The run's effective config is `stored` with each earlier resumption's changes applied; every
         field outside RESUME_FREE_FIELDS must equal it unless named in allow_changed: ValueError listing
         the differing fields otherwise."""
-        effective = type(self).from_dict(stored).to_dict()
-        for record in resumes:
-            effective.update({name: new for name, (_, new) in record.get("changed", {}).items()})
+        effective = type(self).effective_dict(stored, resumes)
         current = replace(self, seed=effective["seed"] if self.seed is None else self.seed).to_dict()
         differing = {k: [effective[k], current[k]] for k in current
                      if k not in RESUME_FREE_FIELDS and _normalise(current[k]) != _normalise(effective[k])}
