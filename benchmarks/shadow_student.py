@@ -11,13 +11,14 @@ Rows, all from sampler seed `--seed` (`--num` sequences each):
 - exact denoiser, noise-shared: with --oracle, the source's exact Bayes denoiser on the same noise: the best
                            per-token-independent sampler (the factorisation floor), strongly paired; also at
                            each of --oracle-temperatures (the floor's temperature frontier);
-- MCD student, ancestral:  when --mcd is given.
+- MCD student, ancestral:  when --mcd is given;
+- baseline student, ancestral: when --baseline is given (a `mcd distill --method baseline` run).
 
 Metrics (sampler.quality.two_axis_metrics, one seed for every row so references and bootstrap streams are
 shared): precision (NLL per token under the true source, ± SE), n-gram fidelity (JS of unigrams and
 bigrams, bootstrap SE), typicality (KS ± bootstrap SE); recall (k = 4 draws, as many held-out sequences
 as samples): the reveal-pattern bound for the per-token-independent samplers (the teacher's ancestral row,
-MCD, and the student with its noise zeroed: its base network), the sequential importance bound
+MCD, the baseline, and the student with its noise zeroed: its base network), the sequential importance bound
 (`sampler.quality.shadow_recall`) for a causal-head student; an input-head student's noise-conditioned law
 is intractable, so its recall is marked unavailable with the reason (as for the fresh-noise ablation).
 Paired precision differences against the teacher's noise-shared row (same noise: strongly paired) and
@@ -27,6 +28,7 @@ strictly inside the factorisation floor's curve; "beyond curve" when no two meas
 row's precision (give --oracle-temperatures on both sides of 1).
 
     python benchmarks/shadow_student.py --teacher /work/runs/teacher --student runs/shadow4 [--mcd runs/mcd4]
+        [--baseline runs/baseline4]
         [--steps 4] [--rollout-steps 16] [--num 512] [--seed 0] [--out runs/shadow4/experiment.json]
 """
 
@@ -109,9 +111,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for temperature in args.oracle_temperatures:
             add(f"exact denoiser, T={temperature:g}, noise-shared", lambda: shared(exact, args.steps, temperature),
                 recall_of=exact, temperature=temperature)
-    if args.mcd:
-        mcd, _, _, _ = open_for_inference(InferenceConfig(ckpt=args.mcd, device="cpu", threads=args.threads))
-        add("MCD student, ancestral", lambda: plain(mcd, args.steps), recall_of=mcd)
+    for run_dir, name in ((args.mcd, "MCD student, ancestral"), (args.baseline, "baseline student, ancestral")):
+        if run_dir:
+            other, _, _, _ = open_for_inference(InferenceConfig(ckpt=run_dir, device="cpu", threads=args.threads))
+            add(name, lambda: plain(other, args.steps), recall_of=other)
     by_name = {row["name"]: row for row in rows}
     for row in rows:
         row["paired"] = {}
@@ -126,7 +129,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     floor_curve_gaps(rows)
     return {"teacher": args.teacher, "student": args.student, "student_step": student_meta.get("step"),
             "student_distill": {k: v for k, v in student_meta.get("distill", {}).items() if k != "optimizer"},
-            "mcd": args.mcd, "steps": args.steps, "num": args.num, "seed": args.seed, "rows": rows}
+            "mcd": args.mcd, "baseline": args.baseline, "steps": args.steps, "num": args.num, "seed": args.seed, "rows": rows}
 
 
 def floor_curve_gaps(rows: list[dict[str, Any]]) -> None:
@@ -189,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher", required=True)
     parser.add_argument("--student", required=True, help="a `mcd distill --method shadow` run")
     parser.add_argument("--mcd", default=None, help="an MCD student at the same step count (optional)")
+    parser.add_argument("--baseline", default=None, help="a stochastic-baseline student at the same step count (optional)")
     parser.add_argument("--oracle", action="store_true", help="add the source's exact denoiser (noise-shared, same noise)")
     parser.add_argument("--oracle-temperatures", type=float, nargs="*", default=[],
                         help="with --oracle: also the exact denoiser at these temperatures (the floor's frontier)")

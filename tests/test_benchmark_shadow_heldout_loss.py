@@ -8,7 +8,6 @@ instead of the last one's.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -21,16 +20,12 @@ from sampler.shadow_model import ShadowConfig, ShadowStudent, load_shadow_studen
 from sampler.train import distill
 from sampler.train.distill import ExactTeacher, step_generator, teacher_temperature
 from sampler.train.shadow import grid_times, shadow_batch, shadow_rollout_targets
+from benchmark_module import load_benchmark
 from test_sampler_exact_teacher import LENGTH, _config, _teacher, _tiny_source
-
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "shadow_heldout_loss.py"
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("shadow_heldout_loss_benchmark", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("shadow_heldout_loss")
 
 
 def _expected_raw_loss(run: Path, seed: int, k: int, dt: float, batch_size: int, teacher: torch.nn.Module | None = None,

@@ -131,13 +131,9 @@ def test_shadow_student_benchmark_places_rows_against_the_floor_curve() -> None:
     """benchmarks/shadow_student.py: every row with recall (not the floor rows themselves) gets its gap to the
     exact denoiser's temperature curve, built from the exact-denoiser rows only (the teacher row, far out at
     P = 3.0, must not join the curve: with it the student would be bracketed by T = 0.9 and the teacher)."""
-    import importlib.util
-    from pathlib import Path
+    from benchmark_module import load_benchmark
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "shadow_student.py"
-    spec = importlib.util.spec_from_file_location("shadow_student_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("shadow_student")
     ones = torch.ones(8, dtype=torch.float64)
 
     def row(name: str, precision: float, recall: float | None) -> dict:

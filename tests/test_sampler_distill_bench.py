@@ -142,12 +142,9 @@ def _recompare_reproduces_the_saved_comparisons(out: Path, saved: dict) -> None:
     """benchmarks/bench_recompare.py re-judges OUT from bench.json and bench_per_sequence.pt: with today's code
     every difference, gap and verdict must come back as saved.  Planted bug: rows joined to their per-sequence
     tensors without the temperature in the key (every temperature row then reads the last one's tensors)."""
-    import importlib.util
+    from benchmark_module import load_benchmark
 
-    spec = importlib.util.spec_from_file_location("bench_recompare", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_recompare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    again = module.recompare(out)
+    again = load_benchmark("bench_recompare").recompare(out)
     assert len(again["comparisons"]) == len(saved["comparisons"])
     for new, old in zip(again["comparisons"], saved["comparisons"]):
         for key in ("precision", "recall"):
