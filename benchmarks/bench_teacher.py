@@ -92,6 +92,10 @@ def main() -> int:
     if not checkpoint_path(args.ckpt).exists():
         print(f"no checkpoint at {args.ckpt}: training the default teacher for {args.minutes:g} minutes")
         summary = train(TrainConfig(out=args.ckpt, minutes=args.minutes, device="cpu"))
+        if summary["interrupted"]:
+            print(f"teacher training stopped by a signal at step {summary['step']} (checkpoint saved); no benchmark run",
+                  file=sys.stderr)
+            raise SystemExit(130)
         print(f"trained {summary['step']} steps at {summary['steps_per_s']:.2f} steps/s")
     model, meta = load_denoiser(args.ckpt)
     schedule = load_schedule(meta)

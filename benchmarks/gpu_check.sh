@@ -30,6 +30,9 @@ if [ "$DRY_RUN" = 1 ]; then WORK="${WORK:-/tmp/gpu_check}"; else WORK="${WORK:-$
 [ "$DRY_RUN" = 1 ] || mkdir -p "$WORK"
 CLI="$PYTHON -m sampler.cli"
 FAILED=0
+# A training command stopped by Ctrl-C or SIGTERM saves and exits 130 by itself; without this the script
+# would go on to the next check.
+trap 'echo "gpu_check: stopped by a signal (logs and runs in $WORK)"; exit 130' INT TERM
 
 # check NAME COMMAND...: run COMMAND (logged to $WORK/NAME.log), print PASS/FAIL and the time.
 check() {

@@ -284,7 +284,7 @@ def distill_module(teacher: Denoiser, schedule: Schedule, source: Any, config: A
     averaged = copy.deepcopy(student).eval()
     trainee.ema.copy_to(averaged)
     return {**ctx.record, "complete": result.step >= total, "round_steps": counts, "step": result.step,
-            "student": averaged}
+            "interrupted": result.interrupted, "student": averaged}
 
 
 __all__ = ["Run", "load_run", "sample", "distill_module", "MODULE_RUN_KIND"]

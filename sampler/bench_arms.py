@@ -213,8 +213,9 @@ def train_more(arm: Arm, config: "BenchConfig", teacher_dir: Path, seed: int) ->
                           progress=config.progress, eval_every=10**9, save_every=max(50, config.steps_per_round),
                           minutes=None)
         summary = train(cfg, source=seeded_data(load_source(teacher_meta), seed))
+    interrupted = bool(summary.get("interrupted", False))
     return {"optimizer_steps": extra, "teacher_forward_passes": 0, "teacher_sequence_evals": 0,
-            "wall_time_s": float(summary.get("seconds", 0.0)), "complete": True}
+            "wall_time_s": float(summary.get("seconds", 0.0)), "complete": not interrupted, "interrupted": interrupted}
 
 
 ARMS: dict[str, Arm] = {}

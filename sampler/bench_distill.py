@@ -180,6 +180,7 @@ def ensure_teacher(config: BenchConfig) -> tuple[Path, dict[str, Any]]:
         batch_size=config.teacher_batch_size,
     )
     summary = train(cfg)
+    stop_if_interrupted(summary, run_dir)
     _, meta = load_checkpoint(run_dir)
     cost = {
         "budget": _teacher_budget(config),
@@ -199,7 +200,18 @@ def train_arms(config: BenchConfig, teacher_dir: Path) -> dict[str, dict[str, An
         arm = ARMS[name]
         for seed in config.seeds:
             records[arm.run_name(seed)] = {**arm.train(arm, config, teacher_dir, seed), "arm": name, "seed": seed}
+            stop_if_interrupted(records[arm.run_name(seed)], Path(config.out) / arm.run_name(seed))
     return records
+
+
+def stop_if_interrupted(record: dict[str, Any], run_dir: Path) -> None:
+    """Raise StoppedBySignal when a stop signal ended the training behind `record` (the bench stops there;
+    the same command resumes that run from its checkpoint and reuses the finished ones)."""
+    from .train.loop import StoppedBySignal
+
+    if record.get("interrupted"):
+        raise StoppedBySignal(f"stopped by a signal while training {run_dir} (checkpoint saved at step "
+                              f"{record.get('step', '?')}); run the same command again to resume")
 
 
 # ---------------------------------------------------------------------------- one sampler, every metric

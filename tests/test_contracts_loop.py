@@ -9,10 +9,19 @@ tiny linear model whose optimiser records what it sees (step pre/post hooks).  A
 The formulas are written here, not taken from the library.  Planted bugs caught (sampler/train/loop.py):
 the EMA update dropped; the EMA updated before the optimiser step (it averages θ_k, not θ_{k+1});
 the warmup lr taken at step + 1; gradient clipping removed.
+
+Stop signals: SIGINT or SIGTERM arriving in the middle of step k's update (after the optimiser step,
+before the EMA update) ends the run after that whole step, with one checkpoint at step k + 1.  Planted
+bugs caught: acting on the signal at once (the old Ctrl-C path: a checkpoint whose step, weights and
+EMA disagree); SIGTERM not handled; the previous handlers not put back; an ignored SIGINT taken over;
+under torch.distributed, each rank stopping on its own signal only.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +31,7 @@ from torch import nn
 
 # Library names in one place (re-point here when the modules move).
 from sampler.train import OptimConfig, RunConfig
-from sampler.train.loop import LoopHooks, StepOutput, run_loop
+from sampler.train.loop import LoopHooks, LoopResult, StepOutput, run_loop
 from sampler.train.runtime import EMA, MetricsLogger, Trainee, build_optimizer, read_metrics
 
 STEPS, WARMUP, LR, DECAY, CLIP = 6, 4, 0.05, 0.9, 0.5
@@ -45,11 +54,16 @@ class Recorded:
     weights: list[torch.Tensor] = field(default_factory=list)
     emas: list[torch.Tensor] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)
+    saves: list[tuple[int, torch.Tensor, torch.Tensor]] = field(default_factory=list)  # (step, weights, EMA) at each save
+    result: LoopResult | None = None
 
 
-def recorded_run(tmp_path: Path, ema_warmup: bool = False) -> Recorded:
+def recorded_run(tmp_path: Path, ema_warmup: bool = False, on_update: Callable[[int], None] | None = None,
+                 rec: Recorded | None = None, deadline_s: float | None = None) -> Recorded:
     """STEPS loop steps of a seeded 4 -> 3 linear least-squares model; the loss is scaled by BIG on
-    even steps and SMALL on odd ones, so clipping is active on some steps and inactive on others."""
+    even steps and SMALL on odd ones, so clipping is active on some steps and inactive on others.
+    `on_update(k)` runs right after the optimiser step of step k, before its EMA update; `rec` (filled
+    in place) lets a caller read what was recorded when the run raises."""
     torch.manual_seed(0)
     model = nn.Linear(4, 3)
     inputs, targets = torch.randn(8, 4), torch.randn(8, 3)
@@ -57,14 +71,20 @@ def recorded_run(tmp_path: Path, ema_warmup: bool = False) -> Recorded:
     run = RunConfig(out=str(tmp_path), log_every=1, save_every=10**6, progress=False)
     optimizer = build_optimizer(model, lr=optim.lr)
     trainee = Trainee(model, model, optimizer, EMA(model, optim.ema_decay), ema_warmup=ema_warmup)
-    rec = Recorded(weights=[flat(model.parameters())])
+    rec = rec if rec is not None else Recorded()
+    rec.weights.append(flat(model.parameters()))
 
     def before_update(opt, args, kwargs) -> None:
         rec.lrs.append([group["lr"] for group in opt.param_groups])
         rec.stepped_grads.append(flat(p.grad for p in model.parameters()))
 
     optimizer.register_step_pre_hook(before_update)
-    optimizer.register_step_post_hook(lambda opt, args, kwargs: rec.weights.append(flat(model.parameters())))
+    def after_update(opt, args, kwargs) -> None:
+        rec.weights.append(flat(model.parameters()))
+        if on_update is not None:
+            on_update(len(rec.weights) - 2)
+
+    optimizer.register_step_post_hook(after_update)
 
     def step_fn(k: int) -> StepOutput:
         scale = BIG if k % 2 == 0 else SMALL
@@ -75,11 +95,14 @@ def recorded_run(tmp_path: Path, ema_warmup: bool = False) -> Recorded:
     def after_step(step: int) -> None:
         rec.emas.append(flat(trainee.ema.shadow[name] for name, _ in model.named_parameters()))
 
+    def save(step: int) -> None:
+        rec.saves.append((step, flat(model.parameters()), flat(trainee.ema.shadow[name] for name, _ in model.named_parameters())))
+
     metrics = tmp_path / "metrics.jsonl"
-    result = run_loop(trainee, step_fn, LoopHooks(save=lambda step: None, after_step=after_step), optim, run,
-                      MetricsLogger(metrics), stop=STEPS)
-    assert result.step == STEPS and len(rec.weights) == STEPS + 1 and len(rec.emas) == STEPS
-    rec.records = read_metrics(metrics)
+    rec.result = run_loop(trainee, step_fn, LoopHooks(save=save, after_step=after_step), optim, run,
+                          MetricsLogger(metrics), stop=STEPS, deadline_s=deadline_s)
+    assert on_update is not None or (rec.result.step == STEPS and len(rec.weights) == STEPS + 1 and len(rec.emas) == STEPS)
+    rec.records = read_metrics(metrics) if metrics.is_file() else []  # no step, no record
     return rec
 
 
@@ -116,3 +139,113 @@ def test_updates_use_the_gradient_clipped_to_grad_clip(tmp_path: Path) -> None:
             expected = rec.raw_grads[k]
         torch.testing.assert_close(rec.stepped_grads[k], expected, rtol=1e-5, atol=1e-9, msg=f"step {k}")
         assert rec.records[k]["grad_norm"] == pytest.approx(raw_norm, rel=1e-5)  # logged: the norm before clipping
+
+
+class _Terminated(Exception):
+    """Raised by the test's own SIGTERM handler: a SIGTERM the loop did not take ends the test, not pytest."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated
+
+
+@pytest.fixture
+def own_handlers():
+    """SIGTERM raises _Terminated during the test; both handlers are put back after it."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    yield
+    for s, handler in before.items():
+        signal.signal(s, handler)
+
+
+def send_to_main_thread(signum: int) -> None:
+    """The signal to this process's main thread, whose handler then runs before the next bytecodes.  (os.kill
+    may land on a torch or gloo worker thread, and on a loaded machine the handler can then run a step late.)"""
+    signal.pthread_kill(threading.main_thread().ident, signum)
+
+
+def _send_at(k: int, signum: int, times: int = 1) -> Callable[[int], None]:
+    """An on_update callback: `times` signals to this process in the middle of step k's update."""
+    def on_update(update: int) -> None:
+        if update == k:
+            for _ in range(times):
+                send_to_main_thread(signum)
+    return on_update
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_ends_the_run_after_the_whole_step_with_one_checkpoint(tmp_path: Path, own_handlers, signum) -> None:
+    try:
+        rec = recorded_run(tmp_path, on_update=_send_at(2, signum))
+    except (KeyboardInterrupt, _Terminated) as escaped:  # else pytest itself would stop on the KeyboardInterrupt
+        pytest.fail(f"{type(escaped).__name__} escaped the loop: the first signal acted at once")
+    assert rec.result.interrupted and rec.result.step == 3
+    assert len(rec.weights) == 4  # updates 0, 1, 2: none after the signal
+    ema = rec.weights[0].clone()
+    for k in range(3):
+        ema = DECAY * ema + (1 - DECAY) * rec.weights[k + 1]
+    [(step, weights, saved_ema)] = rec.saves  # save_every is never reached: the one save is the stop's
+    assert step == 3
+    torch.testing.assert_close(weights, rec.weights[3])
+    torch.testing.assert_close(saved_ema, ema, atol=1e-6, rtol=1e-6)  # step 2's EMA update was not skipped
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers put back
+    assert signal.getsignal(signal.SIGTERM) is _raise_terminated
+
+
+@pytest.mark.parametrize("signum, raised", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, _Terminated)])
+def test_a_second_signal_acts_at_once_without_a_save(tmp_path: Path, own_handlers, signum, raised) -> None:
+    rec = Recorded()
+    with pytest.raises(raised):
+        recorded_run(tmp_path, on_update=_send_at(2, signum, times=2), rec=rec)
+    assert rec.saves == [] and len(rec.weights) == 4  # it acted inside step 2: no EMA update, no save
+
+
+def test_a_signal_in_the_last_step_still_counts_as_a_stop(tmp_path: Path, own_handlers) -> None:
+    """The loop ends there anyway, but the run must say it was stopped (a bench must not go on to the next run)."""
+    rec = recorded_run(tmp_path, on_update=_send_at(STEPS - 1, signal.SIGTERM))
+    assert rec.result.interrupted and rec.result.step == STEPS and [save[0] for save in rec.saves] == [STEPS]
+
+
+def test_an_ignored_sigint_stays_ignored(tmp_path: Path, own_handlers) -> None:
+    """A job a script starts with `&` ignores SIGINT; the loop must not take it over (it stops on SIGTERM)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    rec = recorded_run(tmp_path, on_update=_send_at(2, signal.SIGINT))
+    assert not rec.result.interrupted and rec.result.step == STEPS
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGTERM) is _raise_terminated  # put back after a run that no signal stopped
+
+
+def _ddp_worker(rank: int, rendezvous: str, out: str) -> None:
+    """One of two gloo ranks.  Run "signal": rank 1 alone gets SIGTERM in step 2.  Run "deadline": rank 0
+    alone has a wall-clock budget of 0 s.  Writes "step interrupted" of each run to out/rank{rank}-{run}.txt."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    try:
+        for run, on_update, deadline_s in (
+            ("signal", _send_at(2, signal.SIGTERM) if rank == 1 else (lambda k: None), None),
+            ("deadline", lambda k: None, 0.0 if rank == 0 else None),
+        ):
+            directory = Path(out) / f"rank{rank}-{run}"
+            directory.mkdir()
+            rec = recorded_run(directory, on_update=on_update, deadline_s=deadline_s)
+            (Path(out) / f"rank{rank}-{run}.txt").write_text(f"{rec.result.step} {int(rec.result.interrupted)}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_under_torch_distributed_every_rank_stops_after_the_same_step(tmp_path: Path) -> None:
+    """A signal or the deadline at one rank stops all of them after the same step (else the others would wait
+    for it in their next collective): rank 0, never signalled, stops after step 2 too, and rank 1, with no
+    deadline, stops before step 0 with rank 0 (not counted as a signal's stop)."""
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not built in")
+    mp.spawn(_ddp_worker, args=(str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2, join=True)
+    assert [(tmp_path / f"rank{r}-signal.txt").read_text() for r in (0, 1)] == ["3 1", "3 1"]
+    assert [(tmp_path / f"rank{r}-deadline.txt").read_text() for r in (0, 1)] == ["0 0", "0 0"]

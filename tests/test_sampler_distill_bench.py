@@ -178,3 +178,50 @@ def test_arms_train_what_they_say(tmp_path: Path, monkeypatch) -> None:
     assert cfg["mcd-fkl"].divergence == "forward_kl" and cfg["mcd"].divergence == "reverse_kl"
     assert (cfg["paper-256-16"].start_steps, cfg["paper-256-16"].target_steps) == (256, 16)
     assert {(c.seed, c.lr, c.steps_per_round) for c in cfg.values()} == {(3, 1e-4, config.steps_per_round)}
+
+
+def test_a_signal_that_stops_one_training_stops_the_bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An arm's run ended by a stop signal (its record says "interrupted") ends the bench there: no later run
+    is trained, and `mcd bench-distill` says how to resume and exits 130.  Planted bug: the bench going on
+    to the next arm (what a Ctrl-C did before: the loop caught it and returned)."""
+    import argparse
+    import dataclasses
+
+    from sampler.bench_distill import train_arms
+    from sampler.cli.bench_distill import run as cli_run
+    from sampler.train.loop import StoppedBySignal
+
+    trained = []
+
+    def fake_train(interrupted: bool):
+        def train(arm, config, teacher_dir, seed):
+            trained.append((arm.name, seed))
+            return {"interrupted": interrupted and seed == 1, "step": 7}
+        return train
+
+    monkeypatch.setitem(ARMS, "mcd", dataclasses.replace(ARMS["mcd"], train=fake_train(True)))
+    monkeypatch.setitem(ARMS, "baseline", dataclasses.replace(ARMS["baseline"], train=fake_train(False)))
+    config = BenchConfig.smoke_config(str(tmp_path / "bench"), arms=("mcd", "baseline"), seeds=(0, 1, 2))
+    with pytest.raises(StoppedBySignal, match=r"mcd-seed1.*step 7.*same command"):
+        train_arms(config, tmp_path)
+    assert trained == [("mcd", 0), ("mcd", 1)]
+
+    def stopped_bench(config, command):
+        raise StoppedBySignal("stopped by a signal while training X")
+
+    monkeypatch.setattr("sampler.bench_distill.bench", stopped_bench)
+    monkeypatch.setattr("sampler.cli.bench_distill.config_from_args", lambda args: config)
+    assert cli_run(argparse.Namespace(threads=1)) == 130
+
+
+def test_a_teacher_run_stopped_by_a_signal_is_not_recorded_as_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bench's own teacher: a stopped training raises StoppedBySignal before its cost file is written (with
+    the file, the next bench would reuse the partial teacher as finished).  Planted bug: no check there."""
+    from sampler.bench_distill import ensure_teacher
+    from sampler.train.loop import StoppedBySignal
+
+    config = BenchConfig.smoke_config(str(tmp_path / "bench"))
+    monkeypatch.setattr("sampler.train.train", lambda cfg: {"interrupted": True, "step": 5})
+    with pytest.raises(StoppedBySignal, match="teacher"):
+        ensure_teacher(config)
+    assert not (tmp_path / "bench" / "teacher" / "bench_cost.json").exists()

@@ -183,3 +183,24 @@ def test_cli_flag_reaches_the_config(tmp_path: Path, capsys: pytest.CaptureFixtu
     ngram_teacher = _teacher(tmp_path / "ngram-teacher", ngram.describe(), ngram.vocab_size)
     assert main(["distill", "--teacher", str(ngram_teacher), "--out", str(tmp_path / "refused"), *short]) == 2
     assert "--exact-teacher" in capsys.readouterr().err
+
+
+def test_distill_command_exit_status_finished_rerun_and_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mcd distill` exits 0 when it finishes and when the same command is run again on the finished run (the
+    early return must carry every field the command reads), and 130 when a stop signal ended the run."""
+    import sys
+
+    from sampler.cli import main
+
+    source = _tiny_source()
+    teacher = _teacher(tmp_path / "teacher", source.describe(), source.vocab_size)
+    command = ["distill", "--teacher", str(teacher), "--out", str(tmp_path / "out"), "--start-steps", "4",
+               "--target-steps", "4", "--steps-per-round", "2", "--batch-size", "2", "--no-progress", "--device", "cpu",
+               "--exact-teacher"]
+    assert main(command) == 0
+    assert main(command) == 0  # finished: returned from the checkpoint
+    finished = {"optimizer_steps": 2, "teacher_forward_passes": 2, "wall_time_s": 0.0, "round_steps": [2],
+                "complete": False, "step": 1, "interrupted": True}
+    monkeypatch.setattr(sys.modules["sampler.train.distill"], "distill", lambda config: finished)  # the package
+    # attribute `sampler.train.distill` is the function, so the module is taken from sys.modules
+    assert main([*command[:4], str(tmp_path / "other"), *command[5:]]) == 130

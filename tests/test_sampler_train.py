@@ -233,6 +233,59 @@ def test_exact_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     assert different == []
 
 
+def test_a_run_stopped_by_sigterm_saves_that_step_and_resumes_exactly(tmp_path: Path) -> None:
+    """SIGTERM after step 10 (checkpoints every 4 steps): the run ends with a checkpoint at step 10, not 8,
+    and resumed to 12 it is bitwise the run straight through.  The test's own SIGTERM handler raises, so a
+    loop that does not take the signal fails the test instead of ending pytest."""
+    import signal
+
+    from test_contracts_loop import send_to_main_thread
+
+    def raise_on_sigterm(signum, frame):
+        raise RuntimeError("SIGTERM reached the test's handler: the loop did not take it")
+
+    source = tiny_source()
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    train(tiny_config(straight, dropout=0.1), source=source)
+    previous = signal.signal(signal.SIGTERM, raise_on_sigterm)
+    try:
+        summary = train(tiny_config(stopped, dropout=0.1), source=source,
+                        step_callback=lambda step: send_to_main_thread(signal.SIGTERM) if step == 10 else None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert summary["interrupted"] and summary["step"] == 10
+    assert load_checkpoint(stopped)[1]["step"] == 10
+    assert not train(tiny_config(stopped, dropout=0.1, resume=True), source=source)["interrupted"]
+    a, b = _all_tensors(straight), _all_tensors(stopped)
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+
+
+def test_the_train_command_exits_130_after_saving_when_sent_sigterm(tmp_path: Path) -> None:
+    """`mcd train` in its own process: SIGTERM while it trains ends it with status 130 (not killed: -15) and a
+    checkpoint at the step it reached (saves are otherwise every 10^6 steps)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "sampler.cli", "train", "--out", str(out), "--size", "tiny", "--seq-len", "16",
+               "--batch-size", "4", "--max-steps", "1000000", "--save-every", "1000000", "--log-every", "1",
+               "--eval-every", "1000000", "--no-progress", "--threads", "1"]
+    process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    metrics, deadline = out / "metrics.jsonl", time.monotonic() + 120
+    while not (metrics.is_file() and metrics.read_text().count('"step"') >= 3) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "SIGTERM at step" in stderr
+    step = load_checkpoint(out)[1]["step"]
+    assert step >= 3 and f"SIGTERM at step {step}:" in stderr
+
+
 def test_existing_run_needs_resume_and_resume_checks_vocabulary(tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(tiny_config(run, max_steps=2), source=tiny_source())

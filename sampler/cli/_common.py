@@ -10,6 +10,10 @@ from typing import Any
 
 from ..train.config import OptimConfig, RunConfig
 
+# Exit status of a training command that a stop signal (Ctrl-C, SIGTERM) ended after saving its checkpoint:
+# 128 + SIGINT, as a shell reports a Ctrl-C, so that `mcd distill ... && next` does not go on.
+STOPPED_BY_SIGNAL = 130
+
 
 def int_at_least(minimum: int) -> Any:
     """An argparse `type`: the argument as an int >= minimum, or an error naming the argument (argparse adds

@@ -104,7 +104,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 def run(args: argparse.Namespace) -> int:
     from ..bench_distill import bench
-    from ._common import apply_threads
+    from ..train.loop import StoppedBySignal
+    from ._common import STOPPED_BY_SIGNAL, apply_threads
 
     apply_threads(args.threads)
     config = config_from_args(args)
@@ -116,6 +117,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"mcd bench-distill: error: {err}", file=sys.stderr)
         return 2
+    except StoppedBySignal as stopped:
+        print(f"mcd bench-distill: {stopped}", file=sys.stderr)
+        return STOPPED_BY_SIGNAL
     print((Path(config.out) / "bench.md").read_text())
     print(f"written: {config.out}/bench.md, {config.out}/bench.json, " + ", ".join(result["plots"]))
     return 0

@@ -65,6 +65,7 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
 def run(args: argparse.Namespace) -> int:
     from ..train.distill import distill
     from ..train.runtime import ddp_cleanup, is_main_process
+    from ._common import STOPPED_BY_SIGNAL
 
     try:
         config = config_from_args(args)
@@ -81,4 +82,4 @@ def run(args: argparse.Namespace) -> int:
             f"{result['teacher_forward_passes']} teacher forward passes, {result['wall_time_s']:.1f} s, "
             f"rounds {result['round_steps']}{'' if result['complete'] else ' (stopped early; rerun to resume)'}"
         )
-    return 0
+    return STOPPED_BY_SIGNAL if result["interrupted"] else 0

@@ -40,6 +40,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     from ..train.teacher import train
+    from ._common import STOPPED_BY_SIGNAL
 
     try:
         summary = train(config_from_args(args))
@@ -48,4 +49,4 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if summary["rank"] == 0:
         print(json.dumps(summary, indent=2))
-    return 0
+    return STOPPED_BY_SIGNAL if summary["interrupted"] else 0

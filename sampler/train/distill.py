@@ -339,7 +339,8 @@ def shadow_meta(model: torch.nn.Module, reveal_method: str, target: str = "soft"
 
 def distill(config: DistillConfig) -> dict[str, Any]:
     """Run (or resume, or return the finished) distillation; returns a summary (optimizer_steps,
-    teacher_forward_passes, teacher_sequence_evals, wall_time_s, complete, round_steps, step).
+    teacher_forward_passes, teacher_sequence_evals, wall_time_s, complete, round_steps, step, interrupted:
+    a stop signal ended it, after saving; see sampler.train.loop).
 
     Each round r (dt_r = 1/N_r, N_r = N0/2^r): the frozen teacher is refreshed from the student
     (or its EMA); then `steps_per_round` AdamW steps on the MCD loss (or the baseline's).
@@ -370,7 +371,7 @@ def _distill_owned(config: DistillConfig, counts: list, device: torch.device) ->
     if resume_tensors is not None and int(resume_meta["step"]) == total_steps:
         done = resume_meta["distill"]
         return {**{k: done[k] for k in ("teacher_forward_passes", "teacher_sequence_evals", "wall_time_s", "optimizer_steps")},
-                "complete": True, "round_steps": done["round_steps"], "step": int(resume_meta["step"])}
+                "complete": True, "round_steps": done["round_steps"], "step": int(resume_meta["step"]), "interrupted": False}
     seq_len = int(teacher_meta.get("seq_len", model_config.seq_len))
     check_training_memory(model_config, config.batch_size, seq_len, device)
     rank, world, _ = ddp_setup()
@@ -425,7 +426,8 @@ def _distill_owned(config: DistillConfig, counts: list, device: torch.device) ->
     stop = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
     result = run_loop(trainee, STEP_FUNCTIONS[config.method](ctx), hooks, config, config, logger, start=step, stop=stop,
                       desc=f"distill[{config.method}]", tokens_per_step=config.batch_size * seq_len * world)
-    return {**ctx.record, "complete": result.step >= total_steps, "round_steps": counts, "step": result.step}
+    return {**ctx.record, "complete": result.step >= total_steps, "round_steps": counts, "step": result.step,
+            "interrupted": result.interrupted}
 
 
 __all__ = [

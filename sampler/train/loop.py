@@ -11,30 +11,35 @@ statistics).  The loop owns everything around it, in this order at each step:
     every save_every steps (before the stop step): hooks.save(k)
     hooks.after_step(k)           (held-out evaluation, a test's callback)
 
-and hooks.save at the end (not when an exception other than Ctrl-C ends the run).
+and hooks.save at the end (not when an exception ends the run).
 
-It stops at `stop` steps or at the wall-clock `deadline_s`, whichever comes first; Ctrl-C ends the
-run with a checkpoint.  The progress bar counts steps towards `stop`, or seconds towards the
-deadline when only a time budget is given.  The checkpoint itself (what it holds, the exact resume)
+It stops at `stop` steps or at the wall-clock `deadline_s`, whichever comes first, or at a stop
+signal: Ctrl-C (SIGINT) or SIGTERM lets the current step finish (update and EMA), saves the
+checkpoint at that step and returns with `interrupted` set (`StopSignals`).  Under torch.distributed
+the ranks agree on the deadline and the signals before each step, so all stop after the same one.
+The progress bar counts steps towards `stop`, or seconds towards the deadline when only a time
+budget is given.  The checkpoint itself (what it holds, the exact resume)
 is the command's `hooks.save`, built on `Trainee.state_tensors`.
 """
 
 from __future__ import annotations
 
 import math
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .config import OptimConfig, RunConfig
 from .runtime import MetricsLogger, Trainee, autocast, is_main_process, set_lr, warmup_lr
 
-__all__ = ["StepOutput", "LoopHooks", "LoopResult", "run_loop", "autocast"]
+__all__ = ["StepOutput", "LoopHooks", "LoopResult", "StopSignals", "StoppedBySignal", "run_loop", "autocast"]
 
 
 @dataclass
@@ -98,6 +103,63 @@ def _optimise(trainee: Trainee, loss: Tensor, optim: OptimConfig, step: int) -> 
     return float(grad_norm)
 
 
+class StoppedBySignal(KeyboardInterrupt):
+    """Raised by a caller that runs several trainings in a row (`mcd bench-distill`) when a stop signal ended
+    one of them: that run's checkpoint is saved, and the caller must not go on to the next.  A KeyboardInterrupt,
+    so that no `except Exception` swallows it."""
+
+
+class StopSignals:
+    """Within `with StopSignals() as stop:`, SIGINT (Ctrl-C) and SIGTERM (what `kill`, schedulers and
+    preemption send) set `stop.received` instead of acting, so the loop can end after a whole step
+    (weights, optimiser, EMA and step count agree) and save.  A second signal acts at once through the
+    handler that was there before (KeyboardInterrupt, or the end of the process), without a save: the
+    last checkpoint stands.  A signal the process ignores (SIGINT of a job a script started with `&`)
+    stays ignored.  Handlers are only installed from the main thread, and are put back on exit.  Not
+    re-entrant: one run_loop at a time per process."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None  # the signal this process got
+        self.stopped = False  # set by should_stop(): this rank stops (its signal, or another rank's)
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                # None: a handler installed from C, which could not be put back
+                if signal.getsignal(signum) not in (signal.SIG_IGN, None):
+                    self._previous[signum] = signal.signal(signum, self._request)
+        return self
+
+    def _request(self, signum: int, frame: Any) -> None:
+        self.received = signum
+        for each, handler in self._previous.items():  # the next signal acts at once
+            signal.signal(each, handler)
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def should_stop(self, model: nn.Module, past_deadline: bool) -> bool:
+        """Whether to stop now: a signal or the wall-clock deadline here or, under torch.distributed, at
+        any rank, so that every rank stops after the same step instead of waiting for the others in a
+        collective.  Sets `stopped` when the stop is a signal's."""
+        import torch.distributed as dist
+
+        flags = [self.received is not None, past_deadline]
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            agreed = torch.tensor(flags, dtype=torch.float32, device=next(model.parameters()).device)
+            dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+            flags = [bool(flag) for flag in agreed.tolist()]
+        self.stopped = flags[0]
+        return any(flags)
+
+    def describe(self) -> str:
+        return signal.Signals(self.received).name if self.received is not None else "a stop signal at another rank"
+
+
 def run_loop(
     trainee: Trainee, step_fn: StepFn, hooks: LoopHooks, optim: OptimConfig, run: RunConfig, logger: MetricsLogger,
     start: int = 0, stop: int | float = math.inf, deadline_s: float | None = None, desc: str = "train",
@@ -110,41 +172,41 @@ def run_loop(
     by_time = bar is not None and not math.isfinite(stop)
     step, losses, window = start, [], []
     last_log_time, last_log_step = started, start
-    interrupted = False
     trainee.model.train()
-    try:
-        while step < stop and time.perf_counter() < deadline:
-            if hooks.before_step is not None:
-                hooks.before_step(step)
-            lr = warmup_lr(step, optim.warmup, optim.lr)
-            set_lr(trainee.optimizer, lr)
-            out = step_fn(step)
-            if not torch.isfinite(out.loss):
-                raise FloatingPointError(f"non-finite loss {float(out.loss)} at step {step}")
-            grad_norm = _optimise(trainee, out.loss, optim, step)
-            step += 1
-            losses.append(float(out.loss.detach()))
-            window.append(losses[-1])
-            _advance(bar, by_time, started)
-            if step % run.log_every == 0 or step == stop:
-                now = time.perf_counter()
-                rate = (step - last_log_step) / max(now - last_log_time, 1e-9)
-                record = {"step": step, **(hooks.log_fields(step) if hooks.log_fields else {}), "lr": lr,
-                          "grad_norm": grad_norm, "steps_per_s": rate, "tokens_per_s": rate * tokens_per_step,
-                          **out.stats, "loss": sum(window) / len(window)}
-                logger.log(record)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", sps=f"{rate:.1f}")
-                last_log_time, last_log_step, window = now, step, []
-            if step % run.save_every == 0 and step < stop:
-                hooks.save(step)
-            if hooks.after_step is not None:
-                hooks.after_step(step)
-    except KeyboardInterrupt:
-        interrupted = True
-        print(f"\ninterrupted at step {step}; saving a checkpoint", file=sys.stderr)
-    finally:
-        if bar is not None:
-            bar.close()
-    hooks.save(step)
-    return LoopResult(step=step, losses=losses, seconds=time.perf_counter() - started, interrupted=interrupted)
+    with StopSignals() as stop_signal:
+        try:
+            while step < stop and not stop_signal.should_stop(trainee.model, time.perf_counter() >= deadline):
+                if hooks.before_step is not None:
+                    hooks.before_step(step)
+                lr = warmup_lr(step, optim.warmup, optim.lr)
+                set_lr(trainee.optimizer, lr)
+                out = step_fn(step)
+                if not torch.isfinite(out.loss):
+                    raise FloatingPointError(f"non-finite loss {float(out.loss)} at step {step}")
+                grad_norm = _optimise(trainee, out.loss, optim, step)
+                step += 1
+                losses.append(float(out.loss.detach()))
+                window.append(losses[-1])
+                _advance(bar, by_time, started)
+                if step % run.log_every == 0 or step == stop:
+                    now = time.perf_counter()
+                    rate = (step - last_log_step) / max(now - last_log_time, 1e-9)
+                    record = {"step": step, **(hooks.log_fields(step) if hooks.log_fields else {}), "lr": lr,
+                              "grad_norm": grad_norm, "steps_per_s": rate, "tokens_per_s": rate * tokens_per_step,
+                              **out.stats, "loss": sum(window) / len(window)}
+                    logger.log(record)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{record['loss']:.4f}", sps=f"{rate:.1f}")
+                    last_log_time, last_log_step, window = now, step, []
+                if step % run.save_every == 0 and step < stop:
+                    hooks.save(step)
+                if hooks.after_step is not None:
+                    hooks.after_step(step)
+        finally:
+            if bar is not None:
+                bar.close()
+        stopped = stop_signal.stopped or stop_signal.received is not None  # received: also in the last step
+        if stopped:
+            print(f"\n{stop_signal.describe()} at step {step}: saving a checkpoint and stopping", file=sys.stderr)
+        hooks.save(step)  # inside: a first signal during the save waits for it
+    return LoopResult(step=step, losses=losses, seconds=time.perf_counter() - started, interrupted=stopped)

@@ -187,7 +187,7 @@ def _train_owned(cfg: TrainConfig, source: DataSource | None, step_callback: Cal
         "step": result.step, "steps_this_run": steps_run, "seconds": result.seconds,
         "steps_per_s": steps_run / max(result.seconds, 1e-9), "tokens_per_s": steps_run * tokens_per_step / max(result.seconds, 1e-9),
         "final_loss": sum(recent) / len(recent) if recent else float("nan"), "eval_elbo": eval_elbo,
-        "run_dir": str(run_dir), "rank": rank, "world_size": world,
+        "run_dir": str(run_dir), "rank": rank, "world_size": world, "interrupted": result.interrupted,
     }
     logger.log({"event": "end", **summary})
     ddp_cleanup()
