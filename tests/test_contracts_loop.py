@@ -217,35 +217,59 @@ def test_an_ignored_sigint_stays_ignored(tmp_path: Path, own_handlers) -> None:
     assert signal.getsignal(signal.SIGTERM) is _raise_terminated  # put back after a run that no signal stopped
 
 
-def _ddp_worker(rank: int, rendezvous: str, out: str) -> None:
-    """One of two gloo ranks.  Run "signal": rank 1 alone gets SIGTERM in step 2.  Run "deadline": rank 0
-    alone has a wall-clock budget of 0 s.  Writes "step interrupted" of each run to out/rank{rank}-{run}.txt."""
-    import torch.distributed as dist
+class _FakeTwoRanks:
+    """torch.distributed as seen by rank 0 of 2: every all_reduce(MAX) also reads the other rank's flags
+    [signal, past deadline], which turn to `remote` once rank 0 has called it `after` times (rank 0 is never
+    signalled itself).  In-process: a real two-process gloo run aborted in teardown on this machine now and then."""
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
-    try:
-        for run, on_update, deadline_s in (
-            ("signal", _send_at(2, signal.SIGTERM) if rank == 1 else (lambda k: None), None),
-            ("deadline", lambda k: None, 0.0 if rank == 0 else None),
-        ):
-            directory = Path(out) / f"rank{rank}-{run}"
-            directory.mkdir()
-            rec = recorded_run(directory, on_update=on_update, deadline_s=deadline_s)
-            (Path(out) / f"rank{rank}-{run}.txt").write_text(f"{rec.result.step} {int(rec.result.interrupted)}")
-    finally:
-        dist.destroy_process_group()
+    class ReduceOp:
+        MAX = "max"
+
+    def __init__(self, remote: list[float], after: int) -> None:
+        self.remote, self.after, self.calls, self.sent = remote, after, 0, []
+
+    def is_available(self) -> bool:
+        return True
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def get_world_size(self) -> int:
+        return 2
+
+    def all_reduce(self, tensor: torch.Tensor, op: str) -> None:
+        assert op == self.ReduceOp.MAX
+        self.sent.append(tensor.tolist())
+        if self.calls >= self.after:
+            tensor.copy_(torch.maximum(tensor, torch.tensor(self.remote, dtype=tensor.dtype)))
+        self.calls += 1
 
 
-def test_under_torch_distributed_every_rank_stops_after_the_same_step(tmp_path: Path) -> None:
-    """A signal or the deadline at one rank stops all of them after the same step (else the others would wait
-    for it in their next collective): rank 0, never signalled, stops after step 2 too, and rank 1, with no
-    deadline, stops before step 0 with rank 0 (not counted as a signal's stop)."""
-    import torch.distributed as dist
-    import torch.multiprocessing as mp
+def _fake_two_ranks(monkeypatch, remote: list[float], after: int) -> _FakeTwoRanks:
+    import torch.distributed
 
-    if not dist.is_available():
-        pytest.skip("torch.distributed is not built in")
-    mp.spawn(_ddp_worker, args=(str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2, join=True)
-    assert [(tmp_path / f"rank{r}-signal.txt").read_text() for r in (0, 1)] == ["3 1", "3 1"]
-    assert [(tmp_path / f"rank{r}-deadline.txt").read_text() for r in (0, 1)] == ["0 0", "0 0"]
+    fake = _FakeTwoRanks(remote, after)
+    for name in ("is_available", "is_initialized", "get_world_size", "all_reduce", "ReduceOp"):
+        monkeypatch.setattr(torch.distributed, name, getattr(fake, name))
+    return fake
+
+
+@pytest.mark.parametrize("remote, interrupted", [([1.0, 0.0], True), ([0.0, 1.0], False)])
+def test_under_torch_distributed_every_rank_stops_after_the_same_step(tmp_path: Path, monkeypatch, remote,
+                                                                      interrupted) -> None:
+    """A signal or the deadline at another rank stops this one after the same step (else the others would wait
+    for it in their next collective): the flags are all-reduced before each step, here from step 3 on.  A
+    deadline elsewhere is not counted as a signal's stop."""
+    fake = _fake_two_ranks(monkeypatch, remote, after=3)
+    rec = recorded_run(tmp_path, on_update=lambda k: None)
+    assert rec.result.step == 3 and rec.result.interrupted is interrupted
+    assert fake.calls == 4 and [save[0] for save in rec.saves] == [3]
+
+
+def test_under_torch_distributed_this_ranks_deadline_is_sent_to_the_others(tmp_path: Path, monkeypatch) -> None:
+    """With its wall-clock budget spent (0 s), this rank stops before step 0 and tells the others so: the
+    all-reduced flags carry its deadline, not only its signal."""
+    fake = _fake_two_ranks(monkeypatch, [0.0, 0.0], after=0)
+    rec = recorded_run(tmp_path, on_update=lambda k: None, deadline_s=0.0)
+    assert rec.result.step == 0 and not rec.result.interrupted
+    assert fake.sent == [[0.0, 1.0]]
