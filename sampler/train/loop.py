@@ -122,7 +122,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.received: int | None = None  # the signal this process got
-        self.stopped = False  # set by should_stop(): this rank stops (its signal, or another rank's)
+        self._agreed_signal = False  # set by should_stop(): a signal here or at another rank
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
@@ -145,7 +145,7 @@ class StopSignals:
     def should_stop(self, model: nn.Module, past_deadline: bool) -> bool:
         """Whether to stop now: a signal or the wall-clock deadline here or, under torch.distributed, at
         any rank, so that every rank stops after the same step instead of waiting for the others in a
-        collective.  Sets `stopped` when the stop is a signal's."""
+        collective."""
         import torch.distributed as dist
 
         flags = [self.received is not None, past_deadline]
@@ -153,8 +153,14 @@ class StopSignals:
             agreed = torch.tensor(flags, dtype=torch.float32, device=next(model.parameters()).device)
             dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
             flags = [bool(flag) for flag in agreed.tolist()]
-        self.stopped = flags[0]
+        self._agreed_signal = flags[0]
         return any(flags)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether a signal ended the run: one agreed before a step, or one received during the last step
+        (after which should_stop is not asked again)."""
+        return self._agreed_signal or self.received is not None
 
     def describe(self) -> str:
         return signal.Signals(self.received).name if self.received is not None else "a stop signal at another rank"
@@ -205,8 +211,7 @@ def run_loop(
         finally:
             if bar is not None:
                 bar.close()
-        stopped = stop_signal.stopped or stop_signal.received is not None  # received: also in the last step
-        if stopped:
+        if stop_signal.stopped:
             print(f"\n{stop_signal.describe()} at step {step}: saving a checkpoint and stopping", file=sys.stderr)
         hooks.save(step)  # inside: a first signal during the save waits for it
-    return LoopResult(step=step, losses=losses, seconds=time.perf_counter() - started, interrupted=stopped)
+    return LoopResult(step=step, losses=losses, seconds=time.perf_counter() - started, interrupted=stop_signal.stopped)
