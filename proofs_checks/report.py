@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .stats import TestResult
 from .suite import SuiteResult, as_json
 
 PLOT_FILES = {
@@ -53,6 +54,54 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+# What each test method's statistic is, in words and units (the "statistic / threshold" columns).
+_STATISTIC_UNITS = {
+    "DKW": "KS distance: max |F̂ − F| over the grid (probability)",
+    "exact binomial": "|p̂ − p|, absolute difference of probabilities",
+    "two-sample Hoeffding (Bonferroni over points)": "max |p̂₁ − p̂₂|, absolute difference of probabilities",
+    "zero-violation (exact)": "number of violating draws (count)",
+    "one-sided Clopper-Pearson lower bound > 0": "number of events seen (count; passes at ≥ 1)",
+    "sympy": "0 = proved symbolically, 1 = not proved",
+}
+
+
+def statistic_unit(test: TestResult) -> str:
+    """What `test.statistic` measures and in which unit, from its method (and the unit the test
+    states for deviations of means and numerical errors)."""
+    if test.method in _STATISTIC_UNITS:
+        return _STATISTIC_UNITS[test.method]
+    if test.method.startswith("exact binomial x"):
+        return "max over cells of |p̂ − p| ÷ the cell's acceptance half-width (ratio; passes at ≤ 1)"
+    if test.method == "numerical tolerance":
+        return f"{test.discrepancy_unit} error" if test.discrepancy_unit in ("relative", "absolute") else f"error ({test.discrepancy_unit})"
+    if "Bernstein" in test.method:
+        return f"|estimate − exact value| ({test.discrepancy_unit})"
+    raise ValueError(f"test {test.name!r} has a method without a stated unit: {test.method!r}")
+
+
+def _claim_statistic_unit(tests: list[TestResult], statistic_of: str | None) -> str:
+    """The unit of the claim's deciding sub-test (named by statistic_of), or '' when there is none."""
+    chosen = [t for t in tests if t.name == statistic_of]
+    return statistic_unit(chosen[0]) if chosen else ""
+
+
+def plain_summary(result: SuiteResult, data: dict[str, Any]) -> str:
+    """A paragraph in plain words: what "passed" means for this report."""
+    return (
+        f"**What \"passed\" means.** Each claim is checked by exact algebra (sympy), by numerical comparison with "
+        f"stated tolerances, or by Monte Carlo draws from the code under test compared with the formula it should "
+        f"follow. A Monte Carlo check can fail by bad luck even when the code is right; each one's chance of that "
+        f"(its false-fail rate) is stated in the tables, and for the whole suite they add up to at most "
+        f"{_fmt(result.suite_false_fail_rate)} (budget {_fmt(data['suite_false_fail_budget'])}), so a failure is a "
+        f"bug, not noise. Passing is also informative: each check states the smallest discrepancy it detects — a "
+        f"true error at least that large would make it pass with probability at most "
+        f"{_fmt(data['false_pass_rate'])} (\"detectable discrepancy\"). Finally, the suite must catch planted bugs "
+        f"(mutants): versions of the code with a realistic mistake, each of which must make some check fail; a "
+        f"surviving mutant fails the suite. \"Statistic / threshold\": a check passes when its statistic is at "
+        f"most its threshold (at least, where marked); the unit of each statistic is given beside it."
+    )
+
+
 def write_report(result: SuiteResult, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """Write report.json, report.md and the plots into out_dir (created if needed).
     Returns the written paths by name."""
@@ -77,6 +126,8 @@ def markdown(result: SuiteResult, data: dict[str, Any]) -> str:
         f"**{'PASSED' if result.passed else 'FAILED'}** — {sum(c.passed for c in result.claims)}/{len(result.claims)} claims pass, "
         f"{sum(m.caught for m in result.mutants)}/{len(result.mutants)} planted bugs caught.",
         "",
+        plain_summary(result, data),
+        "",
         f"- seed {result.seed}, {'--quick' if result.quick else 'default'} sizes, device {result.device}, "
         f"{result.seconds:.1f} s, {result.total_draws:,} Monte Carlo draws (claims; mutant runs not counted)",
         f"- suite false-fail rate <= {_fmt(result.suite_false_fail_rate)} (budget {_fmt(data['suite_false_fail_budget'])}, "
@@ -88,13 +139,14 @@ def markdown(result: SuiteResult, data: dict[str, Any]) -> str:
         "",
         "## Claims",
         "",
-        "| # | claim | kind | method | passed | draws | false-fail rate | detectable discrepancy | statistic / threshold |",
+        "| # | claim | kind | method | passed | draws | false-fail rate | detectable discrepancy | statistic / threshold (unit, of the deciding sub-test) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in result.claims:
         lines.append(
             f"| {c.claim.id} | {c.claim.title} | {c.claim.kind} | {c.claim.method} | {'yes' if c.passed else '**NO**'} | {c.draws:,} | "
-            f"{_fmt(c.false_fail_rate)} | {_fmt(c.detectable_discrepancy)} | {_fmt(c.statistic)} / {_fmt(c.threshold)} |"
+            f"{_fmt(c.false_fail_rate)} | {_fmt(c.detectable_discrepancy)} | {_fmt(c.statistic)} / {_fmt(c.threshold)} "
+            f"({_claim_statistic_unit(c.tests, c.statistic_of)}) |"
         )
     lines += ["", "## Mutants (planted bugs)", "", "| mutant | claim | bug | caught | caught by |", "|---|---|---|---|---|"]
     for m in result.mutants:
@@ -110,11 +162,13 @@ def markdown(result: SuiteResult, data: dict[str, Any]) -> str:
             lines += [f"- {note}"]
         if c.notes:
             lines.append("")
-        lines += ["| sub-test | method | passed | n | statistic | threshold | false-fail | detectable (unit) |", "|---|---|---|---|---|---|---|---|"]
+        lines += ["| sub-test | method | passed | n | statistic | threshold | statistic unit | false-fail | detectable (unit) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for t in c.tests:
             op = "" if t.comparison == "<=" else " (pass iff >=)"
             lines.append(
                 f"| {t.name} | {t.method} | {'yes' if t.passed else '**NO**'} | {t.n:,} | {_fmt(t.statistic, 4)} | {_fmt(t.threshold, 4)}{op} | "
+                f"{statistic_unit(t)} | "
                 f"{_fmt(t.false_fail_rate)} | {_fmt(t.detectable_discrepancy)} ({t.discrepancy_unit}) |"
             )
         lines.append("")

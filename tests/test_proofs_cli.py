@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
+from proofs_checks import report, stats
 from sampler.cli import main
 
 CLAIM_KEYS = {"id", "statement", "kind", "passed", "n", "false_fail_rate", "detectable_discrepancy", "statistic", "threshold"}
@@ -54,6 +56,42 @@ def test_subset_of_claims_and_exit_status(tmp_path) -> None:
     report = json.loads((tmp_path / "report.json").read_text())
     assert code == 0 and [c["id"] for c in report["claims"]] == [2]
     assert {m["claim"] for m in report["mutants"]} == {2}
+    markdown = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert 'What "passed" means' in markdown and "planted bugs" in markdown
+    claim_row = next(line for line in markdown.splitlines() if line.startswith("| 2 |"))
+    assert claim_row.rstrip(" |").endswith(")") and "(" in claim_row.split("|")[-2], claim_row  # "stat / threshold (unit)"
+
+
+def one_result_of_every_kind() -> list:
+    """One TestResult from each test constructor of proofs_checks.stats (and a sympy one, as the symbolic claim builds it)."""
+    return [
+        stats.dkw_test("dkw", np.array([0.5]), np.array([0.5]), 100, 1e-3, 1e-3),
+        stats.binomial_test("binomial", 50, 100, 0.5, 1e-3, 1e-3),
+        stats.binomial_family_test("family", np.array([50]), np.array([100]), np.array([0.5]), 1e-3, 1e-3),
+        stats.two_sample_test("two-sample", np.array([0.5]), np.array([0.5]), 100, 100, 1e-3, 1e-3),
+        stats.zero_violation_test("zero", 0, 100, 1e-3),
+        stats.positive_rate_test("positive", 3, 100, 1e-3, 1e-3),
+        stats.bernstein_test("bernstein", 0.0, 0.0, 1.0, 1.0, 100, 1e-3, 1e-3, unit="nats"),
+        stats.empirical_bernstein_test("empirical", 0.0, 0.0, 1.0, 1.0, 100, 1e-3, 1e-3),
+        stats.tolerance_test("relative tolerance", 1e-9, 1e-6, unit="relative"),
+        stats.tolerance_test("absolute tolerance", 1e-9, 1e-6),
+        stats.TestResult(name="proof", method="sympy", statistic=0.0, threshold=0.0, passed=True, n=0,
+                         false_fail_rate=0.0, false_pass_rate=None, detectable_discrepancy=None),
+    ]
+
+
+def test_every_statistic_has_a_unit_in_the_report() -> None:
+    """The report's "statistic / threshold" columns name what each statistic is: a KS distance for DKW, a
+    relative error for a relative tolerance, the test's own unit for a deviation of means, ..."""
+    units = {result.name: report.statistic_unit(result) for result in one_result_of_every_kind()}
+    assert units["dkw"].startswith("KS distance")
+    assert units["relative tolerance"] == "relative error" and units["absolute tolerance"] == "absolute error"
+    assert "nats" in units["bernstein"] and "ratio" in units["family"] and "count" in units["zero"]
+    assert len(set(units.values())) == len(units)  # no two kinds share a description
+    unknown = stats.tolerance_test("x", 0.0, 1.0)
+    unknown.method = "made-up method"
+    with pytest.raises(ValueError, match="made-up method"):
+        report.statistic_unit(unknown)
 
 
 def test_unknown_claim_is_refused(tmp_path, capsys) -> None:
