@@ -79,6 +79,11 @@ def statistic_unit(test: TestResult) -> str:
     raise ValueError(f"test {test.name!r} has a method without a stated unit: {test.method!r}")
 
 
+def _table_cell(text: str) -> str:
+    """Text for a markdown table cell: a '|' inside it (as in |p̂ − p|) escaped so it does not end the cell."""
+    return text.replace("|", "\\|")
+
+
 def _claim_statistic_unit(tests: list[TestResult], statistic_of: str | None) -> str:
     """The unit of the claim's deciding sub-test (named by statistic_of), or '' when there is none."""
     chosen = [t for t in tests if t.name == statistic_of]
@@ -139,14 +144,14 @@ def markdown(result: SuiteResult, data: dict[str, Any]) -> str:
         "",
         "## Claims",
         "",
-        "| # | claim | kind | method | passed | draws | false-fail rate | detectable discrepancy | statistic / threshold (unit, of the deciding sub-test) |",
+        "| # | claim | kind | method | passed | draws | false-fail rate | detectable discrepancy | statistic / threshold — unit (of the deciding sub-test) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in result.claims:
         lines.append(
             f"| {c.claim.id} | {c.claim.title} | {c.claim.kind} | {c.claim.method} | {'yes' if c.passed else '**NO**'} | {c.draws:,} | "
-            f"{_fmt(c.false_fail_rate)} | {_fmt(c.detectable_discrepancy)} | {_fmt(c.statistic)} / {_fmt(c.threshold)} "
-            f"({_claim_statistic_unit(c.tests, c.statistic_of)}) |"
+            f"{_fmt(c.false_fail_rate)} | {_fmt(c.detectable_discrepancy)} | {_fmt(c.statistic)} / {_fmt(c.threshold)} — "
+            f"{_table_cell(_claim_statistic_unit(c.tests, c.statistic_of))} |"
         )
     lines += ["", "## Mutants (planted bugs)", "", "| mutant | claim | bug | caught | caught by |", "|---|---|---|---|---|"]
     for m in result.mutants:
@@ -168,7 +173,7 @@ def markdown(result: SuiteResult, data: dict[str, Any]) -> str:
             op = "" if t.comparison == "<=" else " (pass iff >=)"
             lines.append(
                 f"| {t.name} | {t.method} | {'yes' if t.passed else '**NO**'} | {t.n:,} | {_fmt(t.statistic, 4)} | {_fmt(t.threshold, 4)}{op} | "
-                f"{statistic_unit(t)} | "
+                f"{_table_cell(statistic_unit(t))} | "
                 f"{_fmt(t.false_fail_rate)} | {_fmt(t.detectable_discrepancy)} ({t.discrepancy_unit}) |"
             )
         lines.append("")

@@ -5,6 +5,7 @@ The suite's false-fail rate is <= 1e-6 (stated in its report); every mutant must
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -39,7 +40,25 @@ def test_quick_suite_end_to_end(tmp_path, capsys) -> None:
     assert report["suite_false_fail_rate"] <= 1e-6 * (1 + 1e-9)
     for name in ("report.md", "alpha_curves.png", "unmasking_cdfs.png", "reappearance.png"):
         assert (tmp_path / name).stat().st_size > 0, name
+    assert_table_rows_have_the_header_cells((tmp_path / "report.md").read_text(encoding="utf-8"))
     assert "claims pass" in capsys.readouterr().out
+
+
+def table_cells(row: str) -> list[str]:
+    """The cells of a markdown table row (a '|' escaped as '\\|' stays inside its cell)."""
+    return re.split(r"(?<!\\)\|", row.strip())[1:-1]
+
+
+def assert_table_rows_have_the_header_cells(markdown: str) -> None:
+    """Every row of every table in `markdown` has as many cells as its header (units such as |p̂ − p| escaped)."""
+    header_cells = None
+    for line in markdown.splitlines():
+        if not line.startswith("|"):
+            header_cells = None
+        elif header_cells is None:
+            header_cells = len(table_cells(line))
+        else:
+            assert len(table_cells(line)) == header_cells, line
 
 
 def test_cuda_requested_without_gpu_is_a_clear_error(tmp_path, capsys) -> None:
@@ -58,8 +77,9 @@ def test_subset_of_claims_and_exit_status(tmp_path) -> None:
     assert {m["claim"] for m in report["mutants"]} == {2}
     markdown = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert 'What "passed" means' in markdown and "planted bugs" in markdown
+    assert_table_rows_have_the_header_cells(markdown)
     claim_row = next(line for line in markdown.splitlines() if line.startswith("| 2 |"))
-    assert claim_row.rstrip(" |").endswith(")") and "(" in claim_row.split("|")[-2], claim_row  # "stat / threshold (unit)"
+    assert "count" in table_cells(claim_row)[-1].split("—")[1], claim_row  # "statistic / threshold — unit": violations are a count
 
 
 def one_result_of_every_kind() -> list:
@@ -88,6 +108,7 @@ def test_every_statistic_has_a_unit_in_the_report() -> None:
     assert units["relative tolerance"] == "relative error" and units["absolute tolerance"] == "absolute error"
     assert "nats" in units["bernstein"] and "ratio" in units["family"] and "count" in units["zero"]
     assert len(set(units.values())) == len(units)  # no two kinds share a description
+    assert "|" in units["dkw"] and all(len(table_cells(f"| {report._table_cell(unit)} |")) == 1 for unit in units.values())
     unknown = stats.tolerance_test("x", 0.0, 1.0)
     unknown.method = "made-up method"
     with pytest.raises(ValueError, match="made-up method"):
