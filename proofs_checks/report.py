@@ -149,14 +149,14 @@ def markdown(result: SuiteResult, data: dict[str, Any]) -> str:
     ]
     for c in result.claims:
         lines.append(
-            f"| {c.claim.id} | {c.claim.title} | {c.claim.kind} | {c.claim.method} | {'yes' if c.passed else '**NO**'} | {c.draws:,} | "
+            f"| {c.claim.id} | {_table_cell(c.claim.title)} | {c.claim.kind} | {_table_cell(c.claim.method)} | {'yes' if c.passed else '**NO**'} | {c.draws:,} | "
             f"{_fmt(c.false_fail_rate)} | {_fmt(c.detectable_discrepancy)} | {_fmt(c.statistic)} / {_fmt(c.threshold)} — "
             f"{_table_cell(_claim_statistic_unit(c.tests, c.statistic_of))} |"
         )
     lines += ["", "## Mutants (planted bugs)", "", "| mutant | claim | bug | caught | caught by |", "|---|---|---|---|---|"]
     for m in result.mutants:
         by = "; ".join(m.failed_tests[:3]) + (f" (+{len(m.failed_tests) - 3} more)" if len(m.failed_tests) > 3 else "")
-        lines.append(f"| {m.mutant.name} | {m.mutant.claim} | {m.mutant.description} | {'yes' if m.caught else '**NO (survived)**'} | {by} |")
+        lines.append(f"| {m.mutant.name} | {m.mutant.claim} | {_table_cell(m.mutant.description)} | {'yes' if m.caught else '**NO (survived)**'} | {_table_cell(by)} |")
     lines += ["", "## Details", ""]
     for c in result.claims:
         lines += [f"### Claim {c.claim.id}: {c.claim.title}", "", f"*{c.claim.statement}*", ""]
@@ -172,9 +172,9 @@ def markdown(result: SuiteResult, data: dict[str, Any]) -> str:
         for t in c.tests:
             op = "" if t.comparison == "<=" else " (pass iff >=)"
             lines.append(
-                f"| {t.name} | {t.method} | {'yes' if t.passed else '**NO**'} | {t.n:,} | {_fmt(t.statistic, 4)} | {_fmt(t.threshold, 4)}{op} | "
+                f"| {_table_cell(t.name)} | {_table_cell(t.method)} | {'yes' if t.passed else '**NO**'} | {t.n:,} | {_fmt(t.statistic, 4)} | {_fmt(t.threshold, 4)}{op} | "
                 f"{_table_cell(statistic_unit(t))} | "
-                f"{_fmt(t.false_fail_rate)} | {_fmt(t.detectable_discrepancy)} ({t.discrepancy_unit}) |"
+                f"{_fmt(t.false_fail_rate)} | {_fmt(t.detectable_discrepancy)} ({_table_cell(t.discrepancy_unit)}) |"
             )
         lines.append("")
         lines.append(f"Claim time {c.seconds:.2f} s.")
