@@ -93,22 +93,25 @@ class RepeatSource(ExactSource):
 
     def shared_token_log_posterior(self, z: Int[Tensor, "B L"], mask_id: int) -> Float[Tensor, "B V"]:
         """log p(c | visible tokens of z) ∝ n_c a + (m − n_c) b, with m the number of visible tokens and n_c how
-        many of them equal c (float64).  Raises if the visible tokens have probability 0 (ε = 0, two differ)."""
+        many of them equal c (float64).
+
+        At ε = 0 a z whose visible tokens differ has probability 0 (a per-token-independent sampler makes such
+        states); there the posterior is its limit as ε → 0+, uniform over the most frequent visible tokens,
+        so that sampling can go on.  For every z of positive probability this is the exact posterior."""
         visible = z != mask_id
         counts = torch.zeros(z.shape[0], self.vocab_size, dtype=torch.int64)
         counts.scatter_add_(1, torch.where(visible, z, 0), visible.long())
-        log_weight = self._log_copies(counts, visible.sum(1, keepdim=True) - counts)
-        total = torch.logsumexp(log_weight, dim=1, keepdim=True)
-        if torch.isneginf(total).any():
-            row = int(torch.isneginf(total).squeeze(1).nonzero()[0])
-            raise ValueError(f"z[{row}] has probability 0 under {self.name}: its visible tokens differ "
-                             "and the source has noise 0")
-        return log_weight - total
+        if self.noise == 0.0:
+            log_weight = torch.where(counts == counts.max(dim=1, keepdim=True).values, 0.0, -math.inf).double()
+        else:
+            log_weight = self._log_copies(counts, visible.sum(1, keepdim=True) - counts)
+        return log_weight - torch.logsumexp(log_weight, dim=1, keepdim=True)
 
     def posterior_log_probs(self, z: Int[Tensor, "B L"], mask_id: int | None = None) -> Float[Tensor, "B L K"]:
         """The exact denoiser: log p(x_l | visible tokens of z), SUBS convention, float64.
 
-        Masked position: p(x_l = v | z) = (1 − ε) p(c = v | z) + ε/V (the same row at every masked position),
+        Masked position (at ε = 0 and a z of probability 0, the ε → 0+ limit, see
+        `shared_token_log_posterior`): p(x_l = v | z) = (1 − ε) p(c = v | z) + ε/V (the same row at every masked position),
         taken as logaddexp(log(1 − ε) + log p(c = v | z), log(ε/V)).  Visible positions get log-prob 0 on
         their token and −inf elsewhere.  ``mask_id`` defaults to vocab_size.  Cost O(B·L·V).
         """
