@@ -188,3 +188,64 @@ def test_sampled_prob_recall_is_unavailable_with_a_reason_and_bad_input_is_named
         confidence_sample(denoiser, LogLinearSchedule(), mask_id=3, temperature=0.0, **kwargs)
     with pytest.raises(ValueError, match="num_steps"):
         confidence_sample(denoiser, LogLinearSchedule(), mask_id=3, **{**kwargs, "num_steps": 0})
+
+
+def test_one_token_per_step_with_the_exact_denoiser_gives_the_sources_own_law():
+    """Chain-rule anchor: when no step reveals two tokens, the exact denoiser's confidence-ordered law is p(x)
+    whatever the order, so the exact recall equals the true −log p(x)/L."""
+    source = HiddenMarkovSource(seed=0, seq_len=6, **TINY)
+    assert max(reveal_counts(LogLinearSchedule(), 16, 6)) == 1
+    x = source.sample_batch(32, generator=torch.Generator().manual_seed(8))
+    recall = confidence_recall_per_sequence(source.denoiser(dtype=torch.float64), LogLinearSchedule(), x,
+                                            num_steps=16, mask_id=3)
+    torch.testing.assert_close(recall, -source.log_prob(x) / 6, atol=1e-12, rtol=0)
+
+
+def enumerate_sampled_prob_law(denoiser, schedule, steps: int, length: int, vocab: int, mask_id: int) -> dict:
+    """The 'sampled_prob' sampler's law: at each step branch over the draws at every masked position, keep the
+    step's count of positions whose drawn token is most probable (python sort, ties to the lower position)."""
+    counts = reveal_counts(schedule, steps, length)
+    law: dict[tuple, float] = {}
+
+    def walk(z: list[int], step: int, prob: float) -> None:
+        if step == steps:
+            law[tuple(z)] = law.get(tuple(z), 0.0) + prob
+            return
+        if counts[step] == 0:
+            return walk(z, step + 1, prob)
+        q = torch.softmax(denoiser(torch.tensor([z]), torch.tensor([1.0 - step / steps]))[0].double(), dim=-1)
+        masked = [l for l in range(length) if z[l] == mask_id]
+        for draws in itertools.product(range(vocab), repeat=len(masked)):
+            p = math.prod(float(q[l, v]) for l, v in zip(masked, draws))
+            if p == 0:
+                continue
+            ranked = sorted(zip(masked, draws), key=lambda lv: (-float(q[lv[0], lv[1]]), lv[0]))[: counts[step]]
+            branch = list(z)
+            for l, v in ranked:
+                branch[l] = v
+            walk(branch, step + 1, prob * p)
+
+    walk([mask_id] * length, 0, 1.0)
+    return law
+
+
+def test_sampled_prob_frequencies_match_its_enumerated_law():
+    """30 000 samples, L = 4, V = 3, 2 steps, against the law enumerated over every draw (cells with expected
+    count < 5 pooled); seeded, false-fail rate FIT_LEVEL = 1e-3.  The max_prob law differs from it (the check
+    has power to tell the two orders apart)."""
+    denoiser = tiny_denoiser(4)
+    schedule = LogLinearSchedule()
+    law = enumerate_sampled_prob_law(denoiser, schedule, 2, 4, 3, 3)
+    cells = list(itertools.product(range(3), repeat=4))
+    expected = torch.tensor([law.get(row, 0.0) for row in cells], dtype=torch.float64)
+    assert abs(float(expected.sum()) - 1.0) < 1e-12
+    other = torch.tensor([enumerate_law(denoiser, schedule, 2, 4, 3, 3).get(row, 0.0) for row in cells])
+    assert float((other - expected).abs().sum()) > 0.05
+    x = confidence_sample(denoiser, schedule, num_samples=30_000, num_steps=2, seq_len=4, mask_id=3, vocab_size=3,
+                          generator=torch.Generator().manual_seed(6), batch_size=4096, confidence="sampled_prob")
+    observed = torch.bincount((x * torch.tensor([27, 9, 3, 1])).sum(1), minlength=81).double()
+    expected = expected * len(x)
+    small = expected < 5
+    obs = torch.cat([observed[~small], observed[small].sum().reshape(1)])
+    exp = torch.cat([expected[~small], expected[small].sum().reshape(1)])
+    assert float(stats.chisquare(obs.numpy(), exp.numpy()).pvalue) > FIT_LEVEL
