@@ -106,10 +106,23 @@ def test_most_confident_takes_the_top_scores_among_masked_positions_with_ties_to
         most_confident(scores, masked, 5)
 
 
+def step_branches(q: torch.Tensor, masked: list[int], count: int, vocab: int, confidence: str):
+    """(assignments [(l, v)], probability) of one step: max_prob ranks the masked positions by max_v q (python
+    sort, ties to the lower position) and branches over their tokens; sampled_prob branches over the draws at
+    every masked position and keeps the `count` whose drawn token is most probable."""
+    if confidence == "max_prob":
+        ranked = sorted(masked, key=lambda l: (-float(q[l].max()), l))[:count]
+        for tokens in itertools.product(range(vocab), repeat=len(ranked)):
+            yield list(zip(ranked, tokens)), math.prod(float(q[l, v]) for l, v in zip(ranked, tokens))
+        return
+    for draws in itertools.product(range(vocab), repeat=len(masked)):
+        ranked = sorted(zip(masked, draws), key=lambda lv: (-float(q[lv[0], lv[1]]), lv[0]))[:count]
+        yield ranked, math.prod(float(q[l, v]) for l, v in zip(masked, draws))
+
+
 def enumerate_law(denoiser, schedule, steps: int, length: int, vocab: int, mask_id: int,
-                  temperature: float = 1.0) -> dict[tuple, float]:
-    """The sampler's law by walking its whole tree: at each step rank the masked positions by max_v q_T (python
-    sort, ties to the lower position), take the step's count, branch over every assignment of their tokens."""
+                  temperature: float = 1.0, confidence: str = "max_prob") -> dict[tuple, float]:
+    """The sampler's law by walking its whole tree of steps (`step_branches`), from the all-masked state."""
     counts = reveal_counts(schedule, steps, length)
     law: dict[tuple, float] = {}
 
@@ -122,18 +135,28 @@ def enumerate_law(denoiser, schedule, steps: int, length: int, vocab: int, mask_
         logits = denoiser(torch.tensor([z]), torch.tensor([1.0 - step / steps]))[0].double() / temperature
         q = torch.softmax(logits, dim=-1)
         masked = [l for l in range(length) if z[l] == mask_id]
-        ranked = sorted(masked, key=lambda l: (-float(q[l].max()), l))[: counts[step]]
-        for tokens in itertools.product(range(vocab), repeat=len(ranked)):
-            branch = list(z)
-            p = prob
-            for l, v in zip(ranked, tokens):
-                branch[l] = v
-                p *= float(q[l, v])
+        for assignments, p in step_branches(q, masked, counts[step], vocab, confidence):
             if p > 0:
-                walk(branch, step + 1, p)
+                branch = list(z)
+                for l, v in assignments:
+                    branch[l] = v
+                walk(branch, step + 1, prob * p)
 
     walk([mask_id] * length, 0, 1.0)
     return law
+
+
+def chi_square_pvalue(x: torch.Tensor, law: dict[tuple, float]) -> float:
+    """Goodness of fit of samples (L = 4, V = 3) to an enumerated law over the 81 sequences, cells with
+    expected count < 5 pooled; a sample outside the law's support fails at once."""
+    cells = list(itertools.product(range(3), repeat=4))
+    expected = torch.tensor([law.get(row, 0.0) for row in cells], dtype=torch.float64) * len(x)
+    observed = torch.bincount((x * torch.tensor([27, 9, 3, 1])).sum(1), minlength=81).double()
+    assert float(observed[expected == 0].sum()) == 0.0
+    small = expected < 5
+    obs = torch.cat([observed[~small], observed[small].sum().reshape(1)])
+    exp = torch.cat([expected[~small], expected[small].sum().reshape(1)])
+    return float(stats.chisquare(obs.numpy(), exp.numpy()).pvalue)
 
 
 @pytest.mark.parametrize("steps,length,temperature", [(2, 4, 1.0), (3, 5, 1.0), (2, 4, 0.6)])
@@ -160,15 +183,7 @@ def test_sampling_frequencies_match_the_exact_law():
     law = enumerate_law(denoiser, schedule, 2, 4, 3, 3)
     x = confidence_sample(denoiser, schedule, num_samples=30_000, num_steps=2, seq_len=4, mask_id=3, vocab_size=3,
                           generator=torch.Generator().manual_seed(3), batch_size=4096)
-    codes = (x * torch.tensor([27, 9, 3, 1])).sum(1)
-    observed = torch.bincount(codes, minlength=81).double()
-    expected = torch.tensor([law.get(tuple(row), 0.0) for row in itertools.product(range(3), repeat=4)],
-                            dtype=torch.float64) * len(x)
-    assert float(observed[expected == 0].sum()) == 0.0
-    small = expected < 5
-    obs = torch.cat([observed[~small], observed[small].sum().reshape(1)])
-    exp = torch.cat([expected[~small], expected[small].sum().reshape(1)])
-    assert float(stats.chisquare(obs.numpy(), exp.numpy()).pvalue) > FIT_LEVEL
+    assert chi_square_pvalue(x, law) > FIT_LEVEL
 
 
 def test_sampled_prob_recall_is_unavailable_with_a_reason_and_bad_input_is_named():
@@ -201,51 +216,16 @@ def test_one_token_per_step_with_the_exact_denoiser_gives_the_sources_own_law():
     torch.testing.assert_close(recall, -source.log_prob(x) / 6, atol=1e-12, rtol=0)
 
 
-def enumerate_sampled_prob_law(denoiser, schedule, steps: int, length: int, vocab: int, mask_id: int) -> dict:
-    """The 'sampled_prob' sampler's law: at each step branch over the draws at every masked position, keep the
-    step's count of positions whose drawn token is most probable (python sort, ties to the lower position)."""
-    counts = reveal_counts(schedule, steps, length)
-    law: dict[tuple, float] = {}
-
-    def walk(z: list[int], step: int, prob: float) -> None:
-        if step == steps:
-            law[tuple(z)] = law.get(tuple(z), 0.0) + prob
-            return
-        if counts[step] == 0:
-            return walk(z, step + 1, prob)
-        q = torch.softmax(denoiser(torch.tensor([z]), torch.tensor([1.0 - step / steps]))[0].double(), dim=-1)
-        masked = [l for l in range(length) if z[l] == mask_id]
-        for draws in itertools.product(range(vocab), repeat=len(masked)):
-            p = math.prod(float(q[l, v]) for l, v in zip(masked, draws))
-            if p == 0:
-                continue
-            ranked = sorted(zip(masked, draws), key=lambda lv: (-float(q[lv[0], lv[1]]), lv[0]))[: counts[step]]
-            branch = list(z)
-            for l, v in ranked:
-                branch[l] = v
-            walk(branch, step + 1, prob * p)
-
-    walk([mask_id] * length, 0, 1.0)
-    return law
-
-
 def test_sampled_prob_frequencies_match_its_enumerated_law():
     """30 000 samples, L = 4, V = 3, 2 steps, against the law enumerated over every draw (cells with expected
     count < 5 pooled); seeded, false-fail rate FIT_LEVEL = 1e-3.  The max_prob law differs from it (the check
     has power to tell the two orders apart)."""
     denoiser = tiny_denoiser(4)
     schedule = LogLinearSchedule()
-    law = enumerate_sampled_prob_law(denoiser, schedule, 2, 4, 3, 3)
-    cells = list(itertools.product(range(3), repeat=4))
-    expected = torch.tensor([law.get(row, 0.0) for row in cells], dtype=torch.float64)
-    assert abs(float(expected.sum()) - 1.0) < 1e-12
-    other = torch.tensor([enumerate_law(denoiser, schedule, 2, 4, 3, 3).get(row, 0.0) for row in cells])
-    assert float((other - expected).abs().sum()) > 0.05
+    law = enumerate_law(denoiser, schedule, 2, 4, 3, 3, confidence="sampled_prob")
+    assert abs(sum(law.values()) - 1.0) < 1e-12
+    other = enumerate_law(denoiser, schedule, 2, 4, 3, 3)
+    assert sum(abs(other.get(row, 0.0) - p) for row, p in law.items()) > 0.05
     x = confidence_sample(denoiser, schedule, num_samples=30_000, num_steps=2, seq_len=4, mask_id=3, vocab_size=3,
                           generator=torch.Generator().manual_seed(6), batch_size=4096, confidence="sampled_prob")
-    observed = torch.bincount((x * torch.tensor([27, 9, 3, 1])).sum(1), minlength=81).double()
-    expected = expected * len(x)
-    small = expected < 5
-    obs = torch.cat([observed[~small], observed[small].sum().reshape(1)])
-    exp = torch.cat([expected[~small], expected[small].sum().reshape(1)])
-    assert float(stats.chisquare(obs.numpy(), exp.numpy()).pvalue) > FIT_LEVEL
+    assert chi_square_pvalue(x, law) > FIT_LEVEL
