@@ -41,6 +41,7 @@ from typing import Any
 from .base import DEFAULT_SEQ_LEN, DataSource, ExactSource, _check_int
 from .hmm import ExactDenoiser, HiddenMarkovSource
 from .ngram import NGramSource
+from .repeat import RepeatSource
 from .text import CorpusUnavailableError, StoredTokenizerSource, TextSource
 from .metrics import (  # noqa: F401  (re-exported)
     frontier_at_entropy,
@@ -56,6 +57,7 @@ def get_source(spec: str = "exact", seed: int = 0, seq_len: int | None = None, *
     """Build a data source from a spec string.
 
     - ``"exact"`` (or ``"hmm"``): the embedded ``HiddenMarkovSource`` built from ``seed``;
+    - ``"repeat"``: ``RepeatSource``, one uniform token repeated (options: vocab_size, noise; length 10 by default);
     - ``"ngram:CORPUS"``: ``NGramSource`` fitted on CORPUS (options: order, smoothing);
     - ``"text:CORPUS"`` or plain ``"CORPUS"``: ``TextSource`` (options: tokenizer, tokenizer_vocab_size,
       valid_fraction);
@@ -71,13 +73,15 @@ def get_source(spec: str = "exact", seed: int = 0, seq_len: int | None = None, *
         spec, query = spec.split("?", 1)
         options = {**_parse_options(query), **options}
     seed = _check_int(seed, "seed", 0)
-    length = DEFAULT_SEQ_LEN if seq_len is None else _check_int(seq_len, "seq_len", 1)
     if spec in ("exact", "hmm"):
         kind, args = HiddenMarkovSource, ()
+    elif spec == "repeat":
+        kind, args = RepeatSource, ()
     elif spec.startswith("ngram:"):
         kind, args = NGramSource, (spec[len("ngram:"):],)
     else:
         kind, args = TextSource, (spec[len("text:"):] if spec.startswith("text:") else spec,)
+    length = kind.default_seq_len if seq_len is None else _check_int(seq_len, "seq_len", 1)
     accepted = set(inspect.signature(kind.__init__).parameters) - {"self", "seed", "seq_len", "corpus", "text"}
     unknown = sorted(set(options) - accepted)
     if unknown:
@@ -131,7 +135,7 @@ def _parse_options(query: str) -> dict[str, Any]:
 
 
 __all__ = [
-    "DEFAULT_SEQ_LEN", "DataSource", "ExactSource", "HiddenMarkovSource", "ExactDenoiser", "NGramSource", "TextSource",
+    "DEFAULT_SEQ_LEN", "DataSource", "ExactSource", "HiddenMarkovSource", "ExactDenoiser", "NGramSource", "RepeatSource", "TextSource",
     "get_source", "source_or_stored_tokenizer", "CorpusUnavailableError", "StoredTokenizerSource", "frontier_at_entropy", "json_ready", "no_exact_likelihood", "paired_difference", "pooled_unigram_entropy", "sample_quality",
     "unigram_entropy_per_sequence",
 ]

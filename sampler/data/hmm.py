@@ -215,7 +215,7 @@ class ExactDenoiser:
     on t, so t is only checked for shape.  Useful as an ideal teacher and to measure what
     few-step decoding costs by itself."""
 
-    def __init__(self, source: HiddenMarkovSource, mask_id: int, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, source: ExactSource, mask_id: int, dtype: torch.dtype = torch.float32) -> None:
         self.source = source
         self.mask_id = mask_id
         self.vocab_size = source.vocab_size
