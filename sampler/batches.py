@@ -21,6 +21,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from duality import q_sample
+
 from .protocols import Schedule
 
 T_MIN = 1e-3  # w(t) ~ 1/t as t -> 0 (log-linear); keeping t away from 0 bounds the weight
@@ -68,8 +70,6 @@ def teacher_batch(
 
     The generator lives on the CPU (reproducible across devices); z_t lands on x0's device.
     """
-    from duality import q_sample
-
     if t is None:
         t = stratified_times(x0.shape[0], T_MIN, generator)
     elif tuple(t.shape) != (x0.shape[0],):

@@ -24,8 +24,11 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from .protocols import Denoiser, Schedule
+from duality import posterior_step
+
+from .protocols import Denoiser, Schedule, reads_shadow_noise
 
 
 def check_positive_int(value: Any, name: str) -> int:
@@ -40,6 +43,24 @@ def check_temperature(temperature: Any) -> float:
     if temperature != temperature or temperature == float("inf"):
         raise ValueError(f"temperature must be finite, got {temperature!r}")
     return float(temperature)
+
+
+def prefix_tokens(prefix: Any, num_samples: int, seq_len: int, vocab_size: int, mask_id: int) -> Int[Tensor, "N L"] | None:
+    """The samplers' `fixed` argument for a prompt: Int[N, L] holding the token ids `prefix` in the first positions
+    and mask_id elsewhere; None for an empty or absent prefix.  ValueError when it is longer than seq_len or an id
+    lies outside [0, vocab_size)."""
+    if prefix is None:
+        return None
+    ids = torch.as_tensor(prefix, dtype=torch.long).reshape(-1)
+    if ids.numel() == 0:
+        return None
+    if ids.numel() > seq_len:
+        raise ValueError(f"prefix has {ids.numel()} tokens, more than seq_len={seq_len}")
+    if int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
+        raise ValueError(f"prefix token ids must lie in [0, {vocab_size}), got {ids.tolist()[:8]}")
+    fixed = torch.full((num_samples, seq_len), mask_id, dtype=torch.long)
+    fixed[:, : ids.numel()] = ids
+    return fixed
 
 
 def time_grid(num_steps: int) -> Float[Tensor, "N1"]:
@@ -78,8 +99,6 @@ def _posterior(
     which consumes the same uniforms, so seeds stay paired).  The draws happen on the
     generator's device: a CPU generator gives the same samples on any device; a CUDA
     generator avoids moving the log-probs to the host."""
-    from duality import posterior_step
-
     where = generator.device if generator is not None else z_t.device
     z_s = posterior_step(
         log_probs.detach().to(where), z_t.to(where), s, t, schedule, mask_id, generator,
@@ -92,6 +111,7 @@ def _posterior(
 def ancestral_sample(
     denoiser: Denoiser,
     schedule: Schedule,
+    *,
     num_steps: int,
     num_samples: int,
     seq_len: int,
@@ -117,9 +137,9 @@ def ancestral_sample(
     check_positive_int(batch_size, "batch_size")
     check_positive_int(vocab_size, "vocab_size")
     check_temperature(temperature)
-    if getattr(denoiser, "reads_shadow_noise", False) is True:
+    if reads_shadow_noise(denoiser):
         raise ValueError("denoiser reads the shadow noise (a shadow student): the plain ancestral sampler cannot feed it; "
-                         "use sampler.shadow.noise_shared_sample (or sampler.shadow_model.shadow_sample)")
+                         "use sampler.shadow.noise.noise_shared_sample (or sampler.shadow.student.shadow_sample)")
     if isinstance(mask_id, bool) or not isinstance(mask_id, int) or 0 <= mask_id < vocab_size:
         raise ValueError(f"mask_id must be an int outside the real tokens 0..{vocab_size - 1}, got {mask_id!r}")
     if fixed is not None:
@@ -135,8 +155,6 @@ def ancestral_sample(
     out = []
     batches = range(0, num_samples, batch_size)
     if progress:
-        from tqdm.auto import tqdm
-
         batches = tqdm(batches, desc=f"sampling ({num_steps} steps)", unit="batch")
     for start in batches:
         n = min(batch_size, num_samples - start)
@@ -181,6 +199,6 @@ def sampling_throughput(
     """(samples, tokens per second) of one ancestral_sample call."""
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    samples = ancestral_sample(denoiser, schedule, num_steps, num_samples, seq_len, mask_id, vocab_size, gen, **kwargs)
+    samples = ancestral_sample(denoiser, schedule, num_steps=num_steps, num_samples=num_samples, seq_len=seq_len, mask_id=mask_id, vocab_size=vocab_size, generator=gen, **kwargs)
     elapsed = time.perf_counter() - start
     return samples, samples.numel() / max(elapsed, 1e-9)

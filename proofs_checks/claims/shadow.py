@@ -1,6 +1,6 @@
 """Claim: the noise-shared (shadow) sampler has the ordinary ancestral sampler's law, and its planted bug.
 
-With a denoiser that ignores the noise, `sampler.shadow.noise_shared_sample` driven by
+With a denoiser that ignores the noise, `sampler.shadow.noise.noise_shared_sample` driven by
 `sample_shadow_noise` (reveal noise from the coupling, one category noise per token, the value read
 at that quantile of the categories sorted by probability) must draw from exactly the law of
 `sampler.sampling.ancestral_sample` at the same step count and temperature.  The check compares
@@ -102,7 +102,7 @@ def check_shadow_sampler_law(
 def default_shadow_implementations() -> dict[str, Any]:
     """The sampler's own functions (imported when the claim runs)."""
     from sampler.sampling import ancestral_sample
-    from sampler.shadow import noise_shared_sample, sample_shadow_noise
+    from sampler.shadow.noise import noise_shared_sample, sample_shadow_noise
     from theory import LogLinearSchedule
 
     return {"shadow_sample_fn": noise_shared_sample, "noise_fn": sample_shadow_noise, "ancestral_fn": ancestral_sample,

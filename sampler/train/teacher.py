@@ -39,11 +39,11 @@ from ..protocols import Schedule
 from ..rundir import check_output_path, run_dir_lock
 from .config import TrainConfig
 from .loop import LoopHooks, StepFn, StepOutput, run_loop
+from ..device import autocast, pick_device
 from .runtime import (
     EMA,
     MetricsLogger,
     Trainee,
-    autocast,
     build_optimizer,
     check_compile_device,
     check_training_memory,
@@ -51,7 +51,6 @@ from .runtime import (
     ddp_setup,
     is_main_process,
     maybe_compile,
-    pick_device,
     truncate_metrics,
     wrap_ddp,
 )
