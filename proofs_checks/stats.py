@@ -28,6 +28,7 @@ import numpy as np
 from scipy import stats as _scipy_stats
 
 from sampler.data.metrics import json_ready
+from theory.checks import check_int
 
 __all__ = [
     "TestResult",
@@ -67,10 +68,7 @@ def check_rate(value: Any, name: str) -> float:
     return value
 
 
-def _check_count(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+_check_count = check_int
 
 
 def _check_probability(value: Any, name: str) -> float:

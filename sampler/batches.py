@@ -21,7 +21,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from duality import q_sample
+from duality import MaskedCoupling, q_sample
+from theory.checks import check_int
 
 from .protocols import Schedule
 
@@ -29,9 +30,8 @@ T_MIN = 1e-3  # w(t) ~ 1/t as t -> 0 (log-linear); keeping t away from 0 bounds 
 
 
 def check_step_count(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    """A step count: theory.checks.check_int with minimum 1."""
+    return check_int(value, name, 1)
 
 
 def check_dt(dt: Any, name: str = "dt") -> float:
@@ -80,7 +80,7 @@ def teacher_batch(
 
 def distillation_batch(
     x0: Int[Tensor, "B *rest"],
-    coupling: Any,
+    coupling: MaskedCoupling,
     t: Float[Tensor, "B"] | float,
     dt: float | int,
     generator: torch.Generator | None = None,

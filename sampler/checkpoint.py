@@ -93,7 +93,7 @@ def save_checkpoint(run_dir: str | os.PathLike, tensors: dict[str, Tensor], meta
 
     The previous checkpoint (if any) stays intact unless the new one was written completely.
     """
-    from safetensors.torch import save as safetensors_save
+    from safetensors.torch import save as safetensors_save  # only commands that write a checkpoint load it
 
     path = checkpoint_path(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +115,7 @@ def save_checkpoint(run_dir: str | os.PathLike, tensors: dict[str, Tensor], meta
 
 def load_checkpoint(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, Tensor], dict[str, Any]]:
     """(tensors, meta) from RUN; CheckpointError when missing, unreadable, or failing its digest."""
-    from safetensors.torch import load as safetensors_load
+    from safetensors.torch import load as safetensors_load  # only commands that read a checkpoint load it
 
     path = checkpoint_path(run_dir)
     if not path.is_file():

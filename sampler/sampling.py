@@ -27,14 +27,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from duality import posterior_step
+from theory.checks import check_int
 
 from .protocols import Denoiser, Schedule, reads_shadow_noise
 
 
 def check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    """theory.checks.check_int with minimum 1."""
+    return check_int(value, name, 1)
 
 
 def check_temperature(temperature: Any) -> float:

@@ -71,7 +71,9 @@ def _targets(module: str, is_package: bool, node: ast.AST, known: set[str]) -> l
 
 
 def import_graph() -> tuple[dict[str, set[str]], list[tuple[str, str]]]:
-    """({module: project modules it imports}, [(module, third-party or project module) imported in a function])."""
+    """({module: project modules it imports}, [(module, third-party or project module) imported in a function]);
+    a function-level import of a module in LAZY_ALLOWED without a comment (its reason) on its line is recorded as
+    (module, "<no reason> target")."""
     files = module_files()
     known = set(files)
     graph: dict[str, set[str]] = {name: set() for name in files}
@@ -83,7 +85,9 @@ def import_graph() -> tuple[dict[str, set[str]], list[tuple[str, str]]]:
                 if target.split(".")[0] in PACKAGES:
                     graph[name].add(target)
                 if in_function and target.split(".")[0] != "__future__":
-                    lazy.append((name, target))
+                    line = path.read_text().splitlines()[node.lineno - 1]
+                    reasoned = "#" in line or target.split(".")[0] not in LAZY_ALLOWED
+                    lazy.append((name, target if reasoned else f"<no reason> {target}"))
     return graph, lazy
 
 

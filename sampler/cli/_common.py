@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from theory.checks import check_int
+
 from ..run.open import InferenceConfig
 from ..train.config import OptimConfig, RunConfig
 
@@ -61,8 +63,7 @@ def apply_threads(threads: int | None) -> None:
     """torch.set_num_threads(threads); ValueError unless a positive int (None leaves torch's default)."""
     if threads is None:
         return
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    check_int(threads, "threads", 1)
     torch.set_num_threads(threads)
 
 

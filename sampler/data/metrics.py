@@ -79,7 +79,7 @@ def sample_quality(samples: Int[Tensor, "N L"], source: DataSource,
     return result
 
 
-def no_exact_likelihood(source: Any) -> str | None:
+def no_exact_likelihood(source: DataSource) -> str | None:
     """None when `source` has exact likelihood; else the reason (naming the source) with which every metric
     that needs it (NLL under the source, recall, n-gram fidelity, typicality) is reported as unavailable,
     never as zero."""

@@ -49,13 +49,15 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..checkpoint import checkpoint_path, load_checkpoint, load_source
+from ..checkpoint import CheckpointError, checkpoint_path, load_checkpoint, load_source
+from ..data import DataSource
 from ..protocols import Denoiser, NoiseConditionedDenoiser, Schedule
 from ..quality.two_axis import recall_bound_per_sequence
 from ..sampling import ancestral_sample
 from ..shadow.student import shadow_sample
 from ..train import DistillConfig, TrainConfig, distill, train
 from ..train.distill import round_step_counts
+from .open import open_run
 
 if TYPE_CHECKING:
     from .bench import BenchConfig
@@ -168,7 +170,7 @@ def train_distilled(arm: Arm, config: "BenchConfig", teacher_dir: Path, seed: in
     ))}
 
 
-def seeded_data(source: Any, seed: int) -> Any:
+def seeded_data(source: DataSource, seed: int) -> DataSource:
     """A shallow copy of the source whose sample_batch ignores the caller's generator and draws from a
     training-seed stream (a resumed teacher run restores the teacher's own data generator; this gives each
     training seed its own data).  The copy describes itself as the source does (so the resume check passes)."""

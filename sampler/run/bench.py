@@ -51,7 +51,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..checkpoint import checkpoint_path, load_checkpoint, load_schedule, load_source
-from ..data import json_ready, no_exact_likelihood, paired_difference, sample_quality, strict_json
+from ..data import DataSource, json_ready, no_exact_likelihood, paired_difference, sample_quality, strict_json
 from ..protocols import Denoiser, NoiseConditionedDenoiser, Schedule
 from ..quality.compare import dominance
 from ..quality.fidelity import check_ngram_orders
@@ -223,7 +223,7 @@ class EvalContext:
     """What every sampler row shares: the source, the schedule, the held-out set and the config."""
 
     config: BenchConfig
-    source: Any
+    source: DataSource
     schedule: Schedule
     seq_len: int
     heldout: torch.Tensor
@@ -599,10 +599,10 @@ def markdown_report(result: dict[str, Any]) -> str:
 def plots(result: dict[str, Any], out: Path) -> list[str]:
     """One figure per step count in the (precision, recall) plane: the teacher's and the oracle's temperature
     curves and every student, with SE bars."""
-    import matplotlib
+    import matplotlib  # heavy and optional: only the plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # (see above)
 
     written = []
     for steps in sorted({r["steps"] for r in result["rows"] if r["sampler"] == "oracle"}, reverse=True):

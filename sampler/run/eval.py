@@ -39,6 +39,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from duality import MaskedCoupling
+from theory.checks import check_int
 
 from ..batches import T_MIN
 from ..checkpoint import atomic_write_bytes
@@ -89,8 +90,7 @@ def validation_elbo_per_sequence(
     For sequence i and draw d: t = t_min + (1 − t_min)·((u_i + d/D) mod 1), u_i ~ U(0, 1);
     z_t = MaskedCoupling(threshold).mask(x0, noise, t); value = w(t) Σ_masked −log p_θ(x0|z_t) / L.
     """
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-        raise ValueError(f"draws must be a positive int, got {draws!r}")
+    check_int(draws, "draws", 1)
     t_min = T_MIN if t_min is None else t_min
     coupling = MaskedCoupling(schedule, vocab_size=vocab_size, mask_id=mask_id, method="threshold")
     n, length = x0.shape

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from theory.checks import check_int as _check_int
+
 from ..batches import check_dt, check_step_count
 from ..losses import DIVERGENCES
 
@@ -41,11 +43,6 @@ RESUME_FREE_FIELDS = frozenset({
     "out", "device", "threads", "save_every", "log_every", "max_steps", "minutes", "compile", "progress", "resume",
     "eval_every", "allow_changed", "teacher",  # a moved teacher directory is fine: its weights' digest is checked
 })
-
-
-def _check_int(value: Any, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 def steps_from_dt(dt: Any, name: str = "dt") -> int:

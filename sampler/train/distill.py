@@ -115,7 +115,7 @@ def rounds_hook(ctx: DistillContext, logger: MetricsLogger) -> Any:
 # `distill(config)`
 
 
-def check_teacher_compatible(meta: dict[str, Any], source: Any, config: DistillConfig) -> None:
+def check_teacher_compatible(meta: dict[str, Any], source: DataSource, config: DistillConfig) -> None:
     """ValueError when the teacher's vocabulary / mask id disagree with its source or the requested ones."""
     model_config = meta.get("model_config") or {}
     vocab = model_config.get("vocab_size")

@@ -31,6 +31,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from duality import MaskedCoupling
+from theory.checks import check_int
 
 from ..device import autocast
 from ..losses import distillation_loss, temper
@@ -47,9 +48,8 @@ _TINY = torch.finfo(torch.float64).tiny
 
 
 def check_substeps(substeps: Any, name: str = "shadow_substeps") -> int:
-    if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {substeps!r}")
-    return substeps
+    """Teacher sub-steps per student step: theory.checks.check_int with minimum 1."""
+    return check_int(substeps, name, 1)
 
 
 @torch.no_grad()

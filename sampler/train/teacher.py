@@ -202,7 +202,7 @@ def _stored_train_config(meta: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     return stored
 
 
-def _eval_batches(source: Any, cfg: TrainConfig, seq_len: int) -> torch.Tensor:
+def _eval_batches(source: DataSource, cfg: TrainConfig, seq_len: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(10_007 + cfg.seed)  # fixed held-out data, separate from training draws
     return source.sample_batch(cfg.eval_batches * cfg.batch_size, seq_len, gen)
 
