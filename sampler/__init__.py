@@ -6,6 +6,8 @@ cheap: each name is imported from its module on first use (torch is not imported
 Load a trained run (`mcd train` / `mcd distill` output) and sample it::
 
     run = sampler.load_run("runs/teacher")                    # a sampler.Run: .denoiser .schedule .source .mask_id
+    opened = sampler.open_run("runs/teacher")                 # its kind (denoiser, shadow) picks loader and sampler
+    x = opened.sample(num_samples=16, num_steps=64, seq_len=run.seq_len, seed=0)
     x = sampler.sample(run.denoiser, run.schedule, num_samples=16, num_steps=64, seed=0)
     x = sampler.sample(run.denoiser, run.schedule, num_samples=16, num_steps=64, seed=0, temperature=0.9, prefix=[3, 1, 4])
     x = sampler.ancestral_sample(run.denoiser, run.schedule, num_steps=64, num_samples=16, seq_len=run.seq_len,

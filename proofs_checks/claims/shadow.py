@@ -79,9 +79,10 @@ def check_shadow_sampler_law(
     for steps, temperature, method in SHADOW_CONFIGS:
         label = f"steps={steps}, T={temperature}, {method}"
         noise = noise_fn(n, length, schedule, vocab_size, mask_id, ctx.generator("shadow noise", label), method, ctx.device)
-        shadow = shadow_sample_fn(denoiser, schedule, steps, noise, mask_id, vocab_size, temperature=temperature,
-                                  device=ctx.device, batch_size=_BATCH)
-        ancestral = ancestral_fn(denoiser, schedule, steps, n, length, mask_id, vocab_size, ctx.generator("ancestral", label),
+        shadow = shadow_sample_fn(denoiser, schedule, num_steps=steps, noise=noise, mask_id=mask_id, vocab_size=vocab_size,
+                                  temperature=temperature, device=ctx.device, batch_size=_BATCH)
+        ancestral = ancestral_fn(denoiser, schedule, num_steps=steps, num_samples=n, seq_len=length, mask_id=mask_id,
+                                 vocab_size=vocab_size, generator=ctx.generator("ancestral", label),
                                  temperature=temperature, device=ctx.device, batch_size=_BATCH)
         ctx.count(2 * n * length)
         shadow_pairs = pair_frequencies(shadow, vocab_size + 1)
