@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from duality import MaskedCoupling, q_sample
+from duality import q_sample
 from theory.checks import check_int
 
 from .protocols import Schedule
@@ -80,7 +80,7 @@ def teacher_batch(
 
 def distillation_batch(
     x0: Int[Tensor, "B *rest"],
-    coupling: MaskedCoupling,
+    coupling: Any,
     t: Float[Tensor, "B"] | float,
     dt: float | int,
     generator: torch.Generator | None = None,

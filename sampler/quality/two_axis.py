@@ -38,7 +38,7 @@ _HELDOUT, _PATTERNS, _REFERENCE, _BOOTSTRAP = range(4)
 
 
 def _check_recall_inputs(
-    source: DataSource, denoiser: Any, schedule: Schedule, steps: Any, temperature: Any, k: Any, heldout: Any,
+    source: DataSource, denoiser: Any, schedule: Schedule | None, steps: Any, temperature: Any, k: Any, heldout: Any,
     mask_id: Any, seq_len: int, num_samples: int, final_greedy: bool,
 ) -> Tensor | int | None:
     """Validate the recall arguments (before any sampling); returns heldout as a tensor or a count."""

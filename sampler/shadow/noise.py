@@ -40,7 +40,7 @@ from torch import Tensor
 
 from duality import MaskedCoupling
 
-from ..protocols import Denoiser, Schedule, reads_shadow_noise
+from ..protocols import Denoiser, NoiseConditionedDenoiser, Schedule, reads_shadow_noise  # noqa: F401  (NoiseConditionedDenoiser: its old import path)
 from ..sampling import check_positive_int, check_temperature, time_grid
 
 REVEAL_METHODS = ("uniform", "threshold")

@@ -49,7 +49,7 @@ from sampler.shadow.noise import (
     sorted_quantile_draw,
 )
 
-from ..protocols import NoiseConditionedDenoiser, Schedule
+from ..protocols import Denoiser, NoiseConditionedDenoiser, Schedule
 
 ABLATIONS = ("none", "zero", "fresh")
 HEADS = ("input", "causal")
@@ -279,7 +279,7 @@ class ArgmaxShadowDenoiser:
 
 
 def shadow_sample(
-    student: NoiseConditionedDenoiser, schedule: Schedule, *, num_steps: int, num_samples: int, seq_len: int, seed: int,
+    student: Denoiser | NoiseConditionedDenoiser, schedule: Schedule, *, num_steps: int, num_samples: int, seq_len: int, seed: int,
     temperature: float = 1.0,
     method: str | None = None, device: Any = "cpu", batch_size: int = 256, fixed: Int[Tensor, "N L"] | None = None,
 ) -> Int[Tensor, "N L"]:
