@@ -488,9 +488,10 @@ def paper_framing(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]],
 
 
 def _pm(value: Any, signed: bool = False) -> str:
-    if value is None:
+    if value is None or value[0] is None:
         return "n/a"
-    return f"{value[0]:{'+' if signed else ''}.4f} ± {value[1]:.4f}"
+    se = "" if value[1] is None or math.isnan(value[1]) else f" ± {value[1]:.4f}"  # None: a NaN through strict JSON
+    return f"{value[0]:{'+' if signed else ''}.4f}{se}"
 
 
 def _verdict(c: dict[str, Any]) -> str:
@@ -516,8 +517,8 @@ def _means_table(result: dict[str, Any]) -> list[str]:
     lines = ["| steps | arm | − | seeds | Δ precision | Δ recall | Δ JS (per order) | Δ KS | dominates (seeds) |",
              "|---:|---|---|---:|---:|---:|---|---:|---:|"]
 
-    def fmt(v: list[float]) -> str:
-        se = "" if math.isnan(v[1]) else f" ± {v[1]:.4f}"
+    def fmt(v: list[float | None]) -> str:
+        se = "" if v[1] is None or math.isnan(v[1]) else f" ± {v[1]:.4f}"  # None: a NaN through strict JSON
         return f"{v[0]:+.4f}{se} ({v[2]:.4f})"
 
     for e in result["seed_means"]:
