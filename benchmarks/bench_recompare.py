@@ -2,7 +2,7 @@
 
 A bench keeps every row's per-sequence precision, recall and entropy in OUT/bench_per_sequence.pt (paired:
 one sampler seed, one held-out set per step count).  This script joins them to the rows of OUT/bench.json,
-runs `sampler.bench_distill.compare_rows` and `seed_means` again with the bench's own config, and prints
+runs `sampler.run.bench.compare_rows` and `seed_means` again with the bench's own config, and prints
 every comparison whose verdict changed or that lies strictly inside the other's temperature frontier, then
 the counts before and after.  It reads OUT and writes nothing.
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from sampler.bench_distill import BenchConfig, compare_rows, seed_means
+from sampler.run.bench import BenchConfig, compare_rows, seed_means
 from sampler.cli._common import add_threads_argument
 
 ONE_SIDED_2SE = 0.02275  # P(N(0, 1) < −2)

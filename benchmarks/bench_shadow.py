@@ -26,7 +26,7 @@ from bench_coupling import median_seconds  # this script's folder is on sys.path
 from duality.forward import _sample_categories
 from sampler.data import HiddenMarkovSource, sample_quality
 from sampler.sampling import ancestral_sample
-from sampler.shadow import noise_shared_sample, sample_shadow_noise, sorted_quantile_draw
+from sampler.shadow.noise import noise_shared_sample, sample_shadow_noise, sorted_quantile_draw
 from theory import LogLinearSchedule
 
 GPT2_VOCAB = 50_257
@@ -44,11 +44,11 @@ def precision_rows(num: int, seq_len: int, steps: list[int], method: str, seed: 
     for num_steps in steps:
         start = time.perf_counter()
         noise = sample_shadow_noise(num, seq_len, schedule, vocab_size, vocab_size, torch.Generator().manual_seed(seed), method)
-        shadow = noise_shared_sample(denoiser, schedule, num_steps, noise, vocab_size, vocab_size, batch_size=512)
+        shadow = noise_shared_sample(denoiser, schedule, num_steps=num_steps, noise=noise, mask_id=vocab_size, vocab_size=vocab_size, batch_size=512)
         shadow_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        ancestral = ancestral_sample(denoiser, schedule, num_steps, num, seq_len, vocab_size, vocab_size,
-                                     torch.Generator().manual_seed(seed + 1), batch_size=512)
+        ancestral = ancestral_sample(denoiser, schedule, num_steps=num_steps, num_samples=num, seq_len=seq_len, mask_id=vocab_size, vocab_size=vocab_size,
+                                     generator=torch.Generator().manual_seed(seed + 1), batch_size=512)
         ancestral_seconds = time.perf_counter() - start
         a = sample_quality(shadow, source, entropy_rate=rate)
         b = sample_quality(ancestral, source, entropy_rate=rate)
@@ -75,7 +75,7 @@ def test_logits(kind: str, tokens: int, vocab_size: int, generator: torch.Genera
 def draw_cost(tokens: int, vocab_size: int, repeats: int, seed: int, kinds: list[str]) -> None:
     """Per-token cost of the draws on float32 log_softmax rows of each kind, against the output heads of
     a d_model = 768 and a d_model = 64 (tiny preset) model; the shares of rows each exact path resolves."""
-    from sampler.shadow import TOP_K, _draw_by_full_sort, _draw_by_mass_histogram, _draw_within_top_k, _quantile_weights
+    from sampler.shadow.noise import TOP_K, _draw_by_full_sort, _draw_by_mass_histogram, _draw_within_top_k, _quantile_weights
 
     generator = torch.Generator().manual_seed(seed)
     cpu = torch.device("cpu")

@@ -34,7 +34,8 @@ from sampler.data import paired_difference, sample_quality  # noqa: E402
 from sampler.model import TransformerDenoiser  # noqa: E402
 from sampler.sampling import ancestral_sample  # noqa: E402
 from sampler.train import TrainConfig, train  # noqa: E402
-from sampler.train.runtime import autocast, build_optimizer  # noqa: E402
+from sampler.device import autocast  # noqa: E402
+from sampler.train.runtime import build_optimizer  # noqa: E402
 
 
 def training_throughput(config, source, schedule, device: torch.device, batch_size: int, steps: int, repeats: int) -> float:
@@ -69,8 +70,8 @@ def sampling_throughput(model, schedule, device: torch.device, num: int, steps: 
     rates = []
     for rep in range(repeats):
         start = time.perf_counter()
-        ancestral_sample(model, schedule, steps, num, cfg.seq_len, cfg.mask_id, cfg.vocab_size,
-                         torch.Generator().manual_seed(rep), cached=cached, device=device, batch_size=num)
+        ancestral_sample(model, schedule, num_steps=steps, num_samples=num, seq_len=cfg.seq_len, mask_id=cfg.mask_id, vocab_size=cfg.vocab_size,
+                         generator=torch.Generator().manual_seed(rep), cached=cached, device=device, batch_size=num)
         if device.type == "cuda":
             torch.cuda.synchronize()
         rates.append(num * cfg.seq_len / (time.perf_counter() - start))
@@ -120,8 +121,8 @@ def main() -> int:
     reference = None
     for n in step_counts:
         start = time.perf_counter()
-        samples = ancestral_sample(model, schedule, n, args.num, cfg.seq_len, cfg.mask_id, cfg.vocab_size,
-                                   torch.Generator().manual_seed(args.seed), cached=not cfg.time_conditioning)
+        samples = ancestral_sample(model, schedule, num_steps=n, num_samples=args.num, seq_len=cfg.seq_len, mask_id=cfg.mask_id, vocab_size=cfg.vocab_size,
+                                   generator=torch.Generator().manual_seed(args.seed), cached=not cfg.time_conditioning)
         seconds = time.perf_counter() - start
         q = sample_quality(samples, source, entropy_rate=floor)
         if reference is None:

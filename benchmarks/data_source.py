@@ -60,8 +60,8 @@ def main() -> None:
     print(f"{'steps':>6} {'NLL':>8} {'±':>6} {'excess':>8} {'Δ vs ' + str(steps_sorted[0]):>10} {'±':>6} {'entropy':>8} {'s':>6}")
     for steps in steps_sorted:
         t0 = time.perf_counter()
-        samples = ancestral_sample(denoiser, LogLinearSchedule(), steps, args.num, L, source.vocab_size,
-                                   source.vocab_size, torch.Generator().manual_seed(args.seed), cached=True)
+        samples = ancestral_sample(denoiser, LogLinearSchedule(), num_steps=steps, num_samples=args.num, seq_len=L, mask_id=source.vocab_size,
+                                   vocab_size=source.vocab_size, generator=torch.Generator().manual_seed(args.seed), cached=True)
         seconds = time.perf_counter() - t0
         q = sample_quality(samples, source, entropy_rate=(rate, rate_se))
         if reference is None:

@@ -19,7 +19,6 @@ Prints a markdown table; writes OUT/oracle_frontier.{md,json,png}.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sampler.data import get_source, paired_difference
+from sampler.data import get_source, paired_difference, strict_json
 from sampler.quality.recall import mean_and_se, recall_per_sequence
 from sampler.sampling import ancestral_sample
 from sampler.quality.two_axis import two_axis_metrics
@@ -61,8 +60,8 @@ def measure(args: argparse.Namespace, source: Any, heldout: Tensor) -> list[dict
         recall_seconds = time.perf_counter() - start
         for index, temperature in enumerate(args.temperatures):
             start = time.perf_counter()
-            samples = ancestral_sample(denoiser, schedule, steps, args.samples, L, source.vocab_size,
-                                       source.vocab_size, torch.Generator().manual_seed(args.seed),
+            samples = ancestral_sample(denoiser, schedule, num_steps=steps, num_samples=args.samples, seq_len=L, mask_id=source.vocab_size,
+                                       vocab_size=source.vocab_size, generator=torch.Generator().manual_seed(args.seed),
                                        temperature=temperature, batch_size=128)
             metrics = two_axis_metrics(samples, source, ngram_orders=(2,), seed=args.seed, num_bootstrap=100)
             rows.append({"steps": steps, "temperature": temperature, "metrics": metrics,
@@ -156,8 +155,8 @@ def main() -> None:
     print(text)
     print(f"\n{time.perf_counter() - start:.0f} s, threads={torch.get_num_threads()}")
     (out / "oracle_frontier.md").write_text(text + "\n")
-    (out / "oracle_frontier.json").write_text(json.dumps({"args": vars(args), "heldout_nll": heldout_nll,
-                                                          "rows": summary}, indent=2))
+    (out / "oracle_frontier.json").write_text(strict_json({"args": vars(args), "heldout_nll": heldout_nll,
+                                                           "rows": summary}, indent=2))
     plot(summary, out / "oracle_frontier.png", heldout_nll[0], args.k)
     print(f"wrote {out}/oracle_frontier.{{md,json,png}}")
 

@@ -19,7 +19,7 @@ import torch
 
 from sampler.data import RepeatSource
 from sampler.quality.agreement import exact_agreement_rate
-from sampler.quality.recall import reveal_probabilities
+from sampler.sampling import reveal_probabilities
 from sampler.sampling import ancestral_sample
 from theory.schedules import LogLinearSchedule
 

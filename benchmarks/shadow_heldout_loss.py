@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 from pathlib import Path
@@ -28,9 +27,9 @@ import torch
 
 from sampler.checkpoint import load_checkpoint, subset
 from sampler.cli._common import add_threads_argument, int_at_least
-from sampler.data import get_source
+from sampler.data import get_source, strict_json
 from sampler.rundir import check_output_path
-from sampler.shadow_model import ShadowConfig, ShadowStudent, load_shadow_student
+from sampler.shadow.student import ShadowConfig, ShadowStudent, load_shadow_student
 from sampler.train.config import DistillConfig
 from sampler.train.distill import DistillContext, ExactTeacher, round_step_counts, teacher_temperature
 from sampler.train.runtime import EMA, Trainee, build_optimizer
@@ -113,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<4} loss {sum(values) / len(values):.5f}")
     print(f"  EMA − raw {float(diffs.mean()):+.5f} ± {float(diffs.std()) / math.sqrt(len(diffs)):.5f} (paired over batches)")
     if args.out is not None:
-        args.out.write_text(json.dumps({"run": args.run, "step": meta["step"], "seed": args.seed, "batch_size": batch_size,
-                                        **losses}, indent=1) + "\n")
+        args.out.write_text(strict_json({"run": args.run, "step": meta["step"], "seed": args.seed, "batch_size": batch_size,
+                                         **losses}, indent=1) + "\n")
     return 0
 
 

@@ -19,7 +19,7 @@ shared): precision (NLL per token under the true source, ± SE), n-gram fidelity
 bigrams, bootstrap SE), typicality (KS ± bootstrap SE); recall (k = 4 draws, as many held-out sequences
 as samples): the reveal-pattern bound for the per-token-independent samplers (the teacher's ancestral row,
 MCD, the baseline, and the student with its noise zeroed: its base network), the sequential importance bound
-(`sampler.quality.shadow_recall`) for a causal-head student; an input-head student's noise-conditioned law
+(`sampler.shadow.recall`) for a causal-head student; an input-head student's noise-conditioned law
 is intractable, so its recall is marked unavailable with the reason (as for the fresh-noise ablation).
 Paired precision differences against the teacher's noise-shared row (same noise: strongly paired) and
 against its ancestral row (same seed). "ΔR vs T-curve": a row's recall minus that of the exact denoiser's
@@ -35,19 +35,21 @@ row's precision (give --oracle-temperatures on both sides of 1).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from sampler.checkpoint import InferenceConfig, load_source, open_for_inference
-from sampler.data import paired_difference
+from sampler.checkpoint import load_source
+from sampler.run.open import open_run
+from sampler.data import json_ready, paired_difference, strict_json
+from sampler.protocols import reads_shadow_noise
 from sampler.quality.compare import paired_frontier_gap
 from sampler.quality.two_axis import two_axis_metrics
 from sampler.sampling import ancestral_sample
-from sampler.shadow_model import set_ablation, shadow_sample
+from sampler.shadow.student import set_ablation, shadow_sample
 
 
 PAIRED_REFERENCES = ("teacher, noise-shared", "teacher, ancestral", "exact denoiser, noise-shared")
@@ -70,20 +72,22 @@ def _timed(fn: Any) -> tuple[torch.Tensor, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    teacher, meta, schedule, device = open_for_inference(InferenceConfig(ckpt=args.teacher, device="cpu", threads=args.threads))
-    student, student_meta, _, _ = open_for_inference(InferenceConfig(ckpt=args.student, device="cpu", threads=args.threads))
-    if not getattr(student, "reads_shadow_noise", False):
+    opened_teacher = open_run(args.teacher, "cpu", threads=args.threads)
+    teacher, meta, schedule, device = opened_teacher.model, opened_teacher.meta, opened_teacher.schedule, opened_teacher.device
+    opened_student = open_run(args.student, "cpu", threads=args.threads)
+    student, student_meta = opened_student.model, opened_student.meta
+    if not reads_shadow_noise(student):
         raise ValueError(f"student={args.student!r} is not a shadow student checkpoint")
     source = load_source(meta)
     config = teacher.config
     L, K, mask = config.seq_len, config.vocab_size, config.mask_id
 
     def plain(model: Any, steps: int) -> torch.Tensor:
-        return ancestral_sample(lambda z, t: model(z, t), schedule, steps, args.num, L, mask, K,
-                                torch.Generator().manual_seed(args.seed))
+        return ancestral_sample(lambda z, t: model(z, t), schedule, num_steps=steps, num_samples=args.num, seq_len=L, mask_id=mask, vocab_size=K,
+                                generator=torch.Generator().manual_seed(args.seed))
 
     def shared(model: Any, steps: int, temperature: float = 1.0) -> torch.Tensor:
-        return shadow_sample(model, schedule, steps, args.num, L, args.seed, temperature, method=student.reveal_method)
+        return shadow_sample(model, schedule, num_steps=steps, num_samples=args.num, seq_len=L, seed=args.seed, temperature=temperature, method=student.reveal_method)
 
     rows = []
 
@@ -113,7 +117,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 recall_of=exact, temperature=temperature)
     for run_dir, name in ((args.mcd, "MCD student, ancestral"), (args.baseline, "baseline student, ancestral")):
         if run_dir:
-            other, _, _, _ = open_for_inference(InferenceConfig(ckpt=run_dir, device="cpu", threads=args.threads))
+            other = open_run(run_dir, "cpu", threads=args.threads).model
             add(name, lambda: plain(other, args.steps), recall_of=other)
     by_name = {row["name"]: row for row in rows}
     for row in rows:
@@ -176,15 +180,9 @@ def _curve_cell(row: dict[str, Any]) -> str:
     return "beyond curve" if gap is None else f"{gap['gap']:+.4f}±{gap['se']:.4f}"
 
 
-def _plain(value: Any) -> Any:
-    """JSON-able copy: tensors to lists, int keys to strings."""
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+def write_report(report: dict[str, Any], path: str | Path) -> None:
+    """The report as strict JSON at `path` (per-sequence tensors as lists, NaN and infinities as null)."""
+    Path(path).write_text(strict_json(json_ready(report, keep_tensors=True), indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run(args)
     print(format_rows(report))
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(_plain(report), f, indent=1)
+        write_report(report, args.out)
     return 0
 
 

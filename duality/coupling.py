@@ -40,6 +40,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from theory._arrays import check_vocab_size
+from theory.protocols import Schedule
 
 from ._checks import (
     check_generator,
@@ -144,7 +145,7 @@ class MaskedCoupling:
 
     def __init__(
         self,
-        schedule: Any,
+        schedule: Schedule,
         vocab_size: int,
         mask_id: int,
         method: str = "threshold",

@@ -19,6 +19,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from theory._arrays import check_vocab_size
+from theory.protocols import Schedule
 
 from ._checks import (
     check_generator,
@@ -36,7 +37,7 @@ _SMALLEST_UNIFORM = torch.finfo(torch.float64).tiny
 def q_sample(
     x0: Int[Tensor, "*batch"],
     t: Any,
-    schedule: Any,
+    schedule: Schedule,
     mask_id: int,
     generator: torch.Generator | None = None,
     vocab_size: int | None = None,
@@ -59,7 +60,7 @@ def q_sample(
     return torch.where(visible, x0, torch.full_like(x0, mask_id))
 
 
-def reverse_unmask_prob(schedule: Any, s: Any, t: Any) -> float | Float[Tensor, "..."]:
+def reverse_unmask_prob(schedule: Schedule, s: Any, t: Any) -> float | Float[Tensor, "..."]:
     """P(a token masked at t is visible at s) = (α_s − α_t)/(1 − α_t) for s <= t.
 
     Where α_t = 1 (nothing can be masked at t) the value is 1 (the masked-token posterior is then
@@ -91,7 +92,7 @@ def posterior_step(
     z_t: Int[Tensor, "*z_batch"],
     s: Any,
     t: Any,
-    schedule: Any,
+    schedule: Schedule,
     mask_id: int,
     generator: torch.Generator | None = None,
     temperature: float | int = 1.0,
@@ -142,7 +143,7 @@ def posterior_step(
     return z_s
 
 
-def elbo_weight(schedule: Any, t: Any) -> float | Float[Tensor, "..."]:
+def elbo_weight(schedule: Schedule, t: Any) -> float | Float[Tensor, "..."]:
     """Continuous-time ELBO weight w(t) = −α′(t)/(1 − α(t)) (+inf where α(t) = 1, e.g. t = 0).
     1 − α is read from schedule.one_minus_alpha when the schedule has it (precise near t = 0)."""
     t = check_time(t, "t", None)
@@ -158,7 +159,7 @@ def elbo_weight(schedule: Any, t: Any) -> float | Float[Tensor, "..."]:
 # ------------------------------------------------------------------ internals
 
 
-def _mask_rate(schedule: Any, t: float | Tensor, device: Any) -> float | Tensor:
+def _mask_rate(schedule: Schedule, t: float | Tensor, device: Any) -> float | Tensor:
     """1 − α(t), from schedule.one_minus_alpha when it exists (no cancellation near α = 1)."""
     if callable(getattr(schedule, "one_minus_alpha", None)):
         return _schedule_value(schedule.one_minus_alpha, t, "one_minus_alpha", device)

@@ -27,6 +27,9 @@ from typing import Any
 import numpy as np
 from scipy import stats as _scipy_stats
 
+from sampler.data.metrics import json_ready
+from theory.checks import check_int
+
 __all__ = [
     "TestResult",
     "check_rate",
@@ -65,10 +68,7 @@ def check_rate(value: Any, name: str) -> float:
     return value
 
 
-def _check_count(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+_check_count = check_int
 
 
 def _check_probability(value: Any, name: str) -> float:
@@ -103,46 +103,22 @@ class TestResult:
         return {
             "name": self.name,
             "method": self.method,
-            "statistic": _json_number(self.statistic),
-            "threshold": _json_number(self.threshold),
+            "statistic": jsonable(self.statistic),
+            "threshold": jsonable(self.threshold),
             "passed": bool(self.passed),
             "n": int(self.n),
-            "false_fail_rate": _json_number(self.false_fail_rate),
-            "false_pass_rate": _json_number(self.false_pass_rate),
-            "detectable_discrepancy": _json_number(self.detectable_discrepancy),
+            "false_fail_rate": jsonable(self.false_fail_rate),
+            "false_pass_rate": jsonable(self.false_pass_rate),
+            "detectable_discrepancy": jsonable(self.detectable_discrepancy),
             "discrepancy_unit": self.discrepancy_unit,
             "comparison": self.comparison,
             "details": jsonable(self.details),
         }
 
 
-def _json_number(value: Any) -> Any:
-    if value is None:
-        return None
-    value = float(value)
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return value
-
-
 def jsonable(value: Any) -> Any:
-    """value with numpy arrays and scalars as plain lists and numbers (non-finite floats as the
-    strings "nan", "inf", "-inf", so the report is strict JSON); other objects as str."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [jsonable(v) for v in value.tolist()]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return _json_number(value)
-    return value if value is None or isinstance(value, str) else str(value)
+    """value as strict JSON data (sampler.data.json_ready: numpy arrays as lists, NaN and ±inf as null)."""
+    return json_ready(value, keep_tensors=True)
 
 
 def bonferroni(delta: float, count: int) -> float:

@@ -6,10 +6,15 @@ cheap: each name is imported from its module on first use (torch is not imported
 Load a trained run (`mcd train` / `mcd distill` output) and sample it::
 
     run = sampler.load_run("runs/teacher")                    # a sampler.Run: .denoiser .schedule .source .mask_id
+    opened = sampler.open_run("runs/teacher")                 # its kind (denoiser, shadow) picks loader and sampler
+    x = opened.sample(num_samples=16, num_steps=64, seq_len=run.seq_len, seed=0)
     x = sampler.sample(run.denoiser, run.schedule, num_samples=16, num_steps=64, seed=0)
-    x = sampler.sample(run.denoiser, run.schedule, 16, 64, seed=0, temperature=0.9, prefix=[3, 1, 4])
-    x = sampler.ancestral_sample(run.denoiser, run.schedule, 64, 16, run.seq_len, run.mask_id,
-                                 run.vocab_size, torch.Generator().manual_seed(0))   # the sampler itself
+    x = sampler.sample(run.denoiser, run.schedule, num_samples=16, num_steps=64, seed=0, temperature=0.9, prefix=[3, 1, 4])
+    x = sampler.ancestral_sample(run.denoiser, run.schedule, num_steps=64, num_samples=16, seq_len=run.seq_len,
+                                 mask_id=run.mask_id, vocab_size=run.vocab_size,
+                                 generator=torch.Generator().manual_seed(0))   # the sampler itself
+
+Every exported sampler takes (denoiser, schedule) and then keywords only: num_samples, num_steps, seq_len, ...
 
 Evaluate (exact-source metrics; the evaluator LM for real text)::
 
@@ -29,7 +34,8 @@ drawn once from a seed; with a denoiser that ignores the noise it has the ancest
 
     noise = sampler.sample_shadow_noise(16, run.seq_len, run.schedule, run.vocab_size, run.mask_id,
                                         torch.Generator().manual_seed(0))
-    x = sampler.noise_shared_sample(run.denoiser, run.schedule, 64, noise, run.mask_id, run.vocab_size)
+    x = sampler.noise_shared_sample(run.denoiser, run.schedule, num_steps=64, noise=noise, mask_id=run.mask_id,
+                                    vocab_size=run.vocab_size)
 
 Train a teacher and distil it, from the typed configs the CLI builds::
 
@@ -62,6 +68,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     # load and sample
     "Run": (".api", "Run"),
     "load_run": (".api", "load_run"),
+    "open_run": (".run.open", "open_run"),
     "sample": (".api", "sample"),
     "ancestral_sample": (".sampling", "ancestral_sample"),
     # evaluate
@@ -69,14 +76,14 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "sample_quality": (".data", "sample_quality"),
     "paired_difference": (".data", "paired_difference"),
     "frontier_at_entropy": (".data", "frontier_at_entropy"),
-    "validation_elbo_per_sequence": (".evaluate", "validation_elbo_per_sequence"),
-    "EvalConfig": (".evaluate", "EvalConfig"),
-    "evaluate_checkpoint": (".evaluate", "evaluate_checkpoint"),
-    "load_evaluator": (".evaluator", "load_evaluator"),
+    "validation_elbo_per_sequence": (".run.eval", "validation_elbo_per_sequence"),
+    "EvalConfig": (".run.eval", "EvalConfig"),
+    "evaluate_checkpoint": (".run.eval", "evaluate_checkpoint"),
+    "load_evaluator": (".quality.gen_perplexity", "load_evaluator"),
     "two_axis_metrics": (".quality.two_axis", "two_axis_metrics"),
     # the noise-shared (shadow) sampler
-    "sample_shadow_noise": (".shadow", "sample_shadow_noise"),
-    "noise_shared_sample": (".shadow", "noise_shared_sample"),
+    "sample_shadow_noise": (".shadow.noise", "sample_shadow_noise"),
+    "noise_shared_sample": (".shadow.noise", "noise_shared_sample"),
     # train and distil
     "TrainConfig": (".train.config", "TrainConfig"),
     "train_teacher": (".train.teacher", "train"),
@@ -114,11 +121,11 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from .api import Run, distill_module, load_run, sample
     from .checkpoint import make_schedule
     from .data import frontier_at_entropy, get_source, paired_difference, sample_quality
-    from .evaluate import EvalConfig, evaluate_checkpoint, validation_elbo_per_sequence
-    from .evaluator import load_evaluator
+    from .run.eval import EvalConfig, evaluate_checkpoint, validation_elbo_per_sequence
+    from .quality.gen_perplexity import load_evaluator
     from .model import DenoiserConfig, TransformerDenoiser
     from .quality.two_axis import two_axis_metrics
-    from .shadow import noise_shared_sample, sample_shadow_noise
+    from .shadow.noise import noise_shared_sample, sample_shadow_noise
     from .protocols import Denoiser, Schedule
     from .sampling import ancestral_sample
     from .train.config import DistillConfig, TrainConfig

@@ -25,13 +25,15 @@ or `module` when the module fails on them or its output has the wrong shape, cla
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
+
+from theory.checks import check_int
 
 from .model import subs_log_probs
 
@@ -52,10 +54,7 @@ class ModuleDenoiserConfig:
     output_classes: int  # K or K + 1, as the probe found
 
 
-def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
+_positive_int = check_int
 
 
 def subs_from_logits(

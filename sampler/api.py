@@ -24,7 +24,21 @@ import torch
 from jaxtyping import Int
 from torch import Tensor, nn
 
-from .protocols import Denoiser, Schedule
+from duality import MaskedCoupling
+
+from .checkpoint import load_source, prefixed, save_checkpoint
+from .data import DataSource
+from .device import autocast_denoiser, pick_device
+from .protocols import Denoiser, NoiseConditionedDenoiser, Schedule
+from .run.open import kind_of_model, open_run
+from .rundir import check_output_path, run_dir_lock
+from .sampling import ancestral_sample, prefix_tokens
+from .train.config import DistillConfig
+from .train.context import DistillContext, ExactTeacher
+from .train.distill import rounds_hook
+from .train.loop import LoopHooks, run_loop
+from .train.methods import distill_method
+from .train.runtime import EMA, MetricsLogger, Trainee, build_optimizer, maybe_compile
 
 
 @dataclass
@@ -67,10 +81,8 @@ class Run:
         return self.meta.get("step")
 
     @cached_property
-    def source(self) -> Any:
+    def source(self) -> DataSource:
         """The run's data source, `sampler.data.get_source(**meta["source"])` (built once, on first use)."""
-        from .checkpoint import load_source
-
         return load_source(self.meta)
 
 
@@ -79,19 +91,16 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu", use_em
 
     EMA weights when the checkpoint holds them and `use_ema` (the default, as `mcd sample`);
     `device` "cpu", "cuda", "cuda:N" or "auto".  CheckpointError (a ValueError) when the
-    directory holds no valid denoiser checkpoint.
+    directory holds no valid checkpoint.  A shadow student's run opens as its ShadowStudent
+    (`sampler.sample` then uses the noise-shared sampler), as `mcd sample` does (sampler.run.open).
 
     Example::
 
         run = sampler.load_run("runs/teacher")
         x = sampler.sample(run.denoiser, run.schedule, num_samples=16, num_steps=64, seed=0)
     """
-    from .checkpoint import load_denoiser, load_schedule
-    from .train.runtime import pick_device
-
-    target = pick_device(device) if isinstance(device, str) else torch.device(device)
-    model, meta = load_denoiser(path, device=target, use_ema=use_ema)
-    return Run(path=str(path), denoiser=model, schedule=load_schedule(meta), meta=meta)
+    opened = open_run(path, device, use_ema=use_ema)
+    return Run(path=str(path), denoiser=opened.model, schedule=opened.schedule, meta=opened.meta)
 
 
 def _config_value(denoiser: Any, name: str, given: int | None) -> int:
@@ -110,18 +119,12 @@ def _config_value(denoiser: Any, name: str, given: int | None) -> int:
 def _fixed_tokens(
     prefix: Any, infill: Any, num_samples: int, seq_len: int, vocab_size: int, mask_id: int
 ) -> Int[Tensor, "N L"] | None:
-    """The sampler's `fixed` argument: a prompt in the first positions, or an infill pattern (mask_id where free)."""
+    """The sampler's `fixed` argument: a prompt in the first positions (sampling.prefix_tokens), or an infill
+    pattern (mask_id where free)."""
     if prefix is not None and infill is not None:
         raise ValueError("give prefix or infill, not both")
     if prefix is not None:
-        ids = torch.as_tensor(prefix, dtype=torch.long).reshape(-1)
-        if ids.numel() > seq_len:
-            raise ValueError(f"prefix has {ids.numel()} tokens, more than seq_len={seq_len}")
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-            raise ValueError(f"prefix token ids must lie in [0, {vocab_size}), got {ids.tolist()[:8]}")
-        fixed = torch.full((num_samples, seq_len), mask_id, dtype=torch.long)
-        fixed[:, : ids.numel()] = ids
-        return fixed
+        return prefix_tokens(prefix, num_samples, seq_len, vocab_size, mask_id)
     if infill is not None:
         pattern = torch.as_tensor(infill, dtype=torch.long)
         if pattern.dim() == 1:
@@ -133,11 +136,11 @@ def _fixed_tokens(
 
 
 def sample(
-    denoiser: Denoiser,
+    denoiser: Denoiser | NoiseConditionedDenoiser,
     schedule: Schedule,
+    *,
     num_samples: int,
     num_steps: int,
-    *,
     seed: int = 0,
     temperature: float = 1.0,
     final_greedy: bool = False,
@@ -161,14 +164,14 @@ def sample(
     `cached` (skip the network for sequences the last step left unchanged; same output) defaults
     to on exactly when the config says the denoiser ignores t.  The same seed gives the same
     samples on any device (the draws use a CPU generator); on CUDA the network runs under bf16 autocast.
+    A shadow student (it reads the noise: `sampler.load_run` of a `--method shadow` run) is sampled by its
+    kind's sampler (sampler.run.open): the noise-shared sampler, its noise drawn from `seed`.
 
     Example::
 
         x = sampler.sample(run.denoiser, run.schedule, num_samples=8, num_steps=64, seed=0,
                            temperature=0.9, prefix=[3, 1, 4])
     """
-    from .sampling import ancestral_sample
-
     config = getattr(denoiser, "config", None)
     length = _config_value(denoiser, "seq_len", seq_len)
     if seq_len is not None and getattr(config, "seq_len", seq_len) < seq_len:
@@ -180,22 +183,26 @@ def sample(
     if cached is None:
         cached = config is not None and not getattr(config, "time_conditioning", True)
     fixed = _fixed_tokens(prefix, infill, num_samples, length, vocab, mask)
+    kind = kind_of_model(denoiser)
+    if kind.name != "denoiser":  # a model whose kind has its own sampler (a shadow student: noise-shared)
+        return kind.sample(denoiser, schedule, num_samples=num_samples, num_steps=num_steps, seq_len=length, seed=seed,
+                           temperature=temperature, final_greedy=final_greedy, fixed=fixed, cached=cached,
+                           device=device, batch_size=batch_size, progress=progress)
     network = denoiser
     if config is not None and torch.device(device).type == "cuda":
-        from .evaluate import _model_denoiser
-
-        network = _model_denoiser(denoiser, torch.device(device))  # bf16 autocast, config kept
+        network = autocast_denoiser(denoiser, torch.device(device))  # bf16 autocast, config kept
     generator = torch.Generator().manual_seed(seed)
     return ancestral_sample(
-        network, schedule, num_steps, num_samples, length, mask, vocab, generator, temperature=temperature,
-        final_greedy=final_greedy, fixed=fixed, cached=cached, device=device, batch_size=batch_size, progress=progress,
+        network, schedule, num_steps=num_steps, num_samples=num_samples, seq_len=length, mask_id=mask, vocab_size=vocab,
+        generator=generator, temperature=temperature, final_greedy=final_greedy, fixed=fixed, cached=cached,
+        device=device, batch_size=batch_size, progress=progress,
     )
 
 
 MODULE_RUN_KIND = "distilled-module"
 
 
-def _check_module_teacher(teacher: Any, source: Any, config: Any) -> tuple[int, int, int]:
+def _check_module_teacher(teacher: Any, source: DataSource, config: DistillConfig) -> tuple[int, int, int]:
     """(vocab_size, mask_id, seq_len) of an in-memory teacher; ValueError naming the argument that does not fit."""
     cfg = getattr(teacher, "config", None)
     if not isinstance(teacher, nn.Module) or not all(hasattr(cfg, n) for n in ("vocab_size", "mask_id", "seq_len")):
@@ -214,8 +221,10 @@ def _check_module_teacher(teacher: Any, source: Any, config: Any) -> tuple[int, 
     return vocab, mask, length
 
 
-def distill_module(teacher: Denoiser, schedule: Schedule, source: Any, config: Any) -> dict[str, Any]:
-    """Distil an in-memory denoiser module into a few-step student (MCD, or config.method="baseline").
+def distill_module(teacher: Denoiser, schedule: Schedule, source: DataSource, config: DistillConfig) -> dict[str, Any]:
+    """Distil an in-memory denoiser module into a few-step student (MCD, or config.method="baseline"; a method
+    whose record (sampler.train.methods) cannot take an in-memory teacher, such as "shadow", is refused by name
+    before any file is written).
 
     `teacher`: an nn.Module denoiser with a `config` holding vocab_size, mask_id, seq_len: your own
     network wrapped in `sampler.ModuleDenoiser`, or a `TransformerDenoiser`.  The student starts as a
@@ -239,14 +248,9 @@ def distill_module(teacher: Denoiser, schedule: Schedule, source: Any, config: A
         result = sampler.distill_module(denoiser, schedule, source, config)
         x = sampler.sample(result["student"], schedule, num_samples=8, num_steps=4)
     """
-    from duality import MaskedCoupling
-
-    from .checkpoint import prefixed, save_checkpoint
-    from .train.distill import STEP_FUNCTIONS, DistillContext, ExactTeacher, rounds_hook
-    from .train.loop import LoopHooks, run_loop
-    from .train.runtime import EMA, MetricsLogger, Trainee, build_optimizer, maybe_compile, pick_device
-    from .rundir import check_output_path, run_dir_lock
-
+    method = distill_method(config.method)
+    if method.module_teacher is not None:  # refused by name before any file is written
+        raise ValueError(f"distill_module cannot run method={config.method!r}: {method.module_teacher}")
     counts = config.validate()
     check_output_path(config.out, kind="dir", name="config.out")
     if config.seed is None:  # a run from scratch: seed None means 0 (RunConfig)
@@ -279,7 +283,7 @@ def distill_module(teacher: Denoiser, schedule: Schedule, source: Any, config: A
                       log_fields=lambda _: {"round": ctx.round_index, "dt": ctx.dt, "temperature": ctx.temperature})
     stop = total if config.max_steps is None else min(total, config.max_steps)
     with run_dir_lock(config.out, "sampler.distill_module"):
-        result = run_loop(trainee, STEP_FUNCTIONS[config.method](ctx), hooks, config, config, logger, stop=stop,
+        result = run_loop(trainee, method.step(ctx), hooks, config, config, logger, stop=stop,
                           desc=f"distill_module[{config.method}]", tokens_per_step=config.batch_size * length)
     averaged = copy.deepcopy(student).eval()
     trainee.ema.copy_to(averaged)

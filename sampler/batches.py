@@ -21,15 +21,17 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from duality import q_sample
+from theory.checks import check_int
+
 from .protocols import Schedule
 
 T_MIN = 1e-3  # w(t) ~ 1/t as t -> 0 (log-linear); keeping t away from 0 bounds the weight
 
 
 def check_step_count(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    """A step count: theory.checks.check_int with minimum 1."""
+    return check_int(value, name, 1)
 
 
 def check_dt(dt: Any, name: str = "dt") -> float:
@@ -68,8 +70,6 @@ def teacher_batch(
 
     The generator lives on the CPU (reproducible across devices); z_t lands on x0's device.
     """
-    from duality import q_sample
-
     if t is None:
         t = stratified_times(x0.shape[0], T_MIN, generator)
     elif tuple(t.shape) != (x0.shape[0],):

@@ -23,12 +23,16 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from theory import MaskSchedule
+
+from .data import get_source
+from .model import DenoiserConfig, TransformerDenoiser
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CONFIG_FILE = "config.json"
@@ -89,7 +93,7 @@ def save_checkpoint(run_dir: str | os.PathLike, tensors: dict[str, Tensor], meta
 
     The previous checkpoint (if any) stays intact unless the new one was written completely.
     """
-    from safetensors.torch import save as safetensors_save
+    from safetensors.torch import save as safetensors_save  # only commands that write a checkpoint load it
 
     path = checkpoint_path(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +115,7 @@ def save_checkpoint(run_dir: str | os.PathLike, tensors: dict[str, Tensor], meta
 
 def load_checkpoint(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, Tensor], dict[str, Any]]:
     """(tensors, meta) from RUN; CheckpointError when missing, unreadable, or failing its digest."""
-    from safetensors.torch import load as safetensors_load
+    from safetensors.torch import load as safetensors_load  # only commands that read a checkpoint load it
 
     path = checkpoint_path(run_dir)
     if not path.is_file():
@@ -172,38 +176,41 @@ def load_denoiser(
     run_dir: str | os.PathLike, device: str | torch.device = "cpu", use_ema: bool = True
 ) -> tuple["torch.nn.Module", dict[str, Any]]:
     """(TransformerDenoiser in eval mode on `device`, meta) from RUN; EMA weights when present and asked for."""
-    from .model import DenoiserConfig, TransformerDenoiser
-
     tensors, meta = load_checkpoint(run_dir)
+    return denoiser_from_checkpoint(tensors, meta, str(run_dir), device, use_ema), meta
+
+
+def denoiser_from_checkpoint(
+    tensors: dict[str, Tensor], meta: dict[str, Any], where: str, device: str | torch.device = "cpu", use_ema: bool = True
+) -> "torch.nn.Module":
+    """The TransformerDenoiser (eval mode, on `device`) of a loaded checkpoint (`where` names it in errors);
+    ShadowCheckpointError for a shadow student's checkpoint (it needs its own loader: sampler.run.open picks it)."""
     if "shadow" in meta:
-        raise ShadowCheckpointError(f"checkpoint at {str(run_dir)!r} is a shadow student: it reads per-token noise and needs "
-                                    "the noise-shared sampler (sampler.shadow_model.load_shadow_student; mcd sample/eval pick it)")
+        raise ShadowCheckpointError(f"checkpoint at {where!r} is a shadow student: it reads per-token noise and needs "
+                                    "the noise-shared sampler (sampler.shadow.student.load_shadow_student; "
+                                    "sampler.run.open.open_run, mcd sample and mcd eval pick it)")
     if "model_config" not in meta:
-        raise CheckpointError(f"checkpoint at {str(run_dir)!r} has no model_config (not a denoiser checkpoint?)")
+        raise CheckpointError(f"checkpoint at {where!r} has no model_config (not a denoiser checkpoint?)")
     try:
         config = DenoiserConfig.from_dict(meta["model_config"])
     except (TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint at {str(run_dir)!r} has an invalid model_config: {err}") from err
+        raise CheckpointError(f"checkpoint at {where!r} has an invalid model_config: {err}") from err
     model = TransformerDenoiser(config)
     try:
         model.load_state_dict(model_weights(tensors, use_ema), strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"checkpoint at {str(run_dir)!r} does not match its model_config: {err}") from err
-    return model.to(device).eval(), meta
+        raise CheckpointError(f"checkpoint at {where!r} does not match its model_config: {err}") from err
+    return model.to(device).eval()
 
 
 def make_schedule(name: str = "loglinear", **params: Any) -> Any:
     """A theory mask schedule by its registered name ("loglinear", "cosine", "polynomial", see
     theory.schedules) and its parameters; the registry is theory's own (MaskSchedule.from_description)."""
-    from theory import MaskSchedule
-
     return MaskSchedule.from_description({"name": name, "params": params})
 
 
 def load_schedule(meta: dict[str, Any]) -> Any:
     """The schedule a checkpoint was trained with: MaskSchedule.from_description(meta["schedule"])."""
-    from theory import MaskSchedule
-
     spec = meta.get("schedule")
     try:
         return MaskSchedule.from_description(spec)
@@ -213,40 +220,7 @@ def load_schedule(meta: dict[str, Any]) -> Any:
 
 def load_source(meta: dict[str, Any]) -> Any:
     """The data source a checkpoint was trained on: sampler.data.get_source(**meta["source"])."""
-    from .data import get_source
-
     spec = meta.get("source")
     if not isinstance(spec, dict):
         raise CheckpointError(f"checkpoint meta has no valid 'source' entry: {spec!r}")
     return get_source(**spec)
-
-
-@dataclass(kw_only=True)
-class InferenceConfig:
-    """The fields every command that reads a checkpoint shares (`mcd sample`, `mcd eval`)."""
-
-    ckpt: str
-    seed: int = 0
-    out: str | None = None
-    device: str = "auto"
-    batch_size: int = 256
-    no_ema: bool = False  # the raw weights instead of the EMA
-    no_cache: bool = False  # call the network at every sampling step
-    threads: int | None = 1  # CPU torch threads
-
-
-def open_for_inference(config: InferenceConfig) -> tuple["torch.nn.Module", dict[str, Any], Any, torch.device]:
-    """(model in eval mode, meta, schedule, device) of config.ckpt, after torch.set_num_threads(config.threads) on the CPU;
-    a shadow student's checkpoint gives a ShadowStudent (reads_shadow_noise: sample it with the noise-shared sampler)."""
-    from .train.runtime import pick_device
-
-    device = pick_device(config.device)
-    if device.type == "cpu" and config.threads:
-        torch.set_num_threads(config.threads)
-    try:
-        model, meta = load_denoiser(config.ckpt, device=device, use_ema=not config.no_ema)
-    except ShadowCheckpointError:  # the checkpoint says it needs noise: load the noise-conditioned student
-        from .shadow_model import load_shadow_student
-
-        model, meta = load_shadow_student(config.ckpt, device=device, use_ema=not config.no_ema)
-    return model, meta, load_schedule(meta), device

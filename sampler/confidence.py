@@ -4,7 +4,7 @@ A denoiser is any callable (z: Int[B, L], t: Float[B]) -> log p(x0 | z_t): Float
 
 Steps run on the grid t_i = 1 − i/N (`sampler.sampling.time_grid`) from the all-masked sequence.  Step i
 reveals exactly n_i tokens, the schedule's expected count: with p_j the ancestral reveal probabilities
-(`sampler.quality.recall.reveal_probabilities`), the expected revealed fraction after step i is
+(`sampler.sampling.reveal_probabilities`), the expected revealed fraction after step i is
 F_i = 1 − Π_{j<=i}(1 − p_j) = (α(t_{i+1}) − α(1))/(1 − α(1)), and the cumulative count C_i = ⌊L·F_i + ½⌋
 (L·F_i first rounded to 9 decimals, so float noise cannot move a half), C_N = L, n_i = C_i − C_{i−1}.
 
@@ -34,8 +34,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from .protocols import Denoiser, Schedule
-from .quality.recall import resolve_mask_id, reveal_probabilities
-from .sampling import check_positive_int, check_temperature, time_grid
+from .sampling import check_positive_int, check_temperature, resolve_mask_id, reveal_probabilities, time_grid
 
 CONFIDENCES = ("max_prob", "sampled_prob")
 _UNAVAILABLE = {

@@ -21,6 +21,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from duality.forward import posterior_step
+
 from .batches import check_dt
 from .protocols import Denoiser, Schedule
 
@@ -161,8 +163,6 @@ def reveal_step(
 ) -> Int[Tensor, "B L"]:
     """One ancestral step t → s: a masked token is revealed with probability (α_s − α_t)/(1 − α_t)
     (per sequence) and takes a category drawn in float64 from x0_probs; visible tokens stay."""
-    from duality.forward import posterior_step
-
     return posterior_step(x0_probs.double(), z_t, s, t, schedule, mask_id, generator)
 
 

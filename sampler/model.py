@@ -210,7 +210,7 @@ class TransformerDenoiser(nn.Module):
     ) -> Float[Tensor, "B L K"]:
         """log p_θ(x0 | z_t) over the K real tokens (float32), SUBS-parameterised: readout(hidden(z, t), z).
         `input_offset`, when given, is added to the token embeddings (the shadow student's noise input,
-        sampler.shadow_model)."""
+        sampler.shadow.student)."""
         return self.readout(self.hidden(z, t, input_offset), z)
 
     def hidden(

@@ -1,10 +1,12 @@
-"""The two interfaces the sampler code is written against.
+"""The interfaces the sampler code is written against.
 
 - `Denoiser`: any callable (z: Int[B, L], t: Float[B]) -> log p(x0 | z_t): Float[B, L, K]
   (a `sampler.model.TransformerDenoiser`, an exact posterior such as
   `sampler.data.ExactDenoiser`, a test's toy function).
-- `Schedule`: a masked-diffusion schedule α(t) as `theory.schedules` defines them; the
-  sampler reads α(t), α′(t), the ELBO weight w(t) = −α′(t)/(1 − α(t)) and `describe()`.
+- `NoiseConditionedDenoiser`: a denoiser that also reads the shadow noise (z, t, noise=...); it
+  declares `reads_shadow_noise = True`, and `reads_shadow_noise(x)` is the one check of it.
+- `Schedule`: a masked-diffusion schedule α(t) (defined in `theory.protocols`, so `duality/` reads
+  it too); the sampler reads α(t), α′(t), the ELBO weight w(t) = −α′(t)/(1 − α(t)) and `describe()`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
+
+from theory.protocols import Schedule
 
 
 @runtime_checkable
@@ -22,16 +26,18 @@ class Denoiser(Protocol):
 
 
 @runtime_checkable
-class Schedule(Protocol):
-    """A masked schedule: α(t) = P(token visible at t), decreasing from α(0) = 1 to α(1) ≈ 0."""
+class NoiseConditionedDenoiser(Protocol):
+    """A denoiser that also reads the shadow noise: (z, t, noise=ShadowNoise of the batch) -> log p.
+    It must set `reads_shadow_noise = True`; any other denoiser is called as (z, t)."""
 
-    def alpha(self, t: Any) -> Any: ...
+    reads_shadow_noise: bool
 
-    def alpha_deriv(self, t: Any) -> Any: ...
-
-    def elbo_weight(self, t: Any) -> Any: ...
-
-    def describe(self) -> dict[str, Any]: ...
+    def __call__(self, z: Tensor, t: Tensor, *, noise: Any) -> Tensor: ...
 
 
-__all__ = ["Denoiser", "Schedule"]
+def reads_shadow_noise(denoiser: Any) -> bool:
+    """Whether `denoiser` is to be passed the shadow noise (it declares `reads_shadow_noise = True`)."""
+    return getattr(denoiser, "reads_shadow_noise", False) is True
+
+
+__all__ = ["Denoiser", "NoiseConditionedDenoiser", "Schedule", "reads_shadow_noise"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import shlex
 import socket
@@ -41,8 +42,6 @@ def run_dir_lock(run_dir: str | os.PathLike, command: str | None = None) -> Iter
     """Hold RUN/.lock exclusively for the `with` block (RUN is created if needed); RunDirBusy when another
     process holds it.  When the block fails and RUN was created here and holds nothing but the lock, RUN
     is removed again (a refused or failed start leaves no empty run directory)."""
-    import fcntl
-
     run = Path(run_dir)
     check_output_path(run, kind="dir", name="out")
     created = not run.exists()

@@ -24,14 +24,17 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from .protocols import Denoiser, Schedule
+from duality import posterior_step, reverse_unmask_prob
+from theory.checks import check_int
+
+from .protocols import Denoiser, Schedule, reads_shadow_noise
 
 
 def check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    """theory.checks.check_int with minimum 1."""
+    return check_int(value, name, 1)
 
 
 def check_temperature(temperature: Any) -> float:
@@ -42,10 +45,49 @@ def check_temperature(temperature: Any) -> float:
     return float(temperature)
 
 
+def prefix_tokens(prefix: Any, num_samples: int, seq_len: int, vocab_size: int, mask_id: int) -> Int[Tensor, "N L"] | None:
+    """The samplers' `fixed` argument for a prompt: Int[N, L] holding the token ids `prefix` in the first positions
+    and mask_id elsewhere; None for an empty or absent prefix.  ValueError when it is longer than seq_len or an id
+    lies outside [0, vocab_size)."""
+    if prefix is None:
+        return None
+    ids = torch.as_tensor(prefix, dtype=torch.long).reshape(-1)
+    if ids.numel() == 0:
+        return None
+    if ids.numel() > seq_len:
+        raise ValueError(f"prefix has {ids.numel()} tokens, more than seq_len={seq_len}")
+    if int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
+        raise ValueError(f"prefix token ids must lie in [0, {vocab_size}), got {ids.tolist()[:8]}")
+    fixed = torch.full((num_samples, seq_len), mask_id, dtype=torch.long)
+    fixed[:, : ids.numel()] = ids
+    return fixed
+
+
 def time_grid(num_steps: int) -> Float[Tensor, "N1"]:
     """t_i = i/N for i = N..0: [1, (N−1)/N, ..., 0] in float64."""
     check_positive_int(num_steps, "num_steps")
     return torch.arange(num_steps, -1, -1, dtype=torch.float64) / num_steps
+
+
+def reveal_probabilities(schedule: Schedule, steps: int) -> Float[Tensor, " N"]:
+    """p_i = P(a token masked at t_i reveals at t_{i+1}) = (α(t_{i+1}) − α(t_i))/(1 − α(t_i)), i = 0..N−1,
+    on `time_grid(steps)`, computed as `ancestral_sample` computes it (python floats through
+    duality.reverse_unmask_prob).  The last step must reveal every remaining token (α(0) = 1)."""
+    steps = check_positive_int(steps, "steps")
+    grid = time_grid(steps).tolist()
+    probs = [float(reverse_unmask_prob(schedule, grid[i + 1], grid[i])) for i in range(steps)]
+    if probs[-1] != 1.0:
+        raise ValueError(f"schedule must reach alpha(0) = 1 (its last step reveals with probability {probs[-1]}, "
+                         "so the sampler would leave tokens masked)")
+    return torch.tensor(probs, dtype=torch.float64)
+
+
+def resolve_mask_id(denoiser: Denoiser, mask_id: Any = None) -> int:
+    """`mask_id`, or the denoiser's `mask_id` attribute when None; a non-negative int."""
+    mask_id = getattr(denoiser, "mask_id", None) if mask_id is None else mask_id
+    if isinstance(mask_id, bool) or not isinstance(mask_id, int) or mask_id < 0:
+        raise ValueError(f"mask_id must be a non-negative int (the denoiser has no mask_id attribute), got {mask_id!r}")
+    return mask_id
 
 
 def ancestral_step(
@@ -78,8 +120,6 @@ def _posterior(
     which consumes the same uniforms, so seeds stay paired).  The draws happen on the
     generator's device: a CPU generator gives the same samples on any device; a CUDA
     generator avoids moving the log-probs to the host."""
-    from duality import posterior_step
-
     where = generator.device if generator is not None else z_t.device
     z_s = posterior_step(
         log_probs.detach().to(where), z_t.to(where), s, t, schedule, mask_id, generator,
@@ -92,6 +132,7 @@ def _posterior(
 def ancestral_sample(
     denoiser: Denoiser,
     schedule: Schedule,
+    *,
     num_steps: int,
     num_samples: int,
     seq_len: int,
@@ -117,9 +158,9 @@ def ancestral_sample(
     check_positive_int(batch_size, "batch_size")
     check_positive_int(vocab_size, "vocab_size")
     check_temperature(temperature)
-    if getattr(denoiser, "reads_shadow_noise", False) is True:
+    if reads_shadow_noise(denoiser):
         raise ValueError("denoiser reads the shadow noise (a shadow student): the plain ancestral sampler cannot feed it; "
-                         "use sampler.shadow.noise_shared_sample (or sampler.shadow_model.shadow_sample)")
+                         "use sampler.shadow.noise.noise_shared_sample (or sampler.shadow.student.shadow_sample)")
     if isinstance(mask_id, bool) or not isinstance(mask_id, int) or 0 <= mask_id < vocab_size:
         raise ValueError(f"mask_id must be an int outside the real tokens 0..{vocab_size - 1}, got {mask_id!r}")
     if fixed is not None:
@@ -135,8 +176,6 @@ def ancestral_sample(
     out = []
     batches = range(0, num_samples, batch_size)
     if progress:
-        from tqdm.auto import tqdm
-
         batches = tqdm(batches, desc=f"sampling ({num_steps} steps)", unit="batch")
     for start in batches:
         n = min(batch_size, num_samples - start)
@@ -181,6 +220,6 @@ def sampling_throughput(
     """(samples, tokens per second) of one ancestral_sample call."""
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    samples = ancestral_sample(denoiser, schedule, num_steps, num_samples, seq_len, mask_id, vocab_size, gen, **kwargs)
+    samples = ancestral_sample(denoiser, schedule, num_steps=num_steps, num_samples=num_samples, seq_len=seq_len, mask_id=mask_id, vocab_size=vocab_size, generator=gen, **kwargs)
     elapsed = time.perf_counter() - start
     return samples, samples.numel() / max(elapsed, 1e-9)

@@ -45,3 +45,14 @@ def make_text_teacher(tmp_path: Path, steps: int = 2) -> tuple[Path, str]:
     train(TrainConfig(out=str(run), data=spec, seq_len=16, max_steps=steps, batch_size=4, warmup=1, save_every=10**6,
                       eval_every=10**6, eval_batches=1, log_every=10**6, progress=False, device="cpu"))
     return run, spec
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"not strict JSON: {name} (the project writes NaN and infinities as null)")
+
+
+def strict_json_loads(text: str):
+    """json.loads refusing NaN, Infinity and -Infinity: every JSON file the project writes must pass."""
+    import json
+
+    return json.loads(text, parse_constant=_refuse_constant)

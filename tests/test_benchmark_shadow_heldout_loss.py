@@ -16,12 +16,13 @@ import torch
 from sampler.batches import stratified_times
 from sampler.checkpoint import load_checkpoint, model_weights, subset
 from sampler.losses import distillation_loss
-from sampler.shadow_model import ShadowConfig, ShadowStudent, load_shadow_student
+from sampler.shadow.student import ShadowConfig, ShadowStudent, load_shadow_student
 from sampler.train import distill
 from sampler.train.distill import ExactTeacher, step_generator, teacher_temperature
 from sampler.train.shadow import grid_times, shadow_batch, shadow_rollout_targets
 from benchmark_module import load_benchmark
 from test_sampler_exact_teacher import LENGTH, _config, _teacher, _tiny_source
+from teacher_fixtures import strict_json_loads
 
 
 def _benchmark():
@@ -108,8 +109,7 @@ def test_a_run_stopped_inside_its_first_round_is_read_at_that_round(tmp_path: Pa
     """Two rounds planned (4 then 2 steps), stopped after 1 step (max_steps): the loss is round 0's, dt = 1/4.
     Planted bug: the last planned round taken whatever the step (dt = 1/2).  The CLI writes the same per-batch
     losses to --out with the batch size."""
-    import json
-
+    
     source = _tiny_source()
     teacher = _teacher(tmp_path / "teacher", source.describe(), source.vocab_size)
     run = tmp_path / "run"
@@ -121,7 +121,7 @@ def test_a_run_stopped_inside_its_first_round_is_read_at_that_round(tmp_path: Pa
         assert raw[k] == pytest.approx(_expected_raw_loss(run, 77, k, 0.25, 8), rel=1e-6)
         assert raw[k] != pytest.approx(_expected_raw_loss(run, 77, k, 0.5, 8), rel=1e-6)
     assert module.main(["--run", str(run), "--batches", "2", "--seed", "77", "--out", str(tmp_path / "h.json")]) == 0
-    written = json.loads((tmp_path / "h.json").read_text())
+    written = strict_json_loads((tmp_path / "h.json").read_text())
     assert written["batch_size"] == 8 and written["raw"] == pytest.approx(raw, rel=1e-12)
 
 

@@ -13,18 +13,20 @@ from pathlib import Path
 
 import torch
 
-from sampler.checkpoint import InferenceConfig, open_for_inference
+from sampler.run.open import open_run
 from sampler.sampling import ancestral_sample
 from sampler.train import distill
 from benchmark_module import load_benchmark
+from teacher_fixtures import strict_json_loads
 from test_sampler_exact_teacher import LENGTH, _config, _teacher, _tiny_source
 
 
 def _ancestral_nll(run: Path, steps: int, num: int, seed: int) -> torch.Tensor:
-    model, meta, schedule, _ = open_for_inference(InferenceConfig(ckpt=str(run), device="cpu", threads=1))
+    opened = open_run(run, "cpu", threads=1)
+    model, meta, schedule = opened.model, opened.meta, opened.schedule
     source = _tiny_source()
-    x = ancestral_sample(lambda z, t: model(z, t), schedule, steps, num, LENGTH, source.vocab_size, source.vocab_size,
-                         torch.Generator().manual_seed(seed))
+    x = ancestral_sample(lambda z, t: model(z, t), schedule, num_steps=steps, num_samples=num, seq_len=LENGTH, mask_id=source.vocab_size, vocab_size=source.vocab_size,
+                         generator=torch.Generator().manual_seed(seed))
     return -source.log_prob(x) / LENGTH
 
 
@@ -39,7 +41,11 @@ def test_mcd_and_baseline_rows_come_from_their_own_checkpoints(tmp_path: Path) -
     args = argparse.Namespace(teacher=str(teacher), student=str(runs["shadow"]), mcd=str(runs["mcd"]),
                               baseline=str(runs["baseline"]), oracle=True, oracle_temperatures=[0.5, 2.0], steps=2,
                               rollout_steps=0, num=16, seed=5, threads=1, out=None)
-    report = load_benchmark("shadow_student").run(args)
+    benchmark = load_benchmark("shadow_student")
+    report = benchmark.run(args)
+    benchmark.write_report(report, tmp_path / "report.json")
+    written = strict_json_loads((tmp_path / "report.json").read_text())
+    assert [row["name"] for row in written["rows"]] == [row["name"] for row in report["rows"]]
     rows = {row["name"]: row for row in report["rows"]}
     assert report["baseline"] == str(runs["baseline"])
     expected = {"MCD student, ancestral": _ancestral_nll(runs["mcd"], 2, 16, 5),

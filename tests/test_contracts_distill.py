@@ -29,7 +29,7 @@ from teacher_fixtures import make_teacher
 distill_module = importlib.import_module("sampler.train.distill")
 
 # Where the loop looks up the classes and functions it builds: patched here.
-DENOISER_HOME, DENOISER_NAME = distill_module, "TransformerDenoiser"
+DENOISER_HOME, DENOISER_NAME = importlib.import_module("sampler.train.methods"), "TransformerDenoiser"
 GET_SOURCE_HOME, GET_SOURCE_NAME = distill_module, "get_source"
 
 START_STEPS, TARGET_STEPS, STEPS_PER_ROUND = 4, 1, 2  # rounds with dt = 1/4, 1/2, 1

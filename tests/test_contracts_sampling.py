@@ -59,7 +59,7 @@ def time_token(num_steps: int) -> Callable[[float], torch.Tensor]:
 def test_sampler_queries_the_denoiser_at_each_steps_start_time() -> None:
     num_steps = 4
     denoiser = RecordingDenoiser(time_token(num_steps))
-    out = ancestral_sample(denoiser, LogLinearSchedule(), num_steps, 50, L, MASK, K, torch.Generator().manual_seed(0))
+    out = ancestral_sample(denoiser, LogLinearSchedule(), num_steps=num_steps, num_samples=50, seq_len=L, mask_id=MASK, vocab_size=K, generator=torch.Generator().manual_seed(0))
     times = [t.tolist() for _, t in denoiser.calls]
     assert times == [[1.0] * 50, [0.75] * 50, [0.5] * 50, [0.25] * 50]
     # each call sees the current state: step i's input is step i−1's output (tokens only get revealed)
@@ -87,7 +87,7 @@ def test_final_greedy_takes_the_argmax_in_the_last_step_only() -> None:
     false-fail rate < 1e-80 (and the run is seeded)."""
     probs = torch.tensor([0.1, 0.5, 0.1, 0.1, 0.1, 0.05, 0.05], dtype=torch.float64)
     denoiser = RecordingDenoiser(lambda t: probs)
-    out = ancestral_sample(denoiser, LogLinearSchedule(), 4, 200, L, MASK, K, torch.Generator().manual_seed(0),
+    out = ancestral_sample(denoiser, LogLinearSchedule(), num_steps=4, num_samples=200, seq_len=L, mask_id=MASK, vocab_size=K, generator=torch.Generator().manual_seed(0),
                            final_greedy=True)
     step = denoiser.reveal_step()
     last, earlier = step == 3, step < 3

@@ -4,7 +4,6 @@ The suite's false-fail rate is <= 1e-6 (stated in its report); every mutant must
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 
 from proofs_checks import report, stats
 from sampler.cli import main
+from teacher_fixtures import strict_json_loads
 
 CLAIM_KEYS = {"id", "statement", "kind", "passed", "n", "false_fail_rate", "detectable_discrepancy", "statistic", "threshold"}
 MUTANT_KEYS = {"name", "claim", "caught"}
@@ -21,7 +21,7 @@ MUTANT_KEYS = {"name", "claim", "caught"}
 @pytest.mark.slow
 def test_quick_suite_end_to_end(tmp_path, capsys) -> None:
     code = main(["verify", "--quick", "--out", str(tmp_path), "--seed", "3", "--no-progress"])
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = strict_json_loads((tmp_path / "report.json").read_text())
     failing = [c["id"] for c in report["claims"] if not c["passed"]]
     survived = [m["name"] for m in report["mutants"] if not m["caught"]]
     assert code == 0, (failing, survived)
@@ -72,7 +72,7 @@ def test_cuda_requested_without_gpu_is_a_clear_error(tmp_path, capsys) -> None:
 
 def test_subset_of_claims_and_exit_status(tmp_path) -> None:
     code = main(["verify", "--quick", "--claims", "2", "--out", str(tmp_path), "--no-progress"])
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = strict_json_loads((tmp_path / "report.json").read_text())
     assert code == 0 and [c["id"] for c in report["claims"]] == [2]
     assert {m["claim"] for m in report["mutants"]} == {2}
     markdown = (tmp_path / "report.md").read_text(encoding="utf-8")

@@ -3,7 +3,6 @@ adapter (ModuleDenoiser, subs_from_logits) and a toy user module through sample,
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ from sampler.adapter import subs_from_logits
 from sampler.checkpoint import load_checkpoint, subset
 from sampler.data import ExactDenoiser, HiddenMarkovSource
 from sampler.sampling import ancestral_sample
+from teacher_fixtures import strict_json_loads
 
 K = 32  # the embedded source's vocabulary
 L = 12
@@ -168,8 +168,8 @@ def test_exact_posterior_as_a_user_module_samples_exactly_like_the_exact_denoise
     z = source.sample_batch(6, L, torch.Generator().manual_seed(2))
     z[torch.rand(6, L, generator=torch.Generator().manual_seed(4)) < 0.6] = K
     torch.testing.assert_close(module(z, torch.rand(6)), ExactDenoiser(source, K, torch.float64)(z), rtol=0, atol=1e-12)
-    direct = ancestral_sample(ExactDenoiser(source, K, torch.float64), schedule, 8, 16, L, K, K,
-                              torch.Generator().manual_seed(3))
+    direct = ancestral_sample(ExactDenoiser(source, K, torch.float64), schedule, num_steps=8, num_samples=16, seq_len=L, mask_id=K, vocab_size=K,
+                              generator=torch.Generator().manual_seed(3))
     adapted = sampler.sample(module, schedule, num_samples=16, num_steps=8, seed=3)
     assert torch.equal(adapted, direct)
 
@@ -231,35 +231,35 @@ def test_load_run_and_sample_match_the_sampler_itself(run_dir):
     run = sampler.load_run(run_dir)
     assert (run.kind, run.mask_id, run.vocab_size, run.seq_len, run.step) == ("teacher", K, K, L, 4)
     assert not run.denoiser.training and run.source.vocab_size == K
-    expected = ancestral_sample(run.denoiser, run.schedule, 8, 6, L, K, K, torch.Generator().manual_seed(5),
+    expected = ancestral_sample(run.denoiser, run.schedule, num_steps=8, num_samples=6, seq_len=L, mask_id=K, vocab_size=K, generator=torch.Generator().manual_seed(5),
                                 temperature=0.8, cached=True)
     got = sampler.sample(run.denoiser, run.schedule, num_samples=6, num_steps=8, seed=5, temperature=0.8)
     assert torch.equal(got, expected)
-    assert not torch.equal(got, sampler.sample(run.denoiser, run.schedule, 6, 8, seed=6, temperature=0.8))
+    assert not torch.equal(got, sampler.sample(run.denoiser, run.schedule, num_samples=6, num_steps=8, seed=6, temperature=0.8))
 
 
 def test_prefix_and_infill_pin_their_positions(run_dir):
     run = sampler.load_run(run_dir)
-    prompted = sampler.sample(run.denoiser, run.schedule, 5, 4, seed=0, prefix=[3, 1, 4])
+    prompted = sampler.sample(run.denoiser, run.schedule, num_samples=5, num_steps=4, seed=0, prefix=[3, 1, 4])
     assert (prompted[:, :3] == torch.tensor([3, 1, 4])).all()
     pattern = torch.full((L,), K)
     pattern[[0, 5, L - 1]] = torch.tensor([7, 8, 9])
-    filled = sampler.sample(run.denoiser, run.schedule, 5, 4, seed=0, infill=pattern)
+    filled = sampler.sample(run.denoiser, run.schedule, num_samples=5, num_steps=4, seed=0, infill=pattern)
     assert (filled[:, [0, 5, L - 1]] == torch.tensor([7, 8, 9])).all() and (filled < K).all()
 
 
 def test_sample_bad_input_names_the_argument(run_dir, source):
     run = sampler.load_run(run_dir)
     with pytest.raises(ValueError, match="prefix or infill"):
-        sampler.sample(run.denoiser, run.schedule, 2, 2, prefix=[1], infill=torch.full((L,), K))
+        sampler.sample(run.denoiser, run.schedule, num_samples=2, num_steps=2, prefix=[1], infill=torch.full((L,), K))
     with pytest.raises(ValueError, match="prefix"):
-        sampler.sample(run.denoiser, run.schedule, 2, 2, prefix=[K])
+        sampler.sample(run.denoiser, run.schedule, num_samples=2, num_steps=2, prefix=[K])
     with pytest.raises(ValueError, match="vocab_size=40"):
-        sampler.sample(run.denoiser, run.schedule, 2, 2, vocab_size=40)
+        sampler.sample(run.denoiser, run.schedule, num_samples=2, num_steps=2, vocab_size=40)
     with pytest.raises(ValueError, match="seq_len"):
-        sampler.sample(run.denoiser, run.schedule, 2, 2, seq_len=L + 1)
+        sampler.sample(run.denoiser, run.schedule, num_samples=2, num_steps=2, seq_len=L + 1)
     with pytest.raises(ValueError, match="seq_len must be given"):
-        sampler.sample(lambda z, t: torch.zeros(*z.shape, K), run.schedule, 2, 2, vocab_size=K, mask_id=K)
+        sampler.sample(lambda z, t: torch.zeros(*z.shape, K), run.schedule, num_samples=2, num_steps=2, vocab_size=K, mask_id=K)
     with pytest.raises(ValueError, match="no valid|no checkpoint"):
         sampler.load_run(run_dir / "missing")
 
@@ -296,7 +296,7 @@ def test_toy_user_module_through_sample_eval_and_distillation(tmp_path, source):
         torch.testing.assert_close(value, subset(tensors, "ema")[name], rtol=0, atol=0)
     teacher_weights = denoiser.state_dict()
     assert any(not torch.equal(value, teacher_weights[name]) for name, value in student.state_dict().items())
-    records = [json.loads(line) for line in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
+    records = [strict_json_loads(line) for line in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]
     assert len(losses) == 12 and all(torch.isfinite(torch.tensor(losses)))
     fast = sampler.sample(student, schedule, num_samples=16, num_steps=4, seed=0)

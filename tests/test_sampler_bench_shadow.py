@@ -4,23 +4,23 @@ teacher on a real-text source (the metrics that need exact likelihood reported a
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from sampler.bench_arms import (
+from sampler.run.arms import (
     ARMS, NOISE_CONDITIONED_NO_RECALL, SHADOW_COUPLING, SHADOW_SUBSTEPS, Arm, check_arms, noise_shared, register,
     train_distilled,
 )
-from sampler.bench_distill import DEFAULT_ARMS, BenchConfig, EvalContext, SamplerSpec, bench, sampler_rows
+from sampler.run.bench import DEFAULT_ARMS, BenchConfig, EvalContext, SamplerSpec, bench, sampler_rows
 from sampler.data import get_source
 from sampler.model import DenoiserConfig, TransformerDenoiser
-from sampler.shadow import noise_shared_sample, sample_shadow_noise
-from sampler.shadow_model import ShadowConfig, shadow_student_from_teacher
+from sampler.shadow.noise import noise_shared_sample, sample_shadow_noise
+from sampler.shadow.student import ShadowConfig, shadow_student_from_teacher
 from theory import LogLinearSchedule
+from teacher_fixtures import strict_json_loads
 
 SCHEDULE = LogLinearSchedule()
 
@@ -70,10 +70,10 @@ def test_an_arm_without_recall_must_say_why() -> None:
 def test_shadow_arms_train_by_the_shadow_step_on_the_bench_rounds(tmp_path: Path, monkeypatch) -> None:
     """Same rounds, optimiser steps, batch, lr and seed as MCD; method "shadow" with 2 sub-steps a step and the
     "uniform" coupling whatever the bench's --coupling (the cost record says which coupling each run used)."""
-    import sampler.train as train_package
+    import sampler.run.arms as arms_module  # the module whose `distill` the arms call
 
     seen = {}
-    monkeypatch.setattr(train_package, "distill", lambda cfg: seen.setdefault(Path(cfg.out).name, cfg) and {"optimizer_steps": 1})
+    monkeypatch.setattr(arms_module, "distill", lambda cfg: seen.setdefault(Path(cfg.out).name, cfg) and {"optimizer_steps": 1})
     config = BenchConfig(out=str(tmp_path), batch_size=16, lr=1e-4, coupling="threshold")
     records = {name: ARMS[name].train(ARMS[name], config, tmp_path / "teacher", 5)
                for name in ("mcd", "shadow-soft", "shadow-hard", "shadow-causal")}
@@ -103,11 +103,11 @@ def test_a_shadow_arm_is_sampled_by_the_noise_shared_sampler_from_the_bench_seed
     drawn = arm.sample(student, SCHEDULE, 4, 64, 10, 1.0, 1234, "cpu")
     noise = sample_shadow_noise(64, 10, SCHEDULE, 8, 8, torch.Generator().manual_seed(1234), method="uniform")
     if draw == "argmax":
-        from sampler.shadow_model import ArgmaxShadowDenoiser
+        from sampler.shadow.student import ArgmaxShadowDenoiser
 
-        expected = noise_shared_sample(ArgmaxShadowDenoiser(student), SCHEDULE, 4, noise, 8, 8)
+        expected = noise_shared_sample(ArgmaxShadowDenoiser(student), SCHEDULE, num_steps=4, noise=noise, mask_id=8, vocab_size=8)
     else:
-        expected = noise_shared_sample(student, SCHEDULE, 4, noise, 8, 8)
+        expected = noise_shared_sample(student, SCHEDULE, num_steps=4, noise=noise, mask_id=8, vocab_size=8)
     assert torch.equal(drawn, expected)
     assert not torch.equal(drawn, arm.sample(student, SCHEDULE, 4, 64, 10, 1.0, 4321, "cpu"))
 
@@ -160,7 +160,7 @@ def test_on_a_real_text_source_the_exact_likelihood_metrics_are_unavailable_not_
     result = bench(BenchConfig.smoke_config(str(out), teacher=str(teacher), arms=("mcd",), eval_steps=(4, 2),
                                             temperatures=(1.0,), num_samples=8, heldout=4, start_steps=4, target_steps=2,
                                             steps_per_round=2, batch_size=4))
-    saved = json.loads((out / "bench.json").read_text())
+    saved = strict_json_loads((out / "bench.json").read_text())
     reason = "has no exact likelihood"
     for key in ("precision", "recall", "fidelity", "typicality", "oracle", "anchors", "entropy_rate"):
         assert reason in saved["unavailable"][key], key

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sampler.cli import SUBCOMMANDS, main
-from sampler.train import runtime
+from sampler import device as devices
 from teacher_fixtures import make_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,10 +41,10 @@ def test_bad_device_is_a_clear_error_in_every_subcommand(tmp_path, capsys, devic
 def test_cuda_index_beyond_the_device_count_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert runtime.pick_device("cuda:0") == torch.device("cuda", 0)
-    assert runtime.pick_device("cuda") == torch.device("cuda")
+    assert devices.pick_device("cuda:0") == torch.device("cuda", 0)
+    assert devices.pick_device("cuda") == torch.device("cuda")
     with pytest.raises(ValueError, match="1 CUDA device"):
-        runtime.pick_device("cuda:7")
+        devices.pick_device("cuda:7")
 
 
 def test_autocast_is_bf16_on_cuda_and_off_on_cpu():
@@ -52,10 +52,10 @@ def test_autocast_is_bf16_on_cuda_and_off_on_cpu():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "CUDA is not available, disabling autocast" on a CPU machine
-        on_cuda = runtime.autocast(torch.device("cuda"))
+        on_cuda = devices.autocast(torch.device("cuda"))
     assert isinstance(on_cuda, torch.autocast) and on_cuda.fast_dtype == torch.bfloat16 and on_cuda.device == "cuda"
     layer = torch.nn.Linear(4, 4)
-    with runtime.autocast("cpu"):
+    with devices.autocast("cpu"):
         assert layer(torch.ones(2, 4)).dtype == torch.float32  # CPU: full precision, no autocast
 
 

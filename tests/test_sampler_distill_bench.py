@@ -3,15 +3,15 @@ seed means on hand-made comparisons."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from sampler.bench_arms import ARMS, NOISE_CONDITIONED_NO_RECALL, SHADOW_SUBSTEPS, Arm, check_arms, register, train_distilled
-from sampler.bench_distill import BenchConfig, bench, markdown_report, seed_means
+from sampler.run.arms import ARMS, NOISE_CONDITIONED_NO_RECALL, SHADOW_SUBSTEPS, Arm, check_arms, register, train_distilled
+from sampler.run.bench import BenchConfig, bench, markdown_report, seed_means
+from teacher_fixtures import strict_json_loads
 
 
 def _comparison(steps: int, arm: str, vs: str, seed: int, d_precision: float, dominates: bool) -> dict:
@@ -58,7 +58,7 @@ def test_bad_input_is_refused_before_any_work(tmp_path: Path, overrides: dict, n
 def test_a_temperature_sweep_with_tied_precisions_is_no_curve() -> None:
     """A sampler whose draws ignore the temperature gives equal precisions at every T: no curve to place a row
     against (paired_frontier_gap would refuse the tie and end a long bench without a report)."""
-    from sampler.bench_distill import _curve
+    from sampler.run.bench import _curve
 
     def row(temperature: float, precision: torch.Tensor) -> dict:
         return {"sampler": "teacher", "steps": 4, "temperature": temperature, "precision": [float(precision.mean()), 0.1],
@@ -102,7 +102,7 @@ def test_smoke_benchmark_end_to_end(tmp_path: Path) -> None:
     anchors = result["anchors"]
     assert abs(anchors["many_minus_true"][0]) < 1e-3 and anchors["one_step_max_abs"] < 1e-9, anchors
     assert result["smoke_check"]["z"] > 2.0, result["smoke_check"]
-    saved = json.loads((out / "bench.json").read_text())
+    saved = strict_json_loads((out / "bench.json").read_text())
     samplers = {r["sampler"] for r in saved["rows"]}
     assert samplers == {"teacher", "oracle", "mcd-seed0", "baseline-seed0", "mcd-noce-seed0", "more-training-seed0",
                         "shadow-soft-seed0", "shadow-causal-seed0"}
@@ -164,10 +164,10 @@ def test_arms_train_what_they_say(tmp_path: Path, monkeypatch) -> None:
     """Each distilled arm hands distill() its own settings: equal compute = twice the batch at one teacher pass a
     step (as many teacher sequence evaluations as the baseline's two passes at 1x batch), no-CE, forward KL,
     the paper's cuts; everything else (steps, lr, seed) as the bench's."""
-    import sampler.train as train_package
+    import sampler.run.arms as arms_module  # the module whose `distill` the arms call
 
     seen = {}
-    monkeypatch.setattr(train_package, "distill", lambda cfg: seen.setdefault(Path(cfg.out).name, cfg) and {})
+    monkeypatch.setattr(arms_module, "distill", lambda cfg: seen.setdefault(Path(cfg.out).name, cfg) and {})
     config = BenchConfig(out=str(tmp_path), batch_size=16, lr=1e-4)
     for name in ("mcd", "baseline", "mcd-equal-compute", "mcd-noce", "mcd-fkl", "paper-256-16"):
         ARMS[name].train(ARMS[name], config, tmp_path / "teacher", 3)
@@ -187,7 +187,7 @@ def test_a_signal_that_stops_one_training_stops_the_bench(tmp_path: Path, monkey
     import argparse
     import dataclasses
 
-    from sampler.bench_distill import train_arms
+    from sampler.run.bench import train_arms
     from sampler.cli.bench_distill import run as cli_run
     from sampler.train.loop import StoppedBySignal
 
@@ -209,7 +209,7 @@ def test_a_signal_that_stops_one_training_stops_the_bench(tmp_path: Path, monkey
     def stopped_bench(config, command):
         raise StoppedBySignal("stopped by a signal while training X")
 
-    monkeypatch.setattr("sampler.bench_distill.bench", stopped_bench)
+    monkeypatch.setattr("sampler.run.bench.bench", stopped_bench)
     monkeypatch.setattr("sampler.cli.bench_distill.config_from_args", lambda args: config)
     assert cli_run(argparse.Namespace(threads=1)) == 130
 
@@ -217,11 +217,11 @@ def test_a_signal_that_stops_one_training_stops_the_bench(tmp_path: Path, monkey
 def test_a_teacher_run_stopped_by_a_signal_is_not_recorded_as_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The bench's own teacher: a stopped training raises StoppedBySignal before its cost file is written (with
     the file, the next bench would reuse the partial teacher as finished).  Planted bug: no check there."""
-    from sampler.bench_distill import ensure_teacher
+    from sampler.run.bench import ensure_teacher
     from sampler.train.loop import StoppedBySignal
 
     config = BenchConfig.smoke_config(str(tmp_path / "bench"))
-    monkeypatch.setattr("sampler.train.train", lambda cfg: {"interrupted": True, "step": 5})
+    monkeypatch.setattr("sampler.run.bench.train", lambda cfg: {"interrupted": True, "step": 5})
     with pytest.raises(StoppedBySignal, match="teacher"):
         ensure_teacher(config)
     assert not (tmp_path / "bench" / "teacher" / "bench_cost.json").exists()

@@ -1,18 +1,18 @@
-"""Tests of `mcd eval` (sampler.evaluate) and the generative-perplexity helpers (sampler.evaluator)."""
+"""Tests of `mcd eval` (sampler.run.eval) and the generative-perplexity helpers (sampler.quality.gen_perplexity)."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 import torch
 
-from sampler import evaluate
+from sampler.run import eval as evaluate
 from sampler.cli import main
 from sampler.data import HiddenMarkovSource
-from sampler.evaluator import ratio_estimate
+from sampler.quality.gen_perplexity import ratio_estimate
 from theory import LogLinearSchedule
+from teacher_fixtures import strict_json_loads
 
 SEQ_LEN = 8
 
@@ -37,7 +37,7 @@ def eval_args(run_dir, *extra):
 def test_eval_writes_report_with_paired_rows(run_dir, capsys):
     out = run_dir / "report.json"
     assert main(eval_args(run_dir, "--temperatures", "1.0", "0.7", "--oracle", "--out", str(out))) == 0
-    report = json.loads(out.read_text())
+    report = strict_json_loads(out.read_text())
     printed = capsys.readouterr().out
     assert "entropy rate" in printed and "validation ELBO" in printed
     assert report["exact_source"] and report["entropy_rate"]["se"] > 0
@@ -56,7 +56,7 @@ def test_eval_is_deterministic_given_seed(run_dir):
     a, b = (run_dir / "a.json"), (run_dir / "b.json")
     assert main(eval_args(run_dir, "--seed", "3", "--out", str(a))) == 0
     assert main(eval_args(run_dir, "--seed", "3", "--out", str(b))) == 0
-    ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
+    ra, rb = strict_json_loads(a.read_text()), strict_json_loads(b.read_text())
     for row_a, row_b in zip(ra["results"], rb["results"]):
         assert row_a["nll_per_token"] == row_b["nll_per_token"] and row_a["example"] == row_b["example"]
 
@@ -110,7 +110,7 @@ def test_smollm2_evaluator_scores_text():
     pytest.importorskip("transformers")
     pytest.importorskip("gguf")
     pytest.importorskip("accelerate")
-    from sampler.evaluator import CausalLMEvaluator, locate_smollm2_gguf
+    from sampler.quality.gen_perplexity import CausalLMEvaluator, locate_smollm2_gguf
 
     try:
         locate_smollm2_gguf(download=False)
@@ -126,8 +126,8 @@ def test_smollm2_evaluator_scores_text():
 def test_oracle_without_an_exact_denoiser_is_refused_before_any_sampling(tmp_path, monkeypatch) -> None:
     """`--oracle` on a text run: ValueError naming --oracle before the first sample (it used to come after the
     model's rows). Planted bug caught: the check moved back after the model rows (the sampler would run)."""
-    import sampler.evaluate as evaluate_module
-    from sampler.evaluate import EvalConfig, evaluate_checkpoint
+    import sampler.run.eval as evaluate_module
+    from sampler.run.eval import EvalConfig, evaluate_checkpoint
     from teacher_fixtures import make_text_teacher
 
     run, _ = make_text_teacher(tmp_path)
@@ -135,7 +135,7 @@ def test_oracle_without_an_exact_denoiser_is_refused_before_any_sampling(tmp_pat
     def no_sampling(*args, **kwargs):
         raise AssertionError("sampled before refusing --oracle")
 
-    monkeypatch.setattr(evaluate_module, "_sample", no_sampling)
+    monkeypatch.setattr(evaluate_module, "_timed", no_sampling)
     with pytest.raises(ValueError, match="--oracle"):
         evaluate_checkpoint(EvalConfig(ckpt=str(run), steps=[4], num=2, evaluator="none", device="cpu", oracle=True))
 
@@ -145,7 +145,7 @@ def test_on_a_text_source_the_exact_likelihood_rows_are_unavailable_not_zero(tmp
     unavailable and why (the same reason as two_axis_metrics and bench-distill), and the table says so.
     Planted bug caught: rows carrying nll_per_token = 0.0 on a text source."""
     from sampler.data import get_source, no_exact_likelihood
-    from sampler.evaluate import EXACT_LIKELIHOOD_ROWS, EvalConfig, evaluate_checkpoint, format_table
+    from sampler.run.eval import EXACT_LIKELIHOOD_ROWS, EvalConfig, evaluate_checkpoint, format_table
     from teacher_fixtures import make_text_teacher
 
     run, spec = make_text_teacher(tmp_path)

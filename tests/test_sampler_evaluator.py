@@ -1,4 +1,4 @@
-"""The evaluator's front door (sampler.evaluator): names checked before any work or network access, the
+"""The evaluator's front door (sampler.quality.gen_perplexity): names checked before any work or network access, the
 dtype keyword transformers expects, and one clear way to fetch SmolLM2 (a line printed, a clear error offline)."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import types
 import pytest
 import torch
 
-from sampler import evaluate, evaluator
+from sampler.quality import gen_perplexity as evaluator
+from sampler.run import eval as evaluate
 from sampler.cli import main
 from teacher_fixtures import make_teacher
 
@@ -22,7 +23,7 @@ def _no_network(*args, **kwargs):
 def test_unknown_evaluator_is_refused_by_name_before_any_work(tmp_path, monkeypatch, capsys):
     run = make_teacher(tmp_path / "teacher")
     monkeypatch.setattr(subprocess, "run", _no_network)
-    monkeypatch.setattr(evaluate, "_sample", _no_network)  # no sampling either
+    monkeypatch.setattr(evaluate, "_timed", _no_network)  # no sampling either
     monkeypatch.setattr(evaluate, "validation_elbo_per_sequence", _no_network)
     code = main(["eval", "--ckpt", str(run), "--evaluator", "bogus-model", "--device", "cpu", "--num", "4"])
     err = capsys.readouterr().err

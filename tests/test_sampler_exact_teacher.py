@@ -25,7 +25,7 @@ from theory.schedules import LogLinearSchedule
 
 LENGTH = 5
 # the modules whose loss / target functions are wrapped (sampler.train re-exports a function named distill)
-distill_module = importlib.import_module("sampler.train.distill")
+mcd_module = importlib.import_module("sampler.train.mcd")
 shadow_module = importlib.import_module("sampler.train.shadow")
 baseline_module = importlib.import_module("sampler.train.baseline")
 
@@ -80,13 +80,13 @@ def _spy_on_targets(method: str, source: HiddenMarkovSource, monkeypatch: pytest
     (one sub-step, no temperature: the posterior at z_t); the teacher the baseline rolls out, read at z_t."""
     captured: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     if method == "mcd":
-        original = distill_module.mcd_loss
+        original = mcd_module.mcd_loss
 
         def spy(student_lp, teacher_lp, x0, z_t, z_s, mask_id, *args, **kwargs):
             captured.append((teacher_lp.detach(), z_s, z_s == mask_id))
             return original(student_lp, teacher_lp, x0, z_t, z_s, mask_id, *args, **kwargs)
 
-        monkeypatch.setattr(distill_module, "mcd_loss", spy)
+        monkeypatch.setattr(mcd_module, "mcd_loss", spy)
     elif method == "shadow":
         original = shadow_module.shadow_rollout_targets
 
@@ -201,6 +201,6 @@ def test_distill_command_exit_status_finished_rerun_and_stopped(tmp_path: Path, 
     assert main(command) == 0  # finished: returned from the checkpoint
     finished = {"optimizer_steps": 2, "teacher_forward_passes": 2, "wall_time_s": 0.0, "round_steps": [2],
                 "complete": False, "step": 1, "interrupted": True}
-    monkeypatch.setattr(sys.modules["sampler.train.distill"], "distill", lambda config: finished)  # the package
-    # attribute `sampler.train.distill` is the function, so the module is taken from sys.modules
+    monkeypatch.setattr(sys.modules["sampler.cli.distill"], "distill", lambda config: finished)  # the command's
+    # module; the package attribute `sampler.cli.distill` may be shadowed, so the module is taken from sys.modules
     assert main([*command[:4], str(tmp_path / "other"), *command[5:]]) == 130

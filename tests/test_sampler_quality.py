@@ -128,8 +128,8 @@ def test_recall_mirrors_the_real_sampler_law(schedule, steps, temperature):
     source = tiny_source()
     x, q = exact_sampler_law(source, schedule, steps, temperature)
     assert abs(float(q.sum()) - 1.0) < 1e-12
-    draws = ancestral_sample(source.denoiser(dtype=torch.float64), schedule, steps, 20000, 3, 3, 3,
-                             torch.Generator().manual_seed(7), temperature=temperature, batch_size=20000)
+    draws = ancestral_sample(source.denoiser(dtype=torch.float64), schedule, num_steps=steps, num_samples=20000, seq_len=3, mask_id=3, vocab_size=3,
+                             generator=torch.Generator().manual_seed(7), temperature=temperature, batch_size=20000)
     counts = torch.bincount((draws * torch.tensor([9, 3, 1])).sum(1), minlength=27).double()
     codes = (x * torch.tensor([9, 3, 1])).sum(1)
     assert torch.equal(codes, torch.arange(27))
@@ -189,7 +189,7 @@ def test_denoiser_is_called_at_the_sampler_times():
             return exact(z, t)
         return denoiser
 
-    ancestral_sample(recording("sampler"), CosineSchedule(), 5, 64, 3, 3, 3, torch.Generator().manual_seed(0))
+    ancestral_sample(recording("sampler"), CosineSchedule(), num_steps=5, num_samples=64, seq_len=3, mask_id=3, vocab_size=3, generator=torch.Generator().manual_seed(0))
     recall_per_sequence(recording("recall"), CosineSchedule(), source.sample_batch(64), steps=5, mask_id=3)
     assert calls["recall"] == calls["sampler"]
     assert len(calls["sampler"]) == 5
@@ -282,7 +282,7 @@ def test_fidelity_separates_a_factorised_sampler_from_true_data():
     source = get_source("exact")
     gen = torch.Generator().manual_seed(11)
     true, reference = source.sample_batch(256, generator=gen), source.sample_batch(256, generator=gen)
-    one_step = ancestral_sample(source.denoiser(), LogLinearSchedule(), 1, 256, 64, 32, 32, gen)
+    one_step = ancestral_sample(source.denoiser(), LogLinearSchedule(), num_steps=1, num_samples=256, seq_len=64, mask_id=32, vocab_size=32, generator=gen)
     good = ngram_fidelity(true, source, reference, orders=(2,), num_bootstrap=100, generator=gen)[2]
     bad = ngram_fidelity(one_step, source, reference, orders=(2,), num_bootstrap=100, generator=gen)[2]
     assert abs(good["js"] - good["reference_js"]) < 4 * math.hypot(good["js_se"], good["reference_js_se"])
@@ -369,7 +369,7 @@ def test_two_axis_metrics_on_the_embedded_source():
     equal seeds pair exactly, fidelity rows for each order, and the text lists every metric."""
     source = get_source("exact")
     denoiser, schedule = source.denoiser(), LogLinearSchedule()
-    samples = ancestral_sample(denoiser, schedule, 4, 32, 64, 32, 32, torch.Generator().manual_seed(0))
+    samples = ancestral_sample(denoiser, schedule, num_steps=4, num_samples=32, seq_len=64, mask_id=32, vocab_size=32, generator=torch.Generator().manual_seed(0))
     args = {"denoiser": denoiser, "schedule": schedule, "steps": 4, "heldout": 16, "num_bootstrap": 10}
     first = two_axis_metrics(samples, source, **args, seed=3)
     again = two_axis_metrics(samples, source, **args, seed=3)

@@ -25,6 +25,7 @@ from sampler.cli import main
 from sampler.train import TrainConfig, TrainingStopped, train
 from sampler.train.distill import DistillConfig, distill
 from teacher_fixtures import make_teacher
+from teacher_fixtures import strict_json_loads
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_FAST = ["--seq-len", "16", "--batch-size", "4", "--no-progress", "--device", "cpu"]
@@ -255,7 +256,7 @@ def test_distill_resume_without_a_seed_continues_the_runs_seed_exactly(tmp_path:
 
 def _steps(run: Path, key: str = "loss", event: str | None = None) -> list[int]:
     """The steps of the records holding `key` and of the given event kind (None: step records, no event)."""
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    records = [strict_json_loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [r["step"] for r in records if key in r and r.get("event") == event]
 
 
@@ -280,7 +281,7 @@ def test_distill_metrics_after_a_kill_past_a_checkpoint(tmp_path: Path) -> None:
     teacher = make_teacher(tmp_path / "teacher")
     out = tmp_path / "student"
     distill(tiny_distill(teacher, out, max_steps=3, save_every=3))
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [strict_json_loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     last = [r for r in records if "loss" in r][-1]
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"event": "round", "step": 3, "round": 1, "sampling_steps": 2}) + "\n")
@@ -452,7 +453,7 @@ def test_memory_estimate_is_a_lower_bound_that_admits_the_default_run() -> None:
 
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
 def test_sample_and_eval_files_follow_the_umask(umask: int, mode: int, teacher_run: Path, tmp_path: Path) -> None:
-    from sampler.evaluate import write_json
+    from sampler.run.eval import write_json
 
     old = os.umask(umask)
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 from sampler.model import DenoiserConfig, TransformerDenoiser
 from sampler.sampling import ancestral_sample, ancestral_step, time_grid
 from theory import CosineSchedule, LogLinearSchedule
+from teacher_fixtures import strict_json_loads
 
 K, L = 7, 10
 MASK = K
@@ -62,12 +62,12 @@ def test_time_grid() -> None:
 def test_cached_sampler_equals_uncached(schedule) -> None:
     model = random_model()
     runs = [
-        ancestral_sample(model, schedule, 40, 6, L, MASK, K, torch.Generator().manual_seed(3), cached=cached, batch_size=4)
+        ancestral_sample(model, schedule, num_steps=40, num_samples=6, seq_len=L, mask_id=MASK, vocab_size=K, generator=torch.Generator().manual_seed(3), cached=cached, batch_size=4)
         for cached in (False, True)
     ]
     assert torch.equal(runs[0], runs[1])
     assert runs[0].min() >= 0 and runs[0].max() < K  # nothing left masked
-    other_seed = ancestral_sample(model, schedule, 40, 6, L, MASK, K, torch.Generator().manual_seed(4), batch_size=4)
+    other_seed = ancestral_sample(model, schedule, num_steps=40, num_samples=6, seq_len=L, mask_id=MASK, vocab_size=K, generator=torch.Generator().manual_seed(4), batch_size=4)
     assert not torch.equal(runs[0], other_seed)
 
 
@@ -84,14 +84,14 @@ def test_cache_skips_network_calls() -> None:
         return denoiser
 
     for key, cached in (("plain", False), ("cached", True)):
-        ancestral_sample(counting(key), LogLinearSchedule(), 200, 4, L, MASK, K, torch.Generator().manual_seed(0), cached=cached)
+        ancestral_sample(counting(key), LogLinearSchedule(), num_steps=200, num_samples=4, seq_len=L, mask_id=MASK, vocab_size=K, generator=torch.Generator().manual_seed(0), cached=cached)
     assert rows["cached"] <= 4 * (L + 1) < rows["plain"]
 
 
 def test_cache_refused_with_time_conditioning() -> None:
     model = random_model(time_conditioning=True)
     with pytest.raises(ValueError, match="time conditioning"):
-        ancestral_sample(model, LogLinearSchedule(), 4, 2, L, MASK, K, cached=True)
+        ancestral_sample(model, LogLinearSchedule(), num_steps=4, num_samples=2, seq_len=L, mask_id=MASK, vocab_size=K, cached=True)
 
 
 def test_infilling_keeps_fixed_tokens_and_prefix_conditions() -> None:
@@ -100,14 +100,14 @@ def test_infilling_keeps_fixed_tokens_and_prefix_conditions() -> None:
     fixed = torch.full((5, L), MASK)
     fixed[:, 0], fixed[:, 4], fixed[:, L - 1] = 2, 6, 0
     fixed[3, 5] = 1
-    out = ancestral_sample(model, LogLinearSchedule(), 8, 5, L, MASK, K, gen, fixed=fixed, cached=True)
+    out = ancestral_sample(model, LogLinearSchedule(), num_steps=8, num_samples=5, seq_len=L, mask_id=MASK, vocab_size=K, generator=gen, fixed=fixed, cached=True)
     pinned = fixed != MASK
     assert torch.equal(out[pinned], fixed[pinned])
     assert (out >= 0).all() and (out < K).all()
     # a prefix with the copy source fills every other position with the prefix token
     prefix = torch.full((3, L), MASK)
     prefix[:, 0] = torch.tensor([1, 4, 6])
-    out = ancestral_sample(copy_denoiser, LogLinearSchedule(), 4, 3, L, MASK, K, torch.Generator().manual_seed(0), fixed=prefix)
+    out = ancestral_sample(copy_denoiser, LogLinearSchedule(), num_steps=4, num_samples=3, seq_len=L, mask_id=MASK, vocab_size=K, generator=torch.Generator().manual_seed(0), fixed=prefix)
     assert torch.equal(out, prefix[:, :1].expand(3, L))
 
 
@@ -119,8 +119,8 @@ def marginal_error_in_se(temperature: float) -> float:
     steps from the factorised denoiser of MARGINAL_P at `temperature`; the largest |freq − target| / SE over
     the K tokens, target = p^{1/T}/Σ p^{1/T} (inf if a token is left masked).  The test passes below 5."""
     p = MARGINAL_P
-    out = ancestral_sample(factorised_denoiser(p), LogLinearSchedule(), 5, 400, L, MASK, K,
-                           torch.Generator().manual_seed(11), temperature=temperature)
+    out = ancestral_sample(factorised_denoiser(p), LogLinearSchedule(), num_steps=5, num_samples=400, seq_len=L, mask_id=MASK, vocab_size=K,
+                           generator=torch.Generator().manual_seed(11), temperature=temperature)
     if bool((out == MASK).any()):
         return math.inf
     target = p ** (1 / temperature)
@@ -166,17 +166,17 @@ def test_marginal_check_catches_planted_bugs(monkeypatch, bug, temperature) -> N
     """The 5-SE check at the test's size (4 000 tokens) rejects each planted bug in the sampler's posterior
     step: observed largest error ≈ 107 SE (inverted), 35 SE (ignored), 9 SE (last token, p = 0.02, never
     drawn).  Not shown: a 2 % relative perturbation of p (≈ 1 SE for p = 0.4 at 4 000 tokens)."""
-    import duality
+    import sampler.sampling as sampling_module
 
-    monkeypatch.setattr(duality, "posterior_step", bug(duality.posterior_step))
+    monkeypatch.setattr(sampling_module, "posterior_step", bug(sampling_module.posterior_step))
     error = marginal_error_in_se(temperature)
     assert error >= 5, error
 
 
 def test_final_greedy_and_single_step() -> None:
     p = torch.tensor([0.1, 0.5, 0.1, 0.1, 0.1, 0.05, 0.05], dtype=torch.float64)
-    out = ancestral_sample(factorised_denoiser(p), LogLinearSchedule(), 1, 20, L, MASK, K,
-                           torch.Generator().manual_seed(0), final_greedy=True)
+    out = ancestral_sample(factorised_denoiser(p), LogLinearSchedule(), num_steps=1, num_samples=20, seq_len=L, mask_id=MASK, vocab_size=K,
+                           generator=torch.Generator().manual_seed(0), final_greedy=True)
     assert (out == 1).all()
     z = torch.full((2, L), MASK)
     z_s = ancestral_step(factorised_denoiser(p), z, 1.0, 0.0, LogLinearSchedule(), MASK, torch.Generator().manual_seed(0))
@@ -187,7 +187,7 @@ def test_more_steps_give_more_coherent_samples() -> None:
     """On the repeated-token source, N steps keep a sequence consistent unless two tokens are
     revealed in the same step while nothing was visible: few steps mix, many steps do not."""
     def coherent_fraction(num_steps: int) -> float:
-        out = ancestral_sample(copy_denoiser, LogLinearSchedule(), num_steps, 300, L, MASK, K, torch.Generator().manual_seed(5))
+        out = ancestral_sample(copy_denoiser, LogLinearSchedule(), num_steps=num_steps, num_samples=300, seq_len=L, mask_id=MASK, vocab_size=K, generator=torch.Generator().manual_seed(5))
         return float((out == out[:, :1]).all(dim=-1).double().mean())
 
     one, few, many = coherent_fraction(1), coherent_fraction(4), coherent_fraction(256)
@@ -200,15 +200,15 @@ def test_sampler_bad_input() -> None:
     model = random_model()
     schedule = LogLinearSchedule()
     with pytest.raises(ValueError, match="num_steps"):
-        ancestral_sample(model, schedule, 0, 2, L, MASK, K)
+        ancestral_sample(model, schedule, num_steps=0, num_samples=2, seq_len=L, mask_id=MASK, vocab_size=K)
     with pytest.raises(ValueError, match="temperature"):
-        ancestral_sample(model, schedule, 4, 2, L, MASK, K, temperature=0.0)
+        ancestral_sample(model, schedule, num_steps=4, num_samples=2, seq_len=L, mask_id=MASK, vocab_size=K, temperature=0.0)
     with pytest.raises(ValueError, match="mask_id"):
-        ancestral_sample(model, schedule, 4, 2, L, 3, K)
+        ancestral_sample(model, schedule, num_steps=4, num_samples=2, seq_len=L, mask_id=3, vocab_size=K)
     with pytest.raises(ValueError, match="fixed"):
-        ancestral_sample(model, schedule, 4, 2, L, MASK, K, fixed=torch.full((2, L), K + 3))
+        ancestral_sample(model, schedule, num_steps=4, num_samples=2, seq_len=L, mask_id=MASK, vocab_size=K, fixed=torch.full((2, L), K + 3))
     with pytest.raises(ValueError, match="seq_len"):
-        ancestral_sample(model, schedule, 4, 2, L + 1, MASK, K)
+        ancestral_sample(model, schedule, num_steps=4, num_samples=2, seq_len=L + 1, mask_id=MASK, vocab_size=K)
     with pytest.raises(ValueError, match="s < t"):
         ancestral_step(model, torch.full((1, L), MASK), 0.2, 0.5, schedule, MASK)
 
@@ -235,7 +235,7 @@ def test_cli_sample_writes_jsonl(trained_run: Path, capsys: pytest.CaptureFixtur
     out = trained_run / "s.jsonl"
     assert main(["sample", "--ckpt", str(trained_run), "--steps", "5", "--num", "3", "--prefix-ids", "1,2",
                  "--out", str(out), "--seed", "1", "--device", "cpu"]) == 0
-    records = [json.loads(line) for line in out.read_text().splitlines()]
+    records = [strict_json_loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 3 and all(r["ids"][:2] == [1, 2] and len(r["ids"]) == 12 for r in records)
     assert all(isinstance(r["text"], str) for r in records)
     assert "tokens/s" in capsys.readouterr().out

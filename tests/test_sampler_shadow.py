@@ -13,7 +13,7 @@ import torch
 from duality import MaskedCoupling
 from proofs_checks import stats
 from sampler.sampling import ancestral_sample, time_grid
-from sampler.shadow import (
+from sampler.shadow.noise import (
     ShadowNoise,
     noise_shared_sample,
     sample_shadow_noise,
@@ -152,7 +152,7 @@ def test_fast_paths_equal_the_plain_formula(vocab_size: int, temperature: float)
     exactly reference_draw's categories on rows of every kind, with uniform c and with c·W placed on
     the full sort's cumulative sums (within 0 to 2 ulp, where only the exact sums decide; the histogram's
     guard must send those rows to the full sort), float32 and float64 inputs; each fast path resolves some rows."""
-    import sampler.shadow as shadow
+    import sampler.shadow.noise as shadow
 
     generator = torch.Generator().manual_seed(vocab_size)
     log_p = _test_rows(vocab_size, 5 if vocab_size > 10_000 else 60, generator)
@@ -195,13 +195,13 @@ def test_sorted_quantile_draw_refuses_bad_rows(bad: float | None, match: str) ->
 def test_noise_fixes_the_output_across_batch_sizes_and_seeds_differ() -> None:
     schedule = LogLinearSchedule()
     noise = sample_shadow_noise(40, L, schedule, K, MASK, torch.Generator().manual_seed(5))
-    first = noise_shared_sample(context_denoiser, schedule, 4, noise, MASK, K, batch_size=7)
-    again = noise_shared_sample(context_denoiser, schedule, 4, noise, MASK, K, batch_size=40)
+    first = noise_shared_sample(context_denoiser, schedule, num_steps=4, noise=noise, mask_id=MASK, vocab_size=K, batch_size=7)
+    again = noise_shared_sample(context_denoiser, schedule, num_steps=4, noise=noise, mask_id=MASK, vocab_size=K, batch_size=40)
     assert torch.equal(first, again) and first.dtype == torch.int64 and bool((first < K).all())
     redrawn = sample_shadow_noise(40, L, schedule, K, MASK, torch.Generator().manual_seed(5))
     assert torch.equal(redrawn.reveal, noise.reveal) and torch.equal(redrawn.category, noise.category)
     other = sample_shadow_noise(40, L, schedule, K, MASK, torch.Generator().manual_seed(6))
-    assert not torch.equal(noise_shared_sample(context_denoiser, schedule, 4, other, MASK, K), first)
+    assert not torch.equal(noise_shared_sample(context_denoiser, schedule, num_steps=4, noise=other, mask_id=MASK, vocab_size=K), first)
 
 
 @pytest.mark.parametrize("method", ["uniform", "threshold"])
@@ -218,7 +218,7 @@ def test_reveals_follow_the_coupling_and_are_nested(method: str) -> None:
         seen[round(float(t[0]), 6)] = z.clone()  # t arrives as float32, as in ancestral_sample
         return torch.zeros(*z.shape, K)
 
-    out = noise_shared_sample(recording, schedule, 6, noise, MASK, K, batch_size=64)
+    out = noise_shared_sample(recording, schedule, num_steps=6, noise=noise, mask_id=MASK, vocab_size=K, batch_size=64)
     times = time_grid(6).tolist()
     previous = torch.full((64, 8), MASK)
     for t, s in zip(times[:-1], times[1:]):
@@ -248,7 +248,7 @@ def test_each_step_reveals_a_masked_token_with_the_ancestral_probability() -> No
         seen.append(z.clone())
         return torch.zeros(*z.shape, K)
 
-    out = noise_shared_sample(recording, schedule, 4, noise, MASK, K, batch_size=4000)
+    out = noise_shared_sample(recording, schedule, num_steps=4, noise=noise, mask_id=MASK, vocab_size=K, batch_size=4000)
     states = seen + [out]
     assert len(states) == 5  # every step reveals something at this size
     grid = time_grid(4).tolist()
@@ -282,9 +282,9 @@ def test_law_equals_the_ancestral_samplers_exact_law(num_steps: int, temperature
     law = exact_ancestral_law(schedule, num_steps, temperature, start)
     assert abs(sum(law.values()) - 1) < 1e-12
     noise = sample_shadow_noise(n, L, schedule, K, MASK, torch.Generator().manual_seed(100 + num_steps))
-    shadow = noise_shared_sample(context_denoiser, schedule, num_steps, noise, MASK, K, temperature=temperature,
+    shadow = noise_shared_sample(context_denoiser, schedule, num_steps=num_steps, noise=noise, mask_id=MASK, vocab_size=K, temperature=temperature,
                                  fixed=fixed, batch_size=4096)
-    ancestral = ancestral_sample(context_denoiser, schedule, num_steps, n, L, MASK, K, torch.Generator().manual_seed(7),
+    ancestral = ancestral_sample(context_denoiser, schedule, num_steps=num_steps, num_samples=n, seq_len=L, mask_id=MASK, vocab_size=K, generator=torch.Generator().manual_seed(7),
                                  temperature=temperature, fixed=fixed, batch_size=4096)
     for name, samples in (("shadow", shadow), ("ancestral", ancestral)):
         result = law_test(samples, law, 1e-7, name)
@@ -298,7 +298,7 @@ def test_law_check_rejects_a_shared_category_noise() -> None:
     n = 20_000
     noise = sample_shadow_noise(n, L, schedule, K, MASK, torch.Generator().manual_seed(101))
     shared = ShadowNoise(noise.reveal, noise.category[:, :1].expand(n, L).contiguous(), noise.method, K)
-    samples = noise_shared_sample(context_denoiser, schedule, 1, shared, MASK, K, batch_size=4096)
+    samples = noise_shared_sample(context_denoiser, schedule, num_steps=1, noise=shared, mask_id=MASK, vocab_size=K, batch_size=4096)
     assert not law_test(samples, exact_ancestral_law(schedule, 1), 1e-7, "shared c").passed
 
 
@@ -319,7 +319,7 @@ def test_a_noise_conditioned_denoiser_gets_its_batchs_noise() -> None:
             chosen = (noise.category > 0.5).long()
             return torch.full((*z.shape, K), -math.inf).scatter_(-1, chosen.unsqueeze(-1), 0.0)
 
-    out = noise_shared_sample(Reader(), schedule, 1, noise, MASK, K, batch_size=4)
+    out = noise_shared_sample(Reader(), schedule, num_steps=1, noise=noise, mask_id=MASK, vocab_size=K, batch_size=4)
     assert [b.shape[0] for b in batches] == [4, 4, 2]  # one step: one call per batch
     assert torch.equal(batches[0], noise.category[:4]) and torch.equal(batches[2], noise.category[8:])
     assert torch.equal(out, (noise.category > 0.5).long())
@@ -354,7 +354,7 @@ def test_bad_input_is_refused_before_sampling() -> None:
     visible_at_start = noise.reveal.clone()
     visible_at_start[0, 0] = float(schedule.alpha(1.0)) / 2
     with pytest.raises(ValueError, match="noise.reveal"):
-        noise_shared_sample(counting, schedule, 4, ShadowNoise(visible_at_start, noise.category, "uniform", K), MASK, K)
+        noise_shared_sample(counting, schedule, num_steps=4, noise=ShadowNoise(visible_at_start, noise.category, "uniform", K), mask_id=MASK, vocab_size=K)
     assert not calls
 
 
@@ -400,7 +400,7 @@ def test_shadow_claim_passes_on_the_sampler_and_catches_its_mutant() -> None:
     report = run_claim(claim, _claim_context("shadow"))
     assert report.error is None and report.passed, [t.name for t in report.tests if not t.passed]
     assert report.false_fail_rate <= 1e-7 * (1 + 1e-9) and report.draws > 0
-    assert report.checked["shadow_sample_fn"] == "sampler.shadow.noise_shared_sample"
+    assert report.checked["shadow_sample_fn"] == "sampler.shadow.noise.noise_shared_sample"
     (mutant,) = shadow_mutants(12)
     caught = run_mutant(mutant, claim, _claim_context("shadow-mutant"))
     assert caught.error is None and caught.caught

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from duality import MaskedCoupling
-from sampler.checkpoint import InferenceConfig, ShadowCheckpointError, load_checkpoint, load_denoiser, open_for_inference
+from sampler.checkpoint import ShadowCheckpointError, load_checkpoint, load_denoiser
+from sampler.run.open import open_run
 from sampler.model import DenoiserConfig, TransformerDenoiser
-from sampler.sample_checkpoint import SampleConfig, sample_from_checkpoint
+from sampler.run.sample import SampleConfig, sample_from_checkpoint
 from sampler.sampling import ancestral_sample
-from sampler.shadow import ShadowNoise, noise_shared_sample, sample_shadow_noise, sorted_quantile_draw
-from sampler.shadow_model import (
+from sampler.shadow.noise import ShadowNoise, noise_shared_sample, sample_shadow_noise, sorted_quantile_draw
+from sampler.shadow.student import (
     ShadowConfig,
     ShadowStudent,
     check_noise_for,
@@ -181,7 +182,7 @@ def test_rollout_end_is_the_noise_shared_sampler() -> None:
     z = torch.full((6, L), MASK)
     _, revealed, z_end, _ = shadow_rollout_targets(teacher, MaskedCoupling(SCHEDULE, K, MASK, method="uniform"), z,
                                                    torch.ones(6, dtype=torch.float64), 1.0, 4, noise)
-    assert torch.equal(z_end, noise_shared_sample(teacher, SCHEDULE, 4, noise, MASK, K))
+    assert torch.equal(z_end, noise_shared_sample(teacher, SCHEDULE, num_steps=4, noise=noise, mask_id=MASK, vocab_size=K))
     assert bool(revealed.all())
 
 
@@ -241,13 +242,14 @@ def test_shadow_distill_trains_and_its_checkpoint_needs_noise(tmp_path: Path) ->
     assert tensors["model.noise_mlp.2.weight"].abs().sum() > 0
     with pytest.raises(ShadowCheckpointError, match="student.*shadow student"):
         load_denoiser(tmp_path / "student")
-    model, _, schedule, _ = open_for_inference(InferenceConfig(ckpt=str(tmp_path / "student"), device="cpu"))
+    opened = open_run(tmp_path / "student", "cpu")
+    model, schedule = opened.model, opened.schedule
     assert isinstance(model, ShadowStudent)
     with pytest.raises(ValueError, match="reads the shadow noise"):
-        ancestral_sample(model, schedule, 2, 2, 12, model.mask_id, model.config.vocab_size)
+        ancestral_sample(model, schedule, num_steps=2, num_samples=2, seq_len=12, mask_id=model.mask_id, vocab_size=model.config.vocab_size)
     out = sample_from_checkpoint(SampleConfig(ckpt=str(tmp_path / "student"), steps=2, num=3, seed=4, device="cpu",
                                               out=str(tmp_path / "s.jsonl")))
-    direct = shadow_sample(load_shadow_student(tmp_path / "student")[0], schedule, 2, 3, 12, seed=4)
+    direct = shadow_sample(load_shadow_student(tmp_path / "student")[0], schedule, num_steps=2, num_samples=3, seq_len=12, seed=4)
     assert torch.equal(out["samples"], direct)
 
 
@@ -266,8 +268,8 @@ def test_noise_shared_sampler_with_a_zero_weight_student_is_the_teacher() -> Non
     """A fresh student under the noise-shared sampler gives the teacher's samples on the same noise."""
     teacher = _teacher()
     noise = _noise(5, seed=13)
-    assert torch.equal(noise_shared_sample(_student(teacher), SCHEDULE, 4, noise, MASK, K),
-                       noise_shared_sample(teacher, SCHEDULE, 4, noise, MASK, K))
+    assert torch.equal(noise_shared_sample(_student(teacher), SCHEDULE, num_steps=4, noise=noise, mask_id=MASK, vocab_size=K),
+                       noise_shared_sample(teacher, SCHEDULE, num_steps=4, noise=noise, mask_id=MASK, vocab_size=K))
 
 
 def test_draft_is_the_quantile_of_the_base_prediction() -> None:
@@ -305,7 +307,7 @@ def test_cli_shadow_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     """`mcd distill --method shadow` arguments reach the config; a bad sub-step count fails before any work,
     naming the argument; `mcd eval` on the student samples it with the noise-shared sampler without flags."""
     from sampler.cli import main
-    from sampler.evaluate import EvalConfig, evaluate_checkpoint
+    from sampler.run.eval import EvalConfig, evaluate_checkpoint
 
     teacher = make_teacher(tmp_path / "teacher", seq_len=12)
     common = ["distill", "--teacher", str(teacher), "--method", "shadow", "--coupling", "uniform", "--start-steps", "2",
@@ -318,7 +320,7 @@ def test_cli_shadow_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     report = evaluate_checkpoint(EvalConfig(ckpt=str(tmp_path / "ok"), steps=[2], num=4, elbo_num=4, device="cpu"))
     assert report["sampler"].startswith("noise_shared")
     student, _ = load_shadow_student(tmp_path / "ok")
-    samples = shadow_sample(student, SCHEDULE, 2, 4, 12, seed=0)
+    samples = shadow_sample(student, SCHEDULE, num_steps=2, num_samples=4, seq_len=12, seed=0)
     from sampler.data import get_source, sample_quality
 
     expected = sample_quality(samples, get_source("exact", seed=0, seq_len=12))["nll_per_token"]
@@ -343,11 +345,11 @@ def test_design_b_trains_on_the_endpoint_and_samples_by_argmax(tmp_path: Path) -
     schedule = SCHEDULE
     noise = sample_shadow_noise(6, 12, schedule, student.config.vocab_size, student.mask_id, torch.Generator().manual_seed(3))
     flipped = ShadowNoise(noise.reveal, 1.0 - noise.category, noise.method, noise.vocab_size)
-    from sampler.shadow_model import ArgmaxShadowDenoiser
+    from sampler.shadow.student import ArgmaxShadowDenoiser
 
     greedy = ArgmaxShadowDenoiser(student)
-    a = noise_shared_sample(greedy, schedule, 3, noise, student.mask_id, student.config.vocab_size)
-    b = noise_shared_sample(greedy, schedule, 3, flipped, student.mask_id, student.config.vocab_size)
+    a = noise_shared_sample(greedy, schedule, num_steps=3, noise=noise, mask_id=student.mask_id, vocab_size=student.config.vocab_size)
+    b = noise_shared_sample(greedy, schedule, num_steps=3, noise=flipped, mask_id=student.mask_id, vocab_size=student.config.vocab_size)
     assert torch.equal(a, b)
     z, t = torch.full((6, 12), student.mask_id), torch.ones(6)
     out = greedy(z, t, noise=noise)

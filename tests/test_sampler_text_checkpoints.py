@@ -18,6 +18,7 @@ import pytest
 
 from sampler.cli import main
 from sampler.data.text import ByteTokenizer, CharTokenizer
+from teacher_fixtures import strict_json_loads
 
 # Multi-byte UTF-8 on purpose: é, ï, — and 日本 are two to three bytes each.
 CORPUS = ("the café was naïve — and the cat sat on the mat. 日本 the dog sat on the log. " * 30)
@@ -38,7 +39,7 @@ def sample_records(run, tmp_path, capsys):
     code = main(["sample", "--ckpt", str(run), "--steps", "4", "--num", "3", "--device", "cpu", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 0, err
-    return [json.loads(line) for line in out.read_text().splitlines()], err
+    return [strict_json_loads(line) for line in out.read_text().splitlines()], err
 
 
 @pytest.mark.parametrize("tokenizer", ["byte", "byte256"])
@@ -60,7 +61,7 @@ def test_byte_text_run_samples_and_evaluates_without_its_corpus(tmp_path, monkey
                  "--out", str(report_path)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    report = json.loads(report_path.read_text())
+    report = strict_json_loads(report_path.read_text())
     assert str(corpus) in report["validation_elbo"]["skipped"]
     assert "validation ELBO: skipped" in captured.out
     assert isinstance(report["results"][0]["example"], str) and report["results"][0]["unigram_entropy"] >= 0

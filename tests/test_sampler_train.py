@@ -28,6 +28,7 @@ from sampler.train.runtime import (
     warmup_lr,
 )
 from theory import LogLinearSchedule
+from teacher_fixtures import strict_json_loads
 
 SEQ_LEN = 16
 
@@ -199,7 +200,7 @@ def test_loss_decreases_on_a_tiny_problem(tmp_path: Path) -> None:
     after = evaluate_elbo(model, None, eval_x0, load_schedule(meta), 16, torch.device("cpu"))
     assert summary["step"] == 40 and meta["step"] == 40
     assert after < before - 0.15, (before, after)
-    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    metrics = [strict_json_loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any("loss" in m for m in metrics) and metrics[-1]["event"] == "end"
 
 

@@ -1,5 +1,5 @@
 """The causal shadow student (ShadowConfig(head="causal")) and the sequential importance bound on its
-noise-shared sampler's law (sampler.quality.shadow_recall): the base's hidden states, exactness at init,
+noise-shared sampler's law (sampler.shadow.recall): the base's hidden states, exactness at init,
 causality of the head, the quantile interval, the bound against the reveal-pattern bound and against the
 sampler's empirical law, wiring into two_axis_metrics / mcd eval / distill, and bad input."""
 
@@ -16,10 +16,10 @@ from sampler.checkpoint import load_checkpoint
 from sampler.data import get_source
 from sampler.model import DenoiserConfig, TransformerDenoiser
 from sampler.quality.recall import bound_from_log_weights, pattern_log_likelihoods, recall_per_sequence
-from sampler.quality.shadow_recall import shadow_log_weights, shadow_recall_per_sequence, shadow_recall_unavailable
+from sampler.shadow.recall import shadow_log_weights, shadow_recall_per_sequence, shadow_recall_unavailable
 from sampler.quality.two_axis import two_axis_metrics
 from sampler.sampling import time_grid
-from sampler.shadow import (
+from sampler.shadow.noise import (
     ShadowNoise,
     noise_shared_sample,
     quantile_interval,
@@ -27,7 +27,7 @@ from sampler.shadow import (
     shadow_coupling,
     sorted_quantile_draw,
 )
-from sampler.shadow_model import ShadowConfig, ShadowStudent, load_shadow_student, shadow_student_from_teacher
+from sampler.shadow.student import ShadowConfig, ShadowStudent, load_shadow_student, shadow_student_from_teacher
 from sampler.train.config import DistillConfig
 from sampler.train.distill import distill
 from teacher_fixtures import make_teacher
@@ -208,7 +208,7 @@ def _law_and_estimate(student: ShadowStudent, steps: int, temperature: float, dr
     """(empirical law of the noise-shared sampler over the 27 sequences, SIS estimate of q(x), its SE)."""
     outcomes = torch.tensor(list(itertools.product(range(3), repeat=3)))
     noise = sample_shadow_noise(samples, 3, SCHEDULE, 3, 3, torch.Generator().manual_seed(11))
-    drawn = noise_shared_sample(student, SCHEDULE, steps, noise, 3, 3, temperature=temperature, batch_size=4096)
+    drawn = noise_shared_sample(student, SCHEDULE, num_steps=steps, noise=noise, mask_id=3, vocab_size=3, temperature=temperature, batch_size=4096)
     counts = torch.bincount(drawn[:, 0] * 9 + drawn[:, 1] * 3 + drawn[:, 2], minlength=27).double()
     reveal = sample_shadow_noise(draws * 27, 3, SCHEDULE, 3, 3, torch.Generator().manual_seed(12)).reveal
     log_w = shadow_log_weights(student, SCHEDULE, outcomes, reveal.reshape(draws, 27, 3), steps=steps,
@@ -293,7 +293,7 @@ def test_causal_distill_round_trip_and_eval_reports_recall(tmp_path: Path, capsy
     shadow meta, trained (output projection moves), loaded back as a causal student with the EMA weights; `mcd
     eval` on it reports recall; an old-style shadow config (no head key) loads as the input head; --help names it."""
     from sampler.cli import main
-    from sampler.evaluate import EvalConfig, evaluate_checkpoint, format_table
+    from sampler.run.eval import EvalConfig, evaluate_checkpoint, format_table
 
     teacher = make_teacher(tmp_path / "teacher", seq_len=12)
     config = DistillConfig(teacher=str(teacher), out=str(tmp_path / "causal"), method="shadow", coupling="uniform",
@@ -326,7 +326,7 @@ def test_causal_attention_knows_where_the_earlier_tokens_are() -> None:
     output at the query.  Planted bug "no positions in the head" (the attention is then a set function of the
     keys): the outputs would be equal to float precision."""
     from sampler.model import rotary_tables
-    from sampler.shadow_causal import CausalAttentionLayer
+    from sampler.shadow.causal_head import CausalAttentionLayer
 
     torch.manual_seed(0)
     layer = CausalAttentionLayer(width=16, heads=2)

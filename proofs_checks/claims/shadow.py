@@ -1,6 +1,6 @@
 """Claim: the noise-shared (shadow) sampler has the ordinary ancestral sampler's law, and its planted bug.
 
-With a denoiser that ignores the noise, `sampler.shadow.noise_shared_sample` driven by
+With a denoiser that ignores the noise, `sampler.shadow.noise.noise_shared_sample` driven by
 `sample_shadow_noise` (reveal noise from the coupling, one category noise per token, the value read
 at that quantile of the categories sorted by probability) must draw from exactly the law of
 `sampler.sampling.ancestral_sample` at the same step count and temperature.  The check compares
@@ -79,9 +79,10 @@ def check_shadow_sampler_law(
     for steps, temperature, method in SHADOW_CONFIGS:
         label = f"steps={steps}, T={temperature}, {method}"
         noise = noise_fn(n, length, schedule, vocab_size, mask_id, ctx.generator("shadow noise", label), method, ctx.device)
-        shadow = shadow_sample_fn(denoiser, schedule, steps, noise, mask_id, vocab_size, temperature=temperature,
-                                  device=ctx.device, batch_size=_BATCH)
-        ancestral = ancestral_fn(denoiser, schedule, steps, n, length, mask_id, vocab_size, ctx.generator("ancestral", label),
+        shadow = shadow_sample_fn(denoiser, schedule, num_steps=steps, noise=noise, mask_id=mask_id, vocab_size=vocab_size,
+                                  temperature=temperature, device=ctx.device, batch_size=_BATCH)
+        ancestral = ancestral_fn(denoiser, schedule, num_steps=steps, num_samples=n, seq_len=length, mask_id=mask_id,
+                                 vocab_size=vocab_size, generator=ctx.generator("ancestral", label),
                                  temperature=temperature, device=ctx.device, batch_size=_BATCH)
         ctx.count(2 * n * length)
         shadow_pairs = pair_frequencies(shadow, vocab_size + 1)
@@ -102,7 +103,7 @@ def check_shadow_sampler_law(
 def default_shadow_implementations() -> dict[str, Any]:
     """The sampler's own functions (imported when the claim runs)."""
     from sampler.sampling import ancestral_sample
-    from sampler.shadow import noise_shared_sample, sample_shadow_noise
+    from sampler.shadow.noise import noise_shared_sample, sample_shadow_noise
     from theory import LogLinearSchedule
 
     return {"shadow_sample_fn": noise_shared_sample, "noise_fn": sample_shadow_noise, "ancestral_fn": ancestral_sample,

@@ -8,6 +8,11 @@ import argparse
 from dataclasses import fields
 from typing import Any
 
+import torch
+
+from theory.checks import check_int
+
+from ..run.open import InferenceConfig
 from ..train.config import OptimConfig, RunConfig
 
 # Exit status of a training command that a stop signal (Ctrl-C, SIGTERM) ended after saving its checkpoint:
@@ -46,8 +51,6 @@ def add_seed_argument(parser: argparse.ArgumentParser, default: int | None = 0, 
 
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     """--device --batch-size --no-ema --no-cache --threads: the InferenceConfig fields of `mcd sample` and `mcd eval`."""
-    from ..checkpoint import InferenceConfig
-
     defaults = InferenceConfig(ckpt="")
     parser.add_argument("--device", default=defaults.device, help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="sequences per sampler batch")
@@ -58,12 +61,9 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
 
 def apply_threads(threads: int | None) -> None:
     """torch.set_num_threads(threads); ValueError unless a positive int (None leaves torch's default)."""
-    import torch
-
     if threads is None:
         return
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    check_int(threads, "threads", 1)
     torch.set_num_threads(threads)
 
 

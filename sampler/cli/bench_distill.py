@@ -1,4 +1,4 @@
-"""`mcd bench-distill`: arguments -> BenchConfig -> sampler.bench_distill.bench."""
+"""`mcd bench-distill`: arguments -> BenchConfig -> sampler.run.bench.bench."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..bench_arms import ARMS
-from ..bench_distill import BenchConfig
-from ._common import add_threads_argument, non_negative_int, positive_int
+from ..run.arms import ARMS
+from ..run.bench import BenchConfig, bench
+from ..train.loop import StoppedBySignal
+from ._common import STOPPED_BY_SIGNAL, add_threads_argument, apply_threads, non_negative_int, positive_int
 
 
 def _comma_list(kind: Any, what: str) -> Any:
@@ -47,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-lr", type=float, default=d.teacher_lr)
     parser.add_argument("--seq-len", type=positive_int, default=None, help="sequence length (default: the source's, 64)")
     parser.add_argument("--arms", type=_name_list, default=None,
-                        help="comma list of arms (sampler.bench_arms.ARMS): " + ", ".join(ARMS) + f" (default {','.join(d.arms)}). "
+                        help="comma list of arms (sampler.run.arms.ARMS): " + ", ".join(ARMS) + f" (default {','.join(d.arms)}). "
                         "Measured on the shared 2-core machine, per run of 400 optimiser steps (64 -> 8, 100 a round): "
                         "mcd, mcd-noce, mcd-fkl 2.0-2.6 min, baseline 2.5-3.6, more-training 1.0, mcd-equal-compute "
                         "about 4.5 (2x batch, estimated); evaluation about 17 s per student at 64 steps and 2.2 min "
@@ -103,9 +104,6 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench_distill import bench
-    from ..train.loop import StoppedBySignal
-    from ._common import STOPPED_BY_SIGNAL, apply_threads
 
     apply_threads(args.threads)
     config = config_from_args(args)

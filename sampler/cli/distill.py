@@ -6,8 +6,17 @@ import argparse
 import sys
 
 from ..losses import DIVERGENCES
-from ..train.config import COUPLINGS, METHODS, REFRESH_FROM, SHADOW_HEADS, SHADOW_TARGETS, DistillConfig
-from ._common import add_optim_arguments, add_run_arguments, non_negative_int, optim_run_fields, positive_int
+from ..train.config import COUPLINGS, DistillConfig, METHODS, REFRESH_FROM, SHADOW_HEADS, SHADOW_TARGETS
+from ..train.distill import distill, steps_from_dt
+from ..train.runtime import ddp_cleanup, is_main_process
+from ._common import (
+    STOPPED_BY_SIGNAL,
+    add_optim_arguments,
+    add_run_arguments,
+    non_negative_int,
+    optim_run_fields,
+    positive_int,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,8 +56,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> DistillConfig:
-    from ..train.distill import steps_from_dt
-
     start_steps = args.start_steps if args.start_dt is None else steps_from_dt(args.start_dt, "start_dt")
     return DistillConfig(
         **optim_run_fields(args), teacher=args.teacher, method=args.method, coupling=args.coupling,
@@ -63,9 +70,6 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.distill import distill
-    from ..train.runtime import ddp_cleanup, is_main_process
-    from ._common import STOPPED_BY_SIGNAL
 
     try:
         config = config_from_args(args)

@@ -1,4 +1,4 @@
-"""`mcd eval`: arguments -> EvalConfig -> sampler.evaluate.evaluate_checkpoint."""
+"""`mcd eval`: arguments -> EvalConfig -> sampler.run.eval.evaluate_checkpoint."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from ..evaluate import DEFAULT_STEPS, EvalConfig
+from ..run.eval import DEFAULT_STEPS, EvalConfig, evaluate_checkpoint, format_table, write_json
+from ..rundir import check_output_path
 from ._common import add_inference_arguments, add_seed_argument, int_at_least, positive_int
 
 
@@ -34,8 +35,6 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate_checkpoint, format_table, write_json
-    from ..rundir import check_output_path
 
     ckpt = Path(args.ckpt)
     out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / f"eval-seed{args.seed}.json"

@@ -13,6 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..data.text import CorpusUnavailableError, cache_dir, fetch_shakespeare
+from ..quality.gen_perplexity import EvaluatorUnavailableError, locate_smollm2_gguf
+
 FETCHABLE = ("shakespeare", "smollm2")
 
 
@@ -21,8 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.text import CorpusUnavailableError, cache_dir, fetch_shakespeare
-    from ..evaluator import EvaluatorUnavailableError, locate_smollm2_gguf
 
     print(f"cache directory: {cache_dir()}", file=sys.stderr)
     for name in args.what:

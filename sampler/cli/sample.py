@@ -15,7 +15,7 @@ import argparse
 import sys
 from dataclasses import fields
 
-from ..sample_checkpoint import SampleConfig
+from ..run.sample import SampleConfig, sample_from_checkpoint
 from ._common import add_inference_arguments, add_seed_argument, positive_int
 
 
@@ -38,8 +38,6 @@ def config_from_args(args: argparse.Namespace) -> SampleConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..sample_checkpoint import sample_from_checkpoint
-
     try:
         result = sample_from_checkpoint(config_from_args(args))
     except (ValueError, FileNotFoundError) as err:  # CheckpointError is a ValueError

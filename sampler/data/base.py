@@ -5,17 +5,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from theory.checks import check_int
+
 DEFAULT_SEQ_LEN = 64
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+_check_int = check_int  # the name the sources import
 
 
 def check_tokens(x: Any, vocab_size: int, name: str = "x") -> Tensor:

@@ -3,6 +3,7 @@ paired differences over shared sampler seeds, the temperature frontier at matche
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -78,7 +79,7 @@ def sample_quality(samples: Int[Tensor, "N L"], source: DataSource,
     return result
 
 
-def no_exact_likelihood(source: Any) -> str | None:
+def no_exact_likelihood(source: DataSource) -> str | None:
     """None when `source` has exact likelihood; else the reason (naming the source) with which every metric
     that needs it (NLL under the source, recall, n-gram fidelity, typicality) is reported as unavailable,
     never as zero."""
@@ -87,21 +88,37 @@ def no_exact_likelihood(source: Any) -> str | None:
     return f"source {getattr(source, 'name', source)} has no exact likelihood"
 
 
-def json_ready(value: Any, drop_key: Callable[[str], bool] | None = None) -> Any:
-    """``value`` ready for ``json.dumps``, recursively: dict keys become strings, and a key for which
-    ``drop_key(key)`` is true is left out with its value; tuples become lists; one-element tensors and numpy
-    scalars become Python numbers; a larger tensor (per-sequence values) is left out of a dict and becomes
-    None inside a list (positions kept); everything else is kept as it is."""
+def json_ready(value: Any, drop_key: Callable[[str], bool] | None = None, keep_tensors: bool = False) -> Any:
+    """``value`` ready for strict JSON (the project's one converter), recursively: dict keys become strings, and a
+    key for which ``drop_key(key)`` is true is left out with its value; tuples become lists; NaN and ±inf become
+    None (JSON null: strict JSON has no NaN); one-element tensors and numpy scalars become Python numbers; numpy
+    arrays become lists; a larger tensor (per-sequence values) is left out of a dict and becomes None inside a list
+    (positions kept), or a list with ``keep_tensors``; None, bool, int and str are kept; anything else becomes
+    its str()."""
     if isinstance(value, Tensor):
-        return value.item() if value.numel() == 1 else None
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
+        if value.numel() == 1:
+            return json_ready(value.item())
+        return json_ready(value.tolist()) if keep_tensors else None
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {str(key): json_ready(item, drop_key) for key, item in value.items()
-                if not (drop_key is not None and drop_key(str(key))) and not (isinstance(item, Tensor) and item.numel() != 1)}
+        return {str(key): json_ready(item, drop_key, keep_tensors) for key, item in value.items()
+                if not (drop_key is not None and drop_key(str(key)))
+                and not (isinstance(item, Tensor) and item.numel() != 1 and not keep_tensors)}
     if isinstance(value, (list, tuple)):
-        return [json_ready(item, drop_key) for item in value]
-    return value
+        return [json_ready(item, drop_key, keep_tensors) for item in value]
+    return value if value is None or isinstance(value, str) else str(value)
+
+
+def strict_json(value: Any, **dumps_options: Any) -> str:
+    """json.dumps(json_ready(value), allow_nan=False, **dumps_options): every JSON file the project writes."""
+    return json.dumps(json_ready(value), allow_nan=False, **dumps_options)
 
 
 def paired_difference(a_per_seq: Any, b_per_seq: Any) -> tuple[float, float]:

@@ -279,7 +279,7 @@ class BPETokenizer:
 def _import_tokenizers() -> tuple[Any, Any, Any, Any, Any]:
     """(Tokenizer, decoders, models, pre_tokenizers, trainers) of the optional `tokenizers` package."""
     try:
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # optional (`text` extra): BPE only
     except ImportError as err:
         raise ImportError(
             "tokenizer='bpe' needs the optional `tokenizers` package: pip install 'latent-shadows[text]'; "

@@ -13,11 +13,12 @@ a dominates b when a is better on precision AND recall, or lies strictly inside 
 from __future__ import annotations
 
 import math
-
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+
+from sampler.data import paired_difference
 
 
 def paired_frontier_gap(row: Mapping[str, Any], curve_rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
@@ -76,8 +77,6 @@ def paired_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, 
     `typicality`: (KS, se)).  Precision and recall: paired SE std(a_i − b_i)/sqrt(N); fidelity and typicality:
     bootstrap SEs combined as if independent, sqrt(se_a² + se_b²) (conservative when a and b are positively
     correlated, as paired samplers are)."""
-    from sampler.data import paired_difference
-
     out: dict[str, Any] = {}
     for key in ("precision", "recall"):
         out[key] = paired_difference(a[key + "_per_sequence"], b[key + "_per_sequence"])

@@ -30,24 +30,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from duality import reverse_unmask_prob
 from sampler.data import paired_difference
 from sampler.data.base import check_tokens
-from sampler.sampling import Denoiser, check_positive_int, check_temperature, time_grid
+from sampler.sampling import (Denoiser, check_positive_int, check_temperature, resolve_mask_id,  # noqa: F401 (re-exported)
+                              reveal_probabilities, time_grid)
 from sampler.protocols import Schedule
-
-
-def reveal_probabilities(schedule: Schedule, steps: int) -> Float[Tensor, " N"]:
-    """p_i = P(a token masked at t_i reveals at t_{i+1}) = (α(t_{i+1}) − α(t_i))/(1 − α(t_i)), i = 0..N−1,
-    on `time_grid(steps)`, computed as `ancestral_sample` computes it (python floats through
-    duality.reverse_unmask_prob).  The last step must reveal every remaining token (α(0) = 1)."""
-    steps = check_positive_int(steps, "steps")
-    grid = time_grid(steps).tolist()
-    probs = [float(reverse_unmask_prob(schedule, grid[i + 1], grid[i])) for i in range(steps)]
-    if probs[-1] != 1.0:
-        raise ValueError(f"schedule must reach alpha(0) = 1 (its last step reveals with probability {probs[-1]}, "
-                         "so the sampler would leave tokens masked)")
-    return torch.tensor(probs, dtype=torch.float64)
 
 
 def draw_reveal_steps(
@@ -131,14 +118,6 @@ def bound_from_log_weights(log_weights: Float[Tensor, "*T k B"], seq_len: int) -
     w_j is an unbiased estimate of q_N(x) (logsumexp in float64)."""
     k = log_weights.shape[-2]
     return -(torch.logsumexp(log_weights.double(), dim=-2) - math.log(k)) / seq_len
-
-
-def resolve_mask_id(denoiser: Denoiser, mask_id: Any = None) -> int:
-    """`mask_id`, or the denoiser's `mask_id` attribute when None; a non-negative int."""
-    mask_id = getattr(denoiser, "mask_id", None) if mask_id is None else mask_id
-    if isinstance(mask_id, bool) or not isinstance(mask_id, int) or mask_id < 0:
-        raise ValueError(f"mask_id must be a non-negative int (the denoiser has no mask_id attribute), got {mask_id!r}")
-    return mask_id
 
 
 def recall_bound(

@@ -4,7 +4,7 @@
   diversity (E_q[−log p] = H(q) + KL(q ‖ p)), so it is never read alone;
 - recall: the importance-weighted bound on −log q_N(x)/L of held-out true sequences under the N-step
   sampler (`sampler.quality.recall`; for a causal shadow student under its noise-shared sampler, the
-  sequential importance bound of `sampler.quality.shadow_recall`; other shadow students: unavailable, with
+  sequential importance bound of `sampler.shadow.recall`; other shadow students: unavailable, with
   the reason); collapse and incoherence both raise it;
 - n-gram fidelity: JS and KL both ways between the samples' n-gram frequencies and the source's exact
   n-gram marginals, beside the value of as many fresh true sequences (`sampler.quality.fidelity`);
@@ -22,23 +22,23 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from sampler.data import DataSource, HiddenMarkovSource, NGramSource, no_exact_likelihood, sample_quality
 from sampler.data.base import check_tokens
 from sampler.quality.fidelity import check_ngram_orders, ngram_fidelity, typicality
 from sampler.quality.recall import mean_and_se, recall_per_sequence, resolve_mask_id, reveal_probabilities
-from sampler.quality.shadow_recall import shadow_recall_per_sequence, shadow_recall_unavailable
+from sampler.shadow.recall import shadow_recall_per_sequence, shadow_recall_unavailable
 from sampler.sampling import Denoiser, check_positive_int, check_temperature
-from sampler.protocols import Schedule
+from sampler.protocols import Schedule, reads_shadow_noise
 
 # Offsets of the seed for each independent random stream (paired across samplers evaluated with one seed).
 _HELDOUT, _PATTERNS, _REFERENCE, _BOOTSTRAP = range(4)
 
 
 def _check_recall_inputs(
-    source: DataSource, denoiser: Any, schedule: Any, steps: Any, temperature: Any, k: Any, heldout: Any,
+    source: DataSource, denoiser: Any, schedule: Schedule | None, steps: Any, temperature: Any, k: Any, heldout: Any,
     mask_id: Any, seq_len: int, num_samples: int, final_greedy: bool,
 ) -> Tensor | int | None:
     """Validate the recall arguments (before any sampling); returns heldout as a tensor or a count."""
@@ -109,7 +109,7 @@ def two_axis_metrics(
             result["unavailable"][name] = reason
     else:
         _exact_metrics(result, x, source, orders, num_bootstrap, stream(_REFERENCE), stream(_BOOTSTRAP))
-    shadow_reason = shadow_recall_unavailable(denoiser) if getattr(denoiser, "reads_shadow_noise", False) else None
+    shadow_reason = shadow_recall_unavailable(denoiser) if reads_shadow_noise(denoiser) else None
     if held is None:
         result["unavailable"]["recall"] = "no denoiser given"
     elif shadow_reason is not None:
@@ -143,26 +143,33 @@ def _exact_metrics(
         result["unavailable"]["fidelity"] = f"exact n-gram marginals are not implemented for {type(source).__name__}"
 
 
+def recall_bound_per_sequence(
+    denoiser: Denoiser, schedule: Schedule, heldout: Tensor, *, mask_id: int | None = None, **options: Any,
+) -> Float[Tensor, "T M"]:
+    """The recall bound of `denoiser`'s sampler per held-out sequence, one row per temperature (the one recall
+    dispatcher): the sequential importance bound of a noise-shared shadow student (sampler.shadow.recall), else
+    the reveal-pattern bound of an ancestral sampler (sampler.quality.recall; `mask_id` only there).
+    `options`: steps, temperatures, k, generator, device, batch_size."""
+    if reads_shadow_noise(denoiser):
+        return shadow_recall_per_sequence(denoiser, schedule, heldout, **options)
+    return recall_per_sequence(denoiser, schedule, heldout, mask_id=mask_id, **options)
+
+
 def recall_metric(
     denoiser: Denoiser, schedule: Schedule, heldout: Tensor, source: DataSource, steps: int, temperature: float,
     k: int, mask_id: int | None, generator: torch.Generator, device: Any, batch_size: int,
 ) -> dict[str, Any]:
     """Recall with its SE, and the held-out sequences' true −log p/L (`heldout_nll`) with the paired gap: the
     reveal-pattern bound of a per-token-independent sampler, or the sequential importance bound of a causal
-    shadow student (its noise-shared sampler; `sampler.quality.shadow_recall`)."""
-    if getattr(denoiser, "reads_shadow_noise", False):
-        per_sequence = shadow_recall_per_sequence(denoiser, schedule, heldout, steps=steps, temperatures=(temperature,),
-                                                  k=k, generator=generator, device=device, batch_size=batch_size)[0]
-    else:
-        per_sequence = recall_per_sequence(denoiser, schedule, heldout, steps=steps, temperatures=(temperature,), k=k,
-                                           mask_id=mask_id, generator=generator, device=device,
-                                           batch_size=batch_size)[0]
+    shadow student (its noise-shared sampler; `sampler.shadow.recall`)."""
+    per_sequence = recall_bound_per_sequence(denoiser, schedule, heldout, steps=steps, temperatures=(temperature,), k=k,
+                                             mask_id=mask_id, generator=generator, device=device, batch_size=batch_size)[0]
     value, se = mean_and_se(per_sequence, "recall")
     true_nll = -source.log_prob(heldout) / heldout.shape[1]
     nll, nll_se = mean_and_se(true_nll, "heldout_nll")
     gap, gap_se = mean_and_se(per_sequence - true_nll, "recall gap")
     return {"value": value, "se": se, "per_sequence": per_sequence, "steps": steps, "temperature": float(temperature),
-            "k": k, "bound": "sequential importance (causal shadow)" if getattr(denoiser, "reads_shadow_noise", False)
+            "k": k, "bound": "sequential importance (causal shadow)" if reads_shadow_noise(denoiser)
             else "reveal patterns", "num_heldout": int(heldout.shape[0]), "heldout_nll": nll, "heldout_nll_se": nll_se,
             "gap": gap, "gap_se": gap_se}
 

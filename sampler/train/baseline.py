@@ -8,19 +8,15 @@ coupling's masking of x0 at t, drawn from the step's own generator like MCD's ba
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
+from ..device import autocast
 from ..losses import baseline_targets, distillation_loss
+from .context import DistillContext
 from .loop import StepFn, StepOutput
-from .runtime import autocast
-
-if TYPE_CHECKING:  # the context type only; distill imports this module, never the reverse at run time
-    from .distill import DistillContext
 
 
-def baseline_step(ctx: "DistillContext") -> StepFn:
+def baseline_step(ctx: DistillContext) -> StepFn:
     """Baseline: z_t from one coupling noise, targets from the frozen teacher's two-half-step rollout."""
 
     def step(k: int) -> StepOutput:

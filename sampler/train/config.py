@@ -24,7 +24,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..batches import check_step_count
+from theory.checks import check_int as _check_int
+
+from ..batches import check_dt, check_step_count
 from ..losses import DIVERGENCES
 
 LEGACY_NAMES = {"ema": "ema_decay", "steps": "max_steps"}  # name in checkpoints before issue 9 -> name now
@@ -43,9 +45,53 @@ RESUME_FREE_FIELDS = frozenset({
 })
 
 
-def _check_int(value: Any, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+def steps_from_dt(dt: Any, name: str = "dt") -> int:
+    """The step count N with dt = 1/N; ValueError when 1/dt is not (close to) an integer."""
+    dt = check_dt(dt, name)
+    steps = round(1.0 / dt)
+    if abs(steps * dt - 1.0) > 1e-9:
+        raise ValueError(f"{name}={dt!r} is not 1/N for an integer step count N")
+    return steps
+
+
+def round_step_counts(start_steps: Any, target_steps: Any) -> list[int]:
+    """Sampling step counts of the rounds: N0, N0/2, ..., target (dt_r = 2^r / N0 doubles each round).
+
+    ValueError unless N0 / target is a power of two (target reachable by doubling dt).
+    """
+    start = check_step_count(start_steps, "start_steps")
+    target = check_step_count(target_steps, "target_steps")
+    if target > start:
+        raise ValueError(f"target_steps={target} exceeds start_steps={start}; dt only grows (doubles) over the rounds")
+    ratio = start // target
+    if start % target or ratio & (ratio - 1):
+        raise ValueError(
+            f"target_steps={target} is not reachable by doubling dt from 1/{start}: "
+            f"start_steps/target_steps must be a power of two"
+        )
+    counts = [start]
+    while counts[-1] > target:
+        counts.append(counts[-1] // 2)
+    return counts
+
+
+def teacher_temperature(
+    round_index: int, start: float = 0.96, step: float = -0.03, floor: float = 0.75, enabled: bool = True
+) -> float:
+    """T_r = max(floor, start + step·r) for round r = 0, 1, ...; 1.0 when switched off.
+
+    Defaults (0.96, −0.03 per round, floor 0.75): 0.96, 0.93, 0.90, ..., 0.75, 0.75, ...
+    """
+    if isinstance(round_index, bool) or round_index < 0:
+        raise ValueError(f"round_index must be a non-negative integer, got {round_index!r}")
+    if not enabled:
+        return 1.0
+    for name, value in (("temperature_start", start), ("temperature_floor", floor)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    if not math.isfinite(step):
+        raise ValueError(f"temperature_step must be finite, got {step!r}")
+    return max(floor, start + step * round_index)
 
 
 def _normalise(value: Any) -> Any:
@@ -211,8 +257,8 @@ class DistillConfig(RunConfig, OptimConfig):
     mask_id: int | None = None
     shadow_target: str = "soft"  # method "shadow": "soft" design A (teacher conditional at each reveal, forward KL); "hard" design B (CE to the rollout's endpoint; sampled by argmax)
     shadow_substeps: int = 2  # method "shadow": teacher sub-steps per student step (N_teacher / N_student)
-    shadow_draft: bool = True  # method "shadow": the student reads provisional values (sampler.shadow_model)
-    shadow_head: str = "input"  # method "shadow": "input" (noise features on the embeddings) or "causal" (sampler.shadow_causal: recall has a bound)
+    shadow_draft: bool = True  # method "shadow": the student reads provisional values (sampler.shadow.student)
+    shadow_head: str = "input"  # method "shadow": "input" (noise features on the embeddings) or "causal" (sampler.shadow.causal_head: recall has a bound)
     exact_teacher: bool = False  # the frozen teacher is the source's exact Bayes denoiser, never refreshed (student still starts from --teacher)
     # the distillation defaults of the shared fields
     batch_size: int = 64
@@ -225,8 +271,6 @@ class DistillConfig(RunConfig, OptimConfig):
 
     def validate(self) -> list[int]:
         """ValueError on any bad field; returns the rounds' sampling step counts."""
-        from .distill import round_step_counts, teacher_temperature
-
         for name, allowed in (("method", METHODS), ("coupling", COUPLINGS), ("divergence", DIVERGENCES), ("refresh_from", REFRESH_FROM)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")

@@ -33,180 +33,58 @@ JSONL metrics in RUN2/metrics.jsonl, tqdm progress.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from jaxtyping import Float, Int
 from torch import Tensor
 
+from duality import MaskedCoupling
+from theory.schedules import MaskSchedule
+
 from .. import checkpoint as ckpt
-from ..batches import check_dt, check_step_count, distillation_batch, stratified_times
+from ..batches import check_dt, check_step_count
 from ..data import DataSource, get_source
-from ..losses import mcd_loss
-from ..model import DenoiserConfig, TransformerDenoiser
+from ..device import pick_device
+from ..model import DenoiserConfig
 from ..protocols import Schedule
-from .baseline import baseline_step
-from .config import COUPLINGS, METHODS, REFRESH_FROM, DistillConfig
-from .loop import LoopHooks, StepFn, StepOutput, run_loop
 from ..rundir import check_output_path, run_dir_lock
+from .config import (
+    COUPLINGS,
+    DistillConfig,
+    METHODS,
+    REFRESH_FROM,
+    round_step_counts,
+    steps_from_dt,
+    teacher_temperature,
+)
+from .context import DistillContext, ExactTeacher, step_generator
+from .loop import LoopHooks, run_loop
+from .mcd import mcd_step
+from .methods import distill_method
 from .runtime import (
-    EMA, MetricsLogger, Trainee, autocast, build_optimizer, check_compile_device, check_training_memory, ddp_setup, is_main_process,
-    maybe_compile, pick_device, truncate_metrics, unwrap, wrap_ddp,
+    EMA,
+    MetricsLogger,
+    Trainee,
+    build_optimizer,
+    check_compile_device,
+    check_training_memory,
+    ddp_setup,
+    is_main_process,
+    maybe_compile,
+    truncate_metrics,
+    unwrap,
+    wrap_ddp,
 )
 
 RUN_KIND = "distilled"
 
 
 # ---------------------------------------------------------------------------
-# schedules of the rounds
-
-
-def steps_from_dt(dt: Any, name: str = "dt") -> int:
-    """The step count N with dt = 1/N; ValueError when 1/dt is not (close to) an integer."""
-    dt = check_dt(dt, name)
-    steps = round(1.0 / dt)
-    if abs(steps * dt - 1.0) > 1e-9:
-        raise ValueError(f"{name}={dt!r} is not 1/N for an integer step count N")
-    return steps
-
-
-def round_step_counts(start_steps: Any, target_steps: Any) -> list[int]:
-    """Sampling step counts of the rounds: N0, N0/2, ..., target (dt_r = 2^r / N0 doubles each round).
-
-    ValueError unless N0 / target is a power of two (target reachable by doubling dt).
-    """
-    start = check_step_count(start_steps, "start_steps")
-    target = check_step_count(target_steps, "target_steps")
-    if target > start:
-        raise ValueError(f"target_steps={target} exceeds start_steps={start}; dt only grows (doubles) over the rounds")
-    ratio = start // target
-    if start % target or ratio & (ratio - 1):
-        raise ValueError(
-            f"target_steps={target} is not reachable by doubling dt from 1/{start}: "
-            f"start_steps/target_steps must be a power of two"
-        )
-    counts = [start]
-    while counts[-1] > target:
-        counts.append(counts[-1] // 2)
-    return counts
-
-
-def teacher_temperature(
-    round_index: int, start: float = 0.96, step: float = -0.03, floor: float = 0.75, enabled: bool = True
-) -> float:
-    """T_r = max(floor, start + step·r) for round r = 0, 1, ...; 1.0 when switched off.
-
-    Defaults (0.96, −0.03 per round, floor 0.75): 0.96, 0.93, 0.90, ..., 0.75, 0.75, ...
-    """
-    if isinstance(round_index, bool) or round_index < 0:
-        raise ValueError(f"round_index must be a non-negative integer, got {round_index!r}")
-    if not enabled:
-        return 1.0
-    for name, value in (("temperature_start", start), ("temperature_floor", floor)):
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    if not math.isfinite(step):
-        raise ValueError(f"temperature_step must be finite, got {step!r}")
-    return max(floor, start + step * round_index)
-
-
-def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
-    """The CPU generator of one optimiser step: the batch of step k depends only on (seed, rank, k),
-    which makes resumption exact at any step and gives each DDP rank its own data."""
-    mixed = (seed * 1_000_003 + rank * 7_919 + step * 104_729 + 0x5EED) % (2**63 - 1)
-    return torch.Generator().manual_seed(mixed)
-
-
-# ---------------------------------------------------------------------------
 # the step functions and the rounds hook
-
-
-@dataclass
-class DistillContext:
-    """What the step functions read: the models, the data, the coupling and the current round."""
-
-    trainee: Trainee
-    frozen: torch.nn.Module  # the frozen teacher of the round
-    source: DataSource
-    coupling: Any  # duality.MaskedCoupling
-    schedule: Schedule
-    config: DistillConfig
-    counts: list  # int sampling steps per round (unparametrised, see LoopResult.losses)
-    seq_len: int
-    mask_id: int
-    rank: int
-    world: int
-    device: torch.device
-    round_index: int = 0
-    dt: float = 1.0
-    temperature: float = 1.0
-    record: dict[str, Any] = field(default_factory=lambda: {
-        "teacher_forward_passes": 0, "teacher_sequence_evals": 0, "wall_time_s": 0.0, "optimizer_steps": 0})
-
-    def draw(self, step: int) -> tuple[Tensor, Tensor, torch.Generator]:
-        """(x0, t, generator) of step k: a batch and stratified times over [dt, 1] from the step's own generator."""
-        generator = step_generator(self.config.seed, self.rank, step)
-        x0 = self.source.sample_batch(self.config.batch_size, self.seq_len, generator)
-        return x0, stratified_times(self.config.batch_size, self.dt, generator), generator
-
-    def count_teacher_passes(self, forwards: int) -> None:
-        self.record["teacher_forward_passes"] += forwards * self.world
-        self.record["teacher_sequence_evals"] += forwards * self.world * self.config.batch_size
-
-
-class ExactTeacher(torch.nn.Module):
-    """The frozen teacher of `exact_teacher=True`: the source's exact Bayes denoiser as a module without
-    parameters (so device moves, checkpoints and resumes treat it like the network, with no "teacher.*" tensors).
-
-        (z, t) -> log p(x0_l = k | the visible tokens of z),  Float32[B, L, K] over the K real tokens,
-
-    by the source's forward-backward in float64 on the CPU, returned on z's device; SUBS at visible
-    positions (0 on the token, −inf elsewhere), as the network's output.  t is only checked for shape:
-    the posterior of masked diffusion does not depend on it.  ValueError naming --exact-teacher when
-    the source has no exact denoiser (only the embedded 'exact' HMM source has one)."""
-
-    def __init__(self, source: DataSource, mask_id: int) -> None:
-        super().__init__()
-        if not callable(getattr(source, "denoiser", None)):
-            raise ValueError(f"--exact-teacher (exact_teacher=True) needs a source with an exact denoiser "
-                             f"(the embedded 'exact' source); the teacher's source {source.name!r} has none")
-        self.exact = source.denoiser(mask_id=mask_id, dtype=torch.float32)
-
-    def forward(self, z: Int[Tensor, "B L"], t: Float[Tensor, " B"] | None = None) -> Float[Tensor, "B L K"]:
-        return self.exact(z, t)
-
-
-def mcd_step(ctx: DistillContext) -> StepFn:
-    """MCD: (z_t, z_s) from one coupling noise, the frozen teacher read at (z_s, s), the student at (z_t, t)."""
-
-    def step(k: int) -> StepOutput:
-        x0, t, generator = ctx.draw(k)
-        with autocast(ctx.device):
-            z_t, z_s, s = distillation_batch(x0, ctx.coupling, t, ctx.dt, generator)
-            z_t, z_s, x0 = z_t.to(ctx.device), z_s.to(ctx.device), x0.to(ctx.device)
-            with torch.no_grad():
-                teacher_lp = ctx.frozen(z_s, s.float().to(ctx.device)).float()
-            student_lp = ctx.trainee.forward(z_t, t.float().to(ctx.device))
-            loss, stats = mcd_loss(student_lp, teacher_lp, x0, z_t, z_s, ctx.mask_id, ctx.config.divergence, ctx.temperature,
-                                   cross_entropy=not ctx.config.no_cross_entropy)
-        ctx.count_teacher_passes(1)
-        return StepOutput(loss, stats)
-
-    return step
-
-
-def _shadow_step(ctx: DistillContext) -> StepFn:
-    from .shadow import shadow_distill_step
-
-    return shadow_distill_step(ctx)
-
-
-STEP_FUNCTIONS = {"mcd": mcd_step, "baseline": baseline_step, "shadow": _shadow_step}
 
 
 def rounds_hook(ctx: DistillContext, logger: MetricsLogger) -> Any:
@@ -237,7 +115,7 @@ def rounds_hook(ctx: DistillContext, logger: MetricsLogger) -> Any:
 # `distill(config)`
 
 
-def check_teacher_compatible(meta: dict[str, Any], source: Any, config: DistillConfig) -> None:
+def check_teacher_compatible(meta: dict[str, Any], source: DataSource, config: DistillConfig) -> None:
     """ValueError when the teacher's vocabulary / mask id disagree with its source or the requested ones."""
     model_config = meta.get("model_config") or {}
     vocab = model_config.get("vocab_size")
@@ -256,8 +134,6 @@ def check_teacher_compatible(meta: dict[str, Any], source: Any, config: DistillC
 
 def _load_teacher(config: DistillConfig) -> tuple[dict[str, Tensor], dict[str, Any], DataSource, DenoiserConfig, Schedule]:
     """The teacher's tensors, meta, source, model config and schedule; ValueError before any work when they do not fit."""
-    from theory.schedules import MaskSchedule
-
     tensors, meta = ckpt.load_checkpoint(config.teacher)
     if "model_config" not in meta or "source" not in meta or "schedule" not in meta:
         raise ValueError(f"teacher={config.teacher!r} is not a denoiser checkpoint (needs model_config, source, schedule in its meta)")
@@ -303,21 +179,11 @@ def _previous_run(
 
 
 def _models(config: DistillConfig, model_config: DenoiserConfig, teacher_tensors: dict[str, Tensor], device: torch.device,
-            schedule: Schedule | None = None, source: DataSource | None = None) -> tuple[Trainee, torch.nn.Module]:
-    """The student (initialised from the teacher's EMA weights) as a Trainee, and the frozen teacher copy
-    (the source's ExactTeacher when config.exact_teacher).
-    Method "shadow": both are ShadowStudents (sampler.shadow_model) whose base holds the teacher."""
+            schedule: Schedule, source: DataSource) -> tuple[Trainee, torch.nn.Module]:
+    """The student (initialised from the teacher's EMA weights, built by its method's record) as a Trainee, and the
+    frozen teacher copy (the source's ExactTeacher when config.exact_teacher)."""
     weights = {**ckpt.subset(teacher_tensors, "model"), **ckpt.subset(teacher_tensors, "ema")}
-    if config.method == "shadow":
-        from ..shadow_model import ShadowConfig, ShadowStudent, shadow_student_from_teacher
-
-        shadow = ShadowConfig(draft=config.shadow_draft, head=config.shadow_head)
-        student = shadow_student_from_teacher(weights, model_config, shadow, schedule, seed=config.seed)
-        frozen = ShadowStudent(model_config, shadow, schedule)
-    else:
-        student = TransformerDenoiser(model_config)
-        student.load_state_dict(weights, strict=True)
-        frozen = TransformerDenoiser(model_config)
+    student, frozen = distill_method(config.method).build_models(config, model_config, weights, schedule)
     student.to(device).train()
     if config.exact_teacher:
         frozen = ExactTeacher(source, model_config.mask_id).eval()
@@ -328,13 +194,6 @@ def _models(config: DistillConfig, model_config: DenoiserConfig, teacher_tensors
     ema = EMA(student, config.ema_decay)
     optimizer = build_optimizer(student, lr=config.lr, weight_decay=config.weight_decay)
     return Trainee(student, maybe_compile(wrap_ddp(student, device), config.compile), optimizer, ema), frozen
-
-
-def shadow_meta(model: torch.nn.Module, reveal_method: str, target: str = "soft") -> dict[str, Any]:
-    """meta["shadow"] of a shadow student: what `mcd sample` / `mcd eval` need to rebuild and sample it
-    (draw: "quantile" at c for design A, "argmax" for design B, whose target already read c)."""
-    return {"config": unwrap(model).shadow.to_dict(), "sampler": "noise_shared", "reveal_method": reveal_method,
-            "draw": "argmax" if target == "hard" else "quantile"}
 
 
 def distill(config: DistillConfig) -> dict[str, Any]:
@@ -360,8 +219,6 @@ def distill(config: DistillConfig) -> dict[str, Any]:
 
 def _distill_owned(config: DistillConfig, counts: list, device: torch.device) -> dict[str, Any]:
     """distill() once the run directory is this process's."""
-    from duality import MaskedCoupling
-
     total_steps = len(counts) * config.steps_per_round
     teacher_tensors, teacher_meta, source, model_config, schedule = _load_teacher(config)
     if config.exact_teacher:
@@ -377,6 +234,7 @@ def _distill_owned(config: DistillConfig, counts: list, device: torch.device) ->
     rank, world, _ = ddp_setup()
     if device.type == "cpu" and config.threads is not None:
         torch.set_num_threads(config.threads)
+    method = distill_method(config.method)
     trainee, frozen = _models(config, model_config, teacher_tensors, device, schedule, source)
     coupling = MaskedCoupling(schedule, vocab_size=model_config.vocab_size, mask_id=model_config.mask_id, method=config.coupling)
     ctx = DistillContext(trainee, frozen, source, coupling, schedule, config, counts, seq_len, model_config.mask_id, rank, world, device)
@@ -402,7 +260,7 @@ def _distill_owned(config: DistillConfig, counts: list, device: torch.device) ->
             return
         tensors, opt_meta = trainee.state_tensors()
         meta = {
-            **({"shadow": shadow_meta(trainee.model, config.coupling, config.shadow_target)} if config.method == "shadow" else {}),
+            **method.checkpoint_meta(trainee.model, config),
             "kind": RUN_KIND, "model_config": model_config.to_dict(), "source": teacher_meta["source"],
             "tokenizer": teacher_meta.get("tokenizer"),
             "schedule": teacher_meta["schedule"], "seq_len": seq_len, "mask_id": model_config.mask_id, "step": at_step,
@@ -424,7 +282,7 @@ def _distill_owned(config: DistillConfig, counts: list, device: torch.device) ->
 
     hooks = LoopHooks(save=save, before_step=rounds_hook(ctx, logger), log_fields=log_fields)
     stop = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
-    result = run_loop(trainee, STEP_FUNCTIONS[config.method](ctx), hooks, config, config, logger, start=step, stop=stop,
+    result = run_loop(trainee, method.step(ctx), hooks, config, config, logger, start=step, stop=stop,
                       desc=f"distill[{config.method}]", tokens_per_step=config.batch_size * seq_len * world)
     return {**ctx.record, "complete": result.step >= total_steps, "round_steps": counts, "step": result.step,
             "interrupted": result.interrupted}
@@ -433,5 +291,5 @@ def _distill_owned(config: DistillConfig, counts: list, device: torch.device) ->
 __all__ = [
     "DistillConfig", "distill", "ExactTeacher", "mcd_step", "rounds_hook", "DistillContext", "round_step_counts", "teacher_temperature",
     "steps_from_dt", "step_generator", "check_teacher_compatible", "teacher_weights_digest", "check_dt", "check_step_count", "METHODS", "COUPLINGS",
-    "REFRESH_FROM", "RUN_KIND",
+    "REFRESH_FROM", "RUN_KIND", "distill_method",
 ]

@@ -34,12 +34,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from .config import OptimConfig, RunConfig
-from .runtime import MetricsLogger, Trainee, autocast, is_main_process, set_lr, warmup_lr
+from .runtime import MetricsLogger, Trainee, is_main_process, set_lr, warmup_lr
 
-__all__ = ["StepOutput", "LoopHooks", "LoopResult", "StopSignals", "StoppedBySignal", "run_loop", "autocast"]
+__all__ = ["StepOutput", "LoopHooks", "LoopResult", "StopSignals", "StoppedBySignal", "run_loop"]
 
 
 @dataclass
@@ -76,7 +78,6 @@ def _progress(run: RunConfig, start: int, stop: int | float, budget_s: float, de
     """A tqdm bar over steps (`stop` finite) or over seconds of the time budget; None when off."""
     if not (run.progress and is_main_process()):
         return None
-    from tqdm.auto import tqdm
 
     if math.isfinite(stop):
         return tqdm(total=int(stop), initial=start, desc=desc, unit="step", dynamic_ncols=True, leave=False)
@@ -146,8 +147,6 @@ class StopSignals:
         """Whether to stop now: a signal or the wall-clock deadline here or, under torch.distributed, at
         any rank, so that every rank stops after the same step instead of waiting for the others in a
         collective."""
-        import torch.distributed as dist
-
         flags = [self.received is not None, past_deadline]
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             agreed = torch.tensor(flags, dtype=torch.float32, device=next(model.parameters()).device)

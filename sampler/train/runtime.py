@@ -3,7 +3,6 @@
 - EMA(model, decay): θ_ema ← decay·θ_ema + (1 − decay)·θ after each step.
 - build_optimizer: AdamW, weight decay on matrices only (dim ≥ 2), none on norms/biases.
 - warmup_lr: linear warmup lr·min(1, (step + 1)/warmup), then constant.
-- autocast(device): bf16 autocast on CUDA, a no-op on CPU.
 - maybe_compile: torch.compile when asked and available; check_compile_device refuses it off CUDA.
 - training_memory_bytes / check_training_memory: a lower estimate of one training step's memory
   against the device's memory, so an impossible --batch-size or --seq-len fails before any work.
@@ -14,7 +13,6 @@
   torch.Generator states as uint8/int64 tensors, so a checkpoint can hold them (no pickles).
 - optimizer_to_tensors / optimizer_from_tensors: an optimizer's state_dict split into
   tensors (for safetensors) and a JSON-able remainder.
-- pick_device: "auto" -> cuda when available else cpu.
 """
 
 from __future__ import annotations
@@ -25,35 +23,19 @@ import math
 import os
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
-from ..data.metrics import json_ready
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """"auto" -> cuda (this process's local rank under torchrun) if available, else cpu."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} asked for but CUDA is not available")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"device={device!r} asked for but this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return dev
+from ..checkpoint import atomic_write_bytes, prefixed, subset
+from ..data.metrics import json_ready, strict_json
 
 
 class EMA:
@@ -146,13 +128,6 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def autocast(device: torch.device | str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; nothing on CPU (CPU bf16 is slower and changes results)."""
-    if torch.device(device).type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:
     """torch.compile(model) when enabled (a warning and the plain model if compile fails)."""
     if not enabled:
@@ -222,7 +197,6 @@ def ddp_setup() -> tuple[int, int, int]:
     """
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return 0, 1, 0
-    import torch.distributed as dist
 
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
     if not dist.is_initialized():
@@ -234,25 +208,17 @@ def ddp_setup() -> tuple[int, int, int]:
 
 
 def ddp_cleanup() -> None:
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def is_main_process() -> bool:
-    import torch.distributed as dist
-
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     """DistributedDataParallel(model) when torch.distributed is initialised, else the model."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     return model
 
@@ -284,7 +250,7 @@ class MetricsLogger:
             return
         record = {"time": round(time.time(), 3), **json_ready(record)}
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(strict_json(record) + "\n")
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -303,8 +269,6 @@ def truncate_metrics(path: str | os.PathLike, step: int) -> int:
     and the round events of `step` itself (logged again on resume); records without a step, and
     every record up to `step` (including the eval and end records of that step), stay.  A torn last
     line (a kill mid-write) goes too.  Atomic rewrite; returns the number of records dropped."""
-    from ..checkpoint import atomic_write_bytes
-
     file = Path(path)
     if not file.is_file():
         return 0
@@ -423,8 +387,6 @@ class Trainee:
 
     def state_tensors(self, generators: dict[str, torch.Generator] | None = None) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """({"model.*", "ema.*", "optim.*", "rng.*"} tensors, the optimiser's JSON-able remainder)."""
-        from ..checkpoint import prefixed
-
         opt_tensors, opt_meta = optimizer_to_tensors(self.optimizer)
         tensors = {
             **prefixed("model", unwrap(self.model).state_dict()),
@@ -438,8 +400,6 @@ class Trainee:
         self, tensors: dict[str, Tensor], optimizer_meta: dict[str, Any], generators: dict[str, torch.Generator] | None = None
     ) -> None:
         """Inverse of state_tensors: weights, EMA, optimiser and RNG states back into the live objects."""
-        from ..checkpoint import subset
-
         device = next(self.model.parameters()).device
         unwrap(self.model).load_state_dict(subset(tensors, "model"), strict=True)
         self.ema.load_state_dict({k: v.to(device) for k, v in subset(tensors, "ema").items()})

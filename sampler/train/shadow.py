@@ -4,7 +4,7 @@ Per optimiser step: x0 from the source, a time t on the student's grid {1/N, ...
 of the step rounded up to the grid, N = 1/dt of the round), reveal noise u from the coupling and z_t =
 x0 where u says visible at t, and a fresh category noise c per token: the ShadowNoise (u, c).  The
 frozen teacher's noise-shared rollout from z_t runs S = `shadow_substeps` sub-steps t = t_0 > t_1 > ...
-> t_S = t − dt (sampler.shadow.shadow_step, the sampler's own step); a token revealed at sub-step j is
+> t_S = t − dt (sampler.shadow.noise.shadow_step, the sampler's own step); a token revealed at sub-step j is
 drawn at quantile c from the teacher's (tempered) conditional at (z_{t_j}, t_j).
 
 Design A ("soft"): the target of each token revealed in [t − dt, t) is that conditional q_j(· | z_{t_j}),
@@ -15,7 +15,7 @@ teacher's S-sub-step law; tokens revealed together are coordinated through the o
 
 Design B ("hard"): cross-entropy to the token z_{t − dt} that the rollout ends with.  That target is a
 function of the token's own c, so a B student must not draw at c again (it would use c twice): it is
-sampled by argmax (`sampler.shadow_model.ArgmaxShadowDenoiser`, recorded in its checkpoint).  If the network
+sampled by argmax (`sampler.shadow.student.ArgmaxShadowDenoiser`, recorded in its checkpoint).  If the network
 cannot decode the noise, B collapses toward greedy decoding.
 
 Teacher passes: one per sub-step that reveals something (at most S per step), counted in the run record.
@@ -24,33 +24,37 @@ Teacher passes: one per sub-step that reveals something (at most S per step), co
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from ..losses import distillation_loss, temper
-from ..protocols import Denoiser
-from ..shadow import REVEAL_METHODS, ShadowNoise, shadow_step
-from .loop import StepFn, StepOutput
-from .runtime import autocast
+from duality import MaskedCoupling
+from theory.checks import check_int
 
-if TYPE_CHECKING:
-    from .distill import DistillContext
+from ..device import autocast
+from ..losses import distillation_loss, temper
+from ..model import DenoiserConfig
+from ..protocols import Denoiser, Schedule
+from ..shadow.noise import REVEAL_METHODS, ShadowNoise, shadow_step
+from ..shadow.student import ShadowConfig, ShadowStudent, shadow_student_from_teacher
+from .config import DistillConfig
+from .context import DistillContext
+from .loop import StepFn, StepOutput
+from .runtime import unwrap
 
 _TINY = torch.finfo(torch.float64).tiny
 
 
 def check_substeps(substeps: Any, name: str = "shadow_substeps") -> int:
-    if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {substeps!r}")
-    return substeps
+    """Teacher sub-steps per student step: theory.checks.check_int with minimum 1."""
+    return check_int(substeps, name, 1)
 
 
 @torch.no_grad()
 def shadow_rollout_targets(
-    teacher: Denoiser, coupling: Any, z_t: Int[Tensor, "B L"], t: Float[Tensor, " B"], dt: float, substeps: int,
+    teacher: Denoiser, coupling: MaskedCoupling, z_t: Int[Tensor, "B L"], t: Float[Tensor, " B"], dt: float, substeps: int,
     noise: ShadowNoise, temperature: float = 1.0,
 ) -> tuple[Float[Tensor, "B L K"], Bool[Tensor, "B L"], Int[Tensor, "B L"], int]:
     """(targets, revealed, z_end, teacher passes) of the teacher's noise-shared rollout t -> t − dt in
@@ -92,7 +96,7 @@ def grid_times(t: Float[Tensor, " B"], dt: float) -> Float[Tensor, " B"]:
 
 
 def shadow_batch(
-    x0: Int[Tensor, "B L"], coupling: Any, t: Float[Tensor, " B"], generator: torch.Generator,
+    x0: Int[Tensor, "B L"], coupling: MaskedCoupling, t: Float[Tensor, " B"], generator: torch.Generator,
 ) -> tuple[Int[Tensor, "B L"], ShadowNoise]:
     """(z_t, ShadowNoise): the coupling's reveal noise for x0 masked at t, and a fresh category noise."""
     if coupling.method not in REVEAL_METHODS:
@@ -103,11 +107,7 @@ def shadow_batch(
     return z_t, ShadowNoise(reveal.clone(), category, coupling.method, coupling.vocab_size)
 
 
-def to_device(noise: ShadowNoise, device: Any) -> ShadowNoise:
-    return ShadowNoise(noise.reveal.to(device), noise.category.to(device), noise.method, noise.vocab_size)
-
-
-def shadow_distill_step(ctx: "DistillContext") -> StepFn:
+def shadow_distill_step(ctx: DistillContext) -> StepFn:
     """Design A ("soft"): forward KL from the student at (z_t, t, noise) to the teacher's conditionals at each token's
     reveal.  Design B ("hard"): cross-entropy to the token the rollout ends with (sampled by argmax, never at c)."""
     substeps = check_substeps(ctx.config.shadow_substeps)
@@ -117,7 +117,7 @@ def shadow_distill_step(ctx: "DistillContext") -> StepFn:
         x0, t, generator = ctx.draw(k)
         t = grid_times(t, ctx.dt)
         z_t, noise = shadow_batch(x0, ctx.coupling, t, generator)
-        z_t, noise, t = z_t.to(ctx.device), to_device(noise, ctx.device), t.to(ctx.device)
+        z_t, noise, t = z_t.to(ctx.device), noise.to(ctx.device), t.to(ctx.device)
         with autocast(ctx.device):
             targets, revealed, z_end, passes = shadow_rollout_targets(
                 ctx.frozen, ctx.coupling, z_t, t, ctx.dt, substeps, noise, ctx.temperature)
@@ -131,3 +131,24 @@ def shadow_distill_step(ctx: "DistillContext") -> StepFn:
         return StepOutput(loss, {**stats, "teacher_passes": passes})
 
     return step
+
+
+def shadow_models(config: DistillConfig, model_config: DenoiserConfig, weights: dict[str, Tensor],
+                  schedule: Schedule) -> tuple[ShadowStudent, ShadowStudent]:
+    """(student, frozen teacher) of a shadow distillation: ShadowStudents whose base holds the teacher's weights
+    (the student's noise weights zero-initialised from config.seed; the frozen copy is filled by the caller)."""
+    shadow = ShadowConfig(draft=config.shadow_draft, head=config.shadow_head)
+    student = shadow_student_from_teacher(weights, model_config, shadow, schedule, seed=config.seed)
+    return student, ShadowStudent(model_config, shadow, schedule)
+
+
+def shadow_meta(model: torch.nn.Module, reveal_method: str, target: str = "soft") -> dict[str, Any]:
+    """meta["shadow"] of a shadow student: what `mcd sample` / `mcd eval` need to rebuild and sample it
+    (draw: "quantile" at c for design A, "argmax" for design B, whose target already read c)."""
+    return {"config": unwrap(model).shadow.to_dict(), "sampler": "noise_shared", "reveal_method": reveal_method,
+            "draw": "argmax" if target == "hard" else "quantile"}
+
+
+def shadow_checkpoint_meta(model: torch.nn.Module, config: DistillConfig) -> dict[str, Any]:
+    """The entries a shadow student adds to its checkpoint's meta: {"shadow": shadow_meta(...)}."""
+    return {"shadow": shadow_meta(model, config.coupling, config.shadow_target)}

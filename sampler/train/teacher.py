@@ -39,11 +39,11 @@ from ..protocols import Schedule
 from ..rundir import check_output_path, run_dir_lock
 from .config import TrainConfig
 from .loop import LoopHooks, StepFn, StepOutput, run_loop
+from ..device import autocast, pick_device
 from .runtime import (
     EMA,
     MetricsLogger,
     Trainee,
-    autocast,
     build_optimizer,
     check_compile_device,
     check_training_memory,
@@ -51,7 +51,6 @@ from .runtime import (
     ddp_setup,
     is_main_process,
     maybe_compile,
-    pick_device,
     truncate_metrics,
     wrap_ddp,
 )
@@ -203,7 +202,7 @@ def _stored_train_config(meta: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     return stored
 
 
-def _eval_batches(source: Any, cfg: TrainConfig, seq_len: int) -> torch.Tensor:
+def _eval_batches(source: DataSource, cfg: TrainConfig, seq_len: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(10_007 + cfg.seed)  # fixed held-out data, separate from training draws
     return source.sample_batch(cfg.eval_batches * cfg.batch_size, seq_len, gen)
 

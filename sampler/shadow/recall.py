@@ -1,13 +1,13 @@
 """Recall of the noise-shared sampler of a causal shadow student: a sequential importance bound.
 
-The N-step noise-shared sampler (`sampler.shadow.noise_shared_sample`) reads per token a reveal noise u (which
+The N-step noise-shared sampler (`sampler.shadow.noise.noise_shared_sample`) reads per token a reveal noise u (which
 fixes the reveal time τ and so the step that reveals the token) and a category noise c ~ U(0, 1), the quantile
 of its draw.  With a causal student (`ShadowConfig(head="causal")`), token l's conditional at its step,
 p_l(· | z_t, t, all τ, {c_j : τ_j > τ_l}), reads the category noise only of tokens revealed before l (in
 τ-descending order: earlier steps are in z_t, the same step's earlier tokens through the head).  So, given u,
 
     q_N(x | u) = Π_l P(c_l ∈ I_l) = Π_l |I_l|,    I_l = { c : quantile draw of p_l at c gives x_l }
-                                                 (`sampler.shadow.quantile_interval`, tempered as the sampler),
+                                                 (`sampler.shadow.noise.quantile_interval`, tempered as the sampler),
 
 an integral over c that sequential importance sampling estimates without bias: walk the N steps on x's own
 z_t (revealed values = x) and, within a step, the revealed tokens in τ-descending order; draw
@@ -34,8 +34,8 @@ from torch import Tensor
 from sampler.data.base import check_tokens
 from sampler.quality.recall import bound_from_log_weights
 from sampler.sampling import check_positive_int, check_temperature, time_grid
-from sampler.shadow import ShadowNoise, quantile_interval, sample_shadow_noise, shadow_coupling
-from sampler.protocols import Schedule
+from sampler.shadow.noise import ShadowNoise, quantile_interval, sample_shadow_noise, shadow_coupling
+from sampler.protocols import Schedule, reads_shadow_noise
 
 _PLACEHOLDER = 0.5  # the category noise of tokens not yet walked: never read by the tokens walked before them
 _BELOW_ONE = 1.0 - 2.0 ** -53
@@ -45,7 +45,7 @@ def shadow_recall_unavailable(denoiser: Any) -> str | None:
     """None when the sequential bound applies to `denoiser` (a causal shadow student drawn by quantile with its
     noise input on), else the reason it does not."""
     shadow = getattr(denoiser, "shadow", None)
-    if not getattr(denoiser, "reads_shadow_noise", False) or shadow is None:
+    if not reads_shadow_noise(denoiser) or shadow is None:
         return f"{type(denoiser).__name__} is not a shadow student"
     if shadow.head != "causal":
         return (f"shadow student with head {shadow.head!r}: its noise features read every token's noise, so the "

@@ -18,10 +18,10 @@ teacher's function (its base network holds the teacher's weights); a student who
 all zero skips the noise input outside training (the same output, less work; while training the zero
 offset is computed, since the gradient that moves those weights flows through it).
 
-`ShadowConfig(head="causal")` replaces that input by `sampler.shadow_causal.CausalNoiseHead`: the base runs
+`ShadowConfig(head="causal")` replaces that input by `sampler.shadow.causal_head.CausalNoiseHead`: the base runs
 once without noise, and a small attention stack adds to its final hidden state at masked l a term that
 reads only (z_t, t, all τ) and {c_j, d_j : τ_j > τ_l}; the noise-shared sampler's law then has a sequential
-importance bound (`sampler.quality.shadow_recall`).  "input" (the default) is the head described above.
+importance bound (`sampler.shadow.recall`).  "input" (the default) is the head described above.
 
 `ablation` switches the noise input for experiments: "none" (normal), "zero" (no noise input: the base
 network alone, the per-token-independent floor), "fresh" (the features read an independent category noise
@@ -31,7 +31,6 @@ quantile at a fresh uniform).
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -39,9 +38,18 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from sampler.checkpoint import CheckpointError, load_checkpoint, load_schedule, model_weights
 from sampler.model import DenoiserConfig, TransformerDenoiser
-from sampler.shadow import ShadowNoise, shadow_coupling, sorted_quantile_draw
-from .protocols import Schedule
+from sampler.shadow.causal_head import CausalNoiseHead, fourier_features
+from sampler.shadow.noise import (
+    ShadowNoise,
+    noise_shared_sample,
+    sample_shadow_noise,
+    shadow_coupling,
+    sorted_quantile_draw,
+)
+
+from ..protocols import Denoiser, NoiseConditionedDenoiser, Schedule
 
 ABLATIONS = ("none", "zero", "fresh")
 HEADS = ("input", "causal")
@@ -53,7 +61,7 @@ class ShadowConfig:
     """Shape of the noise input: Fourier frequencies per scalar, MLP width, drafts on/off, and the head:
     "input" (noise features added to the token embeddings; the law is intractable) or "causal" (a small
     attention stack over the base's final hidden states that reads only the noise of tokens revealed
-    earlier, `sampler.shadow_causal`; width, layers and heads below)."""
+    earlier, `sampler.shadow.causal_head`; width, layers and heads below)."""
 
     fourier_features: int = 8
     hidden: int = 128
@@ -86,13 +94,6 @@ class ShadowConfig:
         return cls(**d)
 
 
-def fourier_features(values: Float[Tensor, "*b"], count: int) -> Float[Tensor, "*b F"]:
-    """[v, sin(πkv), cos(πkv) for k = 1..count] (float32): 2·count + 1 features of a scalar in about [0, 1]."""
-    freqs = math.pi * torch.arange(1, count + 1, device=values.device, dtype=torch.float64)
-    angles = values.double().unsqueeze(-1) * freqs
-    return torch.cat((values.double().unsqueeze(-1), angles.sin(), angles.cos()), dim=-1).float()
-
-
 class ShadowStudent(nn.Module):
     """log p(x0 | z_t, t, noise) over the K real tokens; see the module docstring."""
 
@@ -105,8 +106,6 @@ class ShadowStudent(nn.Module):
         self.schedule = schedule
         self.base = TransformerDenoiser(config)
         if shadow.head == "causal":
-            from sampler.shadow_causal import CausalNoiseHead
-
             self.causal = CausalNoiseHead(config, shadow.fourier_features, shadow.causal_width, shadow.causal_layers,
                                           shadow.causal_heads, shadow.draft)
         else:
@@ -185,7 +184,7 @@ class ShadowStudent(nn.Module):
     ) -> Float[Tensor, "B L D"]:
         """Δ of the causal head (zero at visible positions) from the base's hidden states at (z_t, t): drafts
         d_j = sorted_quantile_draw(base log-probs at j, c_j) at masked j (base_log_probs = readout(hidden)
-        when not given), then `sampler.shadow_causal.CausalNoiseHead`."""
+        when not given), then `sampler.shadow.causal_head.CausalNoiseHead`."""
         noise = self._features_noise(noise)
         masked = z == self.mask_id
         category = noise.category.to(z.device)
@@ -240,23 +239,27 @@ def is_shadow_meta(meta: dict[str, Any]) -> bool:
 def load_shadow_student(run_dir: Any, device: Any = "cpu", use_ema: bool = True) -> tuple[ShadowStudent, dict[str, Any]]:
     """(ShadowStudent in eval mode on `device`, meta) from a `mcd distill --method shadow` run; EMA weights
     when present and asked for.  CheckpointError when the checkpoint is not a shadow student or does not fit."""
-    from sampler.checkpoint import CheckpointError, load_checkpoint, load_schedule, model_weights
-
     tensors, meta = load_checkpoint(run_dir)
+    return shadow_student_from_checkpoint(tensors, meta, str(run_dir), device, use_ema), meta
+
+
+def shadow_student_from_checkpoint(tensors: dict[str, Tensor], meta: dict[str, Any], where: str, device: Any = "cpu",
+                                   use_ema: bool = True) -> ShadowStudent:
+    """The ShadowStudent (eval mode, on `device`, its reveal method and draw from the meta) of a loaded checkpoint."""
     if not is_shadow_meta(meta):
-        raise CheckpointError(f"checkpoint at {str(run_dir)!r} is not a shadow student (no 'shadow' entry in its meta)")
+        raise CheckpointError(f"checkpoint at {where!r} is not a shadow student (no 'shadow' entry in its meta)")
     try:
         student = ShadowStudent(DenoiserConfig.from_dict(meta["model_config"]),
                                 ShadowConfig.from_dict(meta["shadow"]["config"]), load_schedule(meta))
     except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint at {str(run_dir)!r} has an invalid shadow student description: {err}") from err
+        raise CheckpointError(f"checkpoint at {where!r} has an invalid shadow student description: {err}") from err
     try:
         student.load_state_dict(model_weights(tensors, use_ema), strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"checkpoint at {str(run_dir)!r} does not match its shadow student config: {err}") from err
+        raise CheckpointError(f"checkpoint at {where!r} does not match its shadow student config: {err}") from err
     student.reveal_method = meta["shadow"].get("reveal_method", "uniform")
     student.draw = meta["shadow"].get("draw", "quantile")
-    return student.to(device).eval(), meta
+    return student.to(device).eval()
 
 
 class ArgmaxShadowDenoiser:
@@ -276,14 +279,13 @@ class ArgmaxShadowDenoiser:
 
 
 def shadow_sample(
-    student: Any, schedule: Schedule, num_steps: int, num_samples: int, seq_len: int, seed: int, temperature: float = 1.0,
+    student: Denoiser | NoiseConditionedDenoiser, schedule: Schedule, *, num_steps: int, num_samples: int, seq_len: int, seed: int,
+    temperature: float = 1.0,
     method: str | None = None, device: Any = "cpu", batch_size: int = 256, fixed: Int[Tensor, "N L"] | None = None,
 ) -> Int[Tensor, "N L"]:
     """num_samples sequences from the noise-shared sampler (a student whose `draw` is "argmax", design B, through
     ArgmaxShadowDenoiser): ShadowNoise (reveal `method`, default the student's reveal_method) drawn from `seed` on the CPU (the same noise on any device, paired across samplers), moved to
     `device`, then noise_shared_sample."""
-    from sampler.shadow import noise_shared_sample, sample_shadow_noise
-
     config = student.config
     method = getattr(student, "reveal_method", "uniform") if method is None else method
     if getattr(student, "draw", "quantile") == "argmax":
@@ -291,6 +293,6 @@ def shadow_sample(
     noise = sample_shadow_noise(num_samples, seq_len, schedule, config.vocab_size, config.mask_id,
                                 torch.Generator().manual_seed(seed), method=method)
     if torch.device(device).type != "cpu":
-        noise = ShadowNoise(noise.reveal.to(device), noise.category.to(device), noise.method, noise.vocab_size)
-    return noise_shared_sample(student, schedule, num_steps, noise, config.mask_id, config.vocab_size,
+        noise = noise.to(device)
+    return noise_shared_sample(student, schedule, num_steps=num_steps, noise=noise, mask_id=config.mask_id, vocab_size=config.vocab_size,
                                temperature=temperature, fixed=fixed, batch_size=batch_size)

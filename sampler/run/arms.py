@@ -30,9 +30,9 @@ Arms (every student starts as the teacher; same rounds, optimiser steps, batch a
   draws it by that method, whatever the bench's --coupling (default "threshold", which the MCD arms use; its
   "gaussian" has no per-token reveal noise).  Their recall is unavailable: the input head feeds every token's
   noise to every token, so the sampler's law is not tractable;
-- `shadow-causal`: design A with the causal noise head (sampler.shadow_causal: a token reads only the noise of
+- `shadow-causal`: design A with the causal noise head (sampler.shadow.causal_head: a token reads only the noise of
   tokens revealed before it), whose recall is the sequential importance bound
-  (sampler.quality.shadow_recall); `paper-shadow-1024-64`, `paper-shadow-256-16`: the same on the paper's
+  (sampler.shadow.recall); `paper-shadow-1024-64`, `paper-shadow-256-16`: the same on the paper's
   16× cuts.  The shadow arms are not in the default arms (time).
 """
 
@@ -43,17 +43,24 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .protocols import Denoiser, Schedule
-from .shadow import NoiseConditionedDenoiser
+from ..checkpoint import CheckpointError, checkpoint_path, load_checkpoint, load_source
+from ..data import DataSource
+from ..protocols import Denoiser, NoiseConditionedDenoiser, Schedule
+from ..quality.two_axis import recall_bound_per_sequence
+from ..sampling import ancestral_sample
+from ..shadow.student import shadow_sample
+from ..train import DistillConfig, TrainConfig, distill, train
+from ..train.distill import round_step_counts
+from .open import open_run
 
 if TYPE_CHECKING:
-    from .bench_distill import BenchConfig
+    from .bench import BenchConfig
 
 TrainFn = Callable[["Arm", "BenchConfig", Path, int], dict[str, Any]]
 # recall(denoiser, schedule, heldout, *, steps, temperatures, k, generator, device) -> per-sequence bound [T, M]
@@ -68,35 +75,29 @@ NOISE_CONDITIONED_NO_RECALL = (
     "arm shadow-causal)")
 
 
-def causal_recall(student: Any, schedule: Schedule, heldout: torch.Tensor, **options: Any) -> torch.Tensor:
-    """The sequential importance bound of a causal shadow student (a RecallFn)."""
-    from .quality.shadow_recall import shadow_recall_per_sequence
-
-    return shadow_recall_per_sequence(student, schedule, heldout, **options)
-
-
 def load_student(run_dir: Path, device: str) -> Denoiser:
-    """The run's EMA denoiser (eval mode)."""
-    from .checkpoint import load_denoiser
-
-    return load_denoiser(run_dir, device=device, use_ema=True)[0]
+    """The run's EMA denoiser (eval mode), opened by sampler.run.open; ValueError when the run is of another kind."""
+    return _open_kind(run_dir, device, "denoiser")
 
 
 def load_shadow(run_dir: Path, device: str) -> NoiseConditionedDenoiser:
     """The run's EMA shadow student (eval mode; its checkpoint records its reveal method and draw)."""
-    from .shadow_model import load_shadow_student
+    return _open_kind(run_dir, device, "shadow")
 
-    return load_shadow_student(run_dir, device=device, use_ema=True)[0]
+
+def _open_kind(run_dir: Path, device: str, kind: str) -> Any:
+    run = open_run(run_dir, device, use_ema=True)
+    if run.kind.name != kind:
+        raise CheckpointError(f"checkpoint at {str(run_dir)!r} is a {run.kind.name!r} run; this arm reads a {kind!r} run")
+    return run.model
 
 
 @torch.no_grad()
 def noise_shared(student: NoiseConditionedDenoiser, schedule: Schedule, steps: int, num_samples: int, seq_len: int, temperature: float,
                  seed: int, device: str) -> Int[Tensor, "N L"]:
-    """`num_samples` draws of the noise-shared sampler (sampler.shadow_model.shadow_sample: ShadowNoise from the
+    """`num_samples` draws of the noise-shared sampler (sampler.shadow.student.shadow_sample: ShadowNoise from the
     sampler seed `seed`, the student's recorded reveal method and draw) at `steps` steps and `temperature`."""
-    from .shadow_model import shadow_sample
-
-    return shadow_sample(student, schedule, steps, num_samples, seq_len, seed, temperature, device=device, batch_size=256)
+    return shadow_sample(student, schedule, num_steps=steps, num_samples=num_samples, seq_len=seq_len, seed=seed, temperature=temperature, device=device, batch_size=256)
 
 
 @torch.no_grad()
@@ -104,12 +105,10 @@ def ancestral(denoiser: Denoiser, schedule: Schedule, steps: int, num_samples: i
               seed: int, device: str) -> Int[Tensor, "N L"]:
     """`num_samples` ancestral samples at `steps` steps and `temperature`, from the sampler seed `seed`
     (every sampler of a bench draws from the same seed: paired comparisons)."""
-    from .sampling import ancestral_sample
-
     config = getattr(denoiser, "config", None)
     cached = config is not None and not config.time_conditioning
     vocab_size = config.vocab_size if config is not None else denoiser.vocab_size  # a model, or the exact denoiser
-    return ancestral_sample(denoiser, schedule, steps, num_samples, seq_len, denoiser.mask_id, vocab_size,
+    return ancestral_sample(denoiser, schedule, num_steps=steps, num_samples=num_samples, seq_len=seq_len, mask_id=denoiser.mask_id, vocab_size=vocab_size,
                             generator=torch.Generator().manual_seed(seed), temperature=temperature, cached=cached,
                             device=device, batch_size=256)
 
@@ -142,9 +141,7 @@ class Arm:
     def recall_fn(self) -> RecallFn | None:
         """The arm's recall function (None: unavailable, see `no_recall_reason`)."""
         if self.recall is True:
-            from .quality.recall import recall_per_sequence
-
-            return recall_per_sequence
+            return recall_bound_per_sequence
         return self.recall or None
 
     def run_name(self, seed: int) -> str:
@@ -161,8 +158,6 @@ class Arm:
 def train_distilled(arm: Arm, config: "BenchConfig", teacher_dir: Path, seed: int) -> dict[str, Any]:
     """One distillation run (sampler.train.distill; reused when finished): its cost record, with the coupling it
     was trained with (the arm's own, e.g. "uniform" for the shadow arms, else the bench's --coupling)."""
-    from .train import DistillConfig, distill
-
     start, target = arm.start_target(config)
     coupling = arm.coupling or config.coupling
     return {"coupling": coupling, **distill(DistillConfig(
@@ -175,7 +170,7 @@ def train_distilled(arm: Arm, config: "BenchConfig", teacher_dir: Path, seed: in
     ))}
 
 
-def seeded_data(source: Any, seed: int) -> Any:
+def seeded_data(source: DataSource, seed: int) -> DataSource:
     """A shallow copy of the source whose sample_batch ignores the caller's generator and draws from a
     training-seed stream (a resumed teacher run restores the teacher's own data generator; this gives each
     training seed its own data).  The copy describes itself as the source does (so the resume check passes)."""
@@ -189,9 +184,6 @@ def seeded_data(source: Any, seed: int) -> Any:
 def train_more(arm: Arm, config: "BenchConfig", teacher_dir: Path, seed: int) -> dict[str, Any]:
     """The teacher run copied and resumed with its ELBO for as many optimiser steps as a student of the bench's
     own rounds (same batch, lr and EMA decay as the students); reused when it already reached them."""
-    from .checkpoint import checkpoint_path, load_checkpoint, load_source
-    from .train import TrainConfig, train
-    from .train.distill import round_step_counts
 
     out = Path(config.out) / arm.run_name(seed)
     _, teacher_meta = load_checkpoint(teacher_dir)
@@ -267,12 +259,12 @@ for _arm in (
         load=load_shadow, sample=noise_shared, recall=False, no_recall_reason=NOISE_CONDITIONED_NO_RECALL),
     Arm("shadow-causal", "shadow student, design A with the causal noise head (sequential recall bound)",
         train_distilled, method="shadow", coupling=SHADOW_COUPLING, shadow_head="causal", compare_to=("mcd", "baseline"),
-        load=load_shadow, sample=noise_shared, recall=causal_recall),
+        load=load_shadow, sample=noise_shared, recall=recall_bound_per_sequence),
     Arm("paper-shadow-1024-64", "paper's framing: causal shadow student 1024 -> 64 steps", train_distilled,
         method="shadow", coupling=SHADOW_COUPLING, shadow_head="causal", cut=(1024, 64),
-        compare_to=("paper-1024-64", "paper-baseline-1024-64"), load=load_shadow, sample=noise_shared, recall=causal_recall),
+        compare_to=("paper-1024-64", "paper-baseline-1024-64"), load=load_shadow, sample=noise_shared, recall=recall_bound_per_sequence),
     Arm("paper-shadow-256-16", "paper's framing: causal shadow student 256 -> 16 steps", train_distilled,
         method="shadow", coupling=SHADOW_COUPLING, shadow_head="causal", cut=(256, 16),
-        compare_to=("paper-256-16", "paper-baseline-256-16"), load=load_shadow, sample=noise_shared, recall=causal_recall),
+        compare_to=("paper-256-16", "paper-baseline-256-16"), load=load_shadow, sample=noise_shared, recall=recall_bound_per_sequence),
 ):
     register(_arm)

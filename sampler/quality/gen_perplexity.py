@@ -139,7 +139,7 @@ def locate_smollm2_gguf(cache: Path | None = None, download: bool = True) -> Pat
 
 def _require_transformers() -> Any:
     try:
-        import transformers
+        import transformers  # heavy and optional (the `text` extra): only the evaluator LM needs it
     except ImportError as err:
         raise ImportError(
             "the evaluator needs the optional extra `text`: pip install 'latent-shadows[text]' "

@@ -1,6 +1,6 @@
 """The causal noise head of the shadow student (`ShadowConfig(head="causal")`): noise read only from tokens
 revealed earlier, so the noise-shared sampler's law has a sequential importance bound
-(`sampler.quality.shadow_recall`).
+(`sampler.shadow.recall`).
 
 The base TransformerDenoiser runs once on (z_t, t) without noise and gives its final hidden states h.  At each
 position l masked in z_t the head adds
@@ -18,13 +18,15 @@ where g is a small two-stream attention stack (width W = `causal_width`, `causal
                 never a tie);
 
 d_j = sorted_quantile_draw(log p_base(· | z_t)_j, c_j) is j's provisional value (from the same base pass), φ
-the scalar Fourier features of `sampler.shadow_model.fourier_features`, τ a token's reveal time (visible at t
+the scalar Fourier features of `fourier_features` (below), τ a token's reveal time (visible at t
 iff t < τ).  By induction over layers g_l depends on (z_t, t, all τ) and {c_j, d_j : τ_j > τ_l} only (the
 key at j adds j's own noise to g_j, which reads only tokens before j), so p_l never reads c_l nor the noise of
 a token revealed after l.  W_out is zero-initialised: a fresh head adds exactly 0 and the student is its base.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +42,13 @@ SCALAR_FEATURES_KEY = 2  # c, τ
 def earlier_reveal_mask(masked: Bool[Tensor, "B L"], tau: Float[Tensor, "B L"]) -> Bool[Tensor, "B L L"]:
     """visible[b, l, j] = masked[b, j] and τ[b, j] > τ[b, l] (strictly): the keys that query l may read."""
     return masked.unsqueeze(1) & (tau.unsqueeze(1) > tau.unsqueeze(2))
+
+
+def fourier_features(values: Float[Tensor, "*b"], count: int) -> Float[Tensor, "*b F"]:
+    """[v, sin(πkv), cos(πkv) for k = 1..count] (float32): 2·count + 1 features of a scalar in about [0, 1]."""
+    freqs = math.pi * torch.arange(1, count + 1, device=values.device, dtype=torch.float64)
+    angles = values.double().unsqueeze(-1) * freqs
+    return torch.cat((values.double().unsqueeze(-1), angles.sin(), angles.cos()), dim=-1).float()
 
 
 class CausalAttentionLayer(nn.Module):
@@ -104,8 +113,6 @@ class CausalNoiseHead(nn.Module):
         self, hidden: Float[Tensor, "B L D"], masked: Bool[Tensor, "B L"], t: Float[Tensor, " B"],
         tau: Float[Tensor, "B L"], category: Float[Tensor, "B L"], draft: Int[Tensor, "B L"],
     ) -> Float[Tensor, "B L D"]:
-        from sampler.shadow_model import fourier_features
-
         phi = lambda v: fourier_features(v, self.fourier)  # noqa: E731
         tau = tau.double()
         gap = t.double().unsqueeze(-1) - tau

@@ -1,8 +1,8 @@
-"""The distillation benchmark (`mcd bench-distill`, from a BenchConfig): every arm of sampler.bench_arms against
+"""The distillation benchmark (`mcd bench-distill`, from a BenchConfig): every arm of sampler.run.arms against
 the teacher's and the exact denoiser's temperature frontiers, on two axes, across step counts.
 
 On the embedded exact-likelihood source it trains, or reuses from OUT, a teacher (or takes `--teacher`), then
-one run per arm and training seed (sampler.bench_arms: MCD, the stochastic baseline, their forward-KL versions,
+one run per arm and training seed (sampler.run.arms: MCD, the stochastic baseline, their forward-KL versions,
 MCD without cross-entropy, the teacher trained further, MCD at equal teacher compute, the paper's 16x cuts,
 the shadow students of designs A and B).
 Every sampler row (teacher and oracle at each temperature of the sweep, each student at T = 1), at every
@@ -41,16 +41,27 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from tqdm import tqdm
 
-from .protocols import Denoiser, Schedule
-from .shadow import NoiseConditionedDenoiser
+from ..checkpoint import checkpoint_path, load_checkpoint, load_schedule, load_source
+from ..data import DataSource, json_ready, no_exact_likelihood, paired_difference, sample_quality, strict_json
+from ..protocols import Denoiser, NoiseConditionedDenoiser, Schedule
+from ..quality.compare import dominance
+from ..quality.fidelity import check_ngram_orders
+from ..quality.recall import mean_and_se
+from ..quality.two_axis import recall_bound_per_sequence, two_axis_metrics
+from ..rundir import check_output_path, run_dir_lock
+from ..train import TrainConfig, train
+from ..train.distill import round_step_counts
+from ..train.loop import StoppedBySignal
+from .arms import ARMS, ancestral, check_arms, load_student
 
 DEFAULT_EVAL_STEPS = (64, 16, 8, 4)
 SMOKE_EVAL_STEPS = (16, 4, 1)
@@ -110,8 +121,6 @@ class BenchConfig:
 
 def validate(config: BenchConfig) -> None:
     """ValueError naming the argument, before any training or sampling."""
-    from .bench_arms import ARMS, check_arms
-    from .train.distill import round_step_counts
 
     config.arms = check_arms(config.arms)
     for arm in (ARMS[name] for name in config.arms):
@@ -139,8 +148,6 @@ def validate(config: BenchConfig) -> None:
 def check_source(teacher_dir: Path, config: BenchConfig) -> None:
     """The n-gram orders must fit the teacher's source.  A source without exact likelihood (real text) is no error:
     precision, recall, fidelity, typicality, the oracle and the anchors are then reported as unavailable."""
-    from .checkpoint import load_checkpoint, load_source
-    from .quality.fidelity import check_ngram_orders
 
     _, meta = load_checkpoint(teacher_dir)
     source = load_source(meta)
@@ -159,8 +166,6 @@ def _teacher_budget(config: BenchConfig) -> list[Any]:
 def ensure_teacher(config: BenchConfig) -> tuple[Path, dict[str, Any]]:
     """The teacher run: config.teacher as given, or OUT/teacher (trained now, or reused when it
     already reached its step or time budget)."""
-    from .checkpoint import checkpoint_path, load_checkpoint
-    from .train import TrainConfig, train
 
     if config.teacher is not None:
         _, meta = load_checkpoint(config.teacher)
@@ -187,14 +192,12 @@ def ensure_teacher(config: BenchConfig) -> tuple[Path, dict[str, Any]]:
         "step": int(meta["step"]), "wall_time_s": time.perf_counter() - start,
         "final_loss": summary.get("final_loss"),
     }
-    cost_file.write_text(json.dumps(cost))
+    cost_file.write_text(strict_json(cost))
     return run_dir, {**cost, "reused": False}
 
 
 def train_arms(config: BenchConfig, teacher_dir: Path) -> dict[str, dict[str, Any]]:
     """One run per arm and training seed (reused when finished): {run name: cost record with its arm and seed}."""
-    from .bench_arms import ARMS
-
     records: dict[str, dict[str, Any]] = {}
     for name in config.arms:
         arm = ARMS[name]
@@ -207,8 +210,6 @@ def train_arms(config: BenchConfig, teacher_dir: Path) -> dict[str, dict[str, An
 def stop_if_interrupted(record: dict[str, Any], run_dir: Path) -> None:
     """Raise StoppedBySignal when a stop signal ended the training behind `record` (the bench stops there;
     the same command resumes that run from its checkpoint and reuses the finished ones)."""
-    from .train.loop import StoppedBySignal
-
     if record.get("interrupted"):
         raise StoppedBySignal(f"stopped by a signal while training {run_dir} (checkpoint saved at step "
                               f"{record.get('step', '?')}); run the same command again to resume")
@@ -222,7 +223,7 @@ class EvalContext:
     """What every sampler row shares: the source, the schedule, the held-out set and the config."""
 
     config: BenchConfig
-    source: Any
+    source: DataSource
     schedule: Schedule
     seq_len: int
     heldout: torch.Tensor
@@ -232,11 +233,9 @@ class EvalContext:
 def recall_rows(ctx: EvalContext, denoiser: Denoiser | NoiseConditionedDenoiser, steps: int, temperatures: tuple[float, ...],
                 recall: Any = None) -> Float[Tensor, "T M"]:
     """Per-sequence recall bound (float64, [T, heldout]) of the `steps`-step sampler at each temperature, by `recall`
-    (a sampler.bench_arms.RecallFn; None: the reveal-pattern bound, recall_per_sequence); one set of k reveal
+    (a sampler.run.arms.RecallFn; None: the dispatcher sampler.quality.two_axis.recall_bound_per_sequence); one set of k reveal
     patterns per step count (seeded by the sampler seed and `steps`), so rows at a step count pair."""
-    from .quality.recall import recall_per_sequence
-
-    recall = recall_per_sequence if recall is None else recall
+    recall = recall_bound_per_sequence if recall is None else recall
     generator = torch.Generator().manual_seed(ctx.config.sample_seed * 7_919 + steps)
     return recall(denoiser, ctx.schedule, ctx.heldout, steps=steps, temperatures=temperatures,
                   k=ctx.config.k, generator=generator, device=ctx.config.device)
@@ -244,7 +243,7 @@ def recall_rows(ctx: EvalContext, denoiser: Denoiser | NoiseConditionedDenoiser,
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """A sampler row's identity and how to draw and score it: its denoiser, `sample` (bench_arms.ancestral or
+    """A sampler row's identity and how to draw and score it: its denoiser, `sample` (arms.ancestral or
     noise_shared), and `recall` (a RecallFn, or None with `no_recall_reason`)."""
 
     label: str
@@ -260,9 +259,6 @@ def sampler_rows(ctx: EvalContext, spec: SamplerSpec, steps: int, temperatures: 
     """One row per temperature: precision, recall, n-gram JS (with the true-sequence reference), KS, unigram
     entropy, each (value, SE), plus the per-sequence tensors the paired differences need.  A metric that cannot
     be computed (no exact likelihood, or no recall for this sampler) is None with its reason in row["unavailable"]."""
-    from .data import sample_quality
-    from .quality.recall import mean_and_se
-    from .quality.two_axis import two_axis_metrics
 
     config = ctx.config
     no_recall = ctx.no_exact_likelihood or (None if spec.recall is not None else spec.no_recall_reason)
@@ -305,9 +301,6 @@ def recall_anchors(ctx: EvalContext) -> dict[str, Any]:
     ANCHOR_STEPS >> L steps: tokens reveal one at a time (up to rare collisions), so the bound equals the true
     −log p(x)/L of the held-out sequences (chain rule in the reveal order); 1 step: every pattern reveals all
     tokens at t = 1, so the bound is −Σ_l log p(x_l | all masked)/L exactly."""
-    from .data import paired_difference
-
-    from dataclasses import replace
 
     oracle = ctx.source.denoiser(dtype=torch.float64)
     x, length = ctx.heldout[:ANCHOR_SEQUENCES], ctx.seq_len
@@ -328,8 +321,6 @@ def recall_anchors(ctx: EvalContext) -> dict[str, Any]:
 def _smoke_check(ctx: EvalContext, teacher: Denoiser, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The teacher at the fewest evaluated steps against the most (paired by sampler seed; a larger draw when
     check_samples > num_samples): fewer steps must be measurably worse."""
-    from .bench_arms import ancestral
-    from .data import paired_difference, sample_quality
 
     per_seq = {r["steps"]: r["precision_per_sequence"] for r in rows if r["sampler"] == "teacher" and r["temperature"] == 1.0}
     few, many = min(ctx.config.eval_steps), max(ctx.config.eval_steps)
@@ -349,12 +340,6 @@ def evaluate(config: BenchConfig, teacher_dir: Path, records: dict[str, dict[str
     """Every row, comparison, seed mean and paper-framing line of the benchmark (module docstring).  On a source
     without exact likelihood the metrics that need it, the oracle and the anchors are None, with the reason in
     result["unavailable"] (and in each row's "unavailable")."""
-    from tqdm import tqdm
-
-    from .bench_arms import ARMS, ancestral, load_student
-    from .checkpoint import load_checkpoint, load_schedule, load_source
-    from .data import no_exact_likelihood
-    from .quality.recall import recall_per_sequence
 
     _, meta = load_checkpoint(teacher_dir)
     schedule, source = load_schedule(meta), load_source(meta)
@@ -364,8 +349,8 @@ def evaluate(config: BenchConfig, teacher_dir: Path, records: dict[str, dict[str
     ctx = EvalContext(config, source, schedule, seq_len, heldout, no_exact_likelihood(source))
     unavailable = _unavailable(ctx)
     oracle = None if "oracle" in unavailable else SamplerSpec("oracle", "oracle", None, source.denoiser(), ancestral,
-                                                                 recall_per_sequence)
-    teacher_spec = SamplerSpec("teacher", "teacher", None, teacher, ancestral, recall_per_sequence)
+                                                                 recall_bound_per_sequence)
+    teacher_spec = SamplerSpec("teacher", "teacher", None, teacher, ancestral, recall_bound_per_sequence)
     students = [(arm, SamplerSpec(run, arm.name, rec["seed"], arm.load(Path(config.out) / run, config.device), arm.sample,
                                   arm.recall_fn(), arm.no_recall_reason))
                 for run, rec in records.items() for arm in (ARMS[rec["arm"]],)]
@@ -419,8 +404,6 @@ def _curve(rows: list[dict[str, Any]], label: str, steps: int) -> list[dict[str,
 
 def _compare(a: dict[str, Any], b: dict[str, Any], curve: Any, config: BenchConfig) -> dict[str, Any]:
     """One paired comparison a − b (dominance verdict, differences, frontier gap)."""
-    from .data import paired_difference
-    from .quality.compare import dominance
 
     entry = {"steps_a": a["steps"], "steps_b": b["steps"], "a": a["sampler"], "b": b["sampler"], "arm_a": a["arm"],
              "arm_b": b["arm"], "seed": a["seed"],
@@ -440,8 +423,6 @@ def _compare(a: dict[str, Any], b: dict[str, Any], curve: Any, config: BenchConf
 def compare_rows(rows: list[dict[str, Any]], config: BenchConfig) -> list[dict[str, Any]]:
     """Every student (T = 1) against the teacher and the oracle at its step count (with their temperature
     curves) and against the arms it names in `compare_to` (same training seed); the teacher against the oracle."""
-    from .bench_arms import ARMS
-
     at = {(r["sampler"], r["steps"]): r for r in rows if r["temperature"] == 1.0}
     out = []
     for r in rows:
@@ -489,8 +470,6 @@ def seed_means(comparisons: list[dict[str, Any]], rows: list[dict[str, Any]]) ->
 def paper_framing(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]], config: BenchConfig) -> list[dict[str, Any]]:
     """For each paper-cut student (start -> target), and each other student at s steps when the teacher was
     evaluated at 16·s: against the teacher at the start step count, the paper's protocol (paired Δprecision and Δunigram entropy) beside ours (Δrecall, ΔJS, ΔKS, dominance)."""
-    from .bench_arms import ARMS
-
     at = {(r["sampler"], r["steps"]): r for r in rows if r["temperature"] == 1.0}
     out = []
     for r in rows:
@@ -509,9 +488,10 @@ def paper_framing(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]],
 
 
 def _pm(value: Any, signed: bool = False) -> str:
-    if value is None:
+    if value is None or value[0] is None:
         return "n/a"
-    return f"{value[0]:{'+' if signed else ''}.4f} ± {value[1]:.4f}"
+    se = "" if value[1] is None or math.isnan(value[1]) else f" ± {value[1]:.4f}"  # None: a NaN through strict JSON
+    return f"{value[0]:{'+' if signed else ''}.4f}{se}"
 
 
 def _verdict(c: dict[str, Any]) -> str:
@@ -537,8 +517,8 @@ def _means_table(result: dict[str, Any]) -> list[str]:
     lines = ["| steps | arm | − | seeds | Δ precision | Δ recall | Δ JS (per order) | Δ KS | dominates (seeds) |",
              "|---:|---|---|---:|---:|---:|---|---:|---:|"]
 
-    def fmt(v: list[float]) -> str:
-        se = "" if math.isnan(v[1]) else f" ± {v[1]:.4f}"
+    def fmt(v: list[float | None]) -> str:
+        se = "" if v[1] is None or math.isnan(v[1]) else f" ± {v[1]:.4f}"  # None: a NaN through strict JSON
         return f"{v[0]:+.4f}{se} ({v[2]:.4f})"
 
     for e in result["seed_means"]:
@@ -620,10 +600,10 @@ def markdown_report(result: dict[str, Any]) -> str:
 def plots(result: dict[str, Any], out: Path) -> list[str]:
     """One figure per step count in the (precision, recall) plane: the teacher's and the oracle's temperature
     curves and every student, with SE bars."""
-    import matplotlib
+    import matplotlib  # heavy and optional: only the plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # (see above)
 
     written = []
     for steps in sorted({r["steps"] for r in result["rows"] if r["sampler"] == "oracle"}, reverse=True):
@@ -669,7 +649,6 @@ def bench(config: BenchConfig, command: str = "mcd bench-distill") -> dict[str, 
     """Validate, then run every stage and write OUT/bench.{md,json} and the plots; returns the result dict
     (JSON-ready: the per-sequence tensors are dropped).  OUT is locked for the whole run."""
     validate(config)
-    from .rundir import check_output_path, run_dir_lock
 
     check_output_path(config.out, kind="dir", name="--out")
     with run_dir_lock(config.out, command=command):
@@ -678,8 +657,6 @@ def bench(config: BenchConfig, command: str = "mcd bench-distill") -> dict[str, 
 
 def _bench_owned(config: BenchConfig, command: str) -> dict[str, Any]:
     """bench() once OUT is this process's (its students and teacher lock their own run directories)."""
-    from .data import json_ready
-
     started = time.perf_counter()
     if config.teacher is not None:
         check_source(Path(config.teacher), config)
@@ -699,7 +676,7 @@ def _bench_owned(config: BenchConfig, command: str) -> dict[str, Any]:
     result["config"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()}
     result["command"] = command
     result["wall_time_s"] = time.perf_counter() - started
-    (out / "bench.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    (out / "bench.json").write_text(strict_json(result, indent=2) + "\n")
     (out / "bench.md").write_text(markdown_report(result))
     result["plots"] = plots(result, out)
     return result

@@ -32,15 +32,16 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from duality import MaskedCoupling
-from sampler.sampling import Denoiser, check_positive_int, check_temperature, time_grid
-from .protocols import Schedule
+
+from ..protocols import Denoiser, NoiseConditionedDenoiser, Schedule, reads_shadow_noise  # noqa: F401  (NoiseConditionedDenoiser: its old import path)
+from ..sampling import check_positive_int, check_temperature, time_grid
 
 REVEAL_METHODS = ("uniform", "threshold")
 _SMALLEST_UNIFORM = torch.finfo(torch.float64).tiny
@@ -94,20 +95,9 @@ class ShadowNoise:
         """The noise of sequences start..stop−1 (views; re-validated, O(B·L))."""
         return ShadowNoise(self.reveal[start:stop], self.category[start:stop], self.method, self.vocab_size)
 
-
-@runtime_checkable
-class NoiseConditionedDenoiser(Protocol):
-    """A denoiser that also reads the shadow noise: (z, t, noise=ShadowNoise of the batch) -> log p.
-    It must set `reads_shadow_noise = True`; any other denoiser is called as (z, t)."""
-
-    reads_shadow_noise: bool
-
-    def __call__(self, z: Tensor, t: Tensor, *, noise: ShadowNoise) -> Tensor: ...
-
-
-def reads_shadow_noise(denoiser: Any) -> bool:
-    """Whether `denoiser` is to be passed the noise (it declares `reads_shadow_noise = True`)."""
-    return getattr(denoiser, "reads_shadow_noise", False) is True
+    def to(self, device: torch.device | str) -> "ShadowNoise":
+        """The same noise on `device` (float64 kept; re-validated)."""
+        return ShadowNoise(self.reveal.to(device), self.category.to(device), self.method, self.vocab_size)
 
 
 def shadow_coupling(schedule: Schedule, vocab_size: int, mask_id: int, method: str) -> MaskedCoupling:
@@ -152,7 +142,7 @@ def sample_shadow_noise(
 
 
 TOP_K = 64
-HISTOGRAM_BINS = 2048  # 16 bins per octave of weight: 2^-128 .. 1, and one for the rest (sampler.shadow._draw_by_mass_histogram)
+HISTOGRAM_BINS = 2048  # 16 bins per octave of weight: 2^-128 .. 1, and one for the rest (sampler.shadow.noise._draw_by_mass_histogram)
 HISTOGRAM_ONE_KEY = 0x3FF0  # bits(1.0) >> 48
 
 
@@ -354,6 +344,7 @@ def _check_sampler_inputs(
 def noise_shared_sample(
     denoiser: Denoiser,
     schedule: Schedule,
+    *,
     num_steps: int,
     noise: ShadowNoise,
     mask_id: int,

@@ -7,7 +7,7 @@ configuration sees the same masking order and random stream and differences are 
   source's entropy rate (optimum 0), each with standard errors; the paired difference of
   per-sequence NLL against the largest step count;
 - unigram entropy of the samples (mean per-sequence entropy, nats, with SE), to catch collapse;
-- real-text source: generative perplexity under an evaluator LM (``sampler.evaluator``); the
+- real-text source: generative perplexity under an evaluator LM (``sampler.quality.gen_perplexity``); the
   result names the evaluator (numbers compare only under the same evaluator).
 
 Once per checkpoint: the validation ELBO on held-out source samples,
@@ -26,10 +26,10 @@ Sweeping temperatures at the largest step count gives the teacher's NLL–entrop
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,10 +38,29 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from sampler.checkpoint import InferenceConfig
-from sampler.data import DataSource, json_ready, no_exact_likelihood, paired_difference, sample_quality
-from .protocols import Denoiser, Schedule
-from .shadow import NoiseConditionedDenoiser
+from duality import MaskedCoupling
+from theory.checks import check_int
+
+from ..batches import T_MIN
+from ..checkpoint import atomic_write_bytes
+from ..data import (
+    DataSource,
+    StoredTokenizerSource,
+    json_ready,
+    no_exact_likelihood,
+    paired_difference,
+    sample_quality,
+    source_or_stored_tokenizer,
+    strict_json,
+)
+from ..device import autocast_denoiser
+from ..losses import elbo_weight
+from ..protocols import Denoiser, Schedule, reads_shadow_noise
+from ..quality.gen_perplexity import check_evaluator_name, load_evaluator, require_text_extra
+from ..quality.two_axis import recall_metric
+from ..sampling import ancestral_sample
+from ..shadow.recall import shadow_recall_unavailable
+from .open import InferenceConfig, OpenedRun, open_for_inference
 
 DEFAULT_STEPS = [1024, 256, 64, 16, 8, 4]
 # what `mcd eval` reports only on a source with exact likelihood (else in report["unavailable"], with the reason)
@@ -71,13 +90,7 @@ def validation_elbo_per_sequence(
     For sequence i and draw d: t = t_min + (1 − t_min)·((u_i + d/D) mod 1), u_i ~ U(0, 1);
     z_t = MaskedCoupling(threshold).mask(x0, noise, t); value = w(t) Σ_masked −log p_θ(x0|z_t) / L.
     """
-    from duality import MaskedCoupling
-
-    from sampler.batches import T_MIN
-    from sampler.losses import elbo_weight
-
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-        raise ValueError(f"draws must be a positive int, got {draws!r}")
+    check_int(draws, "draws", 1)
     t_min = T_MIN if t_min is None else t_min
     coupling = MaskedCoupling(schedule, vocab_size=vocab_size, mask_id=mask_id, method="threshold")
     n, length = x0.shape
@@ -117,39 +130,34 @@ def _check_args(args: EvalConfig) -> None:
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
     if args.evaluator not in ("auto", "none"):
-        from sampler.evaluator import check_evaluator_name, require_text_extra
-
         check_evaluator_name(args.evaluator)
         require_text_extra()
 
 
-def _model_denoiser(model: Any, device: torch.device) -> Denoiser:
-    from sampler.train.runtime import autocast
-
-    def denoiser(z: Tensor, t: Tensor) -> Tensor:
-        with autocast(device):
-            return model(z, t).float()
-
-    denoiser.config = model.config
-    return denoiser
+# (steps, temperature) -> samples: one sampler of the evaluation, its seed fixed (args.seed) so rows are paired
+Draw = Callable[[int, float], Tensor]
 
 
-def _sample(denoiser: Denoiser | NoiseConditionedDenoiser, schedule: Schedule, steps: int, args: EvalConfig, seq_len: int, mask_id: int,
-            vocab_size: int, temperature: float, device: Any, cached: bool) -> tuple[Tensor, float]:
-    from sampler.sampling import ancestral_sample
-    from sampler.shadow_model import shadow_sample
-
-    generator = torch.Generator().manual_seed(args.seed)  # same seed everywhere: paired comparisons
+def _timed(draw: Draw, steps: int, temperature: float) -> tuple[Tensor, float]:
     start = time.perf_counter()
-    if getattr(denoiser, "reads_shadow_noise", False):  # a shadow student: noise-shared sampler, noise from the seed
-        samples = shadow_sample(denoiser, schedule, steps, args.num, seq_len, args.seed, temperature,
-                                device=device, batch_size=args.batch_size)
-    else:
-        samples = ancestral_sample(
-            denoiser, schedule, steps, args.num, seq_len, mask_id, vocab_size, generator,
-            temperature=temperature, cached=cached, device=device, batch_size=args.batch_size,
-        )
+    samples = draw(steps, temperature)
     return samples, time.perf_counter() - start
+
+
+def _checkpoint_draw(run: OpenedRun, args: EvalConfig, seq_len: int) -> Draw:
+    """The checkpoint's own sampler (its kind's: ancestral, or noise-shared for a shadow student), seed args.seed."""
+    return lambda steps, temperature: run.sample(
+        num_samples=args.num, num_steps=steps, seq_len=seq_len, seed=args.seed, temperature=temperature,
+        cached=not args.no_cache, batch_size=args.batch_size)
+
+
+def _oracle_draw(oracle: Denoiser, schedule: Schedule, args: EvalConfig, seq_len: int, mask_id: int, vocab_size: int,
+                 device: Any) -> Draw:
+    """The ancestral sampler over the source's exact denoiser (cached: it ignores t), seed args.seed."""
+    return lambda steps, temperature: ancestral_sample(
+        oracle, schedule, num_steps=steps, num_samples=args.num, seq_len=seq_len, mask_id=mask_id, vocab_size=vocab_size,
+        generator=torch.Generator().manual_seed(args.seed), temperature=temperature, cached=True, device=device,
+        batch_size=args.batch_size)
 
 
 def _measure(samples: Tensor, source: DataSource, evaluator: Any, rate: tuple[float, float] | None) -> dict:
@@ -181,9 +189,6 @@ def _shadow_recall_row(student: Any, schedule: Schedule, source: DataSource, arg
                        temperature: float, device: Any) -> dict[str, Any]:
     """Recall of a shadow student's noise-shared sampler on `args.num` fresh true sequences (k = 4 reveal-noise
     draws, seeded by args.seed): the sequential importance bound for a causal head, else {"unavailable": reason}."""
-    from sampler.quality.shadow_recall import shadow_recall_unavailable
-    from sampler.quality.two_axis import recall_metric
-
     reason = shadow_recall_unavailable(student)
     if reason is not None:
         return {"unavailable": reason}
@@ -201,8 +206,6 @@ def _optional_evaluator(args: EvalConfig, source: DataSource, device: Any) -> An
         name = None if source.exact else "smollm2"
     if name in (None, "none"):
         return None
-    from sampler.evaluator import load_evaluator
-
     try:
         return load_evaluator(name, device=device)
     except (ImportError, RuntimeError, OSError) as err:
@@ -212,16 +215,15 @@ def _optional_evaluator(args: EvalConfig, source: DataSource, device: Any) -> An
         return None
 
 
-def _sampler_rows(kind: str, model_fn: Any, use_cache: bool, args: EvalConfig, schedule: Schedule, source: DataSource,
-                  evaluator: Any, rate: tuple[float, float] | None, seq_len: int, mask_id: int, vocab_size: int,
-                  device: Any) -> list[dict[str, Any]]:
-    """One report row per (temperature, step count) of one denoiser, each paired with the most steps."""
+def _sampler_rows(kind: str, model_fn: Any, draw: Draw, args: EvalConfig, schedule: Schedule, source: DataSource,
+                  evaluator: Any, rate: tuple[float, float] | None, device: Any) -> list[dict[str, Any]]:
+    """One report row per (temperature, step count) of one denoiser (`model_fn`, drawn from by `draw`), each
+    paired with the most steps."""
     out = []
     for temperature in args.temperatures:
         reference = None
         for steps in sorted(set(args.steps), reverse=True):
-            samples, seconds = _sample(model_fn, schedule, steps, args, seq_len, mask_id, vocab_size,
-                                       temperature, device, use_cache)
+            samples, seconds = _timed(draw, steps, temperature)
             metrics = _measure(samples, source, evaluator, rate)
             row = {"denoiser": kind, "temperature": temperature, "steps": steps, "seconds": seconds,
                    "tokens_per_s": samples.numel() / max(seconds, 1e-9), **json_ready(metrics)}
@@ -233,7 +235,7 @@ def _sampler_rows(kind: str, model_fn: Any, use_cache: bool, args: EvalConfig, s
                     mean, se = paired_difference(metrics[key], reference[1])
                     row["paired_vs_max_steps"] = {"metric": key.replace("per_sequence_", ""),
                                                   "reference_steps": reference[0], "mean": mean, "se": se}
-            if getattr(model_fn, "reads_shadow_noise", False) and source.exact:
+            if reads_shadow_noise(model_fn) and source.exact:
                 row["recall"] = _shadow_recall_row(model_fn, schedule, source, args, steps, temperature, device)
             row["example"] = source.decode(samples[0])
             out.append(row)
@@ -243,11 +245,9 @@ def _sampler_rows(kind: str, model_fn: Any, use_cache: bool, args: EvalConfig, s
 
 def evaluate_checkpoint(args: EvalConfig) -> dict:
     """Run the whole evaluation of ``mcd eval`` and return its JSON-able report."""
-    from sampler.checkpoint import open_for_inference
-    from sampler.data import StoredTokenizerSource, source_or_stored_tokenizer
-
     _check_args(args)
-    model, meta, schedule, device = open_for_inference(args)
+    run = open_for_inference(args)
+    model, meta, schedule, device = run.model, run.meta, run.schedule, run.device
     config = model.config
     source = source_or_stored_tokenizer(meta.get("source"), meta.get("tokenizer"), corpus_needed=True)
     if isinstance(source, StoredTokenizerSource):
@@ -259,17 +259,13 @@ def evaluate_checkpoint(args: EvalConfig) -> dict:
     if args.oracle and not hasattr(source, "denoiser"):
         raise ValueError(f"--oracle needs a source with an exact denoiser (the embedded 'exact' source), got {source.name}")
     seq_len, mask_id, vocab_size = config.seq_len, config.mask_id, config.vocab_size
-    shadow = getattr(model, "reads_shadow_noise", False)
-    denoiser = _model_denoiser(model, device)
-    elbo_denoiser = _model_denoiser(model.base, device) if shadow else denoiser  # a shadow student: noise input off
-    if shadow:  # sampled by the noise-shared sampler (the checkpoint's meta says so); its ELBO reads the base network
-        denoiser = model
-    cached = not getattr(config, "time_conditioning", False) and not args.no_cache and not shadow
+    shadow = reads_shadow_noise(model)  # sampled by the noise-shared sampler (its kind's); its ELBO reads the base network
+    elbo_denoiser = autocast_denoiser(model.base if shadow else model, device)  # a shadow student: noise input off
 
     evaluator = _optional_evaluator(args, source, device)
 
     report: dict[str, Any] = {
-        "sampler": "noise_shared (shadow student)" if shadow else "ancestral", "checkpoint": str(args.ckpt), "step": meta.get("step"), "weights": "raw" if args.no_ema else "ema",
+        "sampler": run.kind.sampler_name, "checkpoint": str(args.ckpt), "step": meta.get("step"), "weights": "raw" if args.no_ema else "ema",
         "source": source.describe(), "source_name": source.name, "exact_source": bool(source.exact),
         "schedule": meta.get("schedule"), "seq_len": seq_len, "num": args.num, "seed": args.seed,
         "evaluator": evaluator.name if evaluator is not None else None,
@@ -296,10 +292,12 @@ def evaluate_checkpoint(args: EvalConfig) -> dict:
                                              "noise-conditioned sampler's own likelihood is not a product of marginals")
 
     steps_sorted = sorted(set(args.steps), reverse=True)
-    context = (args, schedule, source, evaluator, rate, seq_len, mask_id, vocab_size, device)
-    rows = _sampler_rows("model", denoiser, cached, *context)
+    context = (args, schedule, source, evaluator, rate, device)
+    rows = _sampler_rows("model", model, _checkpoint_draw(run, args, seq_len), *context)
     if args.oracle:
-        rows += _sampler_rows("oracle", source.denoiser(mask_id), True, *context)
+        oracle = source.denoiser(mask_id)
+        rows += _sampler_rows("oracle", oracle, _oracle_draw(oracle, schedule, args, seq_len, mask_id, vocab_size, device),
+                              *context)
     report["results"] = rows
     report["frontier"] = [
         {"temperature": r["temperature"], "steps": r["steps"], "unigram_entropy": r["unigram_entropy"],
@@ -369,10 +367,8 @@ def format_table(report: dict) -> str:
 
 def write_json(path: Path, obj: dict) -> None:
     """`obj` as indented JSON at `path`, atomically, with the user's umask (sampler.checkpoint.atomic_write_bytes)."""
-    from sampler.checkpoint import atomic_write_bytes
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+    atomic_write_bytes(path, (strict_json(obj, indent=2) + "\n").encode())
 
 
 __all__ = ["EvalConfig", "evaluate_checkpoint", "validation_elbo_per_sequence", "format_table", "write_json", "DEFAULT_STEPS"]

@@ -10,21 +10,17 @@ uncached sampler's for the same seed.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from .checkpoint import InferenceConfig, atomic_write_bytes, open_for_inference
-from .data import source_or_stored_tokenizer
-from .rundir import check_output_path
-from .sampling import ancestral_sample
-from .train.runtime import autocast
-from .protocols import Schedule
+from ..checkpoint import atomic_write_bytes
+from ..data import source_or_stored_tokenizer, strict_json
+from ..rundir import check_output_path
+from ..sampling import prefix_tokens
+from .open import InferenceConfig, open_for_inference
 
 
 @dataclass(kw_only=True)
@@ -70,17 +66,6 @@ def sample_output_path(args: SampleConfig) -> Path:
     return (ckpt if ckpt.is_dir() else ckpt.parent) / f"samples-{args.steps}steps-seed{args.seed}.jsonl"
 
 
-def _shadow_samples(model: Any, schedule: Schedule, args: SampleConfig, seq_len: int,
-                    fixed: torch.Tensor | None, device: Any) -> torch.Tensor:
-    """A shadow student's samples by the noise-shared sampler (noise from args.seed)."""
-    from .shadow_model import shadow_sample
-
-    if args.final_greedy:
-        raise ValueError(f"--final-greedy is not available for the shadow student at {args.ckpt!r}: every draw reads its noise")
-    return shadow_sample(model, schedule, args.steps, args.num, seq_len, args.seed, args.temperature, device=device,
-                         batch_size=args.batch_size, fixed=fixed)
-
-
 def sample_from_checkpoint(args: SampleConfig) -> dict[str, Any]:
     """Sample args.num sequences and write them as JSONL; every argument and the output path are checked first."""
     for name in ("steps", "num", "batch_size"):
@@ -94,8 +79,10 @@ def sample_from_checkpoint(args: SampleConfig) -> dict[str, Any]:
     if not args.temperature > 0:
         raise ValueError(f"--temperature must be > 0, got {args.temperature}")
     out = check_output_path(sample_output_path(args), kind="file", name="--out")
-    model, meta, schedule, device = open_for_inference(args)
-    config = model.config
+    run = open_for_inference(args)
+    config, meta = run.model.config, run.meta
+    if args.final_greedy and run.kind.name == "shadow":
+        raise ValueError(f"--final-greedy is not available for the shadow student at {args.ckpt!r}: every draw reads its noise")
     source = None
     try:
         source = source_or_stored_tokenizer(meta.get("source"), meta.get("tokenizer"), corpus_needed=False)
@@ -107,36 +94,18 @@ def sample_from_checkpoint(args: SampleConfig) -> dict[str, Any]:
     if seq_len > config.seq_len:
         raise ValueError(f"--seq-len {seq_len} exceeds the model's seq_len={config.seq_len}")
     prefix = parse_prefix(args.prefix, args.prefix_ids, source, config.vocab_size)
-    if len(prefix) > seq_len:
-        raise ValueError(f"prefix has {len(prefix)} tokens, more than seq_len={seq_len}")
-    fixed = None
-    if prefix:
-        fixed = torch.full((args.num, seq_len), config.mask_id, dtype=torch.long)
-        fixed[:, : len(prefix)] = torch.tensor(prefix)
-
-    def denoiser(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        with autocast(device):
-            return model(z, t)
-
-    denoiser.config = config  # lets ancestral_sample check the cache's validity
-    generator = torch.Generator().manual_seed(args.seed)
+    fixed = prefix_tokens(prefix, args.num, seq_len, config.vocab_size, config.mask_id)
     start = time.perf_counter()
-    if getattr(model, "reads_shadow_noise", False):  # a shadow student: the checkpoint says it needs the noise
-        samples = _shadow_samples(model, schedule, args, seq_len, fixed, device)
-    else:
-        samples = ancestral_sample(
-            denoiser, schedule, args.steps, args.num, seq_len, config.mask_id, config.vocab_size, generator,
-            temperature=args.temperature, final_greedy=args.final_greedy, fixed=fixed,
-            cached=not args.no_cache and not config.time_conditioning, device=device, batch_size=args.batch_size,
-            progress=True,
-        )
+    samples = run.sample(num_samples=args.num, num_steps=args.steps, seq_len=seq_len, seed=args.seed,
+                         temperature=args.temperature, final_greedy=args.final_greedy, fixed=fixed,
+                         cached=not args.no_cache, batch_size=args.batch_size, progress=True)
     elapsed = time.perf_counter() - start
     lines = []
     for i, row in enumerate(samples):
         record: dict[str, Any] = {"index": i, "ids": row.tolist()}
         if source is not None:
             record["text"] = source.decode(row)
-        lines.append(json.dumps(record))
+        lines.append(strict_json(record))
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
     return {
