@@ -243,8 +243,9 @@ class BPETokenizer:
             )
             tokenizer.train_from_iterator(text.splitlines(keepends=True), trainer=trainer)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tokenizer.save(str(tmp))
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # never a planted link
+            os.close(fd)
+            tokenizer.save(tmp)
             os.replace(tmp, path)
         self._set(tokenizer, vocab_size)
 

@@ -1,0 +1,88 @@
+"""Nothing silently wrong, nothing outside the run directory: one test per defect of a break-it pass
+(symlinked lock files, stale temporaries, untrusted checkpoint metadata, prompts rewritten instead of
+refused, work done before a refusal, tracebacks where a named error is due, unbounded costs).
+
+Real objects throughout: a real symlink, a real second process, crafted checkpoints re-sealed with the
+project's own `save_checkpoint`, a full disk simulated by making the write itself fail with ENOSPC.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sampler.checkpoint import load_checkpoint, save_checkpoint
+from sampler.cli import main
+from sampler.rundir import run_dir_lock
+from teacher_fixtures import make_teacher
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(args: list) -> int:
+    """main(args)'s exit status, whether it returns it or argparse raises SystemExit."""
+    try:
+        return main([str(a) for a in args])
+    except SystemExit as exit_:
+        return int(exit_.code)
+
+
+def reseal(run: Path, **meta_changes) -> Path:
+    """RUN's checkpoint with `meta_changes` applied to its metadata, re-sealed by save_checkpoint (a valid
+    digest: the digest is a checksum, so crafted metadata passes it)."""
+    tensors, meta = load_checkpoint(run)
+    meta.pop("format_version", None)
+    save_checkpoint(run, tensors, {**meta, **meta_changes})
+    return run
+
+
+# --------------------------------------------------------------------------- lock and temporary files
+
+
+def test_a_symlinked_lock_is_refused_and_its_target_left_untouched(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run, victim = tmp_path / "run", tmp_path / "victim.txt"
+    run.mkdir()
+    victim.write_text("precious\n")
+    (run / ".lock").symlink_to(victim)
+    assert run_cli(["train", "--out", run, "--steps", "1", "--seq-len", "8", "--batch-size", "2", "--no-progress", "--device", "cpu"]) == 2
+    assert "symbolic link" in capsys.readouterr().err
+    assert victim.read_text() == "precious\n"
+    assert not (run / "checkpoint.safetensors").exists()
+
+
+def test_a_lock_taken_by_a_second_process_still_excludes_this_one(tmp_path: Path) -> None:
+    """O_NOFOLLOW changed how the lock is opened: a real second process holding it still excludes us."""
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys,time; from sampler.rundir import run_dir_lock\n"
+         "with run_dir_lock(sys.argv[1], 'holder'):\n print('held', flush=True); time.sleep(60)", str(run)],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ValueError, match=f"pid {holder.pid}"):
+            with run_dir_lock(run):
+                pass
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+        holder.stdout.close()
+
+
+def test_temporaries_left_by_a_killed_writer_are_removed_on_the_next_open(tmp_path: Path) -> None:
+    run = make_teacher(tmp_path / "run")
+    stale = [run / ".config.json.abc123.tmp", run / ".checkpoint.safetensors.def456.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a write")
+    kept = run / "notes.tmp"  # not an atomic-write temporary: left alone
+    kept.write_text("mine")
+    with run_dir_lock(run):
+        pass
+    assert not any(path.exists() for path in stale)
+    assert kept.read_text() == "mine"
