@@ -86,3 +86,37 @@ def test_temporaries_left_by_a_killed_writer_are_removed_on_the_next_open(tmp_pa
         pass
     assert not any(path.exists() for path in stale)
     assert kept.read_text() == "mine"
+
+
+# --------------------------------------------------------------------------- theory and duality inputs
+
+
+def test_a_vocabulary_size_beyond_float64_is_refused_by_name() -> None:
+    import theory
+
+    with pytest.raises(ValueError, match="vocab_size must be a real number within float64"):
+        theory.masked_alpha(1.0, 10**400)
+    assert 0.0 <= theory.masked_alpha(1.0, 10**300) <= 1.0  # large but representable: still a value
+
+
+@pytest.mark.parametrize("which", ["nu", "vocab_size"])
+def test_meta_tensors_into_masked_alpha_are_refused_by_name(which: str) -> None:
+    import theory
+
+    meta = torch.zeros(3, device="meta")
+    args = {"nu": (meta, 10), "vocab_size": (1.0, meta + 10)}[which]
+    with pytest.raises(ValueError, match=f"{which} is a tensor on the meta device"):
+        theory.masked_alpha(*args)
+
+
+@pytest.mark.parametrize("which", ["x0", "noise", "t"])
+def test_meta_tensors_into_the_coupling_mask_are_refused_by_name(which: str) -> None:
+    from duality.coupling import MaskedCoupling
+    from theory.schedules import LogLinearSchedule
+
+    coupling = MaskedCoupling(LogLinearSchedule(), vocab_size=5, mask_id=5)
+    x0 = torch.zeros(2, 3, dtype=torch.long)
+    args = {"x0": x0, "noise": coupling.sample_noise(x0), "t": torch.full((2,), 0.5)}
+    args[which] = args[which].to("meta")
+    with pytest.raises(ValueError, match=f"{which} is a tensor on the meta device"):
+        coupling.mask(args["x0"], args["noise"], args["t"])
