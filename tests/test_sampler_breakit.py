@@ -120,3 +120,42 @@ def test_meta_tensors_into_the_coupling_mask_are_refused_by_name(which: str) -> 
     args[which] = args[which].to("meta")
     with pytest.raises(ValueError, match=f"{which} is a tensor on the meta device"):
         coupling.mask(args["x0"], args["noise"], args["t"])
+
+
+# --------------------------------------------------------------------------- ModuleDenoiser inputs
+
+
+def _module_denoiser():
+    from sampler.adapter import ModuleDenoiser
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Embedding(9, 4), torch.nn.Linear(4, 9))  # K = 8, mask id 8
+    return ModuleDenoiser(net, vocab_size=8, seq_len=5, takes_time=False)
+
+
+@pytest.mark.parametrize("bad_id", [40, 9, -5])
+def test_module_denoiser_refuses_ids_outside_the_vocabulary_and_mask(bad_id: int) -> None:
+    denoiser = _module_denoiser()
+    z = torch.tensor([[0, 1, 8, 7, 2], [3, 3, bad_id, 8, 8]])
+    with pytest.raises(ValueError, match=f"z holds id {bad_id}, neither a real token 0..7 nor mask_id=8"):
+        denoiser(z, torch.full((2,), 0.5))
+
+
+def test_module_denoiser_refuses_float_z_and_accepts_every_valid_id() -> None:
+    from sampler.adapter import _check_denoiser_input
+
+    denoiser = _module_denoiser()
+    # called directly: under the tests' jaxtyping hook the forward's Int annotation would answer first
+    with pytest.raises(ValueError, match="z must be an integer tensor"):
+        _check_denoiser_input(torch.zeros(2, 5), torch.full((2,), 0.5), denoiser.config)
+    z = torch.tensor([[0, 1, 2, 3, 4], [5, 6, 7, 8, 8]])  # every real id and the mask id
+    assert denoiser(z, torch.full((2,), 0.5)).shape == (2, 5, 8)
+
+
+@pytest.mark.parametrize("t", [torch.full((3,), 0.5), torch.full((2, 1), 0.5), torch.tensor(0.5), 0.5, torch.ones(2, dtype=torch.long)])
+def test_module_denoiser_refuses_a_time_of_the_wrong_shape_or_kind(t) -> None:
+    from sampler.adapter import _check_denoiser_input
+
+    denoiser = _module_denoiser()  # the helper forward calls first (the tests' jaxtyping hook would answer first)
+    with pytest.raises(ValueError, match=r"t must be a floating tensor of shape \(batch,\) = \(2,\)"):
+        _check_denoiser_input(torch.zeros(2, 5, dtype=torch.long), t, denoiser.config)
