@@ -159,3 +159,38 @@ def test_module_denoiser_refuses_a_time_of_the_wrong_shape_or_kind(t) -> None:
     denoiser = _module_denoiser()  # the helper forward calls first (the tests' jaxtyping hook would answer first)
     with pytest.raises(ValueError, match=r"t must be a floating tensor of shape \(batch,\) = \(2,\)"):
         _check_denoiser_input(torch.zeros(2, 5, dtype=torch.long), t, denoiser.config)
+
+
+# --------------------------------------------------------------------------- the text extra and the cache directory
+
+
+TINY_TRAIN = ["--steps", "1", "--seq-len", "8", "--batch-size", "2", "--no-progress", "--device", "cpu"]
+
+
+def test_bpe_without_the_text_extra_is_one_line_naming_the_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = tmp_path / "f.txt"
+    corpus.write_text("the cat sat on the mat. " * 50)
+    monkeypatch.setenv("LATENT_SHADOWS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # `import tokenizers` now raises ImportError
+    assert run_cli(["train", "--data", f"text:{corpus}?tokenizer=bpe", "--out", tmp_path / "run", *TINY_TRAIN]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'pip install "latent-shadows[text]"' in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_a_cache_variable_naming_a_file_is_a_named_error(
+    below: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    monkeypatch.setenv("LATENT_SHADOWS_CACHE", str(afile / "sub" if below else afile))
+    corpus = tmp_path / "f.txt"
+    corpus.write_text("the cat sat on the mat. " * 50)
+    assert run_cli(["train", "--data", f"text:{corpus}?tokenizer=bpe", "--out", tmp_path / "run", *TINY_TRAIN]) == 2
+    assert run_cli(["fetch", "shakespeare"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("LATENT_SHADOWS_CACHE=") == 2 and "is a file" in err and "Traceback" not in err
+    assert afile.read_text() == "not a directory"

@@ -24,7 +24,11 @@ def run(args: argparse.Namespace) -> int:
     from ..data.text import CorpusUnavailableError, cache_dir, fetch_shakespeare
     from ..evaluator import EvaluatorUnavailableError, locate_smollm2_gguf
 
-    print(f"cache directory: {cache_dir()}", file=sys.stderr)
+    try:
+        print(f"cache directory: {cache_dir()}", file=sys.stderr)
+    except ValueError as err:  # LATENT_SHADOWS_CACHE names a file
+        print(f"mcd fetch: error: {err}", file=sys.stderr)
+        return 2
     for name in args.what:
         try:
             if name == "shakespeare":
