@@ -194,3 +194,24 @@ def test_a_cache_variable_naming_a_file_is_a_named_error(
     err = capsys.readouterr().err
     assert err.count("LATENT_SHADOWS_CACHE=") == 2 and "is a file" in err and "Traceback" not in err
     assert afile.read_text() == "not a directory"
+
+
+# --------------------------------------------------------------------------- distillation settings refused before work
+
+
+DISTILL_FAST = ["--start-steps", "4", "--target-steps", "2", "--steps-per-round", "2", "--batch-size", "4",
+                "--no-progress", "--device", "cpu"]
+
+
+@pytest.mark.parametrize("flag", ["--temperature-start", "--temperature-floor"])
+def test_a_temperature_whose_tempered_teacher_overflows_is_refused_before_work(
+    flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sampler.train.distill import MIN_TEACHER_TEMPERATURE, teacher_temperature
+
+    teacher = make_teacher(tmp_path / "teacher")
+    out = tmp_path / "student"
+    assert run_cli(["distill", "--teacher", teacher, "--out", out, *DISTILL_FAST, flag, "1e-37"]) == 2
+    assert f"{flag[2:].replace('-', '_')} must be a finite number >= 0.01" in capsys.readouterr().err
+    assert not out.exists()
+    assert teacher_temperature(0, MIN_TEACHER_TEMPERATURE, 0.0, MIN_TEACHER_TEMPERATURE) == MIN_TEACHER_TEMPERATURE

@@ -96,6 +96,11 @@ def round_step_counts(start_steps: Any, target_steps: Any) -> list[int]:
     return counts
 
 
+# Smallest teacher temperature: at T = 0.01 a 1-nat gap becomes 100 nats, a probability ratio e^100 ≈ 3e43 beyond
+# float32's range, so the tempered float32 teacher is already argmax; lower T only moves log p / T towards overflow.
+MIN_TEACHER_TEMPERATURE = 0.01
+
+
 def teacher_temperature(
     round_index: int, start: float = 0.96, step: float = -0.03, floor: float = 0.75, enabled: bool = True
 ) -> float:
@@ -108,8 +113,9 @@ def teacher_temperature(
     if not enabled:
         return 1.0
     for name, value in (("temperature_start", start), ("temperature_floor", floor)):
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        if not (math.isfinite(value) and value >= MIN_TEACHER_TEMPERATURE):
+            raise ValueError(f"{name} must be a finite number >= {MIN_TEACHER_TEMPERATURE} (below it the tempered "
+                             f"float32 teacher is argmax and its log p / T can overflow to a non-finite loss), got {value!r}")
     if not math.isfinite(step):
         raise ValueError(f"temperature_step must be finite, got {step!r}")
     return max(floor, start + step * round_index)
