@@ -48,6 +48,26 @@ def time_grid(num_steps: int) -> Float[Tensor, "N1"]:
     return torch.arange(num_steps, -1, -1, dtype=torch.float64) / num_steps
 
 
+class StepTimes:
+    """The grid t_i = (N − i)/N, i = 0..N, computed one entry at a time: the same float64 values as
+    `time_grid(N).tolist()` (both are the correctly rounded quotient of two exact integers), but in constant
+    memory, so a huge step count costs time linear in N (one posterior draw per step) and no memory."""
+
+    def __init__(self, num_steps: int) -> None:
+        self.num_steps = check_positive_int(num_steps, "num_steps")
+
+    def __len__(self) -> int:
+        return self.num_steps + 1
+
+    def __getitem__(self, i: int) -> float:
+        if not 0 <= i <= self.num_steps:
+            raise IndexError(f"step index {i} outside 0..{self.num_steps}")
+        return (self.num_steps - i) / self.num_steps
+
+    def __iter__(self) -> Any:
+        return (self[i] for i in range(len(self)))
+
+
 def ancestral_step(
     denoiser: Denoiser,
     z_t: Int[Tensor, "B L"],
@@ -131,7 +151,7 @@ def ancestral_sample(
     config = getattr(denoiser, "config", None)
     if cached and getattr(config, "time_conditioning", False):
         raise ValueError("cached=True needs a denoiser without time conditioning (its output depends on t)")
-    grid = time_grid(num_steps).tolist()
+    grid = StepTimes(num_steps)
     out = []
     batches = range(0, num_samples, batch_size)
     if progress:
@@ -148,7 +168,7 @@ def ancestral_sample(
 
 
 def _sample_batch(
-    denoiser: Denoiser, schedule: Schedule, grid: list[float], z: Tensor, mask_id: int,
+    denoiser: Denoiser, schedule: Schedule, grid: StepTimes, z: Tensor, mask_id: int,
     generator: torch.Generator | None, temperature: float, final_greedy: bool, cached: bool,
 ) -> Tensor:
     n = z.shape[0]

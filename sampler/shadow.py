@@ -30,6 +30,7 @@ together.
 
 from __future__ import annotations
 
+import itertools
 import sys
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -39,7 +40,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from duality import MaskedCoupling
-from sampler.sampling import Denoiser, check_positive_int, check_temperature, time_grid
+from sampler.sampling import Denoiser, StepTimes, check_positive_int, check_temperature
 from .protocols import Schedule
 
 REVEAL_METHODS = ("uniform", "threshold")
@@ -376,7 +377,7 @@ def noise_shared_sample(
     method = noise.method if isinstance(noise, ShadowNoise) else "uniform"
     coupling = shadow_coupling(schedule, vocab_size, mask_id, method)
     _check_sampler_inputs(noise, coupling, vocab_size, fixed, device)
-    grid = time_grid(num_steps).tolist()
+    grid = StepTimes(num_steps)  # constant memory at any step count
     num_samples, seq_len = noise.shape
     out = []
     for start in range(0, num_samples, batch_size):
@@ -389,10 +390,10 @@ def noise_shared_sample(
 
 
 def _sample_batch(
-    denoiser: Denoiser, coupling: MaskedCoupling, grid: list[float], z: Tensor, noise: ShadowNoise, temperature: float,
+    denoiser: Denoiser, coupling: MaskedCoupling, grid: StepTimes, z: Tensor, noise: ShadowNoise, temperature: float,
 ) -> Tensor:
     """Steps t_i -> t_{i+1} of one batch (`shadow_step` on every row at the same times)."""
-    for t, s in zip(grid[:-1], grid[1:]):
+    for t, s in itertools.pairwise(grid):
         t_vec = torch.full((z.shape[0],), t, dtype=torch.float64, device=z.device)
         z, _, _ = shadow_step(denoiser, coupling, z, t_vec, torch.full_like(t_vec, s), noise, temperature)
     return z

@@ -215,3 +215,31 @@ def test_a_temperature_whose_tempered_teacher_overflows_is_refused_before_work(
     assert f"{flag[2:].replace('-', '_')} must be a finite number >= 0.01" in capsys.readouterr().err
     assert not out.exists()
     assert teacher_temperature(0, MIN_TEACHER_TEMPERATURE, 0.0, MIN_TEACHER_TEMPERATURE) == MIN_TEACHER_TEMPERATURE
+
+
+# --------------------------------------------------------------------------- unbounded costs
+
+
+def test_the_step_grid_is_built_lazily_with_the_same_values() -> None:
+    """A huge step count costs no memory up front: 5 million steps over a fully pinned batch (nothing to reveal,
+    so the sampler stops at once) allocate well under a megabyte of Python objects (the full grid as a list
+    took ~160 MB); the lazy grid equals time_grid's values exactly."""
+    import tracemalloc
+
+    from sampler.sampling import StepTimes, ancestral_sample, time_grid
+    from theory.schedules import LogLinearSchedule
+
+    for n in (1, 3, 64, 1000, 99991):
+        assert list(StepTimes(n)) == time_grid(n).tolist()
+
+    def denoiser(z, t):  # never called: every position is pinned
+        raise AssertionError("called")
+
+    fixed = torch.zeros(2, 4, dtype=torch.long)
+    tracemalloc.start()
+    try:
+        out = ancestral_sample(denoiser, LogLinearSchedule(), 5_000_000, 2, 4, mask_id=3, vocab_size=3, fixed=fixed)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert torch.equal(out, fixed) and peak < 1_000_000
