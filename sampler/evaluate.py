@@ -216,6 +216,10 @@ def _sampler_rows(kind: str, model_fn: Any, use_cache: bool, args: EvalConfig, s
                   evaluator: Any, rate: tuple[float, float] | None, seq_len: int, mask_id: int, vocab_size: int,
                   device: Any) -> list[dict[str, Any]]:
     """One report row per (temperature, step count) of one denoiser, each paired with the most steps."""
+    from sampler.shadow_model import check_argmax_temperature
+
+    for temperature in args.temperatures:  # all of them refused before the first sample
+        check_argmax_temperature(model_fn, temperature, "--temperatures")
     out = []
     for temperature in args.temperatures:
         reference = None

@@ -18,6 +18,7 @@ positions (infilling).  Pinned tokens are visible from the start and never chang
 
 from __future__ import annotations
 
+import numbers
 import time
 from typing import Any
 
@@ -32,6 +33,17 @@ def check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes any seed up to here on every device
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """`seed` as an int in 0..MAX_SEED (one rule for the library and the command line); ValueError naming
+    `name` for a bool, a float, a string, a negative or a too large seed."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{name} must be an integer in 0..2**63 - 1, got {seed!r}")
+    return int(seed)
 
 
 def check_temperature(temperature: Any) -> float:

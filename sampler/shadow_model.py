@@ -275,6 +275,14 @@ class ArgmaxShadowDenoiser:
         return one_hot.scatter_(-1, log_probs.argmax(-1, keepdim=True), 0.0)
 
 
+def check_argmax_temperature(student: Any, temperature: Any, name: str = "temperature") -> None:
+    """ValueError naming `name` for a temperature other than 1 with a hard-target (design B) student: it draws
+    every token by argmax, so a temperature would change nothing while being reported as if it had."""
+    if getattr(student, "draw", None) == "argmax" and temperature != 1:
+        raise ValueError(f"{name}={temperature!r} is not available for a hard-target (design B) shadow student: it "
+                         "draws every token by argmax, so the output would not depend on it; use temperature 1")
+
+
 def shadow_sample(
     student: Any, schedule: Schedule, num_steps: int, num_samples: int, seq_len: int, seed: int, temperature: float = 1.0,
     method: str | None = None, device: Any = "cpu", batch_size: int = 256, fixed: Int[Tensor, "N L"] | None = None,
@@ -282,8 +290,11 @@ def shadow_sample(
     """num_samples sequences from the noise-shared sampler (a student whose `draw` is "argmax", design B, through
     ArgmaxShadowDenoiser): ShadowNoise (reveal `method`, default the student's reveal_method) drawn from `seed` on the CPU (the same noise on any device, paired across samplers), moved to
     `device`, then noise_shared_sample."""
+    from sampler.sampling import check_seed
     from sampler.shadow import noise_shared_sample, sample_shadow_noise
 
+    seed = check_seed(seed)
+    check_argmax_temperature(student, temperature)
     config = student.config
     method = getattr(student, "reveal_method", "uniform") if method is None else method
     if getattr(student, "draw", "quantile") == "argmax":

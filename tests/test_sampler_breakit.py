@@ -243,3 +243,83 @@ def test_the_step_grid_is_built_lazily_with_the_same_values() -> None:
     finally:
         tracemalloc.stop()
     assert torch.equal(out, fixed) and peak < 1_000_000
+
+
+# --------------------------------------------------------------------------- sampler.sample arguments
+
+
+def _sample_with(**overrides):
+    """sampler.sample without the tests' jaxtyping/beartype hook (which would answer `seed='a'` first, as no
+    user's installation does)."""
+    import inspect
+
+    import sampler.api
+    from theory.schedules import LogLinearSchedule
+
+    kwargs = dict(num_samples=2, num_steps=4, seed=0)
+    schedule = overrides.pop("schedule", LogLinearSchedule())
+    kwargs.update(overrides)
+    return inspect.unwrap(sampler.api.sample)(_module_denoiser(), schedule, **kwargs)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"prefix": [[1, 2], [3, 4]]}, r"prefix must have shape \(length,\), got shape \(2, 2\)"),
+    ({"prefix": [3.7, 1.2]}, "prefix must hold integer token ids"),
+    ({"prefix": [True, False]}, "prefix must hold integer token ids"),
+    ({"infill": [1.5, 8, 8, 8, 8]}, "infill must hold integer token ids"),
+    ({"seed": "a"}, "seed must be an integer in 0..2"),
+    ({"seed": 2**70}, "seed must be an integer in 0..2"),
+    ({"seed": -1}, "seed must be an integer in 0..2"),
+    ({"seed": 1.0}, "seed must be an integer in 0..2"),
+    ({"schedule": None}, "schedule must be a masking schedule"),
+    ({"device": "meta"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'meta'"),
+])
+def test_sample_refuses_bad_arguments_by_name_instead_of_rewriting_them(overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _sample_with(**overrides)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_sample_on_cuda_without_cuda_is_a_named_error() -> None:
+    with pytest.raises(ValueError, match="device='cuda' asked for but CUDA is not available"):
+        _sample_with(device="cuda")
+
+
+def test_valid_prompts_and_seeds_still_sample() -> None:
+    x = _sample_with(prefix=[3, 1], seed=2**63 - 1)
+    assert x.shape == (2, 5) and x[:, :2].tolist() == [[3, 1], [3, 1]]
+    y = _sample_with(infill=torch.tensor([8, 1, 8, 8, 2], dtype=torch.int32))
+    assert y[:, 1].tolist() == [1, 1] and y[:, 4].tolist() == [2, 2]
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**63)])
+def test_the_cli_and_the_library_share_one_seed_rule(seed: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sampler.sampling import MAX_SEED, check_seed
+
+    teacher = make_teacher(tmp_path / "teacher")
+    assert run_cli(["sample", "--ckpt", teacher, "--seed", seed, "--num", "1", "--steps", "2", "--out", tmp_path / "s.jsonl"]) == 2
+    assert "--seed: must be an integer in 0..2**63 - 1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="seed must be an integer in 0..2"):
+        check_seed(int(seed))
+    assert check_seed(MAX_SEED) == MAX_SEED
+
+
+# --------------------------------------------------------------------------- the design-B shadow student and temperature
+
+
+def test_a_hard_target_shadow_student_refuses_a_temperature_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sampler.train.distill import DistillConfig, distill
+
+    teacher = make_teacher(tmp_path / "teacher", seq_len=12)
+    student = tmp_path / "hard"
+    distill(DistillConfig(teacher=str(teacher), out=str(student), method="shadow", coupling="uniform", start_steps=4,
+                          target_steps=2, steps_per_round=2, shadow_substeps=2, batch_size=4, save_every=2, log_every=1,
+                          device="cpu", progress=False, warmup=1, temperature=False, shadow_target="hard"))
+    out = tmp_path / "s.jsonl"
+    assert run_cli(["sample", "--ckpt", student, "--temperature", "0.2", "--num", "2", "--steps", "2", "--out", out]) == 2
+    assert "temperature=0.2 is not available for a hard-target (design B) shadow student" in capsys.readouterr().err
+    assert not out.exists()
+    report = tmp_path / "eval.json"
+    assert run_cli(["eval", "--ckpt", student, "--temperatures", "1", "0.5", "--num", "2", "--steps", "2", "--out", report]) == 2
+    assert "--temperatures=0.5 is not available" in capsys.readouterr().err
+    assert run_cli(["sample", "--ckpt", student, "--num", "2", "--steps", "2", "--out", out]) == 0  # temperature 1 still samples
