@@ -323,3 +323,34 @@ def test_a_hard_target_shadow_student_refuses_a_temperature_by_name(tmp_path: Pa
     assert run_cli(["eval", "--ckpt", student, "--temperatures", "1", "0.5", "--num", "2", "--steps", "2", "--out", report]) == 2
     assert "--temperatures=0.5 is not available" in capsys.readouterr().err
     assert run_cli(["sample", "--ckpt", student, "--num", "2", "--steps", "2", "--out", out]) == 0  # temperature 1 still samples
+
+
+# --------------------------------------------------------------------------- flags that would be silently ignored
+
+
+@pytest.mark.parametrize("flag", [["--shadow-head", "causal"], ["--shadow-target", "hard"]])
+def test_shadow_only_flags_with_the_mcd_method_are_refused(flag: list, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    teacher = make_teacher(tmp_path / "teacher")
+    out = tmp_path / "student"
+    assert run_cli(["distill", "--teacher", teacher, "--out", out, "--method", "mcd", *flag, *DISTILL_FAST]) == 2
+    assert f"{flag[0][2:].replace('-', '_')}={flag[1]!r} applies to method 'shadow' only" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_resume_asking_for_fewer_steps_than_done_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    fast = ["--seq-len", "8", "--batch-size", "2", "--no-progress", "--device", "cpu", "--save-every", "1"]
+    assert run_cli(["train", "--out", run, "--steps", "3", *fast]) == 0
+    before = (run / "checkpoint.safetensors").read_bytes()
+    assert run_cli(["train", "--out", run, "--resume", "--steps", "2", *fast]) == 2
+    assert "below the step 3" in capsys.readouterr().err
+    assert (run / "checkpoint.safetensors").read_bytes() == before  # no `resumes` entry appended
+    assert run_cli(["train", "--out", run, "--resume", "--steps", "3", *fast]) == 0  # equal: nothing to do, allowed
+
+    teacher = make_teacher(tmp_path / "teacher")
+    student = tmp_path / "student"
+    assert run_cli(["distill", "--teacher", teacher, "--out", student, *DISTILL_FAST]) == 0
+    before = (student / "checkpoint.safetensors").read_bytes()
+    assert run_cli(["distill", "--teacher", teacher, "--out", student, *DISTILL_FAST, "--steps", "1"]) == 2
+    assert "below the step 4" in capsys.readouterr().err
+    assert (student / "checkpoint.safetensors").read_bytes() == before

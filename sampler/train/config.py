@@ -160,6 +160,13 @@ class RunConfig:
         return replace(self, seed=current["seed"]), differing
 
 
+def check_resume_steps(max_steps: int | None, step: int, out: str) -> None:
+    """ValueError when a resume asks for fewer total steps than the run has done: it would do nothing."""
+    if max_steps is not None and max_steps < step:
+        raise ValueError(f"max_steps (--steps) {max_steps} is below the step {step} that out={out!r} has reached, so this "
+                         f"resume would do nothing; give --steps >= {step} to continue it")
+
+
 @dataclass(kw_only=True)
 class TrainConfig(RunConfig, OptimConfig):
     """Everything a teacher run depends on (stored in the checkpoint's meta["train_config"])."""
@@ -238,6 +245,9 @@ class DistillConfig(RunConfig, OptimConfig):
         _check_int(self.shadow_substeps, "shadow_substeps", 1)
         if self.shadow_head not in SHADOW_HEADS:
             raise ValueError(f"shadow_head must be one of {SHADOW_HEADS}, got {self.shadow_head!r}")
+        for name, default in (("shadow_head", "input"), ("shadow_target", "soft")):
+            if self.method != "shadow" and getattr(self, name) != default:
+                raise ValueError(f"{name}={getattr(self, name)!r} applies to method 'shadow' only, got method={self.method!r}")
         if self.method == "shadow" and self.coupling not in ("uniform", "threshold"):
             raise ValueError(f"coupling must be 'uniform' or 'threshold' for method='shadow' (per-token reveal noise), "
                              f"got {self.coupling!r}")

@@ -51,7 +51,7 @@ from ..losses import mcd_loss
 from ..model import DenoiserConfig, TransformerDenoiser
 from ..protocols import Schedule
 from .baseline import baseline_step
-from .config import COUPLINGS, METHODS, REFRESH_FROM, DistillConfig
+from .config import COUPLINGS, METHODS, REFRESH_FROM, DistillConfig, check_resume_steps
 from .loop import LoopHooks, StepFn, StepOutput, run_loop
 from ..rundir import check_output_path, run_dir_lock
 from .runtime import (
@@ -302,6 +302,7 @@ def _previous_run(
             f"or start afresh with another --out"
         )
     resumed, changed = config.resumed_config(meta["distill"]["config"], meta.get("resumes", []))
+    check_resume_steps(resumed.max_steps, int(meta.get("step", 0)), config.out)
     if "steps_per_round" in changed and changed["steps_per_round"][1] < changed["steps_per_round"][0]:
         raise ValueError(f"steps_per_round may only grow on a resume: out={config.out!r} has "
                          f"{changed['steps_per_round'][0]} a round, now {changed['steps_per_round'][1]}")
