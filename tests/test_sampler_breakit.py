@@ -354,3 +354,26 @@ def test_a_resume_asking_for_fewer_steps_than_done_is_refused(tmp_path: Path, ca
     assert run_cli(["distill", "--teacher", teacher, "--out", student, *DISTILL_FAST, "--steps", "1"]) == 2
     assert "below the step 4" in capsys.readouterr().err
     assert (student / "checkpoint.safetensors").read_bytes() == before
+
+
+# --------------------------------------------------------------------------- crafted and wrong-kind teachers
+
+
+@pytest.mark.parametrize("source", ["exact", ["exact"], {"seed": 0}])
+def test_distill_names_crafted_source_metadata(source, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    teacher = reseal(make_teacher(tmp_path / "teacher"), source=source)
+    out = tmp_path / "student"
+    assert run_cli(["distill", "--teacher", teacher, "--out", out, *DISTILL_FAST]) == 2
+    assert "malformed checkpoint: meta['source']" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_distill_from_a_shadow_student_is_a_named_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    teacher = make_teacher(tmp_path / "teacher")
+    student = tmp_path / "shadow"
+    assert run_cli(["distill", "--teacher", teacher, "--out", student, "--method", "shadow", "--coupling", "uniform",
+                    *DISTILL_FAST]) == 0
+    out = tmp_path / "again"
+    assert run_cli(["distill", "--teacher", student, "--out", out, *DISTILL_FAST]) == 2
+    assert f"teacher={str(student)!r} is a shadow student" in capsys.readouterr().err
+    assert not out.exists()

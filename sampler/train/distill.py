@@ -267,9 +267,24 @@ def _load_teacher(config: DistillConfig) -> tuple[dict[str, Tensor], dict[str, A
     tensors, meta = ckpt.load_checkpoint(config.teacher)
     if "model_config" not in meta or "source" not in meta or "schedule" not in meta:
         raise ValueError(f"teacher={config.teacher!r} is not a denoiser checkpoint (needs model_config, source, schedule in its meta)")
+    _check_teacher_meta(meta, config.teacher)
     source = get_source(**meta["source"])
     check_teacher_compatible(meta, source, config)
     return tensors, meta, source, DenoiserConfig.from_dict(meta["model_config"]), MaskSchedule.from_description(meta["schedule"])
+
+
+def _check_teacher_meta(meta: dict[str, Any], teacher: str) -> None:
+    """ValueError naming --teacher for a shadow student (its weights need a noise input a teacher does not have)
+    or metadata of the wrong kind (crafted: the digest is a checksum anyone can re-seal)."""
+    if "shadow" in meta:
+        raise ValueError(f"teacher={teacher!r} is a shadow student (it reads per-token noise): distill from a plain "
+                         "denoiser (a run of mcd train, or an mcd or baseline student)")
+    for name in ("model_config", "source"):
+        if not isinstance(meta[name], dict):
+            raise ValueError(f"teacher={teacher!r} has a malformed checkpoint: meta[{name!r}] must be a mapping, "
+                             f"got {type(meta[name]).__name__} {meta[name]!r:.60}")
+    if "spec" not in meta["source"]:
+        raise ValueError(f"teacher={teacher!r} has a malformed checkpoint: meta['source'] names no 'spec'")
 
 
 def teacher_weights_digest(teacher_tensors: dict[str, Tensor]) -> str:
