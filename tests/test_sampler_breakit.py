@@ -377,3 +377,68 @@ def test_distill_from_a_shadow_student_is_a_named_error(tmp_path: Path, capsys: 
     assert run_cli(["distill", "--teacher", student, "--out", out, *DISTILL_FAST]) == 2
     assert f"teacher={str(student)!r} is a shadow student" in capsys.readouterr().err
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- a full disk
+
+
+def _disk_fills_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file opened through os.fdopen for writing (atomic_write_bytes' temporary) takes half its data,
+    then the device is full (ENOSPC), as a real full disk answers a write."""
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    def fdopen(fd, mode="r", *args, **kwargs):
+        f = real_fdopen(fd, mode, *args, **kwargs)
+        return FullDisk(f) if "w" in mode else f
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+
+
+def test_a_full_disk_during_a_checkpoint_save_is_named_and_the_previous_one_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    fast = ["--seq-len", "8", "--batch-size", "2", "--no-progress", "--device", "cpu", "--save-every", "1"]
+    assert run_cli(["train", "--out", run, "--steps", "2", *fast]) == 0
+    before = (run / "checkpoint.safetensors").read_bytes()
+    capsys.readouterr()
+    _disk_fills_up(monkeypatch)
+    assert run_cli(["train", "--out", run, "--resume", "--steps", "4", *fast]) == 2
+    err = capsys.readouterr().err
+    assert "no space left" in err and "the previous file there is intact" in err and "Traceback" not in err
+    monkeypatch.undo()
+    assert (run / "checkpoint.safetensors").read_bytes() == before and load_checkpoint(run)[1]["step"] == 2
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_a_full_disk_while_writing_samples_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from sampler.checkpoint import DiskFullError
+
+    teacher = make_teacher(tmp_path / "teacher")
+    out = tmp_path / "s.jsonl"
+    _disk_fills_up(monkeypatch)
+    assert run_cli(["sample", "--ckpt", teacher, "--num", "2", "--steps", "2", "--out", out]) == 2
+    assert "no space left" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(DiskFullError) as caught:
+        save_checkpoint(teacher, {"model.w": torch.ones(3)}, {"step": 1})
+    assert caught.value.errno == errno.ENOSPC and "the previous file there is intact" in str(caught.value)
+    monkeypatch.undo()
+    assert load_checkpoint(teacher)[1]["step"] == 0
