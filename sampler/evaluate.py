@@ -59,6 +59,7 @@ class EvalConfig(InferenceConfig):
     elbo_num: int = 512
     elbo_draws: int = 4
     oracle: bool = False
+    data: str | None = None  # the corpus of a text or n-gram run, named by the user (a path in the checkpoint is never read)
 
 
 def validation_elbo_per_sequence(
@@ -253,7 +254,7 @@ def evaluate_checkpoint(args: EvalConfig) -> dict:
     _check_args(args)
     model, meta, schedule, device = open_for_inference(args)
     config = model.config
-    source = source_or_stored_tokenizer(meta.get("source"), meta.get("tokenizer"), corpus_needed=True)
+    source = source_or_stored_tokenizer(meta.get("source"), meta.get("tokenizer"), corpus_needed=True, corpus=args.data)
     if isinstance(source, StoredTokenizerSource):
         print(f"mcd eval: warning: {source.reason}; decoding with the checkpoint's stored tokenizer, "
               "validation ELBO skipped (it needs held-out text)", file=sys.stderr)

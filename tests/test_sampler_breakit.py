@@ -442,3 +442,52 @@ def test_a_full_disk_while_writing_samples_is_named(tmp_path: Path, monkeypatch:
     assert caught.value.errno == errno.ENOSPC and "the previous file there is intact" in str(caught.value)
     monkeypatch.undo()
     assert load_checkpoint(teacher)[1]["step"] == 0
+
+
+# --------------------------------------------------------------------------- checkpoint metadata is untrusted
+
+
+@pytest.mark.parametrize("stored_tokenizer", [True, False])
+def test_sample_and_eval_never_read_a_corpus_named_in_the_checkpoint(
+    stored_tokenizer: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A crafted checkpoint (re-sealed by save_checkpoint) whose source names another file: neither mcd sample
+    nor mcd eval opens it (every open of that path is recorded and must not happen); a corpus named with
+    --data on the command line is read."""
+    import builtins
+
+    from teacher_fixtures import make_text_teacher
+
+    monkeypatch.setenv("LATENT_SHADOWS_CACHE", str(tmp_path / "cache"))
+    run, spec = make_text_teacher(tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("a file the checkpoint must not make us read\n" * 20)
+    tensors, meta = load_checkpoint(run)
+    changes = {"source": {**meta["source"], "spec": f"text:{secret}"}}
+    if not stored_tokenizer:
+        changes["tokenizer"] = None
+    reseal(run, **changes)
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def recording_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", recording_open)
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (opened.append(str(self)), real_open(self, *a, **k).read())[1])
+    out = tmp_path / "s.jsonl"
+    assert run_cli(["sample", "--ckpt", run, "--num", "2", "--steps", "2", "--device", "cpu", "--out", out]) == 0
+    code = run_cli(["eval", "--ckpt", run, "--num", "2", "--steps", "2", "--evaluator", "none", "--device", "cpu",
+                    "--elbo-num", "2", "--out", tmp_path / "e.json"])
+    err = capsys.readouterr().err
+    assert str(secret) not in opened
+    if stored_tokenizer:
+        assert code == 0 and "never read" in err
+    else:
+        assert code == 2 and "pass the corpus with --data" in err and "writing ids only" in err
+    corpus = spec.split("?")[0][len("text:"):]
+    opened.clear()
+    assert run_cli(["eval", "--ckpt", run, "--num", "2", "--steps", "2", "--evaluator", "none", "--device", "cpu",
+                    "--elbo-num", "2", "--out", tmp_path / "e.json", "--data", spec]) == 0
+    assert corpus in opened and str(secret) not in opened
