@@ -134,6 +134,40 @@ def validate(config: BenchConfig) -> None:
         raise ValueError(f"temperatures must be distinct, got {config.temperatures!r}")
     if not config.z > 0:
         raise ValueError(f"z must be positive, got {config.z!r}")
+    _validate_training(config)
+
+
+def _validate_training(config: BenchConfig) -> None:
+    """The training settings, checked before the teacher is trained: learning rates, batch sizes, and for a
+    teacher trained in OUT the n-gram orders against its sequences and one training step's memory."""
+    from .bench_arms import ARMS
+    from .data import get_source
+    from .model import DenoiserConfig
+    from .quality.fidelity import check_ngram_orders
+    from .train.runtime import check_training_memory, pick_device
+
+    for name in ("lr", "teacher_lr"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    for name in ("batch_size", "teacher_batch_size", "steps_per_round"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if config.teacher is not None:  # its source and size are checked against it (check_source) before any work
+        return
+    source = get_source("exact", seq_len=config.seq_len)
+    seq_len = config.seq_len or int(source.default_seq_len)
+    check_ngram_orders(tuple(config.ngram_orders), seq_len, source.vocab_size)
+    model_config = DenoiserConfig.preset(config.teacher_size, int(source.vocab_size), seq_len)
+    batches = {"--teacher-batch-size": config.teacher_batch_size,
+               **{f"--batch-size × {ARMS[name].batch_multiplier} (arm {name})": config.batch_size * ARMS[name].batch_multiplier
+                  for name in config.arms}}
+    for label, batch in batches.items():
+        try:
+            check_training_memory(model_config, batch, seq_len, pick_device(config.device))
+        except ValueError as err:
+            raise ValueError(f"{label}: {err}") from None
 
 
 def check_source(teacher_dir: Path, config: BenchConfig) -> None:

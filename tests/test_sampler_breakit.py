@@ -491,3 +491,44 @@ def test_sample_and_eval_never_read_a_corpus_named_in_the_checkpoint(
     assert run_cli(["eval", "--ckpt", run, "--num", "2", "--steps", "2", "--evaluator", "none", "--device", "cpu",
                     "--elbo-num", "2", "--out", tmp_path / "e.json", "--data", spec]) == 0
     assert corpus in opened and str(secret) not in opened
+
+
+# --------------------------------------------------------------------------- bench-distill
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--lr", "nan"], "lr must be a positive finite number"),
+    (["--teacher-lr", "0"], "teacher_lr must be a positive finite number"),
+    (["--ngram-orders", "1,100"], "ngram_orders holds 100, longer than the sequences"),
+    (["--batch-size", "100000000"], "needs at least"),
+])
+def test_bench_distill_refuses_its_whole_config_before_training_a_teacher(
+    flags: list, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench"
+    assert run_cli(["bench-distill", "--out", out, "--no-progress", *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # no teacher trained, no run directory
+
+
+def test_a_more_training_run_of_another_teacher_is_not_reused(tmp_path: Path) -> None:
+    from sampler.bench_arms import ARMS, train_more
+    from sampler.bench_distill import BenchConfig
+
+    teacher = tmp_path / "teacher"
+    assert run_cli(["train", "--out", teacher, "--steps", "2", "--seq-len", "8", "--batch-size", "2", "--no-progress",
+                    "--device", "cpu"]) == 0
+    config = BenchConfig(out=str(tmp_path / "bench"), start_steps=2, target_steps=2, steps_per_round=1, batch_size=2,
+                         device="cpu", progress=False)
+    arm = ARMS["more-training"]
+    assert train_more(arm, config, teacher, 0)["complete"]
+    assert train_more(arm, config, teacher, 0)["complete"]  # the same teacher and settings: reused
+    tensors, meta = load_checkpoint(teacher)
+    other = {k: (v + 0.01 if v.is_floating_point() and k.startswith(("model.", "ema.")) else v) for k, v in tensors.items()}
+    meta.pop("format_version")
+    save_checkpoint(teacher, other, meta)  # another teacher of the same shape and step
+    with pytest.raises(ValueError, match=r"cannot be reused.*teacher_weights_digest"):
+        train_more(arm, config, teacher, 0)
+    with pytest.raises(ValueError, match=r"cannot be reused.*lr"):
+        save_checkpoint(teacher, tensors, meta)
+        train_more(arm, BenchConfig(**{**config.__dict__, "lr": 1e-4}), teacher, 0)
