@@ -532,3 +532,21 @@ def test_a_more_training_run_of_another_teacher_is_not_reused(tmp_path: Path) ->
     with pytest.raises(ValueError, match=r"cannot be reused.*lr"):
         save_checkpoint(teacher, tensors, meta)
         train_more(arm, BenchConfig(**{**config.__dict__, "lr": 1e-4}), teacher, 0)
+
+
+# --------------------------------------------------------------------------- log windows across a resume
+
+
+def test_a_log_window_cut_by_a_resume_is_marked_partial(tmp_path: Path) -> None:
+    """Log every 4 steps, stop at step 6 (mid-window), resume to 12: the record at step 8 averages steps 7-8 only
+    and says so; the others (4, the stop step 6, 12) average every step since the previous record and carry no mark."""
+    from sampler.train.runtime import read_metrics
+
+    run = tmp_path / "run"
+    fast = ["--seq-len", "8", "--batch-size", "2", "--no-progress", "--device", "cpu", "--log-every", "4"]
+    assert run_cli(["train", "--out", run, "--steps", "6", *fast]) == 0
+    assert run_cli(["train", "--out", run, "--resume", "--steps", "12", *fast]) == 0
+    records = {r["step"]: r for r in read_metrics(run / "metrics.jsonl") if "loss" in r}
+    assert "loss_window_partial" not in records[4] and "loss_window_partial" not in records[12]
+    assert "loss_window_partial" not in records[6]  # the stop step's record: all of steps 5-6 since step 4
+    assert records[8]["loss_window_partial"] and records[8]["loss_window_steps"] == 2  # after the resume: steps 7-8
