@@ -550,3 +550,15 @@ def test_a_log_window_cut_by_a_resume_is_marked_partial(tmp_path: Path) -> None:
     assert "loss_window_partial" not in records[4] and "loss_window_partial" not in records[12]
     assert "loss_window_partial" not in records[6]  # the stop step's record: all of steps 5-6 since step 4
     assert records[8]["loss_window_partial"] and records[8]["loss_window_steps"] == 2  # after the resume: steps 7-8
+
+
+def test_module_denoiser_refuses_the_id_just_past_the_vocabulary_when_the_mask_id_is_elsewhere() -> None:
+    """K = 8 real tokens, mask id 9 (8 output classes): id 8 is neither (an off-by-one bound would let it through)."""
+    from sampler.adapter import ModuleDenoiser
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 8))
+    denoiser = ModuleDenoiser(net, vocab_size=8, seq_len=5, mask_id=9, takes_time=False)
+    assert denoiser(torch.tensor([[0, 7, 9, 9, 1]]), torch.full((1,), 0.5)).shape == (1, 5, 8)
+    with pytest.raises(ValueError, match="z holds id 8, neither a real token 0..7 nor mask_id=9"):
+        denoiser(torch.tensor([[0, 8, 9, 9, 1]]), torch.full((1,), 0.5))
