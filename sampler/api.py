@@ -114,7 +114,7 @@ def _fixed_tokens(
     if prefix is not None and infill is not None:
         raise ValueError("give prefix or infill, not both")
     if prefix is not None:
-        ids = _token_ids(prefix, "prefix", (1,))
+        ids = _token_ids(prefix, "prefix", (0, 1)).reshape(-1)  # one token id, or a list of them
         if ids.numel() > seq_len:
             raise ValueError(f"prefix has {ids.numel()} tokens, more than seq_len={seq_len}")
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
@@ -139,10 +139,10 @@ def _token_ids(value: Any, name: str, dims: tuple[int, ...]) -> Tensor:
         ids = torch.as_tensor(value)
     except (TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"{name} must be a list or tensor of integer token ids, got {value!r:.80}") from err
-    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+    if ids.numel() and (ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool):  # [] is float: allowed
         raise ValueError(f"{name} must hold integer token ids, got {ids.dtype} values {ids.reshape(-1)[:8].tolist()}")
     if ids.dim() not in dims:
-        shapes = " or ".join({1: "(length,)", 2: "(num_samples, seq_len)"}[d] for d in dims)
+        shapes = " or ".join({0: "()", 1: "(length,)", 2: "(num_samples, seq_len)"}[d] for d in dims)
         raise ValueError(f"{name} must have shape {shapes}, got shape {tuple(ids.shape)}"
                          + ("; one prompt for every sample (use infill for per-sample tokens)" if name == "prefix" else ""))
     return ids.to(torch.long)

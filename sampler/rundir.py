@@ -94,7 +94,8 @@ def _remove_stale_temporaries(run: Path) -> None:
 
     for name in (CHECKPOINT_FILE, CONFIG_FILE):
         for stale in run.glob(f".{name}.*.tmp"):
-            stale.unlink(missing_ok=True)
+            if stale.is_symlink() or stale.is_file():  # never a directory of that name
+                stale.unlink(missing_ok=True)
 
 
 def _nearest_existing(path: Path) -> Path:

@@ -263,7 +263,7 @@ def _sample_with(**overrides):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"prefix": [[1, 2], [3, 4]]}, r"prefix must have shape \(length,\), got shape \(2, 2\)"),
+    ({"prefix": [[1, 2], [3, 4]]}, r"prefix must have shape .*\(length,\), got shape \(2, 2\)"),
     ({"prefix": [3.7, 1.2]}, "prefix must hold integer token ids"),
     ({"prefix": [True, False]}, "prefix must hold integer token ids"),
     ({"infill": [1.5, 8, 8, 8, 8]}, "infill must hold integer token ids"),
@@ -288,6 +288,7 @@ def test_sample_on_cuda_without_cuda_is_a_named_error() -> None:
 def test_valid_prompts_and_seeds_still_sample() -> None:
     x = _sample_with(prefix=[3, 1], seed=2**63 - 1)
     assert x.shape == (2, 5) and x[:, :2].tolist() == [[3, 1], [3, 1]]
+    assert _sample_with(prefix=[]).shape == (2, 5) and _sample_with(prefix=4)[:, 0].tolist() == [4, 4]
     y = _sample_with(infill=torch.tensor([8, 1, 8, 8, 2], dtype=torch.int32))
     assert y[:, 1].tolist() == [1, 1] and y[:, 4].tolist() == [2, 2]
 
@@ -562,3 +563,18 @@ def test_module_denoiser_refuses_the_id_just_past_the_vocabulary_when_the_mask_i
     assert denoiser(torch.tensor([[0, 7, 9, 9, 1]]), torch.full((1,), 0.5)).shape == (1, 5, 8)
     with pytest.raises(ValueError, match="z holds id 8, neither a real token 0..7 nor mask_id=9"):
         denoiser(torch.tensor([[0, 8, 9, 9, 1]]), torch.full((1,), 0.5))
+
+
+def test_eval_refuses_a_corpus_for_a_run_built_without_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    teacher = make_teacher(tmp_path / "teacher")
+    assert run_cli(["eval", "--ckpt", teacher, "--num", "2", "--steps", "2", "--evaluator", "none", "--device", "cpu",
+                    "--data", "text:/etc/hostname", "--out", tmp_path / "e.json"]) == 2
+    assert "--data names a corpus, but this checkpoint's source is 'exact'" in capsys.readouterr().err
+
+
+def test_a_directory_named_like_a_temporary_is_left_alone(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / ".config.json.abc.tmp").mkdir(parents=True)
+    with run_dir_lock(run):
+        pass
+    assert (run / ".config.json.abc.tmp").is_dir()

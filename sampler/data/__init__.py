@@ -102,6 +102,9 @@ def source_or_stored_tokenizer(described: Any, stored_tokenizer: dict | None, co
     if not isinstance(described, dict) or not isinstance(described.get("spec"), str):
         raise ValueError(f"checkpoint meta has no valid 'source' entry: {described!r:.200}")
     if described["spec"].split("?", 1)[0] in ("exact", "hmm"):
+        if corpus is not None:
+            raise ValueError(f"--data names a corpus, but this checkpoint's source is {described['spec']!r}, built "
+                             "without one; leave --data out")
         return get_source(**described)
     if corpus is None or not corpus_needed:
         if stored_tokenizer is None:
