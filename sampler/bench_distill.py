@@ -154,13 +154,21 @@ def _validate_training(config: BenchConfig) -> None:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    if config.teacher is not None:  # its source and size are checked against it (check_source) before any work
-        return
-    source = get_source("exact", seq_len=config.seq_len)
-    seq_len = config.seq_len or int(source.default_seq_len)
-    check_ngram_orders(tuple(config.ngram_orders), seq_len, source.vocab_size)
-    model_config = DenoiserConfig.preset(config.teacher_size, int(source.vocab_size), seq_len)
-    batches = {"--teacher-batch-size": config.teacher_batch_size,
+    if config.teacher is not None:  # its n-gram orders are checked against its source (check_source) before any work
+        from .checkpoint import load_checkpoint
+
+        described = load_checkpoint(config.teacher)[1].get("model_config")
+        if not isinstance(described, dict):
+            raise ValueError(f"teacher={config.teacher!r} is not a denoiser checkpoint (its meta has no model_config mapping)")
+        model_config = DenoiserConfig.from_dict(described)
+        seq_len, batches = model_config.seq_len, {}
+    else:
+        source = get_source("exact", seq_len=config.seq_len)
+        seq_len = config.seq_len or int(source.default_seq_len)
+        check_ngram_orders(tuple(config.ngram_orders), seq_len, source.vocab_size)
+        model_config = DenoiserConfig.preset(config.teacher_size, int(source.vocab_size), seq_len)
+        batches = {"--teacher-batch-size": config.teacher_batch_size}
+    batches = {**batches,
                **{f"--batch-size × {ARMS[name].batch_multiplier} (arm {name})": config.batch_size * ARMS[name].batch_multiplier
                   for name in config.arms}}
     for label, batch in batches.items():

@@ -578,3 +578,13 @@ def test_a_directory_named_like_a_temporary_is_left_alone(tmp_path: Path) -> Non
     with run_dir_lock(run):
         pass
     assert (run / ".config.json.abc.tmp").is_dir()
+
+
+def test_bench_distill_with_a_given_teacher_checks_the_students_batch_memory_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    teacher = make_teacher(tmp_path / "teacher")
+    out = tmp_path / "bench"
+    assert run_cli(["bench-distill", "--teacher", teacher, "--out", out, "--no-progress", "--batch-size", "100000000"]) == 2
+    assert "(arm mcd): --batch-size 100000000 with --seq-len 12 needs at least" in capsys.readouterr().err
+    assert not out.exists()
