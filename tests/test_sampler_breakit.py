@@ -588,3 +588,22 @@ def test_bench_distill_with_a_given_teacher_checks_the_students_batch_memory_fir
     assert run_cli(["bench-distill", "--teacher", teacher, "--out", out, "--no-progress", "--batch-size", "100000000"]) == 2
     assert "(arm mcd): --batch-size 100000000 with --seq-len 12 needs at least" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_full_disk_while_appending_metrics_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    from sampler.checkpoint import DiskFullError
+    from sampler.train.runtime import MetricsLogger
+
+    logger = MetricsLogger(tmp_path / "metrics.jsonl")
+    real_open = builtins.open
+
+    def full_open(file, mode="r", *args, **kwargs):
+        if "a" in mode:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", full_open)
+    with pytest.raises(DiskFullError, match="the last checkpoint is intact"):
+        logger.log({"step": 1, "loss": 2.0})

@@ -283,8 +283,18 @@ class MetricsLogger:
         if self.path is None:
             return
         record = {"time": round(time.time(), 3), **json_ready(record)}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:
+            import errno
+
+            from ..checkpoint import DiskFullError
+
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise DiskFullError(err.errno, f"no space left on the device (or quota) while appending to {str(self.path)!r}: "
+                                "the last checkpoint is intact; free some space and resume the run") from err
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
