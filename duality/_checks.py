@@ -44,6 +44,7 @@ def check_tokens(x0: Tensor, name: str, vocab_size: int | None, mask_id: int | N
         raise ValueError(f"{name} must be a torch.Tensor of token ids, got {type(x0).__name__}")
     if x0.is_floating_point() or x0.is_complex() or x0.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor of token ids, got dtype {x0.dtype}")
+    check_not_meta(x0, name)
     if x0.numel() == 0:
         return
     low = int(x0.min())
@@ -54,6 +55,12 @@ def check_tokens(x0: Tensor, name: str, vocab_size: int | None, mask_id: int | N
         raise ValueError(f"{name} contains token id {high} outside [0, {vocab_size}) (vocab_size={vocab_size})")
     if vocab_size is None and mask_id is not None and bool((x0 == mask_id).any()):
         raise ValueError(f"{name} contains mask_id={mask_id}; it must hold clean tokens only")
+
+
+def check_not_meta(x: Tensor, name: str) -> None:
+    """A tensor on the meta device has a shape but no values: refused by name before it is read."""
+    if x.device.type == "meta":
+        raise ValueError(f"{name} is a tensor on the meta device (shape only, no values); pass one that holds its values")
 
 
 def check_same_device(a: Tensor, a_name: str, b: Tensor, b_name: str) -> None:
@@ -79,6 +86,7 @@ def check_time(t: Any, name: str, like: Tensor | None) -> float | Tensor:
     if isinstance(t, Tensor):
         if t.dtype == torch.bool or t.is_complex():
             raise ValueError(f"{name} must be a real time in [0, 1], got a {t.dtype} tensor")
+        check_not_meta(t, name)
         if like is not None:
             check_same_device(t, name, like, "x0")
         if t.ndim == 0:

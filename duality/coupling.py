@@ -45,6 +45,7 @@ from theory.protocols import Schedule
 from ._checks import (
     check_generator,
     check_mask_id,
+    check_not_meta,
     check_ordered_times,
     check_same_device,
     check_time,
@@ -274,6 +275,7 @@ class MaskedCoupling:
         """Validate noise (and x0 when given); returns a tensor with the token batch shape."""
         if not isinstance(noise, Tensor) or not noise.is_floating_point():
             raise ValueError(f"noise must be a floating-point tensor from sample_noise, got {getattr(noise, 'dtype', type(noise))}")
+        check_not_meta(noise, "noise")
         origin = getattr(noise, _ORIGIN, None)
         if origin is not None and origin != (self.method, self.vocab_size):
             raise ValueError(

@@ -157,14 +157,28 @@ class ModuleDenoiser(nn.Module):
     def forward(self, z: Int[Tensor, "B L"], t: Float[Tensor, "B"]) -> Float[Tensor, "B L K"]:
         """log p(x0 | z_t) over the K real tokens, SUBS-parameterised (see the module docstring)."""
         cfg = self.config
-        if z.dim() != 2 or z.shape[1] > cfg.seq_len:
-            raise ValueError(f"z must have shape (batch, length <= {cfg.seq_len}), got {tuple(z.shape)}")
+        _check_denoiser_input(z, t, cfg)
         logits = self._call(z, t, cfg.time_conditioning)
         expected = (z.shape[0], z.shape[1], cfg.output_classes)
         if not isinstance(logits, Tensor) or tuple(logits.shape) != expected:
             got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
             raise ValueError(f"module output must have shape {expected} (as on the probe), got {got}")
         return subs_from_logits(logits, z, cfg.vocab_size, cfg.mask_id)
+
+
+def _check_denoiser_input(z: Any, t: Any, cfg: ModuleDenoiserConfig) -> None:
+    """ValueError naming z or t unless z is an integer (B, L <= seq_len) tensor of ids in 0..K−1 or the mask
+    id, and t a floating tensor of shape (B,).  Cheap: dtype and shape reads and one pass over z's ids."""
+    if not isinstance(z, Tensor) or z.is_floating_point() or z.is_complex() or z.dtype == torch.bool:
+        raise ValueError(f"z must be an integer tensor of token ids, got {getattr(z, 'dtype', type(z).__name__)}")
+    if z.dim() != 2 or z.shape[1] > cfg.seq_len:
+        raise ValueError(f"z must have shape (batch, length <= {cfg.seq_len}), got {tuple(z.shape)}")
+    if not isinstance(t, Tensor) or not t.is_floating_point() or tuple(t.shape) != (z.shape[0],):
+        got = f"{t.dtype} of shape {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
+        raise ValueError(f"t must be a floating tensor of shape (batch,) = ({z.shape[0]},), one time per row of z; got {got}")
+    outside = ((z < 0) | (z >= cfg.vocab_size)) & (z != cfg.mask_id)
+    if bool(outside.any()):
+        raise ValueError(f"z holds id {int(z[outside][0])}, neither a real token 0..{cfg.vocab_size - 1} nor mask_id={cfg.mask_id}")
 
 
 def _check_probe_output(logits: Any, z: Tensor, vocab_size: int, mask_id: int) -> int:

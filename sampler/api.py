@@ -32,7 +32,7 @@ from .device import autocast_denoiser, pick_device
 from .protocols import Denoiser, NoiseConditionedDenoiser, Schedule
 from .run.open import kind_of_model, open_run
 from .rundir import check_output_path, run_dir_lock
-from .sampling import ancestral_sample, prefix_tokens
+from .sampling import ancestral_sample, check_seed, prefix_tokens
 from .train.config import DistillConfig
 from .train.context import DistillContext, ExactTeacher
 from .train.distill import rounds_hook
@@ -124,15 +124,42 @@ def _fixed_tokens(
     if prefix is not None and infill is not None:
         raise ValueError("give prefix or infill, not both")
     if prefix is not None:
-        return prefix_tokens(prefix, num_samples, seq_len, vocab_size, mask_id)
+        return prefix_tokens(_token_ids(prefix, "prefix", (0, 1)), num_samples, seq_len, vocab_size, mask_id)
     if infill is not None:
-        pattern = torch.as_tensor(infill, dtype=torch.long)
+        pattern = _token_ids(infill, "infill", (1, 2))
         if pattern.dim() == 1:
             pattern = pattern.expand(num_samples, -1)
         if tuple(pattern.shape) != (num_samples, seq_len):
             raise ValueError(f"infill must have shape ({seq_len},) or ({num_samples}, {seq_len}), got {tuple(pattern.shape)}")
         return pattern.clone()
     return None
+
+
+def _token_ids(value: Any, name: str, dims: tuple[int, ...]) -> Tensor:
+    """`value` (a list or tensor of token ids) as int64, refused by name unless it holds integers (not bools,
+    not fractions: [3.7] is not truncated to [3]) with one of the allowed numbers of dimensions."""
+    try:
+        ids = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{name} must be a list or tensor of integer token ids, got {value!r:.80}") from err
+    if ids.numel() and (ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool):  # [] is float: allowed
+        raise ValueError(f"{name} must hold integer token ids, got {ids.dtype} values {ids.reshape(-1)[:8].tolist()}")
+    if ids.dim() not in dims:
+        shapes = " or ".join({0: "()", 1: "(length,)", 2: "(num_samples, seq_len)"}[d] for d in dims)
+        raise ValueError(f"{name} must have shape {shapes}, got shape {tuple(ids.shape)}"
+                         + ("; one prompt for every sample (use infill for per-sample tokens)" if name == "prefix" else ""))
+    return ids.to(torch.long)
+
+
+def _check_sample_arguments(schedule: Any, seed: Any, device: Any) -> tuple[int, torch.device | None]:
+    """(seed, device) of `sample` after checking them and the schedule by name, before any work."""
+    if not callable(getattr(schedule, "alpha", None)):
+        raise ValueError(f"schedule must be a masking schedule with alpha(t) (e.g. run.schedule), got {type(schedule).__name__}")
+    if device is not None:
+        if not isinstance(device, (str, torch.device)):
+            raise ValueError(f"device must be a str or torch.device, got {type(device).__name__}")
+        device = pick_device(str(device))  # refuses 'meta', and 'cuda' without CUDA, by name
+    return check_seed(seed), device
 
 
 def sample(
@@ -172,6 +199,7 @@ def sample(
         x = sampler.sample(run.denoiser, run.schedule, num_samples=8, num_steps=64, seed=0,
                            temperature=0.9, prefix=[3, 1, 4])
     """
+    seed, device = _check_sample_arguments(schedule, seed, device)
     config = getattr(denoiser, "config", None)
     length = _config_value(denoiser, "seq_len", seq_len)
     if seq_len is not None and getattr(config, "seq_len", seq_len) < seq_len:

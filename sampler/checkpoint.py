@@ -19,6 +19,7 @@ version 1 is still refused (its stored digest is not the tensors-only one).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -42,6 +43,11 @@ TENSORS_ONLY_DIGEST_VERSION = 1  # format_version whose digest covers the tensor
 
 class CheckpointError(ValueError):
     """A missing, corrupt or incompatible checkpoint."""
+
+
+class DiskFullError(OSError, ValueError):
+    """An atomic write ran out of space (ENOSPC or a quota); the file it was replacing is intact.  An OSError with
+    the errno, and a ValueError so that every command prints it as its one-line error."""
 
 
 class ShadowCheckpointError(CheckpointError):
@@ -82,9 +88,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint is an ordinary file
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(err.errno, f"no space left on the device (or quota) while writing {str(path)!r}: "
+                                f"{'the previous file there is intact' if path.exists() else 'nothing was written there'} "
+                                "(the new one went to a temporary file, now removed); free some space and run "
+                                "the command again (a training run resumes from its last checkpoint)") from err
         raise
 
 

@@ -26,6 +26,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .checkpoint import CHECKPOINT_FILE, CONFIG_FILE
+
 LOCK_FILE = ".lock"
 
 
@@ -47,7 +49,7 @@ def run_dir_lock(run_dir: str | os.PathLike, command: str | None = None) -> Iter
     created = not run.exists()
     run.mkdir(parents=True, exist_ok=True)
     lock_path = run / LOCK_FILE
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = _open_no_follow(lock_path, os.O_RDWR | os.O_CREAT, name="the run directory's lock")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
@@ -60,6 +62,7 @@ def run_dir_lock(run_dir: str | os.PathLike, command: str | None = None) -> Iter
     os.ftruncate(fd, 0)
     info = f"pid {os.getpid()} on host {socket.gethostname()} (command: {command or _command_line()}; since {time.strftime('%Y-%m-%d %H:%M:%S')})"
     os.pwrite(fd, info.encode() + b"\n", 0)
+    _remove_stale_temporaries(run)
     failed = False
     try:
         yield run
@@ -72,6 +75,26 @@ def run_dir_lock(run_dir: str | os.PathLike, command: str | None = None) -> Iter
             run.rmdir()
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def _open_no_follow(path: Path, flags: int, name: str) -> int:
+    """os.open(path, flags | O_NOFOLLOW): a symlink at `path` is refused by name, never followed (a link
+    planted at RUN/.lock must not make the lock's text overwrite the file it points to)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, 0o666)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ValueError(f"{name} {str(path)!r} is a symbolic link; remove it (it is not followed)") from None
+        raise
+
+
+def _remove_stale_temporaries(run: Path) -> None:
+    """Delete the RUN/.checkpoint.safetensors.*.tmp and RUN/.config.json.*.tmp files that atomic writes of a
+    process killed mid-write leave behind (only their writer, the lock's previous holder, used them)."""
+    for name in (CHECKPOINT_FILE, CONFIG_FILE):
+        for stale in run.glob(f".{name}.*.tmp"):
+            if stale.is_symlink() or stale.is_file():  # never a directory of that name
+                stale.unlink(missing_ok=True)
 
 
 def _nearest_existing(path: Path) -> Path:

@@ -18,6 +18,7 @@ positions (infilling).  Pinned tokens are visible from the start and never chang
 
 from __future__ import annotations
 
+import numbers
 import time
 from typing import Any
 
@@ -35,6 +36,17 @@ from .protocols import Denoiser, Schedule, reads_shadow_noise
 def check_positive_int(value: Any, name: str) -> int:
     """theory.checks.check_int with minimum 1."""
     return check_int(value, name, 1)
+
+
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes any seed up to here on every device
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """`seed` as an int in 0..MAX_SEED (one rule for the library and the command line); ValueError naming
+    `name` for a bool, a float, a string, a negative or a too large seed."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{name} must be an integer in 0..2**63 - 1, got {seed!r}")
+    return int(seed)
 
 
 def check_temperature(temperature: Any) -> float:
@@ -88,6 +100,26 @@ def resolve_mask_id(denoiser: Denoiser, mask_id: Any = None) -> int:
     if isinstance(mask_id, bool) or not isinstance(mask_id, int) or mask_id < 0:
         raise ValueError(f"mask_id must be a non-negative int (the denoiser has no mask_id attribute), got {mask_id!r}")
     return mask_id
+
+
+class StepTimes:
+    """The grid t_i = (N − i)/N, i = 0..N, computed one entry at a time: the same float64 values as
+    `time_grid(N).tolist()` (both are the correctly rounded quotient of two exact integers), but in constant
+    memory, so a huge step count costs time linear in N (one posterior draw per step) and no memory."""
+
+    def __init__(self, num_steps: int) -> None:
+        self.num_steps = check_positive_int(num_steps, "num_steps")
+
+    def __len__(self) -> int:
+        return self.num_steps + 1
+
+    def __getitem__(self, i: int) -> float:
+        if not 0 <= i <= self.num_steps:
+            raise IndexError(f"step index {i} outside 0..{self.num_steps}")
+        return (self.num_steps - i) / self.num_steps
+
+    def __iter__(self) -> Any:
+        return (self[i] for i in range(len(self)))
 
 
 def ancestral_step(
@@ -172,7 +204,7 @@ def ancestral_sample(
     config = getattr(denoiser, "config", None)
     if cached and getattr(config, "time_conditioning", False):
         raise ValueError("cached=True needs a denoiser without time conditioning (its output depends on t)")
-    grid = time_grid(num_steps).tolist()
+    grid = StepTimes(num_steps)
     out = []
     batches = range(0, num_samples, batch_size)
     if progress:
@@ -187,7 +219,7 @@ def ancestral_sample(
 
 
 def _sample_batch(
-    denoiser: Denoiser, schedule: Schedule, grid: list[float], z: Tensor, mask_id: int,
+    denoiser: Denoiser, schedule: Schedule, grid: StepTimes, z: Tensor, mask_id: int,
     generator: torch.Generator | None, temperature: float, final_greedy: bool, cached: bool,
 ) -> Tensor:
     n = z.shape[0]

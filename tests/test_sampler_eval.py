@@ -150,7 +150,7 @@ def test_on_a_text_source_the_exact_likelihood_rows_are_unavailable_not_zero(tmp
 
     run, spec = make_text_teacher(tmp_path)
     report = evaluate_checkpoint(EvalConfig(ckpt=str(run), steps=[4, 2], num=4, evaluator="none", device="cpu",
-                                            elbo_num=4, elbo_draws=1))
+                                            elbo_num=4, elbo_draws=1, data=spec))
     reason = no_exact_likelihood(get_source(spec, seq_len=16))
     assert reason is not None and "no exact likelihood" in reason
     assert report["unavailable"] == {name: reason for name in EXACT_LIKELIHOOD_ROWS}

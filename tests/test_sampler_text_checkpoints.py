@@ -58,7 +58,7 @@ def test_byte_text_run_samples_and_evaluates_without_its_corpus(tmp_path, monkey
 
     report_path = tmp_path / "eval.json"
     code = main(["eval", "--ckpt", str(run), "--steps", "4", "--num", "4", "--evaluator", "none", "--device", "cpu",
-                 "--out", str(report_path)])
+                 "--out", str(report_path), "--data", f"text:{corpus}?tokenizer={tokenizer}"])  # named, but gone
     captured = capsys.readouterr()
     assert code == 0, captured.err
     report = strict_json_loads(report_path.read_text())

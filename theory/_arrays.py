@@ -44,6 +44,8 @@ def to_float64(x: Any, name: str) -> np.ndarray:
 
         if x.dtype == torch.bool or x.is_complex():
             raise ValueError(f"{name} must hold real numbers, got {_describe(x)}")
+        if x.device.type == "meta":
+            raise ValueError(f"{name} is a tensor on the meta device (shape only, no values); pass one that holds its values")
         return x.detach().to("cpu").double().numpy()
     if isinstance(x, (str, bytes)):
         raise ValueError(f"{name} must be a real number or an array, list or tensor of real numbers, got {_describe(x)}")
@@ -54,7 +56,10 @@ def to_float64(x: Any, name: str) -> np.ndarray:
     if arr.dtype.kind in _REAL_DTYPE_KINDS:
         return arr.astype(np.float64, copy=False)
     if arr.ndim == 0 and isinstance(x, numbers.Real) and not isinstance(x, bool):
-        return np.asarray(float(x))  # e.g. fractions.Fraction
+        try:
+            return np.asarray(float(x))  # e.g. fractions.Fraction
+        except OverflowError:
+            raise ValueError(f"{name} must be a real number within float64's range (about 1.8e308), got {_describe(x)}") from None
     raise ValueError(f"{name} must be a real number or an array, list or tensor of real numbers, got {_describe(x)}")
 
 

@@ -13,6 +13,7 @@ import torch
 from theory.checks import check_int
 
 from ..run.open import InferenceConfig
+from ..sampling import check_seed
 from ..train.config import OptimConfig, RunConfig
 
 # Exit status of a training command that a stop signal (Ctrl-C, SIGTERM) ended after saving its checkpoint:
@@ -45,8 +46,19 @@ def add_threads_argument(parser: argparse.ArgumentParser, default: int | None = 
     parser.add_argument("--threads", type=positive_int, default=default, help="CPU torch threads (torch.set_num_threads before any work)")
 
 
+def seed_argument(text: str) -> int:
+    """An argparse `type`: a seed by the library's rule (sampler.sampling.check_seed: an integer in 0..2**63 - 1)."""
+    try:
+        return check_seed(int(text), "it")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..2**63 - 1, got {text!r}") from None
+
+
+seed_argument.__name__ = "seed"
+
+
 def add_seed_argument(parser: argparse.ArgumentParser, default: int | None = 0, help: str = "random seed") -> None:
-    parser.add_argument("--seed", type=non_negative_int, default=default, help=help)
+    parser.add_argument("--seed", type=seed_argument, default=default, help=help)
 
 
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:

@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--elbo-draws", type=positive_int, default=4, help="masking draws per held-out sequence")
     parser.add_argument("--oracle", action="store_true",
                         help="also sample with the source's exact denoiser (embedded source): the cost of few steps alone")
+    parser.add_argument("--data", default=None, metavar="SPEC",
+                        help="the corpus of a text or n-gram run (as at training, e.g. text:corpus.txt): held-out text for "
+                             "the validation ELBO, the n-gram likelihood; a path stored in the checkpoint is never read")
     parser.add_argument("--out", default=None, help="JSON report (default RUN/eval-seed<seed>.json)")
     add_inference_arguments(parser)
 

@@ -25,7 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
 
-    print(f"cache directory: {cache_dir()}", file=sys.stderr)
+    try:
+        print(f"cache directory: {cache_dir()}", file=sys.stderr)
+    except ValueError as err:  # LATENT_SHADOWS_CACHE names a file
+        print(f"mcd fetch: error: {err}", file=sys.stderr)
+        return 2
     for name in args.what:
         try:
             if name == "shakespeare":

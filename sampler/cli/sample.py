@@ -21,7 +21,7 @@ from ._common import add_inference_arguments, add_seed_argument, positive_int
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="run directory written by `mcd train` (or its .safetensors file)")
-    parser.add_argument("--steps", type=positive_int, default=256, help="number of ancestral steps (uniform time grid)")
+    parser.add_argument("--steps", type=positive_int, default=256, help="number of ancestral steps (uniform time grid, built step by step: memory does not grow with it, time grows linearly)")
     parser.add_argument("--num", type=positive_int, default=16, help="number of sequences")
     parser.add_argument("--seq-len", type=positive_int, default=None, help="length (default: the model's)")
     parser.add_argument("--temperature", type=float, default=1.0)

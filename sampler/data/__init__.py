@@ -91,19 +91,34 @@ def get_source(spec: str = "exact", seed: int = 0, seq_len: int | None = None, *
     return kind(*args, seed=seed, seq_len=length, **options)
 
 
-def source_or_stored_tokenizer(described: Any, stored_tokenizer: dict | None, corpus_needed: bool = True) -> DataSource:
+def source_or_stored_tokenizer(described: Any, stored_tokenizer: dict | None, corpus_needed: bool = True,
+                               corpus: str | None = None) -> DataSource:
     """The source a checkpoint names (``described`` = its meta["source"]) for sampling or evaluation.
 
-    With a stored tokenizer (meta["tokenizer"], written at training time) and ``corpus_needed=False``
-    the corpus is not read at all: a ``StoredTokenizerSource`` encodes and decodes.  Otherwise the
-    source is rebuilt (``get_source``); when the corpus of a raw-text source is unavailable (moved,
-    deleted, offline) and a tokenizer is stored, the ``StoredTokenizerSource`` stands in (it has no
-    data: callers skip what needs data).  An n-gram source is exact only with its corpus: no stand-in.
+    Checkpoint metadata is untrusted (its digest is a checksum anyone can re-seal), so a corpus it names
+    (a path, ``shakespeare``: a download) is never read: only ``corpus``, a spec the user gave (``--data``),
+    is.  The embedded source ("exact"/"hmm") is built from numbers alone.  With a stored tokenizer
+    (meta["tokenizer"], written at training time) and no ``corpus`` or ``corpus_needed=False`` a
+    ``StoredTokenizerSource`` encodes and decodes (it has no data: callers skip what needs data); without
+    one, a ValueError says to pass the corpus.  With ``corpus`` the source is rebuilt on it (``get_source``);
+    when that corpus is unavailable and a tokenizer is stored, the ``StoredTokenizerSource`` stands in.
+    An n-gram source is exact only with its corpus: no stand-in.
     """
-    if not isinstance(described, dict) or "spec" not in described:
-        raise ValueError(f"checkpoint meta has no valid 'source' entry: {described!r}")
-    if stored_tokenizer is not None and not corpus_needed:
-        return StoredTokenizerSource(described, stored_tokenizer, "not read: decoding needs only the stored tokenizer")
+    if not isinstance(described, dict) or not isinstance(described.get("spec"), str):
+        raise ValueError(f"checkpoint meta has no valid 'source' entry: {described!r:.200}")
+    if described["spec"].split("?", 1)[0] in ("exact", "hmm"):
+        if corpus is not None:
+            raise ValueError(f"--data names a corpus, but this checkpoint's source is {described['spec']!r}, built "
+                             "without one; leave --data out")
+        return get_source(**described)
+    if corpus is None or not corpus_needed:
+        if stored_tokenizer is None:
+            raise ValueError(f"the checkpoint's source {described['spec']!r:.80} names a corpus, which is not read from "
+                             "checkpoint metadata, and the checkpoint stores no tokenizer; pass the corpus with --data")
+        return StoredTokenizerSource(described, stored_tokenizer, "not read: a corpus named in a checkpoint is never "
+                                     "read (pass it with --data)" if corpus_needed else
+                                     "not read: decoding needs only the stored tokenizer")
+    described = {**described, "spec": corpus}
     try:
         return get_source(**described)
     except CorpusUnavailableError as err:

@@ -51,9 +51,18 @@ class CorpusUnavailableError(ValueError):
 
 
 def cache_dir() -> Path:
-    """The cache directory: $LATENT_SHADOWS_CACHE, else ~/.cache/latent-shadows."""
+    """The cache directory: $LATENT_SHADOWS_CACHE, else ~/.cache/latent-shadows; ValueError naming
+    LATENT_SHADOWS_CACHE when that path (or a folder above it) is a file."""
     root = os.environ.get("LATENT_SHADOWS_CACHE")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "latent-shadows"
+    path = Path(root).expanduser() if root else Path.home() / ".cache" / "latent-shadows"
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                label = f"LATENT_SHADOWS_CACHE={str(path)!r}" if root else f"the cache directory {str(path)!r}"
+                what = "is a file" if folder == path else f"cannot be a directory: {str(folder)!r} is a file"
+                raise ValueError(f"{label} {what}; point LATENT_SHADOWS_CACHE at a directory")
+            break
+    return path
 
 
 def pip_download(requirement: str, dest: Path, pattern: str, pip_args: tuple[str, ...] = ()) -> tuple[Path | None, str]:
@@ -243,8 +252,9 @@ class BPETokenizer:
             )
             tokenizer.train_from_iterator(text.splitlines(keepends=True), trainer=trainer)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tokenizer.save(str(tmp))
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # never a planted link
+            os.close(fd)
+            tokenizer.save(tmp)
             os.replace(tmp, path)
         self._set(tokenizer, vocab_size)
 
@@ -276,14 +286,18 @@ class BPETokenizer:
         return {"kind": self.kind, "vocab_size": self.requested_vocab_size, "json": self._tokenizer.to_str()}
 
 
+class MissingExtraError(ImportError, ValueError):
+    """An optional extra is not installed (an ImportError; also a ValueError, so the CLI prints it as one line)."""
+
+
 def _import_tokenizers() -> tuple[Any, Any, Any, Any, Any]:
     """(Tokenizer, decoders, models, pre_tokenizers, trainers) of the optional `tokenizers` package."""
     try:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # optional (`text` extra): BPE only
     except ImportError as err:
-        raise ImportError(
-            "tokenizer='bpe' needs the optional `tokenizers` package: pip install 'latent-shadows[text]'; "
-            "or use tokenizer='byte'"
+        raise MissingExtraError(
+            "tokenizer='bpe' needs the optional extra `text` (the tokenizers package): "
+            'pip install "latent-shadows[text]"; or use tokenizer=byte'
         ) from err
     return Tokenizer, decoders, models, pre_tokenizers, trainers
 

@@ -39,6 +39,7 @@ Arms (every student starts as the teacher; same rounds, optimiser steps, batch a
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ from ..quality.two_axis import recall_bound_per_sequence
 from ..sampling import ancestral_sample
 from ..shadow.student import shadow_sample
 from ..train import DistillConfig, TrainConfig, distill, train
-from ..train.distill import round_step_counts
+from ..train.distill import round_step_counts, teacher_weights_digest
 from .open import open_run
 
 if TYPE_CHECKING:
@@ -181,16 +182,41 @@ def seeded_data(source: DataSource, seed: int) -> DataSource:
     return clone
 
 
+MORE_TRAINING_ORIGIN = "bench_origin.json"  # what a more-training run was made from (teacher digest, settings)
+
+
+def _more_training_origin(teacher_tensors: dict, teacher_meta: dict, config: "BenchConfig", seed: int, goal: int) -> dict:
+    """The facts a reused more-training run must share with this bench: the teacher's weights digest and step,
+    and the settings its continuation trains with."""
+    return {"teacher_weights_digest": teacher_weights_digest(teacher_tensors), "teacher_step": int(teacher_meta["step"]),
+            "goal": goal, "batch_size": config.batch_size, "lr": config.lr, "seed": seed}
+
+
+def _check_more_training_origin(out: Path, origin: dict) -> None:
+    """ValueError unless `out` records (MORE_TRAINING_ORIGIN) that it was made from this teacher and these settings."""
+    path = out / MORE_TRAINING_ORIGIN
+    recorded = json.loads(path.read_text()) if path.is_file() else None
+    if recorded != origin:
+        differing = sorted(k for k in origin if not isinstance(recorded, dict) or recorded.get(k) != origin[k])
+        what = f"it differs in {differing}" if isinstance(recorded, dict) else f"it has no {MORE_TRAINING_ORIGIN}"
+        raise ValueError(f"{str(out)!r} cannot be reused: it was not shown to be made from this teacher and settings "
+                         f"({what}); remove it or choose another --out")
+
+
 def train_more(arm: Arm, config: "BenchConfig", teacher_dir: Path, seed: int) -> dict[str, Any]:
     """The teacher run copied and resumed with its ELBO for as many optimiser steps as a student of the bench's
     own rounds (same batch, lr and EMA decay as the students); reused when it already reached them."""
 
     out = Path(config.out) / arm.run_name(seed)
-    _, teacher_meta = load_checkpoint(teacher_dir)
+    teacher_tensors, teacher_meta = load_checkpoint(teacher_dir)
     extra = len(round_step_counts(config.start_steps, config.target_steps)) * config.steps_per_round
     goal = int(teacher_meta["step"]) + extra
-    if not checkpoint_path(out).is_file():
+    origin = _more_training_origin(teacher_tensors, teacher_meta, config, seed, goal)
+    if checkpoint_path(out).is_file():
+        _check_more_training_origin(out, origin)
+    else:
         out.mkdir(parents=True, exist_ok=True)
+        (out / MORE_TRAINING_ORIGIN).write_text(json.dumps(origin, sort_keys=True) + "\n")
         for item in Path(teacher_dir).iterdir():
             if item.is_file() and item.name not in ("metrics.jsonl", ".lock"):
                 shutil.copy2(item, out / item.name)

@@ -51,7 +51,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..checkpoint import checkpoint_path, load_checkpoint, load_schedule, load_source
-from ..data import DataSource, json_ready, no_exact_likelihood, paired_difference, sample_quality, strict_json
+from ..data import DataSource, get_source, json_ready, no_exact_likelihood, paired_difference, sample_quality, strict_json
 from ..protocols import Denoiser, NoiseConditionedDenoiser, Schedule
 from ..quality.compare import dominance
 from ..quality.fidelity import check_ngram_orders
@@ -61,6 +61,9 @@ from ..rundir import check_output_path, run_dir_lock
 from ..train import TrainConfig, train
 from ..train.distill import round_step_counts
 from ..train.loop import StoppedBySignal
+from ..train.runtime import check_training_memory
+from ..device import pick_device
+from ..model import DenoiserConfig
 from .arms import ARMS, ancestral, check_arms, load_student
 
 DEFAULT_EVAL_STEPS = (64, 16, 8, 4)
@@ -143,6 +146,40 @@ def validate(config: BenchConfig) -> None:
         raise ValueError(f"temperatures must be distinct, got {config.temperatures!r}")
     if not config.z > 0:
         raise ValueError(f"z must be positive, got {config.z!r}")
+    _validate_training(config)
+
+
+def _validate_training(config: BenchConfig) -> None:
+    """The training settings, checked before the teacher is trained: learning rates, batch sizes, and for a
+    teacher trained in OUT the n-gram orders against its sequences and one training step's memory."""
+    for name in ("lr", "teacher_lr"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    for name in ("batch_size", "teacher_batch_size", "steps_per_round"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if config.teacher is not None:  # its n-gram orders are checked against its source (check_source) before any work
+        described = load_checkpoint(config.teacher)[1].get("model_config")
+        if not isinstance(described, dict):
+            raise ValueError(f"teacher={config.teacher!r} is not a denoiser checkpoint (its meta has no model_config mapping)")
+        model_config = DenoiserConfig.from_dict(described)
+        seq_len, batches = model_config.seq_len, {}
+    else:
+        source = get_source("exact", seq_len=config.seq_len)
+        seq_len = config.seq_len or int(source.default_seq_len)
+        check_ngram_orders(tuple(config.ngram_orders), seq_len, source.vocab_size)
+        model_config = DenoiserConfig.preset(config.teacher_size, int(source.vocab_size), seq_len)
+        batches = {"--teacher-batch-size": config.teacher_batch_size}
+    batches = {**batches,
+               **{f"--batch-size × {ARMS[name].batch_multiplier} (arm {name})": config.batch_size * ARMS[name].batch_multiplier
+                  for name in config.arms}}
+    for label, batch in batches.items():
+        try:
+            check_training_memory(model_config, batch, seq_len, pick_device(config.device))
+        except ValueError as err:
+            raise ValueError(f"{label}: {err}") from None
 
 
 def check_source(teacher_dir: Path, config: BenchConfig) -> None:

@@ -60,6 +60,7 @@ from ..quality.gen_perplexity import check_evaluator_name, load_evaluator, requi
 from ..quality.two_axis import recall_metric
 from ..sampling import ancestral_sample
 from ..shadow.recall import shadow_recall_unavailable
+from ..shadow.student import check_argmax_temperature
 from .open import InferenceConfig, OpenedRun, open_for_inference
 
 DEFAULT_STEPS = [1024, 256, 64, 16, 8, 4]
@@ -78,6 +79,7 @@ class EvalConfig(InferenceConfig):
     elbo_num: int = 512
     elbo_draws: int = 4
     oracle: bool = False
+    data: str | None = None  # the corpus of a text or n-gram run, named by the user (a path in the checkpoint is never read)
 
 
 def validation_elbo_per_sequence(
@@ -219,6 +221,8 @@ def _sampler_rows(kind: str, model_fn: Any, draw: Draw, args: EvalConfig, schedu
                   evaluator: Any, rate: tuple[float, float] | None, device: Any) -> list[dict[str, Any]]:
     """One report row per (temperature, step count) of one denoiser (`model_fn`, drawn from by `draw`), each
     paired with the most steps."""
+    for temperature in args.temperatures:  # all of them refused before the first sample
+        check_argmax_temperature(model_fn, temperature, "--temperatures")
     out = []
     for temperature in args.temperatures:
         reference = None
@@ -249,7 +253,7 @@ def evaluate_checkpoint(args: EvalConfig) -> dict:
     run = open_for_inference(args)
     model, meta, schedule, device = run.model, run.meta, run.schedule, run.device
     config = model.config
-    source = source_or_stored_tokenizer(meta.get("source"), meta.get("tokenizer"), corpus_needed=True)
+    source = source_or_stored_tokenizer(meta.get("source"), meta.get("tokenizer"), corpus_needed=True, corpus=args.data)
     if isinstance(source, StoredTokenizerSource):
         print(f"mcd eval: warning: {source.reason}; decoding with the checkpoint's stored tokenizer, "
               "validation ELBO skipped (it needs held-out text)", file=sys.stderr)

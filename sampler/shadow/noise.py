@@ -30,6 +30,7 @@ together.
 
 from __future__ import annotations
 
+import itertools
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,7 @@ from torch import Tensor
 from duality import MaskedCoupling
 
 from ..protocols import Denoiser, NoiseConditionedDenoiser, Schedule, reads_shadow_noise  # noqa: F401  (NoiseConditionedDenoiser: its old import path)
-from ..sampling import check_positive_int, check_temperature, time_grid
+from ..sampling import StepTimes, check_positive_int, check_temperature
 
 REVEAL_METHODS = ("uniform", "threshold")
 _SMALLEST_UNIFORM = torch.finfo(torch.float64).tiny
@@ -367,7 +368,7 @@ def noise_shared_sample(
     method = noise.method if isinstance(noise, ShadowNoise) else "uniform"
     coupling = shadow_coupling(schedule, vocab_size, mask_id, method)
     _check_sampler_inputs(noise, coupling, vocab_size, fixed, device)
-    grid = time_grid(num_steps).tolist()
+    grid = StepTimes(num_steps)  # constant memory at any step count
     num_samples, seq_len = noise.shape
     out = []
     for start in range(0, num_samples, batch_size):
@@ -380,10 +381,10 @@ def noise_shared_sample(
 
 
 def _sample_batch(
-    denoiser: Denoiser, coupling: MaskedCoupling, grid: list[float], z: Tensor, noise: ShadowNoise, temperature: float,
+    denoiser: Denoiser, coupling: MaskedCoupling, grid: StepTimes, z: Tensor, noise: ShadowNoise, temperature: float,
 ) -> Tensor:
     """Steps t_i -> t_{i+1} of one batch (`shadow_step` on every row at the same times)."""
-    for t, s in zip(grid[:-1], grid[1:]):
+    for t, s in itertools.pairwise(grid):
         t_vec = torch.full((z.shape[0],), t, dtype=torch.float64, device=z.device)
         z, _, _ = shadow_step(denoiser, coupling, z, t_vec, torch.full_like(t_vec, s), noise, temperature)
     return z

@@ -50,6 +50,7 @@ from sampler.shadow.noise import (
 )
 
 from ..protocols import Denoiser, NoiseConditionedDenoiser, Schedule
+from ..sampling import check_seed
 
 ABLATIONS = ("none", "zero", "fresh")
 HEADS = ("input", "causal")
@@ -278,6 +279,14 @@ class ArgmaxShadowDenoiser:
         return one_hot.scatter_(-1, log_probs.argmax(-1, keepdim=True), 0.0)
 
 
+def check_argmax_temperature(student: Any, temperature: Any, name: str = "temperature") -> None:
+    """ValueError naming `name` for a temperature other than 1 with a hard-target (design B) student: it draws
+    every token by argmax, so a temperature would change nothing while being reported as if it had."""
+    if getattr(student, "draw", None) == "argmax" and temperature != 1:
+        raise ValueError(f"{name}={temperature!r} is not available for a hard-target (design B) shadow student: it "
+                         "draws every token by argmax, so the output would not depend on it; use temperature 1")
+
+
 def shadow_sample(
     student: Denoiser | NoiseConditionedDenoiser, schedule: Schedule, *, num_steps: int, num_samples: int, seq_len: int, seed: int,
     temperature: float = 1.0,
@@ -286,6 +295,8 @@ def shadow_sample(
     """num_samples sequences from the noise-shared sampler (a student whose `draw` is "argmax", design B, through
     ArgmaxShadowDenoiser): ShadowNoise (reveal `method`, default the student's reveal_method) drawn from `seed` on the CPU (the same noise on any device, paired across samplers), moved to
     `device`, then noise_shared_sample."""
+    seed = check_seed(seed)
+    check_argmax_temperature(student, temperature)
     config = student.config
     method = getattr(student, "reveal_method", "uniform") if method is None else method
     if getattr(student, "draw", "quantile") == "argmax":

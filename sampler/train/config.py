@@ -75,6 +75,11 @@ def round_step_counts(start_steps: Any, target_steps: Any) -> list[int]:
     return counts
 
 
+# Smallest teacher temperature: at T = 0.01 a 1-nat gap becomes 100 nats, a probability ratio e^100 ≈ 3e43 beyond
+# float32's range, so the tempered float32 teacher is already argmax; lower T only moves log p / T towards overflow.
+MIN_TEACHER_TEMPERATURE = 0.01
+
+
 def teacher_temperature(
     round_index: int, start: float = 0.96, step: float = -0.03, floor: float = 0.75, enabled: bool = True
 ) -> float:
@@ -87,8 +92,9 @@ def teacher_temperature(
     if not enabled:
         return 1.0
     for name, value in (("temperature_start", start), ("temperature_floor", floor)):
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        if not (math.isfinite(value) and value >= MIN_TEACHER_TEMPERATURE):
+            raise ValueError(f"{name} must be a finite number >= {MIN_TEACHER_TEMPERATURE} (below it the tempered "
+                             f"float32 teacher is argmax and its log p / T can overflow to a non-finite loss), got {value!r}")
     if not math.isfinite(step):
         raise ValueError(f"temperature_step must be finite, got {step!r}")
     return max(floor, start + step * round_index)
@@ -206,6 +212,13 @@ class RunConfig:
         return replace(self, seed=current["seed"]), differing
 
 
+def check_resume_steps(max_steps: int | None, step: int, out: str) -> None:
+    """ValueError when a resume asks for fewer total steps than the run has done: it would do nothing."""
+    if max_steps is not None and max_steps < step:
+        raise ValueError(f"max_steps (--steps) {max_steps} is below the step {step} that out={out!r} has reached, so this "
+                         f"resume would do nothing; give --steps >= {step} to continue it")
+
+
 @dataclass(kw_only=True)
 class TrainConfig(RunConfig, OptimConfig):
     """Everything a teacher run depends on (stored in the checkpoint's meta["train_config"])."""
@@ -282,6 +295,9 @@ class DistillConfig(RunConfig, OptimConfig):
         _check_int(self.shadow_substeps, "shadow_substeps", 1)
         if self.shadow_head not in SHADOW_HEADS:
             raise ValueError(f"shadow_head must be one of {SHADOW_HEADS}, got {self.shadow_head!r}")
+        for name, default in (("shadow_head", "input"), ("shadow_target", "soft")):
+            if self.method != "shadow" and getattr(self, name) != default:
+                raise ValueError(f"{name}={getattr(self, name)!r} applies to method 'shadow' only, got method={self.method!r}")
         if self.method == "shadow" and self.coupling not in ("uniform", "threshold"):
             raise ValueError(f"coupling must be 'uniform' or 'threshold' for method='shadow' (per-token reveal noise), "
                              f"got {self.coupling!r}")

@@ -56,7 +56,9 @@ from .config import (
     COUPLINGS,
     DistillConfig,
     METHODS,
+    MIN_TEACHER_TEMPERATURE,
     REFRESH_FROM,
+    check_resume_steps,
     round_step_counts,
     steps_from_dt,
     teacher_temperature,
@@ -137,9 +139,24 @@ def _load_teacher(config: DistillConfig) -> tuple[dict[str, Tensor], dict[str, A
     tensors, meta = ckpt.load_checkpoint(config.teacher)
     if "model_config" not in meta or "source" not in meta or "schedule" not in meta:
         raise ValueError(f"teacher={config.teacher!r} is not a denoiser checkpoint (needs model_config, source, schedule in its meta)")
+    _check_teacher_meta(meta, config.teacher)
     source = get_source(**meta["source"])
     check_teacher_compatible(meta, source, config)
     return tensors, meta, source, DenoiserConfig.from_dict(meta["model_config"]), MaskSchedule.from_description(meta["schedule"])
+
+
+def _check_teacher_meta(meta: dict[str, Any], teacher: str) -> None:
+    """ValueError naming --teacher for a shadow student (its weights need a noise input a teacher does not have)
+    or metadata of the wrong kind (crafted: the digest is a checksum anyone can re-seal)."""
+    if "shadow" in meta:
+        raise ValueError(f"teacher={teacher!r} is a shadow student (it reads per-token noise): distill from a plain "
+                         "denoiser (a run of mcd train, or an mcd or baseline student)")
+    for name in ("model_config", "source"):
+        if not isinstance(meta[name], dict):
+            raise ValueError(f"teacher={teacher!r} has a malformed checkpoint: meta[{name!r}] must be a mapping, "
+                             f"got {type(meta[name]).__name__} {meta[name]!r:.60}")
+    if "spec" not in meta["source"]:
+        raise ValueError(f"teacher={teacher!r} has a malformed checkpoint: meta['source'] names no 'spec'")
 
 
 def teacher_weights_digest(teacher_tensors: dict[str, Tensor]) -> str:
@@ -172,6 +189,7 @@ def _previous_run(
             f"or start afresh with another --out"
         )
     resumed, changed = config.resumed_config(meta["distill"]["config"], meta.get("resumes", []))
+    check_resume_steps(resumed.max_steps, int(meta.get("step", 0)), config.out)
     if "steps_per_round" in changed and changed["steps_per_round"][1] < changed["steps_per_round"][0]:
         raise ValueError(f"steps_per_round may only grow on a resume: out={config.out!r} has "
                          f"{changed['steps_per_round'][0]} a round, now {changed['steps_per_round'][1]}")

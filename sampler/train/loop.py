@@ -8,6 +8,7 @@ statistics).  The loop owns everything around it, in this order at each step:
     lr_k = lr · min(1, (k + 1)/warmup);  out = step_fn(k)        (non-finite loss: FloatingPointError)
     zero_grad; backward; clip_grad_norm(grad_clip); AdamW step; EMA update; k ← k + 1
     every log_every steps (and at the stop step): one JSONL record, loss averaged since the last one
+                                  (a window cut by a resume is marked loss_window_partial)
     every save_every steps (before the stop step): hooks.save(k)
     hooks.after_step(k)           (held-out evaluation, a test's callback)
 
@@ -165,6 +166,14 @@ class StopSignals:
         return signal.Signals(self.received).name if self.received is not None else "a stop signal at another rank"
 
 
+def _partial_window(step: int, averaged: int, log_every: int) -> dict[str, Any]:
+    """{} when the record at `step` averages its whole window (the steps since the previous multiple of
+    log_every); else {"loss_window_partial": True, "loss_window_steps": averaged}: a resumed run's first record
+    averages only the steps after the resume (the steps before it were averaged by no record of this process)."""
+    full = step - (step - 1) // log_every * log_every
+    return {} if averaged >= full else {"loss_window_partial": True, "loss_window_steps": averaged}
+
+
 def run_loop(
     trainee: Trainee, step_fn: StepFn, hooks: LoopHooks, optim: OptimConfig, run: RunConfig, logger: MetricsLogger,
     start: int = 0, stop: int | float = math.inf, deadline_s: float | None = None, desc: str = "train",
@@ -198,7 +207,7 @@ def run_loop(
                     rate = (step - last_log_step) / max(now - last_log_time, 1e-9)
                     record = {"step": step, **(hooks.log_fields(step) if hooks.log_fields else {}), "lr": lr,
                               "grad_norm": grad_norm, "steps_per_s": rate, "tokens_per_s": rate * tokens_per_step,
-                              **out.stats, "loss": sum(window) / len(window)}
+                              **out.stats, "loss": sum(window) / len(window), **_partial_window(step, len(window), run.log_every)}
                     logger.log(record)
                     if bar is not None:
                         bar.set_postfix(loss=f"{record['loss']:.4f}", sps=f"{rate:.1f}")

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -34,7 +35,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import atomic_write_bytes, prefixed, subset
+from ..checkpoint import DiskFullError, atomic_write_bytes, prefixed, subset
 from ..data.metrics import json_ready, strict_json
 
 
@@ -249,8 +250,14 @@ class MetricsLogger:
         if self.path is None:
             return
         record = {"time": round(time.time(), 3), **json_ready(record)}
-        with open(self.path, "a") as f:
-            f.write(strict_json(record) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(strict_json(record) + "\n")
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise DiskFullError(err.errno, f"no space left on the device (or quota) while appending to {str(self.path)!r}: "
+                                "the last checkpoint is intact; free some space and resume the run") from err
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -37,7 +37,7 @@ from ..losses import elbo_loss
 from ..model import DenoiserConfig, TransformerDenoiser
 from ..protocols import Schedule
 from ..rundir import check_output_path, run_dir_lock
-from .config import TrainConfig
+from .config import TrainConfig, check_resume_steps
 from .loop import LoopHooks, StepFn, StepOutput, run_loop
 from ..device import autocast, pick_device
 from .runtime import (
@@ -131,6 +131,7 @@ def _train_owned(cfg: TrainConfig, source: DataSource | None, step_callback: Cal
     if cfg.resume:
         provenance, resumes = _stored_train_config(resume_meta, run_dir), list(resume_meta.get("resumes", []))
         cfg, changed = cfg.resumed_config(provenance, resumes)
+        check_resume_steps(cfg.max_steps, int(resume_meta.get("step", 0)), cfg.out)
     elif cfg.seed is None:
         cfg = replace(cfg, seed=0)
         provenance = cfg.to_dict()
