@@ -273,3 +273,21 @@ def test_bad_input_is_refused_by_name_before_any_work():
         recall_versus_k(denoiser, schedule, x, steps=2, estimator="plain", twist=0.5)
     with pytest.raises(ValueError, match="max_patterns"):
         exact_sampler_log_likelihood(denoiser, schedule, source.sample_batch(1, seq_len=12), steps=4, max_patterns=1000)
+
+
+def test_benchmark_script_prints_and_stores_the_paired_table(tmp_path, capsys):
+    """benchmarks/recall_convergence.py end to end on a tiny run: one row per (steps, k), the SMC − plain
+    column is the paired mean difference of the stored per-sequence values, the JSON keeps every level."""
+    import json
+
+    from benchmark_module import load_benchmark
+
+    module = load_benchmark("recall_convergence")
+    module.main(["--steps", "2", "--ks", "1", "4", "--heldout", "3", "--seq-len", "6", "--out", str(tmp_path)])
+    text = (tmp_path / "recall_convergence.md").read_text()
+    assert text.count("\n| 2 | ") == 2 and "SMC − plain" in text and text.strip() in capsys.readouterr().out
+    stored = json.loads((tmp_path / "recall_convergence.json").read_text())
+    plain, smc = stored["reports"]
+    assert (plain["estimator"], smc["estimator"]) == ("plain", "smc")
+    diff = torch.tensor(smc["levels"][1]["per_sequence"]) - torch.tensor(plain["levels"][1]["per_sequence"])
+    assert f"{float(diff.mean()):+.4f}" in text.splitlines()[-1]
