@@ -52,7 +52,8 @@ def plain_log_weights(
     the (pattern, sequence) pairs batched together through `pattern_log_likelihoods`."""
     mask_id = resolve_mask_id(denoiser, mask_id)
     num_sequences, seq_len = heldout.shape
-    reveal_step = draw_reveal_steps(num_patterns, num_sequences, seq_len, reveal_probabilities(schedule, steps), generator)
+    probs = reveal_probabilities(schedule, steps)
+    reveal_step = draw_reveal_steps(num_patterns, num_sequences, seq_len, probs, generator)
     log_lik = pattern_log_likelihoods(denoiser, heldout.repeat(num_patterns, 1), reveal_step.reshape(1, -1, seq_len),
                                       time_grid(steps).tolist()[:-1], [temperature], mask_id, device, batch_size)
     return log_lik.reshape(num_patterns, num_sequences)

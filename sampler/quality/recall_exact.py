@@ -44,7 +44,8 @@ def subset_log_probs(
     for t in times:
         t_vec = torch.full((z.shape[0],), t, device=device)
         log_probs = denoiser(z.to(device), t_vec).detach().to("cpu", torch.float64)
-        out.append(torch.log_softmax(log_probs / temperature, dim=-1).gather(-1, x[None, :, None].expand(len(z), -1, 1))[..., 0])
+        log_q = torch.log_softmax(log_probs / temperature, dim=-1)
+        out.append(log_q.gather(-1, x[None, :, None].expand(len(z), -1, 1))[..., 0])
     return torch.stack(out)
 
 

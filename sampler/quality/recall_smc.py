@@ -119,7 +119,8 @@ def proposal_and_weight(
 
     Each masked token reveals independently with probability r_l: p (proposal 'prior') or
     p q_l^{1−β} / (p q_l^{1−β} + 1 − p) ('adapted': K·ψ̂ with the twist ψ̂ = q^β taken at the current
-    conditionals).  log K/M = Σ_{revealed now} (log p + log q_l − log r_l) + Σ_{still masked} (log(1−p) − log(1−r_l)).
+    conditionals).  log K/M = Σ_{revealed now} (log p + log q_l − log r_l)
+    + Σ_{still masked} (log(1−p) − log(1−r_l)).
     """
     masked = ~revealed
     if reveal_prob >= 1.0:  # the last step reveals everything left: r = p = 1
@@ -217,7 +218,8 @@ def smc_recall_per_sequence(
 ) -> Float[Tensor, " B"]:
     """−log Ẑ / L per held-out sequence: the particle filter's recall bound (E[−log Ẑ] >= −log q_N(x))."""
     result = smc_log_likelihood(denoiser, schedule, heldout, steps=steps, temperature=temperature,
-                                particles=particles, twist=twist, proposal=proposal, resample_below=resample_below, mask_id=mask_id,
+                                particles=particles, twist=twist, proposal=proposal, resample_below=resample_below,
+                                mask_id=mask_id,
                                 generator=generator, resampling=resampling,
                                 device=device, batch_size=batch_size)
     return -result["log_likelihood"] / heldout.shape[1]
