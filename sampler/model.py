@@ -10,7 +10,8 @@ parameterisation (MDLM):
   - visible positions are copied: log p = 0 on z_l, −inf elsewhere.
 
 Architecture: token embedding (K + 1 ids, the mask included) -> n pre-LayerNorm blocks
-of [rotary multi-head self-attention (no causal mask) + GELU MLP] -> LayerNorm -> linear
+of [rotary multi-head self-attention (no causal mask; `causal=True` for the autoregressive
+reference) + GELU MLP] -> LayerNorm -> linear
 head to K logits -> log_softmax.  Rotary positions matter here: with learned absolute
 positions the same small model stalled at the unigram loss on a Markov chain source.
 Optional time conditioning adds an MLP of sinusoidal features of t to the residual stream
@@ -50,6 +51,7 @@ class DenoiserConfig:
     dropout: float = 0.0
     mlp_ratio: int = 4
     rope_base: float = 10000.0
+    causal: bool = False  # causal attention: the autoregressive reference (sampler.autoregressive), not a denoiser
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "seq_len", "d_model", "n_layers", "n_heads", "mlp_ratio"):
@@ -109,12 +111,13 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.dropout = cfg.dropout
+        self.causal = cfg.causal
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=self.causal)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
 
 
@@ -210,8 +213,12 @@ class TransformerDenoiser(nn.Module):
     ) -> Float[Tensor, "B L K"]:
         """log p_θ(x0 | z_t) over the K real tokens (float32), SUBS-parameterised: readout(hidden(z, t), z).
         `input_offset`, when given, is added to the token embeddings (the shadow student's noise input,
-        sampler.shadow_model)."""
-        return self.readout(self.hidden(z, t, input_offset), z)
+        sampler.shadow_model).  A causal model (config.causal, the autoregressive reference) returns
+        log_softmax(logits) at every position instead: its next-token distribution, no SUBS copy."""
+        hidden = self.hidden(z, t, input_offset)
+        if self.config.causal:
+            return torch.log_softmax(self.logits(hidden), dim=-1)
+        return self.readout(hidden, z)
 
     def hidden(
         self, z: Int[Tensor, "B L"], t: Float[Tensor, "B"] | None = None, input_offset: Float[Tensor, "B L D"] | None = None,

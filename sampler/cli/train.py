@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..train.config import MODEL_SIZES, TrainConfig
+from ..train.config import MODEL_SIZES, OBJECTIVES, TrainConfig
 from ..train.teacher import DEFAULT_MINUTES
 from ._common import add_optim_arguments, add_run_arguments, non_negative_int, optim_run_fields, positive_int
 
@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run directory (checkpoint.safetensors, config.json, metrics.jsonl)")
     parser.add_argument("--minutes", type=float, default=None, help=f"wall-clock budget ({DEFAULT_MINUTES:g} when --max-steps is absent too)")
     parser.add_argument("--size", default=d.size, choices=MODEL_SIZES, help="model size preset")
+    parser.add_argument("--objective", default=d.objective, choices=OBJECTIVES,
+                        help="'mdlm': the masked diffusion teacher; 'ar': the autoregressive reference on the same backbone "
+                             "(causal attention, next-token loss; its eval_elbo is the exact held-out NLL)")
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly where it stopped")
     parser.add_argument("--seq-len", type=positive_int, default=None, help="sequence length (default: the source's)")
     parser.add_argument("--schedule", default=d.schedule, help="masked schedule registered in theory.schedules: loglinear, cosine, polynomial")
@@ -32,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
-        **optim_run_fields(args), data=args.data, data_seed=args.data_seed, seq_len=args.seq_len, size=args.size,
+        **optim_run_fields(args), data=args.data, data_seed=args.data_seed, seq_len=args.seq_len, size=args.size, objective=args.objective,
         time_conditioning=args.time_conditioning, dropout=args.dropout, schedule=args.schedule, minutes=args.minutes,
         eval_every=args.eval_every, resume=args.resume,
     )
