@@ -114,3 +114,23 @@ def test_mcd_train_objective_ar_steps_on_the_next_token_loss(tmp_path):
 def test_bad_objectives_are_refused_by_name(tmp_path, changes, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(out=str(tmp_path / "x"), **changes).validate()
+
+
+def test_budget_warning_names_the_steps_that_fit_and_stays_quiet_when_enough_fit():
+    from sampler.train.teacher import USEFUL_STEPS, budget_warning
+
+    device = torch.device("cpu")
+    assert budget_warning(0.1, 10.0, float("inf"), "tiny", device) is None  # 6 000 steps fit
+    message = budget_warning(4.0, 10.0, float("inf"), "small", device)  # 150 steps fit
+    assert message is not None and "--size small" in message and "150" in message
+    assert budget_warning(4.0, None, float("inf"), "small", device) is None  # no budget: nothing to warn about
+    assert budget_warning(60.0 * 10 / (USEFUL_STEPS - 1), 10.0, float("inf"), "tiny", device) is not None
+
+
+def test_mcd_train_warns_before_a_run_that_cannot_progress(tmp_path, capsys):
+    """A model whose measured step time leaves fewer than USEFUL_STEPS in a 0.01-minute budget: the warning is
+    printed before training (and the run still trains)."""
+    train(TrainConfig(out=str(tmp_path / "w"), seq_len=16, minutes=0.01, batch_size=8, warmup=1, eval_every=10**6,
+                      save_every=10**6, log_every=10**6, progress=True, device="cpu"))
+    err = capsys.readouterr().err
+    assert "warning: --size tiny" in err and "too few for meaningful progress" in err

@@ -19,9 +19,12 @@ slower than one on a shared 2-core machine).
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
+import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from dataclasses import replace
@@ -58,6 +61,36 @@ from .runtime import (
 )
 
 DEFAULT_MINUTES = 10.0
+USEFUL_STEPS = 1_000  # fewer optimiser steps than this in the budget: warn before starting (see budget_warning)
+
+
+def seconds_per_step(model: TransformerDenoiser, batch_size: int, seq_len: int, device: torch.device, repeats: int = 3) -> float:
+    """Median wall time of a forward and backward pass of a copy of `model` on a random batch of the run's
+    shape (after one warm-up pass): the run's own weights, generators and RNG streams are untouched."""
+    probe = copy.deepcopy(model).eval()  # eval: no dropout draws
+    z = torch.randint(0, probe.mask_id + 1, (batch_size, seq_len), generator=torch.Generator().manual_seed(0)).to(device)
+    t = torch.rand(batch_size, generator=torch.Generator().manual_seed(1)).to(device)
+    times = []
+    with torch.random.fork_rng(devices=[]):
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            with autocast(device):
+                probe(z, t).float().mean().backward()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def budget_warning(step_seconds: float, minutes: float | None, max_steps: float, size: str, device: torch.device) -> str | None:
+    """A warning when the run cannot make meaningful progress: fewer than USEFUL_STEPS optimiser steps fit in
+    its wall-clock budget (or its --max-steps would take longer than the budget allows, the budget binding)."""
+    if minutes is None:
+        return None
+    in_budget = min(60.0 * minutes / step_seconds, max_steps)
+    if in_budget >= USEFUL_STEPS:
+        return None
+    return (f"warning: --size {size} takes about {step_seconds:.2f} s per step on {device}, so the {minutes:g}-minute budget "
+            f"gives about {int(in_budget):,} optimiser steps (fewer than {USEFUL_STEPS:,}: too few for meaningful progress); "
+            f"choose a smaller --size, a shorter --seq-len or --batch-size, more --minutes, or a GPU")
 
 
 class TrainingStopped(Exception):
@@ -186,6 +219,11 @@ def _train_owned(cfg: TrainConfig, source: DataSource | None, step_callback: Cal
             save_checkpoint(run_dir, tensors, {**meta_base, "step": at_step, "optimizer": opt_meta})
 
     eval_x0 = _eval_batches(source, cfg, seq_len)
+    if is_main_process() and cfg.progress:
+        warning = budget_warning(seconds_per_step(trainee.model, cfg.batch_size, seq_len, device), minutes,
+                                 cfg.max_steps if cfg.max_steps is not None else math.inf, cfg.size, device)
+        if warning:
+            print(warning, file=sys.stderr)
 
     def heldout_loss(_: int | None = None) -> float:
         """The EMA weights' held-out ELBO (mdlm) or exact next-token NLL (ar), nats/token."""
