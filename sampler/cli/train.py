@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-seed", type=non_negative_int, default=d.data_seed, help="seed that builds the data source")
     parser.add_argument("--out", required=True, help="run directory (checkpoint.safetensors, config.json, metrics.jsonl)")
     parser.add_argument("--minutes", type=float, default=None, help=f"wall-clock budget ({DEFAULT_MINUTES:g} when --max-steps is absent too)")
-    parser.add_argument("--size", default=d.size, choices=MODEL_SIZES, help="model size preset")
+    parser.add_argument("--size", default=d.size, choices=MODEL_SIZES, help="model size preset: tiny (0.2 M parameters, the exact source on a CPU), cpu-text (0.8 M, "
+                        "byte/character text on one core), mini (3 M), small (GPT-2 small body, GPU)")
     parser.add_argument("--objective", default=d.objective, choices=OBJECTIVES,
                         help="'mdlm': the masked diffusion teacher; 'ar': the autoregressive reference on the same backbone "
                              "(causal attention, next-token loss; its eval_elbo is the exact held-out NLL)")

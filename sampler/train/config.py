@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 from ..batches import check_step_count
 from ..losses import DIVERGENCES
+from ..model import PRESETS
 
 LEGACY_NAMES = {"ema": "ema_decay", "steps": "max_steps"}  # name in checkpoints before issue 9 -> name now
 METHODS: tuple[str, ...] = ("mcd", "baseline", "shadow")
@@ -33,7 +34,7 @@ SHADOW_TARGETS: tuple[str, ...] = ("soft", "hard")
 SHADOW_HEADS: tuple[str, ...] = ("input", "causal")
 COUPLINGS: tuple[str, ...] = ("threshold", "gaussian", "uniform")
 REFRESH_FROM: tuple[str, ...] = ("ema", "student")
-MODEL_SIZES: tuple[str, ...] = ("tiny", "mini", "small")
+MODEL_SIZES: tuple[str, ...] = tuple(PRESETS)
 OBJECTIVES: tuple[str, ...] = ("mdlm", "ar")  # mcd train: the masked diffusion ELBO, or the autoregressive reference
 
 
