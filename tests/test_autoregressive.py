@@ -1,5 +1,5 @@
 """The autoregressive reference: a normalised law over sequences, causal predictions, an exact sampler, and
-its training run through the shared loop (planted bugs in tests/PLANTED_BUGS.md, A1-A4)."""
+its training run through the shared loop (planted bugs in tests/PLANTED_BUGS.md, AR1-AR4)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _all_sequences(vocab_size: int, seq_len: int) -> torch.Tensor:
 
 def test_the_law_over_all_sequences_sums_to_one():
     """Σ_x p(x) = 1 over all K^L sequences: fails when the input is not shifted (the model would see x_l) or the
-    attention is not causal (A1, A2)."""
+    attention is not causal (AR1, AR2)."""
     model = _causal_model()
     x = _all_sequences(3, 4)
     total = torch.exp(-autoregressive.nll_per_sequence(model, x) * 4).sum()
@@ -63,7 +63,7 @@ def test_samples_follow_the_models_law():
 
 
 def test_the_training_loss_is_the_exact_nll():
-    """The step function's loss on a batch equals the evaluation's −log p(x)/L averaged over it (A3: an input
+    """The step function's loss on a batch equals the evaluation's −log p(x)/L averaged over it (AR3: an input
     shifted in one and not the other)."""
     model = _causal_model(vocab_size=4, seq_len=5)
     x = torch.randint(0, 4, (16, 5), generator=torch.Generator().manual_seed(3))
@@ -93,7 +93,7 @@ def test_mcd_train_objective_ar_learns_and_records_its_kind(tmp_path):
 
 
 def test_mcd_train_objective_ar_steps_on_the_next_token_loss(tmp_path):
-    """The first logged loss is the next-token loss of the initial weights on the first data batch (A4: the
+    """The first logged loss is the next-token loss of the initial weights on the first data batch (AR4: the
     teacher's ELBO step run on the causal model instead)."""
     from sampler.data import get_source
 
