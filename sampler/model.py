@@ -10,7 +10,8 @@ parameterisation (MDLM):
   - visible positions are copied: log p = 0 on z_l, −inf elsewhere.
 
 Architecture: token embedding (K + 1 ids, the mask included) -> n pre-LayerNorm blocks
-of [rotary multi-head self-attention (no causal mask) + GELU MLP] -> LayerNorm -> linear
+of [rotary multi-head self-attention (no causal mask; `causal=True` for the autoregressive
+reference) + GELU MLP] -> LayerNorm -> linear
 head to K logits -> log_softmax.  Rotary positions matter here: with learned absolute
 positions the same small model stalled at the unigram loss on a Markov chain source.
 Optional time conditioning adds an MLP of sinusoidal features of t to the residual stream
@@ -32,6 +33,9 @@ PRESETS: dict[str, dict[str, int]] = {
     # CPU: trains at a few steps/s on one thread; enough for the exact-likelihood source.
     "tiny": dict(d_model=64, n_layers=4, n_heads=4),
     "mini": dict(d_model=256, n_layers=6, n_heads=8),
+    # CPU, text at byte or character level (0.8 M parameters at K ≈ 80): about 0.45 s a step at batch 32, L = 128
+    # on one core, so a 90-minute budget gives about 12 000 steps (the scale of a 4-layer, 128-wide character model).
+    "cpu-text": dict(d_model=128, n_layers=4, n_heads=4),
     # GPU: the size of MDLM / SEDD "small" (≈ GPT-2 small body).
     "small": dict(d_model=768, n_layers=12, n_heads=12),
 }
@@ -50,6 +54,7 @@ class DenoiserConfig:
     dropout: float = 0.0
     mlp_ratio: int = 4
     rope_base: float = 10000.0
+    causal: bool = False  # causal attention: the autoregressive reference (sampler.autoregressive), not a denoiser
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "seq_len", "d_model", "n_layers", "n_heads", "mlp_ratio"):
@@ -71,7 +76,7 @@ class DenoiserConfig:
 
     @classmethod
     def preset(cls, name: str, vocab_size: int, seq_len: int, **overrides: Any) -> "DenoiserConfig":
-        """A named size ("tiny", "mini", "small") for a vocabulary and sequence length."""
+        """A named size (a key of PRESETS) for a vocabulary and sequence length."""
         if name not in PRESETS:
             raise ValueError(f"size must be one of {sorted(PRESETS)}, got {name!r}")
         return cls(vocab_size=vocab_size, seq_len=seq_len, **{**PRESETS[name], **overrides})
@@ -109,12 +114,13 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.dropout = cfg.dropout
+        self.causal = cfg.causal
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=self.causal)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
 
 
@@ -210,8 +216,12 @@ class TransformerDenoiser(nn.Module):
     ) -> Float[Tensor, "B L K"]:
         """log p_θ(x0 | z_t) over the K real tokens (float32), SUBS-parameterised: readout(hidden(z, t), z).
         `input_offset`, when given, is added to the token embeddings (the shadow student's noise input,
-        sampler.shadow.student)."""
-        return self.readout(self.hidden(z, t, input_offset), z)
+        sampler.shadow.student).  A causal model (config.causal, the autoregressive reference) returns
+        log_softmax(logits) at every position instead: its next-token distribution, no SUBS copy."""
+        hidden = self.hidden(z, t, input_offset)
+        if self.config.causal:
+            return torch.log_softmax(self.logits(hidden), dim=-1)
+        return self.readout(hidden, z)
 
     def hidden(
         self, z: Int[Tensor, "B L"], t: Float[Tensor, "B"] | None = None, input_offset: Float[Tensor, "B L D"] | None = None,

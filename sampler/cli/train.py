@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..train.config import MODEL_SIZES, TrainConfig
+from ..train.config import MODEL_SIZES, OBJECTIVES, TrainConfig
 from ..train.teacher import DEFAULT_MINUTES, train
 from ._common import (
     STOPPED_BY_SIGNAL,
@@ -26,7 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-seed", type=non_negative_int, default=d.data_seed, help="seed that builds the data source")
     parser.add_argument("--out", required=True, help="run directory (checkpoint.safetensors, config.json, metrics.jsonl)")
     parser.add_argument("--minutes", type=float, default=None, help=f"wall-clock budget ({DEFAULT_MINUTES:g} when --max-steps is absent too)")
-    parser.add_argument("--size", default=d.size, choices=MODEL_SIZES, help="model size preset")
+    parser.add_argument("--size", default=d.size, choices=MODEL_SIZES, help="model size preset: tiny (0.2 M parameters, the exact source on a CPU), cpu-text (0.8 M, "
+                        "byte/character text on one core), mini (3 M), small (GPT-2 small body, GPU)")
+    parser.add_argument("--objective", default=d.objective, choices=OBJECTIVES,
+                        help="'mdlm': the masked diffusion teacher; 'ar': the autoregressive reference on the same backbone "
+                             "(causal attention, next-token loss; its eval_elbo is the exact held-out NLL)")
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly where it stopped")
     parser.add_argument("--seq-len", type=positive_int, default=None, help="sequence length (default: the source's)")
     parser.add_argument("--schedule", default=d.schedule, help="masked schedule registered in theory.schedules: loglinear, cosine, polynomial")
@@ -39,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
-        **optim_run_fields(args), data=args.data, data_seed=args.data_seed, seq_len=args.seq_len, size=args.size,
+        **optim_run_fields(args), data=args.data, data_seed=args.data_seed, seq_len=args.seq_len, size=args.size, objective=args.objective,
         time_conditioning=args.time_conditioning, dropout=args.dropout, schedule=args.schedule, minutes=args.minutes,
         eval_every=args.eval_every, resume=args.resume,
     )

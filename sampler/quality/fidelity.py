@@ -121,7 +121,7 @@ def ngram_divergences(counts: Float[Tensor, "R C"], exact: Float[Tensor, " C"]) 
     }
 
 
-def _bootstrap_divergences(
+def bootstrap_divergences(
     codes: Int[Tensor, "N M"], exact: Float[Tensor, " C"], num_bootstrap: int, generator: torch.Generator | None,
 ) -> dict[str, tuple[float, float]]:
     """(value on the data, bootstrap SE over sequences) of each divergence; replicates in chunks."""
@@ -156,7 +156,7 @@ def ngram_fidelity(
         exact = exact_ngram_marginals(source, order, x.shape[1])
         row: dict[str, float] = {}
         for prefix, data in (("", x), ("reference_", ref)):
-            stats = _bootstrap_divergences(ngram_codes(data, order, source.vocab_size), exact, num_bootstrap, generator)
+            stats = bootstrap_divergences(ngram_codes(data, order, source.vocab_size), exact, num_bootstrap, generator)
             for key, (value, se) in stats.items():
                 row[prefix + key], row[prefix + key + "_se"] = value, se
         result[order] = row

@@ -251,6 +251,10 @@ def evaluate_checkpoint(args: EvalConfig) -> dict:
     """Run the whole evaluation of ``mcd eval`` and return its JSON-able report."""
     _check_args(args)
     run = open_for_inference(args)
+    if run.kind.name == "ar":
+        raise ValueError(f"ckpt={args.ckpt!r} is an autoregressive reference (mcd train --objective ar): mcd eval measures "
+                         "masked samplers; its exact held-out NLL is the eval_elbo of its metrics.jsonl, and `mcd sample` "
+                         "draws from it")
     model, meta, schedule, device = run.model, run.meta, run.schedule, run.device
     config = model.config
     source = source_or_stored_tokenizer(meta.get("source"), meta.get("tokenizer"), corpus_needed=True, corpus=args.data)

@@ -9,6 +9,8 @@ the first kind that claims its meta and returns an `OpenedRun` (model, meta, sch
 Kinds, tried in order:
 - "shadow": a shadow student (meta["shadow"]): a ShadowStudent, sampled by the noise-shared sampler with
   noise drawn from the seed (sampler.shadow.student.shadow_sample).
+- "ar": the autoregressive reference (`mcd train --objective ar`, meta["kind"] == "ar"): a causal
+  TransformerDenoiser, sampled one position at a time (sampler.autoregressive.sample).
 - "denoiser": a TransformerDenoiser (a teacher, an MCD or baseline student), sampled by the ancestral sampler
   under bf16 autocast on CUDA (sampler.device.autocast_denoiser), the cache on when it ignores t.
 """
@@ -24,6 +26,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor, nn
 
+from .. import autoregressive
 from ..checkpoint import CheckpointError, denoiser_from_checkpoint, load_checkpoint, load_schedule
 from ..device import autocast_denoiser, pick_device
 from ..protocols import Schedule, reads_shadow_noise
@@ -74,6 +77,24 @@ def noise_shared_checkpoint_sample(
                          temperature=temperature, device=device, batch_size=batch_size, fixed=fixed)
 
 
+def autoregressive_checkpoint_sample(
+    model: nn.Module, schedule: Schedule, *, num_samples: int, num_steps: int, seq_len: int, seed: int,
+    temperature: float = 1.0, final_greedy: bool = False, fixed: Int[Tensor, "N L"] | None = None, cached: bool = True,
+    device: torch.device | str = "cpu", batch_size: int = 256, progress: bool = False,
+) -> Int[Tensor, "N L"]:
+    """The autoregressive reference's sampler (sampler.autoregressive.sample): one position at a time, seq_len
+    network passes whatever `num_steps` says; `schedule`, `cached` and `progress` do not apply; ValueError for
+    `final_greedy` and for a prompt (`fixed`)."""
+    if final_greedy or fixed is not None:
+        raise ValueError("final_greedy and a prompt are not available for the autoregressive reference")
+    return autoregressive.sample(model, num_samples=num_samples, seq_len=seq_len, temperature=temperature,
+                                 generator=torch.Generator().manual_seed(seed))
+
+
+def _is_causal(model: Any) -> bool:
+    return bool(getattr(getattr(model, "config", None), "causal", False))
+
+
 # the signature every kind's sampler shares: (model, schedule, *, num_samples, num_steps, seq_len, seed, ...)
 CheckpointSampler = Callable[..., Int[Tensor, "N L"]]
 
@@ -93,10 +114,12 @@ class CheckpointKind:
 
 
 CHECKPOINT_KINDS: list[CheckpointKind] = [
+    CheckpointKind("ar", lambda meta: meta.get("kind") == "ar", denoiser_from_checkpoint, autoregressive_checkpoint_sample,
+                   "autoregressive", _is_causal),
     CheckpointKind("shadow", is_shadow_meta, shadow_student_from_checkpoint, noise_shared_checkpoint_sample,
                    "noise_shared (shadow student)", reads_shadow_noise),
     CheckpointKind("denoiser", lambda meta: True, denoiser_from_checkpoint, ancestral_checkpoint_sample,
-                   "ancestral", lambda model: not reads_shadow_noise(model)),
+                   "ancestral", lambda model: not reads_shadow_noise(model) and not _is_causal(model)),
 ]
 
 

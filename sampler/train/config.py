@@ -28,6 +28,7 @@ from theory.checks import check_int as _check_int
 
 from ..batches import check_dt, check_step_count
 from ..losses import DIVERGENCES
+from ..model import PRESETS
 
 LEGACY_NAMES = {"ema": "ema_decay", "steps": "max_steps"}  # name in checkpoints before issue 9 -> name now
 METHODS: tuple[str, ...] = ("mcd", "baseline", "shadow")
@@ -35,7 +36,8 @@ SHADOW_TARGETS: tuple[str, ...] = ("soft", "hard")
 SHADOW_HEADS: tuple[str, ...] = ("input", "causal")
 COUPLINGS: tuple[str, ...] = ("threshold", "gaussian", "uniform")
 REFRESH_FROM: tuple[str, ...] = ("ema", "student")
-MODEL_SIZES: tuple[str, ...] = ("tiny", "mini", "small")
+MODEL_SIZES: tuple[str, ...] = tuple(PRESETS)
+OBJECTIVES: tuple[str, ...] = ("mdlm", "ar")  # mcd train: the masked diffusion ELBO, or the autoregressive reference
 
 
 # fields a resumed run may change without a word: where and how it runs, how often it logs and saves, when it stops
@@ -227,6 +229,7 @@ class TrainConfig(RunConfig, OptimConfig):
     data_seed: int = 0
     seq_len: int | None = None  # None: the source's default
     size: str = "tiny"
+    objective: str = "mdlm"  # "ar": the same backbone with causal attention and a next-token loss (sampler.autoregressive)
     time_conditioning: bool = False
     dropout: float = 0.0
     schedule: str = "loglinear"
@@ -239,6 +242,10 @@ class TrainConfig(RunConfig, OptimConfig):
         self.validate_optim()
         self.validate_run()
         _check_int(self.data_seed, "data_seed", 0)
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.objective == "ar" and self.time_conditioning:
+            raise ValueError("time_conditioning applies to objective 'mdlm' only (an autoregressive model has no t)")
         for name in ("eval_every", "eval_batches"):
             _check_int(getattr(self, name), name, 1)
         if self.max_steps is not None:

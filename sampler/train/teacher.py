@@ -19,9 +19,12 @@ slower than one on a shared 2-core machine).
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
+import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from dataclasses import replace
@@ -34,6 +37,7 @@ from ..checkpoint import CheckpointError, checkpoint_path, load_checkpoint, make
 from ..data import DataSource, get_source
 from ..data.text import tokenizer_state
 from ..losses import elbo_loss
+from ..autoregressive import next_token_loss, nll_per_sequence
 from ..model import DenoiserConfig, TransformerDenoiser
 from ..protocols import Schedule
 from ..rundir import check_output_path, run_dir_lock
@@ -56,6 +60,36 @@ from .runtime import (
 )
 
 DEFAULT_MINUTES = 10.0
+USEFUL_STEPS = 1_000  # fewer optimiser steps than this in the budget: warn before starting (see budget_warning)
+
+
+def seconds_per_step(model: TransformerDenoiser, batch_size: int, seq_len: int, device: torch.device, repeats: int = 3) -> float:
+    """Median wall time of a forward and backward pass of a copy of `model` on a random batch of the run's
+    shape (after one warm-up pass): the run's own weights, generators and RNG streams are untouched."""
+    probe = copy.deepcopy(model).eval()  # eval: no dropout draws
+    z = torch.randint(0, probe.mask_id + 1, (batch_size, seq_len), generator=torch.Generator().manual_seed(0)).to(device)
+    t = torch.rand(batch_size, generator=torch.Generator().manual_seed(1)).to(device)
+    times = []
+    with torch.random.fork_rng(devices=[]):
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            with autocast(device):
+                probe(z, t).float().mean().backward()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def budget_warning(step_seconds: float, minutes: float | None, max_steps: float, size: str, device: torch.device) -> str | None:
+    """A warning when the run cannot make meaningful progress: fewer than USEFUL_STEPS optimiser steps fit in
+    its wall-clock budget (or its --max-steps would take longer than the budget allows, the budget binding)."""
+    if minutes is None:
+        return None
+    in_budget = min(60.0 * minutes / step_seconds, max_steps)
+    if in_budget >= USEFUL_STEPS:
+        return None
+    return (f"warning: --size {size} takes about {step_seconds:.2f} s per step on {device}, so the {minutes:g}-minute budget "
+            f"gives about {int(in_budget):,} optimiser steps (fewer than {USEFUL_STEPS:,}: too few for meaningful progress); "
+            f"choose a smaller --size, a shorter --seq-len or --batch-size, more --minutes, or a GPU")
 
 
 class TrainingStopped(Exception):
@@ -79,13 +113,29 @@ def teacher_step(
     return step
 
 
+def ar_step(
+    trainee: Trainee, source: DataSource, mask_id: int, batch_size: int, seq_len: int,
+    generators: dict[str, torch.Generator], device: torch.device,
+) -> StepFn:
+    """The autoregressive reference's step function: x0 from the same data stream, loss = the mean
+    next-token cross-entropy of the causal model (sampler.autoregressive.next_token_loss)."""
+
+    def step(_: int) -> StepOutput:
+        x0 = source.sample_batch(batch_size, seq_len, generators["data"]).to(device)
+        with autocast(device):
+            return StepOutput(next_token_loss(trainee.forward, mask_id, x0))
+
+    return step
+
+
 def _stream_generators(seed: int, rank: int) -> dict[str, torch.Generator]:
     """The data and masking generators of a rank, on the CPU (the same streams on any device)."""
     return {name: torch.Generator().manual_seed(seed * 1_000_003 + 2 * rank + 1 + i) for i, name in enumerate(("data", "mask"))}
 
 
 def _model_config(cfg: TrainConfig, source: DataSource, seq_len: int) -> DenoiserConfig:
-    return DenoiserConfig.preset(cfg.size, int(source.vocab_size), seq_len, time_conditioning=cfg.time_conditioning, dropout=cfg.dropout)
+    return DenoiserConfig.preset(cfg.size, int(source.vocab_size), seq_len, time_conditioning=cfg.time_conditioning,
+                                 dropout=cfg.dropout, causal=cfg.objective == "ar")
 
 
 def _build(cfg: TrainConfig, source: DataSource, rank: int, device: torch.device) -> tuple[Trainee, DenoiserConfig, Schedule, int]:
@@ -154,13 +204,13 @@ def _train_owned(cfg: TrainConfig, source: DataSource | None, step_callback: Cal
         if world > 1:  # the checkpoint holds rank 0's streams; give every rank its own again
             for i, gen in enumerate(generators.values()):
                 gen.manual_seed(cfg.seed * 1_000_003 + 2 * rank + 1 + i + 7_919 * step)
-    meta_base = {"kind": "teacher", "model_config": model_config.to_dict(), "source": source.describe(),
+    meta_base = {"kind": "ar" if cfg.objective == "ar" else "teacher", "model_config": model_config.to_dict(), "source": source.describe(),
                  "tokenizer": tokenizer_state(source),  # decoding without the corpus (sample, eval)
                  "schedule": schedule.describe(), "mask_id": mask_id, "train_config": provenance, "resumes": resumes}
     logger = MetricsLogger(run_dir / "metrics.jsonl" if is_main_process() else None)
     if is_main_process():
         truncate_metrics(run_dir / "metrics.jsonl", step)
-        print(f"teacher: {trainee.model.num_parameters():,} parameters ({cfg.size}), source {getattr(source, 'name', '?')} "
+        print(f"{'autoregressive reference' if cfg.objective == 'ar' else 'teacher'}: {trainee.model.num_parameters():,} parameters ({cfg.size}), source {getattr(source, 'name', '?')} "
               f"K={model_config.vocab_size} L={seq_len}, device {device}, world {world}, from step {step}", file=sys.stderr)
 
     def save(at_step: int) -> None:
@@ -169,19 +219,31 @@ def _train_owned(cfg: TrainConfig, source: DataSource | None, step_callback: Cal
             save_checkpoint(run_dir, tensors, {**meta_base, "step": at_step, "optimizer": opt_meta})
 
     eval_x0 = _eval_batches(source, cfg, seq_len)
+    if is_main_process() and cfg.progress:
+        warning = budget_warning(seconds_per_step(trainee.model, cfg.batch_size, seq_len, device), minutes,
+                                 cfg.max_steps if cfg.max_steps is not None else math.inf, cfg.size, device)
+        if warning:
+            print(warning, file=sys.stderr)
+
+    def heldout_loss(_: int | None = None) -> float:
+        """The EMA weights' held-out ELBO (mdlm) or exact next-token NLL (ar), nats/token."""
+        if cfg.objective == "ar":
+            return evaluate_ar_nll(trainee.model, trainee.ema, eval_x0, device)
+        return evaluate_elbo(trainee.model, trainee.ema, eval_x0, schedule, mask_id, device)
 
     def after_step(at_step: int) -> None:
         if at_step % cfg.eval_every == 0 and is_main_process():
-            logger.log({"step": at_step, "eval_elbo": evaluate_elbo(trainee.model, trainee.ema, eval_x0, schedule, mask_id, device)})
+            logger.log({"step": at_step, "eval_elbo": heldout_loss(at_step)})
         if step_callback is not None:
             step_callback(at_step)
 
-    step_fn = teacher_step(trainee, source, schedule, mask_id, cfg.batch_size, seq_len, generators, device)
+    step_fn = (ar_step(trainee, source, mask_id, cfg.batch_size, seq_len, generators, device) if cfg.objective == "ar"
+               else teacher_step(trainee, source, schedule, mask_id, cfg.batch_size, seq_len, generators, device))
     tokens_per_step = cfg.batch_size * seq_len * world
     result = run_loop(trainee, step_fn, LoopHooks(save=save, after_step=after_step), cfg, cfg, logger, start=step,
                       stop=cfg.max_steps if cfg.max_steps is not None else math.inf,
                       deadline_s=60.0 * minutes if minutes is not None else None, desc="train", tokens_per_step=tokens_per_step)
-    eval_elbo = evaluate_elbo(trainee.model, trainee.ema, eval_x0, schedule, mask_id, device) if is_main_process() else float("nan")
+    eval_elbo = heldout_loss() if is_main_process() else float("nan")
     steps_run, recent = len(result.losses), result.losses[-cfg.log_every:]
     summary = {
         "step": result.step, "steps_this_run": steps_run, "seconds": result.seconds,
@@ -204,7 +266,12 @@ def _stored_train_config(meta: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 
 def _eval_batches(source: DataSource, cfg: TrainConfig, seq_len: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(10_007 + cfg.seed)  # fixed held-out data, separate from training draws
+    """Fixed held-out data, drawn apart from the training draws: the corpus's validation split where the
+    source has one (text), else fresh draws of the exact source under their own seed."""
+    gen = torch.Generator().manual_seed(10_007 + cfg.seed)
+    splits = getattr(source, "splits", None)
+    if isinstance(splits, dict) and "valid" in splits:
+        return source.sample_batch(cfg.eval_batches * cfg.batch_size, seq_len, gen, split="valid")
     return source.sample_batch(cfg.eval_batches * cfg.batch_size, seq_len, gen)
 
 
@@ -230,6 +297,17 @@ def evaluate_elbo(
             count += xb.shape[0]
     model.train(was_training)
     return total / count
+
+
+@torch.no_grad()
+def evaluate_ar_nll(model: TransformerDenoiser, ema: EMA | None, x0: torch.Tensor, device: torch.device) -> float:
+    """The exact held-out NLL (nats/token) of the EMA weights of a causal model; training weights and mode untouched."""
+    was_training = model.training
+    model.eval()
+    with ema.swapped_in(model) if ema is not None else _null():
+        value = float(nll_per_sequence(model, x0.to(device)).mean())
+    model.train(was_training)
+    return value
 
 
 class _null:
@@ -263,4 +341,5 @@ def _restore(
     return int(meta["step"])
 
 
-__all__ = ["TrainConfig", "TrainingStopped", "train", "teacher_step", "evaluate_elbo", "DEFAULT_MINUTES"]
+__all__ = ["TrainConfig", "TrainingStopped", "train", "teacher_step", "ar_step", "evaluate_elbo", "evaluate_ar_nll",
+           "DEFAULT_MINUTES"]
