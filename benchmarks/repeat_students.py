@@ -38,7 +38,8 @@ from sampler.confidence import confidence_recall_per_sequence, confidence_sample
 from sampler.data import paired_difference
 from sampler.quality.agreement import exact_agreement_rate
 from sampler.quality.recall import mean_and_se
-from sampler.quality.two_axis import two_axis_metrics
+from sampler.quality.shadow_recall import shadow_recall_unavailable
+from sampler.quality.two_axis import _PATTERNS, recall_metric, two_axis_metrics
 from sampler.sampling import ancestral_sample
 from sampler.shadow_model import shadow_sample
 
@@ -52,13 +53,28 @@ def unigram_entropy(x: torch.Tensor, vocab_size: int) -> float:
     return float(-(freq * freq.log()).sum())
 
 
+def shadow_recall_unavailable_reason(denoiser: Any) -> str | None:
+    """None when recall can be computed for `denoiser` (a per-token-independent one, or a causal shadow student)."""
+    return shadow_recall_unavailable(denoiser) if getattr(denoiser, "reads_shadow_noise", False) else None
+
+
+def metrics_reason(denoiser: Any) -> str:
+    return "no denoiser given" if denoiser is None else (shadow_recall_unavailable_reason(denoiser) or "")
+
+
 def measure(name: str, samples: torch.Tensor, seconds: float, source: Any, seed: int, heldout: torch.Tensor, k: int,
             recall_of: Any = None, schedule: Any = None, steps: int | None = None, exact_recall: Any = None) -> dict[str, Any]:
     """One row: agreement, precision (per-sample NLL kept for paired differences), unigram entropy, recall."""
-    metrics = two_axis_metrics(samples, source, denoiser=recall_of, schedule=schedule if recall_of is not None else None,
-                               steps=steps if recall_of is not None else None, heldout=heldout if recall_of is not None
-                               else None, k=k, ngram_orders=(1,), seed=seed)
-    nll = metrics["precision"]["per_sequence"]
+    nll = -source.log_prob(samples) / samples.shape[1]
+    if torch.isfinite(nll).all():
+        metrics = two_axis_metrics(samples, source, denoiser=recall_of, schedule=schedule if recall_of is not None
+                                   else None, steps=steps if recall_of is not None else None,
+                                   heldout=heldout if recall_of is not None else None, k=k, ngram_orders=(1,), seed=seed)
+    else:  # noise 0 and an inconsistent sample: two_axis refuses infinite precision, so recall alone, same streams
+        metrics = {"recall": None, "unavailable": {"recall": metrics_reason(recall_of)}}
+        if recall_of is not None and shadow_recall_unavailable_reason(recall_of) is None:
+            metrics["recall"] = recall_metric(recall_of, schedule, heldout, source, steps, 1.0, k, None,
+                                              torch.Generator().manual_seed(seed * 4 + _PATTERNS), "cpu", 256)
     row = {"name": name, "steps": steps, "seconds": seconds, "agreement": exact_agreement_rate(samples, source),
            "precision": float(nll.mean()), "precision_se": float(nll.std() / math.sqrt(len(nll))),
            "inconsistent_share": float(torch.isinf(nll).double().mean()), "per_sequence_nll": nll,

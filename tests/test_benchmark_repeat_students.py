@@ -85,3 +85,22 @@ def test_rows_come_from_their_own_samplers(tmp_path: Path) -> None:
     assert not torch.equal(rows[(module.FLOOR, 1)]["per_sequence_nll"], rows[(module.FLOOR, 2)]["per_sequence_nll"])
     table = module.format_table(report)
     assert table.count("\n| ") == 1 + len(report["rows"])  # header + one line per row
+
+
+def test_noise_zero_rows_keep_recall_when_precision_is_infinite() -> None:
+    """At noise 0 one inconsistent sample makes precision +inf (two_axis refuses it); the row still reports the
+    inconsistent share and the recall of the same k patterns that two_axis would have drawn (equal to a run on
+    consistent samples with the same seed, where two_axis computes it)."""
+    module = load_benchmark("repeat_students")
+    source = RepeatSource(seq_len=LENGTH, vocab_size=VOCAB, noise=0.0)
+    exact = source.denoiser(VOCAB, dtype=torch.float64)
+    from theory.schedules import LogLinearSchedule
+
+    heldout = source.sample_batch(6, LENGTH, torch.Generator().manual_seed(0))
+    consistent = source.sample_batch(4, LENGTH, torch.Generator().manual_seed(1))
+    mixed = torch.cat([consistent, torch.tensor([[0, 1, 0, 0, 0]])])
+    rows = [module.measure("r", x, 0.0, source, 2, heldout, 3, recall_of=exact, schedule=LogLinearSchedule(), steps=2)
+            for x in (consistent, mixed)]
+    assert rows[0]["inconsistent_share"] == 0.0 and math.isfinite(rows[0]["precision"])
+    assert rows[1]["inconsistent_share"] == 0.2 and rows[1]["precision"] == math.inf
+    torch.testing.assert_close(rows[1]["recall"]["per_sequence"], rows[0]["recall"]["per_sequence"])
