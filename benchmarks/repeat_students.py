@@ -148,19 +148,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def paired_to_floor(rows: list[dict[str, Any]]) -> None:
-    """row["vs_floor"]: precision (and recall) minus the floor row's at the same step count, paired by index
-    (same sampler seed; the recall pairs share the held-out set); None where either precision is infinite."""
+    """row["vs_floor"]: precision and recall minus the floor row's at the same step count, paired by index
+    (same sampler seed; the recall pairs share the held-out set); the precision entry is absent where either
+    precision is infinite, the recall entry where either recall is missing."""
     floors = {r["steps"]: r for r in rows if r["name"] == FLOOR}
     for row in rows:
         floor = floors[row["steps"]]
         a, b = row["per_sequence_nll"], floor["per_sequence_nll"]
-        row["vs_floor"] = None
+        row["vs_floor"] = {}
         if torch.isfinite(a).all() and torch.isfinite(b).all():
             mean, se = paired_difference(a, b)
-            row["vs_floor"] = {"precision": mean, "precision_se": se}
-            if row["recall"] is not None and floor["recall"] is not None:
-                mean, se = paired_difference(row["recall"]["per_sequence"], floor["recall"]["per_sequence"])
-                row["vs_floor"].update(recall=mean, recall_se=se)
+            row["vs_floor"].update(precision=mean, precision_se=se)
+        if row["recall"] is not None and floor["recall"] is not None:
+            mean, se = paired_difference(row["recall"]["per_sequence"], floor["recall"]["per_sequence"])
+            row["vs_floor"].update(recall=mean, recall_se=se)
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -175,10 +176,11 @@ def format_table(report: dict[str, Any]) -> str:
         agreement = f"{r['agreement']['rate']:.4f} ± {r['agreement']['se']:.4f}"
         precision = f"{r['precision']:.4f} ± {r['precision_se']:.4f}" if math.isfinite(r["precision"]) else "inf"
         vs = r["vs_floor"]
-        d_precision = "—" if vs is None or r["name"] == FLOOR else f"{vs['precision']:+.4f} ± {vs['precision_se']:.4f}"
+        d_precision = ("—" if "precision" not in vs or r["name"] == FLOOR
+                       else f"{vs['precision']:+.4f} ± {vs['precision_se']:.4f}")
         rec = r["recall"]
         recall = f"{rec['value']:.4f} ± {rec['se']:.4f} ({rec['k']})" if rec else f"unavailable: {r['recall_note']}"
-        d_recall = ("—" if vs is None or "recall" not in vs or r["name"] == FLOOR
+        d_recall = ("—" if "recall" not in vs or r["name"] == FLOOR
                     else f"{vs['recall']:+.4f} ± {vs['recall_se']:.4f}")
         lines.append(f"| {r['name']} | {r['steps']} | {agreement} | {precision} | {r['inconsistent_share']:.4f} | "
                      f"{d_precision} | {r['unigram_entropy']:.3f} | {recall} | {d_recall} |")
