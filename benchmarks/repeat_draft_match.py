@@ -12,15 +12,17 @@ import argparse
 
 import torch
 
-from sampler.checkpoint import InferenceConfig, load_source, open_for_inference
-from sampler.shadow import sorted_quantile_draw
+from sampler.checkpoint import load_source
+from sampler.run.open import InferenceConfig, open_for_inference
+from sampler.shadow.noise import sorted_quantile_draw
 
 NUM = 4000
 
 
 def first_marginal(run: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probs of position 0 at the all-masked state from the run's base network, the exact denoiser's), float64."""
-    model, meta, _, _ = open_for_inference(InferenceConfig(ckpt=run, device="cpu", threads=1))
+    opened = open_for_inference(InferenceConfig(ckpt=run, device="cpu", threads=1))
+    model, meta = opened.model, opened.meta
     base = getattr(model, "base", model)
     source = load_source(meta)
     V, L = source.vocab_size, model.config.seq_len

@@ -33,15 +33,17 @@ from typing import Any
 
 import torch
 
-from sampler.checkpoint import InferenceConfig, load_source, open_for_inference
+from sampler.checkpoint import load_source
+from sampler.run.open import InferenceConfig, open_for_inference
 from sampler.confidence import confidence_recall_per_sequence, confidence_sample
 from sampler.data import paired_difference
 from sampler.quality.agreement import exact_agreement_rate
 from sampler.quality.recall import mean_and_se
-from sampler.quality.shadow_recall import shadow_recall_unavailable
+from sampler.protocols import reads_shadow_noise
+from sampler.shadow.recall import shadow_recall_unavailable
 from sampler.quality.two_axis import _PATTERNS, recall_metric, two_axis_metrics
 from sampler.sampling import ancestral_sample
-from sampler.shadow_model import shadow_sample
+from sampler.shadow.student import shadow_sample
 
 FLOOR = "exact, ancestral"
 
@@ -55,7 +57,7 @@ def unigram_entropy(x: torch.Tensor, vocab_size: int) -> float:
 
 def shadow_recall_unavailable_reason(denoiser: Any) -> str | None:
     """None when recall can be computed for `denoiser` (a per-token-independent one, or a causal shadow student)."""
-    return shadow_recall_unavailable(denoiser) if getattr(denoiser, "reads_shadow_noise", False) else None
+    return shadow_recall_unavailable(denoiser) if reads_shadow_noise(denoiser) else None
 
 
 def metrics_reason(denoiser: Any) -> str:
@@ -92,7 +94,8 @@ def measure(name: str, samples: torch.Tensor, seconds: float, source: Any, seed:
 
 
 def _open(run_dir: str, threads: int) -> Any:
-    model, meta, schedule, _ = open_for_inference(InferenceConfig(ckpt=run_dir, device="cpu", threads=threads))
+    run = open_for_inference(InferenceConfig(ckpt=run_dir, device="cpu", threads=threads))
+    model, meta, schedule = run.model, run.meta, run.schedule
     return model, meta, schedule
 
 
@@ -122,7 +125,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               flush=True)
 
     def plain(model: Any, steps: int) -> Any:
-        return lambda: ancestral_sample(model, schedule, steps, args.num, L, mask, V, torch.Generator().manual_seed(args.seed))
+        return lambda: ancestral_sample(model, schedule, num_steps=steps, num_samples=args.num, seq_len=L, mask_id=mask, vocab_size=V,
+                                        generator=torch.Generator().manual_seed(args.seed))
 
     for steps in args.steps:
         add(FLOOR, plain(exact, steps), steps, recall_of=exact)
@@ -134,7 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name, model in others:
             add(f"{name}, ancestral", plain(model, steps), steps, recall_of=model)
         for name, student, _ in students:
-            add(f"{name}, noise-shared", lambda: shadow_sample(student, schedule, steps, args.num, L, args.seed), steps,
+            add(f"{name}, noise-shared", lambda: shadow_sample(student, schedule, num_steps=steps, num_samples=args.num, seq_len=L, seed=args.seed), steps,
                 recall_of=student)
     paired_to_floor(rows)
     reference = {"agreement": float(source.agreement_probability(L)), "unigram_entropy": unigram_entropy(true_samples, V),

@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 
 from benchmark_module import load_benchmark
-from sampler.checkpoint import InferenceConfig, open_for_inference
+from sampler.run.open import InferenceConfig, open_for_inference
 from sampler.data import RepeatSource
 from sampler.quality.agreement import exact_agreement_rate
 from sampler.sampling import ancestral_sample
-from sampler.shadow_model import shadow_sample
+from sampler.shadow.student import shadow_sample
 from sampler.train import distill
 from test_sampler_exact_teacher import LENGTH, _config, _teacher
 
@@ -33,7 +33,8 @@ def _nll(x: torch.Tensor, source: RepeatSource) -> torch.Tensor:
 
 
 def _ancestral(model, schedule, steps: int, num: int, seed: int) -> torch.Tensor:
-    return ancestral_sample(model, schedule, steps, num, LENGTH, VOCAB, VOCAB, torch.Generator().manual_seed(seed))
+    return ancestral_sample(model, schedule, num_steps=steps, num_samples=num, seq_len=LENGTH, mask_id=VOCAB, vocab_size=VOCAB,
+                            generator=torch.Generator().manual_seed(seed))
 
 
 def test_unigram_entropy_is_the_plug_in_entropy_in_nats() -> None:
@@ -60,15 +61,15 @@ def test_rows_come_from_their_own_samplers(tmp_path: Path) -> None:
     report = module.run(args)
     rows = {(row["name"], row["steps"]): row for row in report["rows"]}
     assert len(rows) == 2 * 6 == len(report["rows"])
-    _, _, schedule, _ = open_for_inference(InferenceConfig(ckpt=str(teacher), device="cpu", threads=1))
+    schedule = open_for_inference(InferenceConfig(ckpt=str(teacher), device="cpu", threads=1)).schedule
     exact = source.denoiser(VOCAB, dtype=torch.float64)
-    models = {name: open_for_inference(InferenceConfig(ckpt=str(runs[name]), device="cpu", threads=1))[0]
+    models = {name: open_for_inference(InferenceConfig(ckpt=str(runs[name]), device="cpu", threads=1)).model
               for name in runs}
     for steps in (1, 2):
         expected = {module.FLOOR: _ancestral(exact, schedule, steps, num, seed),
                     "MCD mcd, ancestral": _ancestral(models["mcd"], schedule, steps, num, seed),
                     "baseline baseline, ancestral": _ancestral(models["baseline"], schedule, steps, num, seed),
-                    "shadow shadow, noise-shared": shadow_sample(models["shadow"], schedule, steps, num, LENGTH, seed)}
+                    "shadow shadow, noise-shared": shadow_sample(models["shadow"], schedule, num_steps=steps, num_samples=num, seq_len=LENGTH, seed=seed)}
         floor = rows[(module.FLOOR, steps)]
         for name, x in expected.items():
             row = rows[(name, steps)]
