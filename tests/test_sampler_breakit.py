@@ -238,7 +238,8 @@ def test_the_step_grid_is_built_lazily_with_the_same_values() -> None:
     fixed = torch.zeros(2, 4, dtype=torch.long)
     tracemalloc.start()
     try:
-        out = ancestral_sample(denoiser, LogLinearSchedule(), 5_000_000, 2, 4, mask_id=3, vocab_size=3, fixed=fixed)
+        out = ancestral_sample(denoiser, LogLinearSchedule(), num_steps=5_000_000, num_samples=2, seq_len=4, mask_id=3,
+                               vocab_size=3, fixed=fixed)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -513,8 +514,8 @@ def test_bench_distill_refuses_its_whole_config_before_training_a_teacher(
 
 
 def test_a_more_training_run_of_another_teacher_is_not_reused(tmp_path: Path) -> None:
-    from sampler.bench_arms import ARMS, train_more
-    from sampler.bench_distill import BenchConfig
+    from sampler.run.arms import ARMS, train_more
+    from sampler.run.bench import BenchConfig
 
     teacher = tmp_path / "teacher"
     assert run_cli(["train", "--out", teacher, "--steps", "2", "--seq-len", "8", "--batch-size", "2", "--no-progress",

@@ -155,7 +155,7 @@ def _check_smc_arguments(denoiser: Denoiser, heldout: Any, steps: Any, temperatu
         raise ValueError(f"resampling must be one of {RESAMPLING_SCHEMES}, got {resampling!r}")
     if getattr(denoiser, "reads_shadow_noise", False) is True:
         raise ValueError("denoiser reads the shadow noise (a shadow student): its sampler is not per-token "
-                         "independent; use sampler.quality.shadow_recall")
+                         "independent; use sampler.shadow.recall")
     mask_id = resolve_mask_id(denoiser, mask_id)
     return check_tokens(heldout, mask_id, "heldout"), mask_id, temperature, particles
 
