@@ -89,8 +89,9 @@ def test_exact_enumeration_is_the_ancestral_samplers_law(schedule, steps, temper
     x = all_sequences(3, 4)
     q = exact_sampler_log_likelihood(denoiser, schedule, x, steps=steps, temperature=temperature).exp()
     assert abs(float(q.sum()) - 1.0) < 1e-12
-    draws = ancestral_sample(denoiser, schedule, steps, 40000, 4, denoiser.mask_id, 3,
-                             torch.Generator().manual_seed(11), temperature=temperature, batch_size=40000)
+    draws = ancestral_sample(denoiser, schedule, num_steps=steps, num_samples=40000, seq_len=4, mask_id=denoiser.mask_id,
+                             vocab_size=3, generator=torch.Generator().manual_seed(11), temperature=temperature,
+                             batch_size=40000)
     counts = torch.bincount((draws * torch.tensor([27, 9, 3, 1])).sum(1), minlength=81).double()
     assert chisquare(counts.numpy(), (q * 40000).numpy()).pvalue > 1e-4
 
