@@ -100,6 +100,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: RunConfig) -> N
                         help="total optimiser steps (a resumed run continues up to it)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only: refused on the CPU)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the run's summary as JSON instead of the human summary")
     allowed = sorted(defaults.overridable)
     parser.add_argument("--allow-changed", action="append", default=None, metavar="FIELD", choices=allowed,
                         help=f"on a resume, accept a changed value of FIELD, one of {', '.join(allowed)} "

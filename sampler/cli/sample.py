@@ -44,8 +44,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"mcd sample: error: {err}", file=sys.stderr)
         return 2
     source = result["source"]
+    as_text = source is not None and getattr(source, "decodes_to_text", True)
+    if not as_text:
+        print("token ids (this source has no text behind its tokens" +
+              (": the embedded hidden Markov source)" if source is not None else ")"))
     for row in result["samples"][:3]:
-        print(source.decode(row) if source is not None else " ".join(map(str, row.tolist())))
+        print(source.decode(row) if as_text else " ".join(map(str, row.tolist())))
     print(
         f"wrote {result['num']} samples x {result['seq_len']} tokens ({result['steps']} steps) to {result['out']}; "
         f"{result['tokens_per_s']:.0f} tokens/s"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
+from typing import Any
 
-from ..train.config import MODEL_SIZES, OBJECTIVES, TrainConfig
+from ..train.config import MODEL_SIZES, OBJECTIVES, ResumeRequiredError, TrainConfig
 from ..train.teacher import DEFAULT_MINUTES, train
 from ._common import (
     STOPPED_BY_SIGNAL,
@@ -49,13 +51,34 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def summary_text(config: TrainConfig, summary: dict[str, Any]) -> str:
+    """The human summary of a finished (or stopped) teacher run: what was written, the held-out figure, the next commands."""
+    out = shlex.quote(config.out)
+    figure = "held-out next-token NLL" if config.objective == "ar" else "held-out ELBO (an upper bound on the NLL)"
+    state = " (stopped by a signal; the same command with --resume continues it)" if summary["interrupted"] else ""
+    lines = [
+        f"trained into {config.out}: step {summary['step']} ({summary['steps_this_run']} this run, {summary['seconds']:.0f} s, "
+        f"{summary['steps_per_s']:.1f} steps/s){state}",
+        f"  {figure}: {summary['eval_elbo']:.4f} nats/token (EMA weights); last training loss {summary['final_loss']:.4f}",
+        f"  written: {config.out}/checkpoint.safetensors, config.json, metrics.jsonl",
+        f"  next: mcd sample --ckpt {out} --steps 64 --num 8",
+    ]
+    if config.objective != "ar":
+        lines.append(f"        mcd distill --teacher {out} --out {shlex.quote(config.out.rstrip('/') + '-mcd')}")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
 
+    config = config_from_args(args)
     try:
-        summary = train(config_from_args(args))
+        summary = train(config)
+    except ResumeRequiredError as err:
+        print(f"mcd train: error: {err.cli_message}", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError) as err:
         print(f"mcd train: error: {err}", file=sys.stderr)
         return 2
     if summary["rank"] == 0:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2) if args.json else summary_text(config, summary))
     return STOPPED_BY_SIGNAL if summary["interrupted"] else 0

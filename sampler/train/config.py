@@ -102,6 +102,63 @@ def teacher_temperature(
     return max(floor, start + step * round_index)
 
 
+class ResumeRequiredError(ValueError):
+    """A run directory that already holds a checkpoint, written to without `resume` (or `resume` without one).
+
+    str() names the Python field (`resume=True`), for a caller of the library; `cli_message` names the
+    command-line flag (`--resume`), which the `mcd` commands print instead."""
+
+    def __init__(self, out: str, exists: bool, location: str = "out") -> None:
+        self.out, self.exists, self.location = str(out), exists, location
+        super().__init__(self._message(f"set resume=True in the config", f"config.{location}", "resume=True"))
+
+    def _message(self, how: str, where: str, flag: str) -> str:
+        if self.exists:
+            return f"{where}={self.out!r} already holds a checkpoint; {how} to continue it, or choose another {where}"
+        return f"{flag}: there is no checkpoint in {where}={self.out!r} to continue"
+
+    @property
+    def cli_message(self) -> str:
+        return self._message("pass --resume", "--out", "--resume")
+
+
+def check_resume(out: str, exists: bool, resume: bool) -> None:
+    """The one resume rule of every command that writes a run directory: ResumeRequiredError when `out` holds a
+    checkpoint (`exists`) and `resume` is off, or `resume` is on and it holds none."""
+    if exists != bool(resume):
+        raise ResumeRequiredError(out, exists)
+
+
+LOSS_ACROSS_ROUNDS_NOTE = ("the loss can rise from one round to the next: each round's target is a larger step "
+                           "(dt doubles), so the numbers of different rounds are not comparable")
+
+
+def temperature_description(config: "DistillConfig", rounds: int) -> str:
+    """The teacher-temperature schedule in words: "off (T = 1)" or its values over the rounds."""
+    if not config.temperature:
+        return "teacher temperature off (T = 1)"
+    values = [teacher_temperature(r, config.temperature_start, config.temperature_step, config.temperature_floor)
+              for r in range(rounds)]
+    return "teacher temperature " + " → ".join(f"{t:g}" for t in values) + " (sharpens the student)"
+
+
+def train_settings_line(config: "TrainConfig", minutes: float | None) -> str:
+    """The settings of a teacher run that change its result, in one line (printed when it starts)."""
+    objective = "autoregressive next-token loss" if config.objective == "ar" else f"masked diffusion ELBO ({config.schedule} schedule)"
+    stop = " or ".join(part for part in (f"{config.max_steps} steps" if config.max_steps is not None else "",
+                                        f"{minutes:g} minutes" if minutes is not None else "") if part)
+    return (f"objective {objective}, stops at {stop}, batch {config.batch_size}, lr {config.lr:g}, "
+            f"seed {config.seed}, data seed {config.data_seed}")
+
+
+def distill_settings_line(config: "DistillConfig", counts: list[int]) -> str:
+    """The settings of a distillation that change its result, in one line (printed when it starts)."""
+    teacher = "exact Bayes denoiser of the source" if config.exact_teacher else f"network {config.teacher}"
+    return (f"distill: method {config.method}, divergence {config.divergence}, {temperature_description(config, len(counts))}, "
+            f"{len(counts)} round(s) of {config.steps_per_round} steps ({len(counts) * config.steps_per_round} in all), "
+            f"sampling steps {' → '.join(map(str, counts))}, teacher: {teacher}")
+
+
 def _normalise(value: Any) -> Any:
     """JSON round trips turn tuples into lists: compare them as lists."""
     return list(value) if isinstance(value, tuple) else value
@@ -268,7 +325,9 @@ class DistillConfig(RunConfig, OptimConfig):
     target_steps: int = 8
     steps_per_round: int = 400
     refresh_from: str = "ema"
-    temperature: bool = True
+    # the teacher-temperature schedule T_r = max(floor, start + step·r) is off unless asked for (it sharpens the
+    # student, so a student compared with its teacher would be tilted); the paper's schedule is the values below
+    temperature: bool = False
     temperature_start: float = 0.96
     temperature_step: float = -0.03
     temperature_floor: float = 0.75
@@ -280,6 +339,7 @@ class DistillConfig(RunConfig, OptimConfig):
     shadow_draft: bool = True  # method "shadow": the student reads provisional values (sampler.shadow.student)
     shadow_head: str = "input"  # method "shadow": "input" (noise features on the embeddings) or "causal" (sampler.shadow.causal_head: recall has a bound)
     exact_teacher: bool = False  # the frozen teacher is the source's exact Bayes denoiser, never refreshed (student still starts from --teacher)
+    resume: bool = False  # continue the checkpoint in out (required when out holds one)
     # the distillation defaults of the shared fields
     batch_size: int = 64
     lr: float = 3e-4
