@@ -23,6 +23,26 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Each option's help with its default written once: "(default: X)" is appended unless the help already
+    states its default, the default is None (the help says what None means) or the option is a flag."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_ = action.help or ""
+        flag = action.nargs == 0  # store_true / store_false / help / version
+        if flag or not action.option_strings or action.default in (None, argparse.SUPPRESS) or "(default" in help_:
+            return help_
+        return f"{help_} (default: %(default)s)"
+
+
+def subcommand_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of `mcd NAME` (its module's add_arguments), without importing any back-end."""
+    module_name, help_ = SUBCOMMANDS[name]
+    parser = argparse.ArgumentParser(prog=f"mcd {name}", description=help_, formatter_class=HelpFormatter)
+    importlib.import_module(module_name).add_arguments(parser)
+    return parser
+
+
 def _top_parser() -> argparse.ArgumentParser:
     lines = "\n".join(f"  {name:<14} {help_}" for name, (_, help_) in SUBCOMMANDS.items())
     return argparse.ArgumentParser(
@@ -43,10 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
         top.error(f"unknown subcommand {name!r}; choose from {', '.join(SUBCOMMANDS)}")
-    module_name, help_ = SUBCOMMANDS[name]
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"mcd {name}", description=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    module.add_arguments(parser)
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    parser = subcommand_parser(name)
     try:
         args = parser.parse_args(rest)
     except SystemExit as exit_:  # a bad argument (message already printed, naming it) or --help: its status

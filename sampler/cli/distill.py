@@ -29,9 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run directory of the distilled student (an existing one needs --resume)")
     parser.add_argument("--method", choices=METHODS, default=d.method, help="mcd (analytic coupled pairs), baseline (stochastic SDTT) or shadow (noise-conditioned student)")
     parser.add_argument("--coupling", choices=COUPLINGS, default=d.coupling, help="how the per-token coupling noise is drawn")
-    parser.add_argument("--divergence", choices=DIVERGENCES, default=d.divergence)
+    parser.add_argument("--divergence", choices=DIVERGENCES, default=d.divergence, help="divergence between the student and the teacher's target on still-masked tokens")
     parser.add_argument("--start-steps", type=positive_int, default=d.start_steps, help="N0: dt = 1/N0 in the first round")
-    parser.add_argument("--start-dt", type=float, default=None, help="alternative to --start-steps: dt of the first round (1/N0)")
+    parser.add_argument("--start-dt", type=float, default=None, help="alternative to --start-steps: dt of the first round, 1/N0 (default: --start-steps decides)")
     parser.add_argument("--target-steps", type=positive_int, default=d.target_steps, help="sampling steps of the final student (N0/2^k)")
     parser.add_argument("--steps-per-round", type=positive_int, default=d.steps_per_round, help="optimiser steps per round")
     parser.add_argument("--refresh-from", choices=REFRESH_FROM, default=d.refresh_from, help="what the teacher is refreshed from each round")
@@ -61,8 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="targets from the source's exact Bayes denoiser (the embedded 'exact' source only) instead of "
                              "the --teacher network, in every round and for every method; the student still starts from "
                              "--teacher's weights")
-    parser.add_argument("--vocab-size", type=positive_int, default=None, help="refuse a teacher with another vocabulary")
-    parser.add_argument("--mask-id", type=non_negative_int, default=None, help="refuse a teacher with another mask id")
+    parser.add_argument("--vocab-size", type=positive_int, default=None, help="refuse a teacher with another vocabulary size, in tokens (default: accept the teacher's)")
+    parser.add_argument("--mask-id", type=non_negative_int, default=None, help="refuse a teacher with another mask id (default: accept the teacher's)")
     add_optim_arguments(parser, d)
     add_run_arguments(parser, d)
 

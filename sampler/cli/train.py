@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(CORPUS: 'shakespeare' or a local text file/dir)")
     parser.add_argument("--data-seed", type=non_negative_int, default=d.data_seed, help="seed that builds the data source")
     parser.add_argument("--out", required=True, help="run directory (checkpoint.safetensors, config.json, metrics.jsonl)")
-    parser.add_argument("--minutes", type=float, default=None, help=f"wall-clock budget ({DEFAULT_MINUTES:g} when --max-steps is absent too)")
+    parser.add_argument("--minutes", type=float, default=None, help=f"wall-clock budget in minutes (default: {DEFAULT_MINUTES:g} when --max-steps is absent too, else none)")
     parser.add_argument("--size", default=d.size, choices=MODEL_SIZES, help="model size preset: tiny (0.2 M parameters, the exact source on a CPU), cpu-text (0.8 M, "
                         "byte/character text on one core), mini (3 M), small (GPT-2 small body, GPU)")
     parser.add_argument("--objective", default=d.objective, choices=OBJECTIVES,
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq-len", type=positive_int, default=None, help="sequence length (default: the source's)")
     parser.add_argument("--schedule", default=d.schedule, help="masked schedule registered in theory.schedules: loglinear, cosine, polynomial")
     parser.add_argument("--time-conditioning", action="store_true", help="condition the denoiser on t (disables the cached sampler)")
-    parser.add_argument("--dropout", type=float, default=d.dropout)
+    parser.add_argument("--dropout", type=float, default=d.dropout, help="dropout probability in the transformer")
     parser.add_argument("--eval-every", type=positive_int, default=d.eval_every, help="held-out ELBO every this many steps")
     add_optim_arguments(parser, d)
     add_run_arguments(parser, d)
