@@ -201,6 +201,6 @@ def test_distill_command_exit_status_finished_rerun_and_stopped(tmp_path: Path, 
     assert main([*command, "--resume"]) == 0  # finished: returned from the checkpoint
     finished = {"optimizer_steps": 2, "teacher_forward_passes": 2, "wall_time_s": 0.0, "round_steps": [2],
                 "complete": False, "step": 1, "interrupted": True}
-    monkeypatch.setattr(sys.modules["sampler.cli.distill"], "distill", lambda config: finished)  # the command's
-    # module; the package attribute `sampler.cli.distill` may be shadowed, so the module is taken from sys.modules
+    monkeypatch.setattr(sys.modules["sampler.train.distill"], "distill", lambda config: finished)  # the command's
+    # back-end (sampler.cli.distill.BACKEND), which the dispatcher imports by name
     assert main([*command[:4], str(tmp_path / "other"), *command[5:]]) == 130

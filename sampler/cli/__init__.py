@@ -1,7 +1,14 @@
 """The `mcd` command line.
 
-Subcommands live in their own modules (sampler.cli.<name>; `verify` in proofs_checks.cli) and are imported only when used, so
-`mcd --help` is fast.  Each module exposes `add_arguments(parser)` and
+Subcommands live in their own modules (sampler.cli.<name>; `verify` in proofs_checks.cli) and are imported only
+when used, so `mcd --help` is fast.  Each module exposes `add_arguments(parser)` and `run`.
+
+Fast errors: a module that names its back-end (`BACKEND`, a module path, e.g. "sampler.train.teacher") imports
+no torch itself; it also exposes `check(args) -> config` (the config built and validated, the output path and
+the resume rule checked) and `run(args, config, backend) -> int`.  The dispatcher parses, calls `check`, and
+only then imports the back-end with importlib, so a bad argument is refused before torch or any science module
+loads.  This importlib call is the one sanctioned deferred import of a project module (the layout rule
+otherwise forbids imports inside functions: tests/test_layout_imports.py).  A module without `BACKEND` exposes
 `run(args) -> int`.
 """
 
@@ -10,6 +17,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from ._common import report_error
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -69,7 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(rest)
     except SystemExit as exit_:  # a bad argument (message already printed, naming it) or --help: its status
         return int(exit_.code or 0)
-    return int(module.run(args) or 0)
+    backend_name = getattr(module, "BACKEND", None)
+    if backend_name is None:
+        return int(module.run(args) or 0)
+    try:
+        config = module.check(args)
+    except ValueError as err:
+        return report_error(name, err)
+    return int(module.run(args, config, importlib.import_module(backend_name)) or 0)
 
 
 if __name__ == "__main__":

@@ -5,16 +5,15 @@ by name in every subcommand before any work."""
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import fields
 from typing import Any
 
-import torch
+from theory.checks import check_seed
 
-from theory.checks import check_int
-
-from ..run.open import InferenceConfig
-from ..sampling import check_seed
-from ..train.config import OptimConfig, RunConfig
+from ..configs import InferenceConfig, OptimConfig, ResumeRequiredError, RunConfig, check_resume
+from ..names import CHECKPOINT_FILE
+from ..rundir import check_output_path
 
 # Exit status of a training command that a stop signal (Ctrl-C, SIGTERM) ended after saving its checkpoint:
 # 128 + SIGINT, as a shell reports a Ctrl-C, so that `mcd distill ... && next` does not go on.
@@ -71,14 +70,6 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     add_threads_argument(parser, defaults.threads)
 
 
-def apply_threads(threads: int | None) -> None:
-    """torch.set_num_threads(threads); ValueError unless a positive int (None leaves torch's default)."""
-    if threads is None:
-        return
-    check_int(threads, "threads", 1)
-    torch.set_num_threads(threads)
-
-
 def add_optim_arguments(parser: argparse.ArgumentParser, defaults: OptimConfig) -> None:
     """--lr --weight-decay --warmup --grad-clip --ema-decay, with the command's defaults."""
     parser.add_argument("--lr", type=float, default=defaults.lr, help="AdamW peak learning rate (after the linear warmup)")
@@ -113,3 +104,18 @@ def optim_run_fields(args: argparse.Namespace) -> dict[str, Any]:
     names = {f.name for f in fields(OptimConfig)} | {f.name for f in fields(RunConfig)}
     values = {name: getattr(args, name) for name in names if name not in ("progress", "allow_changed")}
     return {**values, "progress": not args.no_progress, "allow_changed": tuple(args.allow_changed or ())}
+
+
+def check_run_config(config: Any) -> Any:
+    """A training command's config validated, with its output directory and the resume rule checked (torch-free:
+    the dispatcher calls it before it imports the back-end); returns it."""
+    config.validate()
+    out = check_output_path(config.out, kind="dir", name="--out")
+    check_resume(config.out, (out / CHECKPOINT_FILE).exists(), config.resume)
+    return config
+
+
+def report_error(command: str, err: ValueError) -> int:
+    """Print `mcd COMMAND: error: ...` (a resume error in its command-line spelling, --resume) and return 2."""
+    print(f"mcd {command}: error: {err.cli_message if isinstance(err, ResumeRequiredError) else err}", file=sys.stderr)
+    return 2

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..device import apply_threads
 from ..run.arms import ARMS
 from ..run.bench import BenchConfig, bench
 from ..train.loop import StoppedBySignal
-from ._common import STOPPED_BY_SIGNAL, add_threads_argument, apply_threads, non_negative_int, positive_int
+from ._common import STOPPED_BY_SIGNAL, add_threads_argument, non_negative_int, positive_int
 
 
 def _comma_list(kind: Any, what: str) -> Any:

@@ -1,20 +1,28 @@
-"""`mcd distill`: arguments -> DistillConfig -> sampler.train.distill."""
+"""`mcd distill`: arguments -> DistillConfig -> sampler.train.distill.distill (BACKEND, imported by the dispatcher
+only once the arguments, the config and the output path are checked: an argument error costs no torch import)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import shlex
-import sys
 from typing import Any
 
-from ..losses import DIVERGENCES
-from ..train.config import ResumeRequiredError, temperature_description
-from ..train.config import COUPLINGS, DistillConfig, METHODS, REFRESH_FROM, SHADOW_HEADS, SHADOW_TARGETS
-from ..train.distill import distill, steps_from_dt
-from ..train.runtime import ddp_cleanup, is_main_process
+from ..configs import (
+    COUPLINGS,
+    METHODS,
+    REFRESH_FROM,
+    SHADOW_HEADS,
+    SHADOW_TARGETS,
+    DistillConfig,
+    steps_from_dt,
+    temperature_description,
+)
+from ..names import DIVERGENCES
 from ._common import (
     STOPPED_BY_SIGNAL,
+    check_run_config,
+    report_error,
     add_optim_arguments,
     add_run_arguments,
     non_negative_int,
@@ -103,20 +111,23 @@ def summary_text(config: DistillConfig, result: dict[str, Any]) -> str:
             f"  next: mcd eval --ckpt {shlex.quote(config.out)} --steps {counts[-1]} --num 64 --elbo-num 64")
 
 
-def run(args: argparse.Namespace) -> int:
+BACKEND = "sampler.train.distill"
+
+
+def check(args: argparse.Namespace) -> DistillConfig:
+    """The config of these arguments, validated with its output path and the resume rule (torch-free)."""
+    return check_run_config(config_from_args(args))
+
+
+def run(args: argparse.Namespace, config: DistillConfig, backend: Any) -> int:
 
     try:
-        config = config_from_args(args)
-        result = distill(config)
-        main = is_main_process()
-    except ResumeRequiredError as err:
-        print(f"mcd distill: error: {err.cli_message}", file=sys.stderr)
-        return 2
+        result = backend.distill(config)
+        main = backend.is_main_process()
     except ValueError as err:
-        print(f"mcd distill: error: {err}", file=sys.stderr)
-        return 2
+        return report_error("distill", err)
     finally:
-        ddp_cleanup()
+        backend.ddp_cleanup()
     if main:
         print(json.dumps(result, indent=2) if args.json else summary_text(config, result))
     return STOPPED_BY_SIGNAL if result["interrupted"] else 0

@@ -1,17 +1,18 @@
-"""`mcd train`: arguments -> TrainConfig -> sampler.train.train."""
+"""`mcd train`: arguments -> TrainConfig -> sampler.train.teacher.train (BACKEND, imported by the dispatcher only
+once the arguments, the config and the output path are checked: an argument error costs no torch import)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import shlex
-import sys
 from typing import Any
 
-from ..train.config import MODEL_SIZES, OBJECTIVES, ResumeRequiredError, TrainConfig
-from ..train.teacher import DEFAULT_MINUTES, train
+from ..configs import DEFAULT_MINUTES, MODEL_SIZES, OBJECTIVES, TrainConfig
 from ._common import (
     STOPPED_BY_SIGNAL,
+    check_run_config,
+    report_error,
     add_optim_arguments,
     add_run_arguments,
     non_negative_int,
@@ -68,17 +69,20 @@ def summary_text(config: TrainConfig, summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
+BACKEND = "sampler.train.teacher"
 
-    config = config_from_args(args)
+
+def check(args: argparse.Namespace) -> TrainConfig:
+    """The config of these arguments, validated with its output path and the resume rule (torch-free)."""
+    return check_run_config(config_from_args(args))
+
+
+def run(args: argparse.Namespace, config: TrainConfig, backend: Any) -> int:
+
     try:
-        summary = train(config)
-    except ResumeRequiredError as err:
-        print(f"mcd train: error: {err.cli_message}", file=sys.stderr)
-        return 2
+        summary = backend.train(config)
     except (ValueError, FileNotFoundError) as err:
-        print(f"mcd train: error: {err}", file=sys.stderr)
-        return 2
+        return report_error("train", err)  # type: ignore[arg-type]
     if summary["rank"] == 0:
         print(json.dumps(summary, indent=2) if args.json else summary_text(config, summary))
     return STOPPED_BY_SIGNAL if summary["interrupted"] else 0

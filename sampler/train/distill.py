@@ -77,6 +77,7 @@ from .runtime import (
     MetricsLogger,
     Trainee,
     build_optimizer,
+    ddp_cleanup,
     check_compile_device,
     check_training_memory,
     ddp_setup,

@@ -41,7 +41,7 @@ from ..autoregressive import next_token_loss, nll_per_sequence
 from ..model import DenoiserConfig, TransformerDenoiser
 from ..protocols import Schedule
 from ..rundir import check_output_path, run_dir_lock
-from .config import TrainConfig, check_resume, check_resume_steps, train_settings_line
+from .config import DEFAULT_MINUTES, TrainConfig, check_resume, check_resume_steps, train_settings_line
 from .loop import LoopHooks, StepFn, StepOutput, run_loop
 from ..device import autocast, pick_device
 from .runtime import (
@@ -59,7 +59,6 @@ from .runtime import (
     wrap_ddp,
 )
 
-DEFAULT_MINUTES = 10.0
 USEFUL_STEPS = 1_000  # fewer optimiser steps than this in the budget: warn before starting (see budget_warning)
 
 
