@@ -104,6 +104,7 @@ def test_second_distill_with_another_seed_fails_at_once(tmp_path: Path, capsys: 
         stop(first)
 
 
+@pytest.mark.slow  # a long end-to-end or statistical run: `python -m pytest -m "not slow"` skips it
 def test_second_bench_distill_on_one_out_fails_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench"
     first = spawn_cli(["bench-distill", "--out", out, "--smoke", "--no-progress"])
