@@ -393,3 +393,16 @@ class InferenceConfig:
     no_ema: bool = False  # the raw weights instead of the EMA
     no_cache: bool = False  # call the network at every sampling step
     threads: int | None = 1  # CPU torch threads
+
+
+@dataclass(kw_only=True)
+class SampleConfig(InferenceConfig):
+    """What `mcd sample` draws (see sampler.cli.sample for each field's meaning)."""
+
+    steps: int = 256
+    num: int = 16
+    seq_len: int | None = None
+    temperature: float = 1.0
+    final_greedy: bool = False
+    prefix: str | None = None
+    prefix_ids: str | None = None

@@ -1,4 +1,4 @@
-"""An argument error is refused before torch loads: `mcd train`, `mcd distill` and `mcd verify` check their
+"""An argument error is refused before torch loads: `mcd train`, `mcd distill`, `mcd sample` and `mcd verify` check their
 arguments, their config and their output path first, and import their back-end only then."""
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ PROBE = ("import sys; from sampler.cli import main; code = main(sys.argv[1:]); "
     (["distill", "--teacher", "T", "--out", "OUT", "--target-steps", "3"], "target_steps"),
     (["distill", "--teacher", "T", "--out", "OUT", "--paper-temperature", "--no-temperature"], "--no-temperature"),
     (["verify", "--threads", "0"], "--threads"),
+    (["sample", "--ckpt", "OUT", "--steps", "0"], "--steps"),
+    (["sample", "--ckpt", "OUT", "--temperature", "0"], "--temperature"),
 ])
 def test_an_argument_error_exits_2_naming_it_without_importing_torch(tmp_path: Path, args: list[str], named: str) -> None:
     """Planted bug: a cli module importing its back-end at the top again (torch loads before the check)."""

@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
+from typing import Any
 
-from ..run.sample import SampleConfig, sample_from_checkpoint
+from ..configs import SampleConfig
 from ._common import add_inference_arguments, add_seed_argument, positive_int
 
 
@@ -37,9 +38,22 @@ def config_from_args(args: argparse.Namespace) -> SampleConfig:
     return SampleConfig(**{f.name: getattr(args, f.name) for f in fields(SampleConfig)})
 
 
-def run(args: argparse.Namespace) -> int:
+BACKEND = "sampler.run.sample"  # sample_from_checkpoint, imported by the dispatcher after `check`
+
+
+def check(args: argparse.Namespace) -> SampleConfig:
+    """The config of these arguments; ValueError naming the argument for a bad temperature or two prompts (torch-free)."""
+    config = config_from_args(args)
+    if not (config.temperature > 0 and config.temperature != float("inf")):
+        raise ValueError(f"--temperature must be a positive finite number, got {config.temperature}")
+    if config.prefix is not None and config.prefix_ids is not None:
+        raise ValueError("give --prefix or --prefix-ids, not both")
+    return config
+
+
+def run(args: argparse.Namespace, config: SampleConfig, backend: Any) -> int:
     try:
-        result = sample_from_checkpoint(config_from_args(args))
+        result = backend.sample_from_checkpoint(config)
     except (ValueError, FileNotFoundError) as err:  # CheckpointError is a ValueError
         print(f"mcd sample: error: {err}", file=sys.stderr)
         return 2
