@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from sampler.cli._common import add_threads_argument, apply_threads
+from sampler.cli._common import add_threads_argument
+from sampler.device import apply_threads
 from sampler.data import get_source, json_ready
 from sampler.quality.recall import mean_and_se
 from sampler.quality.recall_convergence import format_recall_convergence, recall_versus_k

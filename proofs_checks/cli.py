@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: Any) -> int:
     import torch
 
-    from .report import write_report
+    from .report import mutants_phrase, write_report
     from .suite import resolve_device, run_suite
 
     try:
@@ -60,7 +60,7 @@ def run(args: Any) -> int:
     failed = [c.claim.id for c in result.claims if not c.passed]
     survived = [m.mutant.name for m in result.mutants if not m.caught]
     print(f"{sum(c.passed for c in result.claims)}/{len(result.claims)} claims pass, "
-          f"{sum(m.caught for m in result.mutants)}/{len(result.mutants)} mutants caught, "
+          f"{mutants_phrase(result)}, "
           f"{result.total_draws:,} draws, {result.seconds:.1f} s; report: {paths['markdown']}")
     if failed:
         print(f"failing claims: {failed}", file=sys.stderr)

@@ -124,12 +124,19 @@ def write_report(result: SuiteResult, out_dir: str | os.PathLike[str]) -> dict[s
     return written
 
 
+def mutants_phrase(result: SuiteResult) -> str:
+    """"n/m planted bugs caught", or that none were run (`mcd verify --no-mutants`), never "0/0 caught"."""
+    if not result.mutants:
+        return "the planted bugs were not run"
+    return f"{sum(m.caught for m in result.mutants)}/{len(result.mutants)} planted bugs caught"
+
+
 def markdown(result: SuiteResult, data: dict[str, Any]) -> str:
     lines = [
         "# Verification of the Gaussian–masked duality",
         "",
         f"**{'PASSED' if result.passed else 'FAILED'}** — {sum(c.passed for c in result.claims)}/{len(result.claims)} claims pass, "
-        f"{sum(m.caught for m in result.mutants)}/{len(result.mutants)} planted bugs caught.",
+        f"{mutants_phrase(result)}.",
         "",
         plain_summary(result, data),
         "",

@@ -22,25 +22,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from duality import q_sample
-from theory.checks import check_int
+from theory.checks import check_dt, check_int, check_step_count  # noqa: F401  (check_dt, check_step_count: re-exported)
 
 from .protocols import Schedule
 
 T_MIN = 1e-3  # w(t) ~ 1/t as t -> 0 (log-linear); keeping t away from 0 bounds the weight
-
-
-def check_step_count(value: Any, name: str) -> int:
-    """A step count: theory.checks.check_int with minimum 1."""
-    return check_int(value, name, 1)
-
-
-def check_dt(dt: Any, name: str = "dt") -> float:
-    """dt must be a real number in (0, 1]."""
-    if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not math.isfinite(float(dt)):
-        raise ValueError(f"{name} must be a real number in (0, 1], got {dt!r}")
-    if not 0.0 < float(dt) <= 1.0:
-        raise ValueError(f"{name} must lie in (0, 1], got {dt!r}")
-    return float(dt)
 
 
 def stratified_times(

@@ -34,9 +34,8 @@ from theory import MaskSchedule
 
 from .data import get_source
 from .model import DenoiserConfig, TransformerDenoiser
+from .names import CHECKPOINT_FILE, CONFIG_FILE  # noqa: F401  (the run directory's file names, re-exported)
 
-CHECKPOINT_FILE = "checkpoint.safetensors"
-CONFIG_FILE = "config.json"
 FORMAT_VERSION = 2
 TENSORS_ONLY_DIGEST_VERSION = 1  # format_version whose digest covers the tensors only
 

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from theory.checks import check_int
+
 from .protocols import Denoiser
 
 
@@ -53,3 +55,11 @@ def autocast_denoiser(model: Any, device: torch.device | str) -> Denoiser:
 
     denoiser.config = model.config
     return denoiser
+
+
+def apply_threads(threads: int | None) -> None:
+    """torch.set_num_threads(threads); ValueError unless a positive int (None leaves torch's default)."""
+    if threads is None:
+        return
+    check_int(threads, "threads", 1)
+    torch.set_num_threads(threads)

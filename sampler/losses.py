@@ -24,9 +24,9 @@ from torch import Tensor
 from duality.forward import posterior_step
 
 from .batches import check_dt
+from .names import DIVERGENCES  # noqa: F401  (re-exported)
 from .protocols import Denoiser, Schedule
 
-DIVERGENCES: tuple[str, ...] = ("reverse_kl", "forward_kl", "js")
 
 
 def elbo_weight(schedule: Schedule, t: Float[Tensor, "B"]) -> Float[Tensor, "B"]:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .checkpoint import CHECKPOINT_FILE, CONFIG_FILE
+from .names import CHECKPOINT_FILE, CONFIG_FILE
 
 LOCK_FILE = ".lock"
 

@@ -28,7 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from duality import posterior_step, reverse_unmask_prob
-from theory.checks import check_int
+from theory.checks import MAX_SEED, check_int, check_seed  # noqa: F401  (MAX_SEED, check_seed: re-exported)
 
 from .protocols import Denoiser, Schedule, reads_shadow_noise
 
@@ -36,17 +36,6 @@ from .protocols import Denoiser, Schedule, reads_shadow_noise
 def check_positive_int(value: Any, name: str) -> int:
     """theory.checks.check_int with minimum 1."""
     return check_int(value, name, 1)
-
-
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes any seed up to here on every device
-
-
-def check_seed(seed: Any, name: str = "seed") -> int:
-    """`seed` as an int in 0..MAX_SEED (one rule for the library and the command line); ValueError naming
-    `name` for a bool, a float, a string, a negative or a too large seed."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"{name} must be an integer in 0..2**63 - 1, got {seed!r}")
-    return int(seed)
 
 
 def check_temperature(temperature: Any) -> float:

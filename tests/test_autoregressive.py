@@ -78,6 +78,7 @@ def test_a_bidirectional_model_is_refused():
         autoregressive.nll_per_sequence(model, torch.zeros(2, 4, dtype=torch.long))
 
 
+@pytest.mark.slow  # a long end-to-end or statistical run: `python -m pytest -m "not slow"` skips it
 def test_mcd_train_objective_ar_learns_and_records_its_kind(tmp_path):
     """A few hundred steps on the exact source: the held-out exact NLL falls below the uniform law's log K and
     the checkpoint records kind 'ar' and a causal model."""

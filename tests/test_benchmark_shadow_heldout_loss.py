@@ -84,7 +84,7 @@ def test_a_network_teacher_run_is_read_at_its_last_rounds_teacher_and_temperatur
     source = _tiny_source()
     teacher = _teacher(tmp_path / "teacher", source.describe(), source.vocab_size)
     run = tmp_path / "run"
-    distill(_config(teacher, run, method="shadow", shadow_substeps=2, coupling="uniform", lr=3e-2, ema_decay=0.5,
+    distill(_config(teacher, run, method="shadow", shadow_substeps=2, coupling="uniform", temperature=True, lr=3e-2, ema_decay=0.5,
                     exact_teacher=False, shadow_target=target))
     tensors, meta = load_checkpoint(run)
     student = load_shadow_student(run, use_ema=False)[0]
@@ -135,7 +135,7 @@ def test_bad_input_is_refused_by_name_before_any_work(tmp_path: Path) -> None:
     base = dict(method="shadow", shadow_substeps=1, temperature=False, coupling="uniform", steps_per_round=1, start_steps=2,
                 target_steps=2)
     distill(_config(teacher, run, seed=3, **base))
-    distill(_config(teacher, run, seed=5, allow_changed=("seed", "steps_per_round"), **{**base, "steps_per_round": 2}))
+    distill(_config(teacher, run, seed=5, allow_changed=("seed", "steps_per_round"), resume=True, **{**base, "steps_per_round": 2}))
     for trained_on in (3, 5):
         with pytest.raises(ValueError, match=f"seed={trained_on} is a seed run=.* trained on"):
             _benchmark().heldout_losses(str(run), batches=2, seed=trained_on)

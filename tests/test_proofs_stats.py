@@ -36,6 +36,7 @@ def test_binomial_acceptance_is_exact_and_narrowest(n: int, p: float, delta: flo
         assert dist.sf(hi - 1) > delta / 2 * (1 - 1e-9) or lo == hi
 
 
+@pytest.mark.slow  # a long end-to-end or statistical run: `python -m pytest -m "not slow"` skips it
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(5, 3000), p=st.floats(0.02, 0.98), delta=st.floats(1e-6, 0.2), beta=st.floats(1e-4, 0.2))
 def test_binomial_detectable_is_consistent(n: int, p: float, delta: float, beta: float) -> None:

@@ -353,7 +353,7 @@ def test_a_resume_asking_for_fewer_steps_than_done_is_refused(tmp_path: Path, ca
     student = tmp_path / "student"
     assert run_cli(["distill", "--teacher", teacher, "--out", student, *DISTILL_FAST]) == 0
     before = (student / "checkpoint.safetensors").read_bytes()
-    assert run_cli(["distill", "--teacher", teacher, "--out", student, *DISTILL_FAST, "--steps", "1"]) == 2
+    assert run_cli(["distill", "--teacher", teacher, "--out", student, *DISTILL_FAST, "--steps", "1", "--resume"]) == 2
     assert "below the step 4" in capsys.readouterr().err
     assert (student / "checkpoint.safetensors").read_bytes() == before
 

@@ -3,6 +3,7 @@ the baseline's targets, exact resumption mid-round and the refusal of bad input.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -242,6 +243,32 @@ def test_baseline_targets_follow_the_reveal_time() -> None:
     assert set(favourite.unique().tolist()) <= {0, 1}
 
 
+
+def test_no_teacher_temperature_unless_asked_for() -> None:
+    """The default distillation does not sharpen its teacher; --paper-temperature gives the paper's schedule
+    (0.96, −0.03 a round, floor 0.75), a --temperature-* value turns a custom one on, and --no-temperature with
+    either is refused.  Planted bug: DistillConfig.temperature defaulting to True again."""
+    import argparse
+
+    from sampler.cli import distill as distill_cli
+    from sampler.train.config import distill_settings_line
+
+    parser = argparse.ArgumentParser()
+    distill_cli.add_arguments(parser)
+    base = ["--teacher", "t", "--out", "o"]
+    default = distill_cli.config_from_args(parser.parse_args(base))
+    assert default.temperature is False and DistillConfig(teacher="t", out="o").temperature is False
+    assert "teacher temperature off (T = 1)" in distill_settings_line(default, [64, 32, 16, 8])
+    paper = distill_cli.config_from_args(parser.parse_args([*base, "--paper-temperature"]))
+    assert paper.temperature is True
+    assert [teacher_temperature(r, paper.temperature_start, paper.temperature_step, paper.temperature_floor)
+            for r in range(10)] == pytest.approx([0.96, 0.93, 0.90, 0.87, 0.84, 0.81, 0.78, 0.75, 0.75, 0.75])
+    assert "teacher temperature 0.96 → 0.93 → 0.9 → 0.87" in distill_settings_line(paper, [64, 32, 16, 8])
+    custom = distill_cli.config_from_args(parser.parse_args([*base, "--temperature-floor", "0.9"]))
+    assert custom.temperature is True and custom.temperature_floor == 0.9 and custom.temperature_start == 0.96
+    with pytest.raises(ValueError, match="--no-temperature contradicts"):
+        distill_cli.config_from_args(parser.parse_args([*base, "--no-temperature", "--paper-temperature"]))
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -260,7 +287,7 @@ def test_exact_resume_mid_round(tmp_path: Path, method: str) -> None:
     assert full["teacher_forward_passes"] == 6 * (1 if method == "mcd" else 2)
     partial = distill(_tiny(teacher, tmp_path / "split", method=method, max_steps=4))  # stops inside round 1
     assert not partial["complete"] and partial["step"] == 4
-    resumed = distill(_tiny(teacher, tmp_path / "split", method=method))
+    resumed = distill(_tiny(teacher, tmp_path / "split", method=method, resume=True))
     assert resumed["complete"] and resumed["teacher_forward_passes"] == full["teacher_forward_passes"]
     a, meta_a = load_checkpoint(tmp_path / "full")
     b, _ = load_checkpoint(tmp_path / "split")
@@ -286,8 +313,8 @@ def test_one_round_run_lengthens_on_resume_exactly(tmp_path: Path) -> None:
     straight = distill(_tiny(teacher, tmp_path / "straight", steps_per_round=5, **one_round))
     assert distill(_tiny(teacher, tmp_path / "split", steps_per_round=3, **one_round))["complete"]
     with pytest.raises(ValueError, match="steps_per_round: run 3, now 5"):
-        distill(_tiny(teacher, tmp_path / "split", steps_per_round=5, **one_round))
-    longer = distill(_tiny(teacher, tmp_path / "split", steps_per_round=5, allow_changed=("steps_per_round",), **one_round))
+        distill(_tiny(teacher, tmp_path / "split", steps_per_round=5, resume=True, **one_round))
+    longer = distill(_tiny(teacher, tmp_path / "split", steps_per_round=5, allow_changed=("steps_per_round",), resume=True, **one_round))
     assert longer["complete"] and longer["step"] == 5 and longer["optimizer_steps"] == straight["optimizer_steps"] == 5
     a, _ = load_checkpoint(tmp_path / "straight")
     b, meta = load_checkpoint(tmp_path / "split")
@@ -297,7 +324,8 @@ def test_one_round_run_lengthens_on_resume_exactly(tmp_path: Path) -> None:
     before = (tmp_path / "split" / "checkpoint.safetensors").read_bytes()
     for shorter in (5 - 1, 3):  # shortening is refused, even to steps already done (the stored record would lie)
         with pytest.raises(ValueError, match="may only grow"):
-            distill(_tiny(teacher, tmp_path / "split", steps_per_round=shorter, allow_changed=("steps_per_round",), **one_round))
+            distill(_tiny(teacher, tmp_path / "split", steps_per_round=shorter, allow_changed=("steps_per_round",), resume=True,
+                          **one_round))
     assert (tmp_path / "split" / "checkpoint.safetensors").read_bytes() == before
     with pytest.raises(ValueError, match="one-round run"):  # with rounds, a new length moves the round boundaries
         distill(_tiny(teacher, tmp_path / "rounds", allow_changed=("steps_per_round",)))
@@ -326,7 +354,31 @@ def test_refuses_resuming_from_another_teacher(tmp_path: Path) -> None:
     distill(_tiny(make_teacher(tmp_path / "t1"), tmp_path / "out", max_steps=1))
     other = make_teacher(tmp_path / "t2", seq_len=8)
     with pytest.raises(ValueError, match="model_config"):
-        distill(_tiny(other, tmp_path / "out"))
+        distill(_tiny(other, tmp_path / "out", resume=True))
+
+
+def test_an_existing_run_needs_resume_named_for_the_caller(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One resume rule: a run directory holding a checkpoint is continued only with resume (refused untouched
+    otherwise), resume without a checkpoint is refused; the library's error names the field `resume=True`, the
+    command line's names `--resume`.  Planted bug: distill resuming whatever it finds (the old behaviour)."""
+    from sampler.cli import main
+
+    teacher = make_teacher(tmp_path / "teacher")
+    distill(_tiny(teacher, tmp_path / "out", max_steps=1))
+    before = (tmp_path / "out" / "checkpoint.safetensors").read_bytes()
+    with pytest.raises(ValueError, match=r"already holds a checkpoint; set resume=True") as refused:
+        distill(_tiny(teacher, tmp_path / "out"))
+    assert "--resume" not in str(refused.value)
+    with pytest.raises(ValueError, match=r"resume=True: there is no checkpoint"):
+        distill(_tiny(teacher, tmp_path / "absent", resume=True))
+    args = ["distill", "--teacher", str(teacher), "--out", str(tmp_path / "out"), "--start-steps", "4", "--target-steps", "2",
+            "--steps-per-round", "3", "--batch-size", "4", "--device", "cpu", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "pass --resume to continue it" in err and "resume=True" not in err
+    assert (tmp_path / "out" / "checkpoint.safetensors").read_bytes() == before
+    assert main([*args, "--resume", "--save-every", "2", "--log-every", "1", "--warmup", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["complete"] is True
 
 
 @pytest.mark.parametrize(
@@ -360,7 +412,7 @@ def test_teacher_is_refreshed_at_each_round(tmp_path: Path, refresh_from: str) -
     original, _ = load_checkpoint(teacher)
     for name, value in original.items():
         assert torch.equal(before["teacher." + name[len("model."):]], value)
-    distill(_tiny(teacher, tmp_path / "run", refresh_from=refresh_from, max_steps=4))
+    distill(_tiny(teacher, tmp_path / "run", refresh_from=refresh_from, max_steps=4, resume=True))
     after, _ = load_checkpoint(tmp_path / "run")
     source = "ema." if refresh_from == "ema" else "model."
     for name in original:

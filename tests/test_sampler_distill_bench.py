@@ -180,6 +180,7 @@ def test_arms_train_what_they_say(tmp_path: Path, monkeypatch) -> None:
     assert {(c.seed, c.lr, c.steps_per_round) for c in cfg.values()} == {(3, 1e-4, config.steps_per_round)}
 
 
+@pytest.mark.slow  # a long end-to-end or statistical run: `python -m pytest -m "not slow"` skips it
 def test_a_signal_that_stops_one_training_stops_the_bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An arm's run ended by a stop signal (its record says "interrupted") ends the bench there: no later run
     is trained, and `mcd bench-distill` says how to resume and exits 130.  Planted bug: the bench going on

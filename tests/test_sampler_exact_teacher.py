@@ -146,8 +146,8 @@ def test_exact_teacher_run_resumes_exactly(tmp_path: Path) -> None:
     full = distill(_config(teacher, tmp_path / "full"))
     distill(_config(teacher, tmp_path / "split", max_steps=3))
     with pytest.raises(ValueError, match="exact_teacher"):
-        distill(_config(teacher, tmp_path / "split", exact_teacher=False))
-    resumed = distill(_config(teacher, tmp_path / "split"))
+        distill(_config(teacher, tmp_path / "split", exact_teacher=False, resume=True))
+    resumed = distill(_config(teacher, tmp_path / "split", resume=True))
     assert resumed["complete"] and resumed["teacher_forward_passes"] == full["teacher_forward_passes"] == 4
     a, _ = load_checkpoint(tmp_path / "full")
     b, _ = load_checkpoint(tmp_path / "split")
@@ -198,9 +198,9 @@ def test_distill_command_exit_status_finished_rerun_and_stopped(tmp_path: Path, 
                "--target-steps", "4", "--steps-per-round", "2", "--batch-size", "2", "--no-progress", "--device", "cpu",
                "--exact-teacher"]
     assert main(command) == 0
-    assert main(command) == 0  # finished: returned from the checkpoint
+    assert main([*command, "--resume"]) == 0  # finished: returned from the checkpoint
     finished = {"optimizer_steps": 2, "teacher_forward_passes": 2, "wall_time_s": 0.0, "round_steps": [2],
                 "complete": False, "step": 1, "interrupted": True}
-    monkeypatch.setattr(sys.modules["sampler.cli.distill"], "distill", lambda config: finished)  # the command's
-    # module; the package attribute `sampler.cli.distill` may be shadowed, so the module is taken from sys.modules
+    monkeypatch.setattr(sys.modules["sampler.train.distill"], "distill", lambda config: finished)  # the command's
+    # back-end (sampler.cli.distill.BACKEND), which the dispatcher imports by name
     assert main([*command[:4], str(tmp_path / "other"), *command[5:]]) == 130

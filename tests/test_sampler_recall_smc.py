@@ -113,6 +113,7 @@ def test_one_step_is_the_sum_of_one_step_marginals(temperature):
     torch.testing.assert_close(smc, expected, rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow  # a long end-to-end or statistical run: `python -m pytest -m "not slow"` skips it
 def test_many_steps_give_the_chain_rule():
     """Exact denoiser, 400 steps for 6 tokens: tokens reveal almost always one at a time, so q_N(x) -> p(x)
     and the SMC bound (16 particles) lies within 0.01 nats per token of −log p(x)/L (forward algorithm).
@@ -191,6 +192,7 @@ def test_resampling_is_unbiased_in_offspring_counts():
 # --------------------------------------------------------------------------------- convergence to exact
 
 
+@pytest.mark.slow  # a long end-to-end or statistical run: `python -m pytest -m "not slow"` skips it
 def test_both_estimators_converge_to_the_exact_value():
     """L = 8, 4 loglinear steps (4^8 patterns), the embedded source's exact denoiser, T = 1, 6 sequences:
     at k = 256 both estimates lie within 0.05 nats/token of −log q_N(x)/L for every sequence and within 0.02 on

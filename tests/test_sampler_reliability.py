@@ -104,6 +104,7 @@ def test_second_distill_with_another_seed_fails_at_once(tmp_path: Path, capsys: 
         stop(first)
 
 
+@pytest.mark.slow  # a long end-to-end or statistical run: `python -m pytest -m "not slow"` skips it
 def test_second_bench_distill_on_one_out_fails_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench"
     first = spawn_cli(["bench-distill", "--out", out, "--smoke", "--no-progress"])
@@ -191,11 +192,11 @@ def test_distill_refuses_other_teacher_weights_of_the_same_shape(tmp_path: Path)
     before = (out / "checkpoint.safetensors").read_bytes()
     other = make_teacher(tmp_path / "t2", seed=1)  # same shape, other weights
     with pytest.raises(ValueError, match="other teacher weights"):
-        distill(tiny_distill(other, out))
+        distill(tiny_distill(other, out, resume=True))
     assert (out / "checkpoint.safetensors").read_bytes() == before
     moved = tmp_path / "moved"
     shutil.copytree(first, moved)  # the same teacher in another directory resumes
-    assert distill(tiny_distill(moved, out))["complete"]
+    assert distill(tiny_distill(moved, out, resume=True))["complete"]
 
 
 def test_train_resume_refuses_changed_settings_listing_them(tmp_path: Path) -> None:
@@ -243,7 +244,7 @@ def test_distill_resume_without_a_seed_continues_the_runs_seed_exactly(tmp_path:
     teacher = make_teacher(tmp_path / "teacher")
     straight = distill(tiny_distill(teacher, tmp_path / "straight", seed=2))
     distill(tiny_distill(teacher, tmp_path / "split", seed=2, max_steps=4))
-    resumed = distill(tiny_distill(teacher, tmp_path / "split"))  # no seed given
+    resumed = distill(tiny_distill(teacher, tmp_path / "split", resume=True))  # no seed given
     assert resumed["complete"] and straight["complete"]
     a, meta = load_checkpoint(tmp_path / "straight")
     b, meta_b = load_checkpoint(tmp_path / "split")
@@ -287,7 +288,7 @@ def test_distill_metrics_after_a_kill_past_a_checkpoint(tmp_path: Path) -> None:
         f.write(json.dumps({"event": "round", "step": 3, "round": 1, "sampling_steps": 2}) + "\n")
         f.write(json.dumps({**last, "step": 4}) + "\n")
         f.write('{"step": 5, "lo')  # torn by the kill
-    assert distill(tiny_distill(teacher, out, save_every=3))["complete"]
+    assert distill(tiny_distill(teacher, out, save_every=3, resume=True))["complete"]
     assert _steps(out) == [1, 2, 3, 4, 5, 6]
     assert _steps(out, "round", event="round") == [0, 3]
 

@@ -294,7 +294,7 @@ def test_shadow_distill_resumes_exactly(tmp_path: Path) -> None:
     teacher = make_teacher(tmp_path / "teacher", seq_len=12)
     full = distill(_shadow_config(teacher, tmp_path / "full"))
     distill(_shadow_config(teacher, tmp_path / "split", max_steps=3))
-    resumed = distill(_shadow_config(teacher, tmp_path / "split"))
+    resumed = distill(_shadow_config(teacher, tmp_path / "split", resume=True))
     assert resumed["complete"] and resumed["teacher_forward_passes"] == full["teacher_forward_passes"]
     a, _ = load_checkpoint(tmp_path / "full")
     b, _ = load_checkpoint(tmp_path / "split")

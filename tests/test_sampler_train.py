@@ -291,12 +291,13 @@ def test_existing_run_needs_resume_and_resume_checks_vocabulary(tmp_path: Path) 
     run = tmp_path / "run"
     train(tiny_config(run, max_steps=2), source=tiny_source())
     before = (run / "checkpoint.safetensors").read_bytes()
-    with pytest.raises(ValueError, match="already holds a checkpoint"):
+    with pytest.raises(ValueError, match="already holds a checkpoint; set resume=True") as refused:  # the Python field,
         train(tiny_config(run, max_steps=4), source=tiny_source())
+    assert "--resume" not in str(refused.value)  # not the command-line flag, through the library
     with pytest.raises(ValueError, match="vocabulary mismatch"):
         train(tiny_config(run, max_steps=4, resume=True), source=tiny_source(vocab_size=20))
     assert (run / "checkpoint.safetensors").read_bytes() == before
-    with pytest.raises(CheckpointError, match="no checkpoint"):
+    with pytest.raises(ValueError, match="resume=True: there is no checkpoint"):
         train(tiny_config(tmp_path / "absent", resume=True), source=tiny_source())
 
 
@@ -315,7 +316,7 @@ def test_cli_train_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert load_checkpoint(run)[1]["step"] == 3
     before = (run / "checkpoint.safetensors").read_bytes()
     assert main(args) == 2  # exists without --resume
-    assert "already holds a checkpoint" in capsys.readouterr().err
+    assert "already holds a checkpoint; pass --resume" in capsys.readouterr().err
     assert main(args[:4] + ["0"] + args[5:] + ["--resume"]) == 2  # steps < 1
     assert "steps" in capsys.readouterr().err
     assert (run / "checkpoint.safetensors").read_bytes() == before
@@ -351,3 +352,24 @@ def test_checkpoint_written_before_the_restructure_resumes(tmp_path: Path) -> No
     assert [k for k in a if k.startswith(("model.", "ema.", "optim.")) and not torch.equal(a[k], b[k])] == []
     with pytest.raises(ValueError, match="unknown TrainConfig field"):
         Config.from_dict({**stored, "not_a_field": 1})
+
+
+def test_train_ends_with_a_human_summary_and_samples_of_the_exact_source_print_as_ids(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`mcd train` ends with what it wrote, the held-out ELBO in nats/token and the next command (the JSON dict
+    only with --json); `mcd sample` of the embedded hidden Markov source says its lines are token ids and prints
+    integers, not letters.  Planted bug: the summary printed as the raw JSON dict again."""
+    from sampler.cli import main
+
+    run = tmp_path / "run"
+    fast = ["--steps", "2", "--seq-len", "8", "--batch-size", "4", "--no-progress", "--device", "cpu"]
+    assert main(["train", "--out", str(run), *fast]) == 0
+    out = capsys.readouterr().out
+    assert f"trained into {run}: step 2" in out and "held-out ELBO (an upper bound on the NLL): " in out
+    assert "nats/token" in out and f"next: mcd sample --ckpt {run}" in out and '"rank"' not in out
+    assert main(["train", "--out", str(run), *fast[:1], "3", *fast[2:], "--resume", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 3
+    assert main(["sample", "--ckpt", str(run), "--steps", "4", "--num", "2", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("token ids") and "hidden Markov" in lines[0]
+    assert [len(line.split()) for line in lines[1:3]] == [8, 8] and all(w.isdigit() for w in lines[1].split())

@@ -217,6 +217,7 @@ def _law_and_estimate(student: ShadowStudent, steps: int, temperature: float, dr
     return counts / samples, weights.mean(0), weights.std(0) / draws ** 0.5
 
 
+@pytest.mark.slow  # a long end-to-end or statistical run: `python -m pytest -m "not slow"` skips it
 @pytest.mark.parametrize("steps,temperature", [(1, 1.0), (2, 1.0), (2, 0.7)])
 def test_importance_weights_are_unbiased_for_the_samplers_law(steps: int, temperature: float) -> None:
     """K = 3, L = 3, random base and a random non-zero causal head that reads the noise strongly: the mean of w

@@ -5,16 +5,15 @@ by name in every subcommand before any work."""
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import fields
 from typing import Any
 
-import torch
+from theory.checks import check_seed
 
-from theory.checks import check_int
-
-from ..run.open import InferenceConfig
-from ..sampling import check_seed
-from ..train.config import OptimConfig, RunConfig
+from ..configs import InferenceConfig, OptimConfig, ResumeRequiredError, RunConfig, check_resume
+from ..names import CHECKPOINT_FILE
+from ..rundir import check_output_path
 
 # Exit status of a training command that a stop signal (Ctrl-C, SIGTERM) ended after saving its checkpoint:
 # 128 + SIGINT, as a shell reports a Ctrl-C, so that `mcd distill ... && next` does not go on.
@@ -71,21 +70,13 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     add_threads_argument(parser, defaults.threads)
 
 
-def apply_threads(threads: int | None) -> None:
-    """torch.set_num_threads(threads); ValueError unless a positive int (None leaves torch's default)."""
-    if threads is None:
-        return
-    check_int(threads, "threads", 1)
-    torch.set_num_threads(threads)
-
-
 def add_optim_arguments(parser: argparse.ArgumentParser, defaults: OptimConfig) -> None:
     """--lr --weight-decay --warmup --grad-clip --ema-decay, with the command's defaults."""
-    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="AdamW peak learning rate (after the linear warmup)")
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW weight decay on matrices")
-    parser.add_argument("--warmup", type=non_negative_int, default=defaults.warmup, help="linear warmup steps")
-    parser.add_argument("--grad-clip", type=float, default=defaults.grad_clip, help="gradient norm clip")
-    parser.add_argument("--ema-decay", "--ema", dest="ema_decay", type=float, default=defaults.ema_decay, help="EMA decay")
+    parser.add_argument("--warmup", type=non_negative_int, default=defaults.warmup, help="linear warmup, in optimiser steps")
+    parser.add_argument("--grad-clip", type=float, default=defaults.grad_clip, help="clip of the gradient's global L2 norm")
+    parser.add_argument("--ema-decay", "--ema", dest="ema_decay", type=float, default=defaults.ema_decay, help="decay of the exponential moving average of the weights (per step)")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, defaults: RunConfig) -> None:
@@ -93,17 +84,18 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: RunConfig) -> N
     add_seed_argument(parser, defaults.seed, "training seed (default: the run's recorded seed when resuming, else 0)")
     parser.add_argument("--device", default=defaults.device, help="auto | cpu | cuda | cuda:N")
     add_threads_argument(parser, defaults.threads)
-    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
-    parser.add_argument("--save-every", type=positive_int, default=defaults.save_every, help="checkpoint every this many steps")
-    parser.add_argument("--log-every", type=positive_int, default=defaults.log_every, help="metrics record every this many steps")
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="sequences per optimiser step")
+    parser.add_argument("--save-every", type=positive_int, default=defaults.save_every, help="checkpoint every this many optimiser steps")
+    parser.add_argument("--log-every", type=positive_int, default=defaults.log_every, help="metrics record every this many optimiser steps")
     parser.add_argument("--max-steps", "--steps", dest="max_steps", type=non_negative_int, default=defaults.max_steps,
-                        help="total optimiser steps (a resumed run continues up to it)")
+                        help="total optimiser steps, a resumed run continues up to it (default: mcd train stops at its time budget, mcd distill after its last round)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only: refused on the CPU)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the run's summary as JSON instead of the human summary")
     allowed = sorted(defaults.overridable)
     parser.add_argument("--allow-changed", action="append", default=None, metavar="FIELD", choices=allowed,
                         help=f"on a resume, accept a changed value of FIELD, one of {', '.join(allowed)} "
-                             "(repeatable; recorded in the run's meta['resumes'], its config stays as started"
+                             "(repeatable; recorded in the run's meta['resumes'], its config stays as started; default: none"
                              + ("; steps_per_round only for a one-round run" if "steps_per_round" in allowed else "") + ")")
 
 
@@ -112,3 +104,18 @@ def optim_run_fields(args: argparse.Namespace) -> dict[str, Any]:
     names = {f.name for f in fields(OptimConfig)} | {f.name for f in fields(RunConfig)}
     values = {name: getattr(args, name) for name in names if name not in ("progress", "allow_changed")}
     return {**values, "progress": not args.no_progress, "allow_changed": tuple(args.allow_changed or ())}
+
+
+def check_run_config(config: Any) -> Any:
+    """A training command's config validated, with its output directory and the resume rule checked (torch-free:
+    the dispatcher calls it before it imports the back-end); returns it."""
+    config.validate()
+    out = check_output_path(config.out, kind="dir", name="--out")
+    check_resume(config.out, (out / CHECKPOINT_FILE).exists(), config.resume)
+    return config
+
+
+def report_error(command: str, err: ValueError) -> int:
+    """Print `mcd COMMAND: error: ...` (a resume error in its command-line spelling, --resume) and return 2."""
+    print(f"mcd {command}: error: {err.cli_message if isinstance(err, ResumeRequiredError) else err}", file=sys.stderr)
+    return 2

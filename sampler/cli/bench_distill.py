@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..device import apply_threads
 from ..run.arms import ARMS
 from ..run.bench import BenchConfig, bench
 from ..train.loop import StoppedBySignal
-from ._common import STOPPED_BY_SIGNAL, add_threads_argument, apply_threads, non_negative_int, positive_int
+from ._common import STOPPED_BY_SIGNAL, add_threads_argument, non_negative_int, positive_int
 
 
 def _comma_list(kind: Any, what: str) -> Any:
@@ -42,10 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = BenchConfig()
     parser.add_argument("--out", default=d.out, help="directory of the runs, tables and plots (cached runs are reused)")
     parser.add_argument("--smoke", action="store_true", help="a <2-minute end-to-end check (not the quality claims)")
-    parser.add_argument("--teacher", default=None, help="reuse this teacher run instead of training OUT/teacher")
-    parser.add_argument("--teacher-minutes", type=float, default=d.teacher_minutes)
-    parser.add_argument("--teacher-steps", type=positive_int, default=None, help="train the teacher for this many steps (instead of --teacher-minutes)")
-    parser.add_argument("--teacher-lr", type=float, default=d.teacher_lr)
+    parser.add_argument("--teacher", default=None, help="reuse this teacher run instead of training OUT/teacher (default: train one)")
+    parser.add_argument("--teacher-minutes", type=float, default=d.teacher_minutes, help="wall-clock minutes of the teacher's training")
+    parser.add_argument("--teacher-steps", type=positive_int, default=None, help="train the teacher for this many optimiser steps instead of --teacher-minutes (default: the minutes decide)")
+    parser.add_argument("--teacher-lr", type=float, default=d.teacher_lr, help="AdamW learning rate of the teacher's training")
     parser.add_argument("--seq-len", type=positive_int, default=None, help="sequence length (default: the source's, 64)")
     parser.add_argument("--arms", type=_name_list, default=None,
                         help="comma list of arms (sampler.run.arms.ARMS): " + ", ".join(ARMS) + f" (default {','.join(d.arms)}). "
@@ -58,28 +59,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the default; the shadow student, designs A and B and A with the causal head: sampled by the "
                         "noise-shared sampler; recall only for the causal head, by its sequential bound) train with the "
                         "'uniform' coupling whatever --coupling, 2 teacher sub-steps a step.")
-    parser.add_argument("--seeds", type=_seed_list, default=None, help="training seeds of every arm, e.g. 0,1,2")
-    parser.add_argument("--start-steps", type=positive_int, default=d.start_steps)
-    parser.add_argument("--target-steps", type=positive_int, default=d.target_steps)
-    parser.add_argument("--steps-per-round", type=positive_int, default=d.steps_per_round)
-    parser.add_argument("--batch-size", type=positive_int, default=d.batch_size)
-    parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--divergence", default=d.divergence, choices=["reverse_kl", "forward_kl", "js"])
+    parser.add_argument("--seeds", type=_seed_list, default=None, help="training seeds of every arm, e.g. 0,1,2 (default: 0,1,2; 0 with --smoke)")
+    parser.add_argument("--start-steps", type=positive_int, default=d.start_steps, help="sampling steps of the first distillation round (N0)")
+    parser.add_argument("--target-steps", type=positive_int, default=d.target_steps, help="sampling steps of the final students")
+    parser.add_argument("--steps-per-round", type=positive_int, default=d.steps_per_round, help="optimiser steps per round of every arm")
+    parser.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="sequences per optimiser step of the students")
+    parser.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate of the students")
+    parser.add_argument("--divergence", default=d.divergence, choices=["reverse_kl", "forward_kl", "js"], help="divergence of the distilled arms that do not set their own")
     parser.add_argument("--temperature-schedule", action="store_true",
                         help="temper the teacher during distillation (0.96, 0.93, ...; off by default: it sharpens the students)")
     parser.add_argument("--coupling", default=d.coupling, choices=["threshold", "gaussian", "uniform"],
                         help="coupling noise of the MCD and baseline arms (the shadow arms always use 'uniform')")
     parser.add_argument("--eval-steps", type=_int_list, default=None, help="sampling step counts (default 64,16,8,4)")
     parser.add_argument("--temperatures", type=_float_list, default=None,
-                        help="temperatures of the teacher's and the oracle's sweeps at every step count (must hold 1.0)")
-    parser.add_argument("--heldout", type=positive_int, default=None, help="held-out true sequences for recall")
-    parser.add_argument("--k", type=positive_int, default=None, help="reveal patterns of the recall bound (>= 1)")
-    parser.add_argument("--ngram-orders", type=_int_list, default=None, help="n-gram fidelity orders, e.g. 1,2,3")
-    parser.add_argument("--bootstrap", type=positive_int, default=None, help="bootstrap replicates of the fidelity/KS SEs")
+                        help="temperatures of the teacher's and the oracle's sweeps at every step count, must hold 1.0 (default: 0.8,0.9,1.0,1.1; 0.8,1.0,1.25 with --smoke)")
+    parser.add_argument("--heldout", type=positive_int, default=None, help="held-out true sequences for recall (default: the bench's own, smaller with --smoke)")
+    parser.add_argument("--k", type=positive_int, default=None, help="reveal patterns of the recall bound (>= 1; default: the bench's own, smaller with --smoke)")
+    parser.add_argument("--ngram-orders", type=_int_list, default=None, help="n-gram fidelity orders, e.g. 1,2,3 (default: the bench's own)")
+    parser.add_argument("--bootstrap", type=positive_int, default=None, help="bootstrap replicates of the fidelity/KS SEs (default: the bench's own, smaller with --smoke)")
     parser.add_argument("--anchors", action="store_true", help="also check the recall sanity anchors (always on with --smoke)")
-    parser.add_argument("--samples", type=positive_int, default=None, help="samples per model and step count")
-    parser.add_argument("--device", default=d.device)
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--samples", type=positive_int, default=None, help="samples per model and step count (default: the bench's own, smaller with --smoke)")
+    parser.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_threads_argument(parser)
 
 

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also sample with the source's exact denoiser (embedded source): the cost of few steps alone")
     parser.add_argument("--data", default=None, metavar="SPEC",
                         help="the corpus of a text or n-gram run (as at training, e.g. text:corpus.txt): held-out text for "
-                             "the validation ELBO, the n-gram likelihood; a path stored in the checkpoint is never read")
+                             "the validation ELBO, the n-gram likelihood; a path stored in the checkpoint is never read (default: none)")
     parser.add_argument("--out", default=None, help="JSON report (default RUN/eval-seed<seed>.json)")
     add_inference_arguments(parser)
 

@@ -46,6 +46,7 @@ class DataSource:
     name: str
     exact: bool = False
     default_seq_len: int = DEFAULT_SEQ_LEN
+    decodes_to_text: bool = True  # False: decode() shows token ids as characters, with no text behind them
 
     def sample_batch(self, batch_size: int, seq_len: int | None = None,
                      generator: torch.Generator | None = None, split: str = "train") -> Int[Tensor, "B L"]:

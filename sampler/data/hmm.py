@@ -29,6 +29,8 @@ class HiddenMarkovSource(ExactSource):
       every sequence has finite log p (samples of a bad model are scored, not -inf).
     """
 
+    decodes_to_text = False  # decode() writes token ids as letters: a hidden Markov chain has no text
+
     def __init__(self, seed: int = 0, seq_len: int = DEFAULT_SEQ_LEN, vocab_size: int = 32,
                  num_states: int = 16, stickiness: float | int = 0.9, successors: int = 2, topic_size: int | None = None,
                  support: int | None = None, concentration: float | int = 0.7, floor: float | int = 0.02,

@@ -161,8 +161,11 @@ def train_distilled(arm: Arm, config: "BenchConfig", teacher_dir: Path, seed: in
     was trained with (the arm's own, e.g. "uniform" for the shadow arms, else the bench's --coupling)."""
     start, target = arm.start_target(config)
     coupling = arm.coupling or config.coupling
+    out = Path(config.out) / arm.run_name(seed)
+    # temperature: the bench's own setting (BenchConfig.temperature, off unless --temperature-schedule), passed
+    # explicitly so DistillConfig's default never decides an arm; resume: an arm's existing run is continued
     return {"coupling": coupling, **distill(DistillConfig(
-        teacher=str(teacher_dir), out=str(Path(config.out) / arm.run_name(seed)), method=arm.method,
+        teacher=str(teacher_dir), out=str(out), method=arm.method, resume=checkpoint_path(out).is_file(),
         coupling=coupling, shadow_target=arm.shadow_target, shadow_head=arm.shadow_head, shadow_substeps=SHADOW_SUBSTEPS,
         divergence=arm.divergence or config.divergence, start_steps=start,
         target_steps=target, steps_per_round=config.steps_per_round, batch_size=config.batch_size * arm.batch_multiplier,

@@ -27,25 +27,12 @@ from jaxtyping import Int
 from torch import Tensor, nn
 
 from .. import autoregressive
+from ..configs import InferenceConfig  # noqa: F401  (defined torch-free for the command line; re-exported)
 from ..checkpoint import CheckpointError, denoiser_from_checkpoint, load_checkpoint, load_schedule
 from ..device import autocast_denoiser, pick_device
 from ..protocols import Schedule, reads_shadow_noise
 from ..sampling import ancestral_sample
 from ..shadow.student import is_shadow_meta, shadow_sample, shadow_student_from_checkpoint
-
-
-@dataclass(kw_only=True)
-class InferenceConfig:
-    """The fields every command that reads a checkpoint shares (`mcd sample`, `mcd eval`)."""
-
-    ckpt: str
-    seed: int = 0
-    out: str | None = None
-    device: str = "auto"
-    batch_size: int = 256
-    no_ema: bool = False  # the raw weights instead of the EMA
-    no_cache: bool = False  # call the network at every sampling step
-    threads: int | None = 1  # CPU torch threads
 
 
 def ancestral_checkpoint_sample(

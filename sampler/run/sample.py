@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,8 @@ from ..checkpoint import atomic_write_bytes
 from ..data import source_or_stored_tokenizer, strict_json
 from ..rundir import check_output_path
 from ..sampling import prefix_tokens
-from .open import InferenceConfig, open_for_inference
-
-
-@dataclass(kw_only=True)
-class SampleConfig(InferenceConfig):
-    """What `mcd sample` draws (see sampler.cli.sample for each field's meaning)."""
-
-    steps: int = 256
-    num: int = 16
-    seq_len: int | None = None
-    temperature: float = 1.0
-    final_greedy: bool = False
-    prefix: str | None = None
-    prefix_ids: str | None = None
+from ..configs import SampleConfig  # noqa: F401  (defined torch-free for the command line; re-exported)
+from .open import open_for_inference
 
 
 def parse_prefix(prefix: str | None, prefix_ids: str | None, source: Any, vocab_size: int) -> list[int]:

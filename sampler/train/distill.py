@@ -13,7 +13,8 @@ rollout.  The loss on a position masked in z_t is
     D(p_student(· | z_t, t), p_teacher^{1/T}(· | z_s, s)) where z_s still masks it,
 
 averaged over the positions masked in z_t; D is reverse KL by default (forward KL, JS
-selectable) and T the teacher temperature of the round, T_r = max(0.75, 0.96 − 0.03·r).
+selectable) and T the teacher temperature of the round: 1 unless a schedule is asked for (`temperature`; the paper's
+T_r = max(0.75, 0.96 − 0.03·r) is `mcd distill --paper-temperature`).
 
 Rounds r = 0, 1, ...: dt_r = 2^r / N0 doubles until 1/target_steps; at the start of each the
 frozen teacher is refreshed from the student's EMA (or the student); the student starts as
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -53,6 +55,9 @@ from ..model import DenoiserConfig
 from ..protocols import Schedule
 from ..rundir import check_output_path, run_dir_lock
 from .config import (
+    LOSS_ACROSS_ROUNDS_NOTE,
+    check_resume,
+    distill_settings_line,
     COUPLINGS,
     DistillConfig,
     METHODS,
@@ -72,6 +77,7 @@ from .runtime import (
     MetricsLogger,
     Trainee,
     build_optimizer,
+    ddp_cleanup,
     check_compile_device,
     check_training_memory,
     ddp_setup,
@@ -104,7 +110,8 @@ def rounds_hook(ctx: DistillContext, logger: MetricsLogger) -> Any:
                         ctx.trainee.ema.copy_to(ctx.frozen)
                     else:
                         ctx.frozen.load_state_dict(unwrap(ctx.trainee.model).state_dict())
-            logger.log({"event": "round", "step": k, "round": ctx.round_index, "sampling_steps": ctx.counts[ctx.round_index]})
+            note = {"note": LOSS_ACROSS_ROUNDS_NOTE} if ctx.round_index > 0 else {}
+            logger.log({"event": "round", "step": k, "round": ctx.round_index, "sampling_steps": ctx.counts[ctx.round_index], **note})
         ctx.dt = 1.0 / ctx.counts[ctx.round_index]
         ctx.temperature = teacher_temperature(
             ctx.round_index, config.temperature_start, config.temperature_step, config.temperature_floor, config.temperature
@@ -171,7 +178,9 @@ def _previous_run(
     ((None, {}, config, {}) when there is none); ValueError when it is another kind of run, was distilled
     from other teacher weights, was started with settings that may not change (RunConfig.resumed_config), or
     would get a shorter round (steps_per_round may only grow)."""
-    if not ckpt.checkpoint_path(config.out).is_file():
+    exists = ckpt.checkpoint_path(config.out).is_file()
+    check_resume(config.out, exists, config.resume)
+    if not exists:
         return None, {}, replace(config, seed=0 if config.seed is None else config.seed), {}
     tensors, meta = ckpt.load_checkpoint(config.out)
     if meta.get("kind") != RUN_KIND:
@@ -266,6 +275,7 @@ def _distill_owned(config: DistillConfig, counts: list, device: torch.device) ->
     logger = MetricsLogger(Path(config.out) / "metrics.jsonl" if is_main_process() else None)
     if is_main_process():
         truncate_metrics(Path(config.out) / "metrics.jsonl", step)
+        print(f"{distill_settings_line(config, counts)}, from step {step}; note: {LOSS_ACROSS_ROUNDS_NOTE}", file=sys.stderr)
     started = time.perf_counter() - ctx.record["wall_time_s"]
 
     def tick() -> None:

@@ -41,7 +41,7 @@ from ..autoregressive import next_token_loss, nll_per_sequence
 from ..model import DenoiserConfig, TransformerDenoiser
 from ..protocols import Schedule
 from ..rundir import check_output_path, run_dir_lock
-from .config import TrainConfig, check_resume_steps
+from .config import DEFAULT_MINUTES, TrainConfig, check_resume, check_resume_steps, train_settings_line
 from .loop import LoopHooks, StepFn, StepOutput, run_loop
 from ..device import autocast, pick_device
 from .runtime import (
@@ -59,7 +59,6 @@ from .runtime import (
     wrap_ddp,
 )
 
-DEFAULT_MINUTES = 10.0
 USEFUL_STEPS = 1_000  # fewer optimiser steps than this in the budget: warn before starting (see budget_warning)
 
 
@@ -151,10 +150,7 @@ def _build(cfg: TrainConfig, source: DataSource, rank: int, device: torch.device
 
 def _check_run_dir(cfg: TrainConfig) -> None:
     run_dir = check_output_path(cfg.out, kind="dir", name="--out")
-    if checkpoint_path(run_dir).exists() and not cfg.resume:
-        raise ValueError(f"out={str(run_dir)!r} already holds a checkpoint; pass --resume to continue it or choose another --out")
-    if cfg.resume and not checkpoint_path(run_dir).exists():
-        raise CheckpointError(f"--resume: no checkpoint at {str(checkpoint_path(run_dir))!r}")
+    check_resume(cfg.out, checkpoint_path(run_dir).exists(), cfg.resume)
 
 
 def train(cfg: TrainConfig, source: DataSource | None = None, step_callback: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -211,7 +207,8 @@ def _train_owned(cfg: TrainConfig, source: DataSource | None, step_callback: Cal
     if is_main_process():
         truncate_metrics(run_dir / "metrics.jsonl", step)
         print(f"{'autoregressive reference' if cfg.objective == 'ar' else 'teacher'}: {trainee.model.num_parameters():,} parameters ({cfg.size}), source {getattr(source, 'name', '?')} "
-              f"K={model_config.vocab_size} L={seq_len}, device {device}, world {world}, from step {step}", file=sys.stderr)
+              f"K={model_config.vocab_size} L={seq_len}, device {device}, world {world}, from step {step}; "
+              f"{train_settings_line(cfg, minutes)}", file=sys.stderr)
 
     def save(at_step: int) -> None:
         if is_main_process():
