@@ -51,9 +51,8 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
 from torch import nn
@@ -112,9 +111,9 @@ def _check_args(args: argparse.Namespace) -> None:
     """ValueError naming the argument, before any work."""
     if not args.smoke and (args.teacher is None or args.data is None):
         raise ValueError("--teacher and --data are required (or pass --smoke)")
-    for name in ("num", "recall_num", "heldout_num", "nll_num", "threads"):
-        if getattr(args, name) < 2 and name != "threads" or getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 2 (>= 1 for --threads), got {getattr(args, name)}")
+    for name, minimum in (("num", 2), ("recall_num", 2), ("heldout_num", 2), ("nll_num", 2), ("threads", 1)):
+        if getattr(args, name) < minimum:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {minimum} (standard errors), got {getattr(args, name)}")
     for name in ("steps", "recall_ks") + (("confidence_steps",) if args.confidence_steps else ()):
         if not getattr(args, name) or min(getattr(args, name)) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must list positive integers, got {getattr(args, name)}")
@@ -166,8 +165,7 @@ def timed_draw(model: nn.Module, draw: Callable[[], torch.Tensor], seq_len: int)
 # ----------------------------------------------------------------------------------------------- samplers
 
 
-@dataclass
-class SamplerRow:
+class SamplerRow(NamedTuple):
     """One sampler at one step count: `draw(temperature, num, seed)` -> samples; `recall(heldout, T)` -> dict."""
 
     name: str
@@ -262,8 +260,7 @@ def ar_row(run: OpenedRun) -> SamplerRow:
 # ----------------------------------------------------------------------------------------------- measuring
 
 
-@dataclass
-class HeldOut:
+class HeldOut(NamedTuple):
     """Held-out text of the source (split "valid"): the n-gram law, a same-size reference, the recall set."""
 
     law: torch.Tensor
@@ -514,7 +511,7 @@ def write_plots(report: dict[str, Any], out: Path) -> list[str]:
 
 SMOKE_WORDS = ("the king shall speak to thee and thou art my lord so fair a day of good men who "
                "come hither now with love upon her grace").split()
-SMOKE_SETTINGS = dict(steps=[32, 8, 2], confidence_steps=[8, 2], temperatures=[0.8, 1.0], num=8, recall_num=4,
+SMOKE_SETTINGS = dict(steps=[16, 4], confidence_steps=[4], temperatures=[0.8, 1.0], num=8, recall_num=4,
                       recall_ks=[1, 4], heldout_num=64, nll_num=16, recall_max_steps=None)
 
 
@@ -545,10 +542,10 @@ def prepare_smoke(args: argparse.Namespace, tmp: Path) -> argparse.Namespace:
     data = f"text:{smoke_corpus(tmp / 'corpus.txt')}?tokenizer=byte"
     quiet = dict(batch_size=8, warmup=1, save_every=10**6, log_every=10**6, progress=False, device="cpu")
     for name, objective in (("teacher", "mdlm"), ("ar", "ar")):
-        train(TrainConfig(out=str(tmp / name), data=data, seq_len=32, max_steps=40, objective=objective, seed=0,
+        train(TrainConfig(out=str(tmp / name), data=data, seq_len=32, max_steps=20, objective=objective, seed=0,
                           eval_every=10**6, eval_batches=1, **quiet))
     distill(DistillConfig(teacher=str(tmp / "teacher"), out=str(tmp / "student"), method="mcd", start_steps=8,
-                          target_steps=4, steps_per_round=3, seed=0, **quiet))
+                          target_steps=4, steps_per_round=2, seed=0, **quiet))
     for key, value in SMOKE_SETTINGS.items():
         setattr(args, key, value)
     args.teacher, args.ar, args.data = str(tmp / "teacher"), str(tmp / "ar"), data
