@@ -1,7 +1,7 @@
 """benchmarks/text_bench.py: the cost counter, the matched-entropy interpolation, and the whole `--smoke` path.
 
 Expected values are worked out by hand here (forward passes of a sampler whose calls are known, a straight-line
-frontier), not by the benchmark's own path.  Planted bugs (tests/PLANTED_BUGS.md, T1-T3): counting calls
+frontier), not by the benchmark's own path.  Planted bugs (tests/PLANTED_BUGS.md, TB1-TB3): counting calls
 instead of the rows in them, sequence equivalents divided by the samples only, the token frontier read for the
 character one.
 """
