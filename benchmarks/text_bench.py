@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import math
 import sys
 import tempfile
@@ -85,7 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a student run, sampled at STEPS (default: its distillation's target steps); repeatable")
     p.add_argument("--data", help="the corpus spec the teacher was trained on (e.g. shakespeare)")
     p.add_argument("--evaluator", default="smollm2", help="smollm2, a local .gguf file or a Hugging Face directory")
-    p.add_argument("--steps", type=int, nargs="+", default=DEFAULT_STEPS, help="the teacher's ancestral step counts")
+    p.add_argument("--steps", type=int, nargs="*", default=DEFAULT_STEPS,
+                   help="the teacher's ancestral step counts (none: no ancestral rows)")
     p.add_argument("--confidence-steps", type=int, nargs="*", default=None,
                    help="the confidence sampler's step counts (default: --steps; none: no confidence rows)")
     p.add_argument("--temperatures", type=float, nargs="+", default=DEFAULT_TEMPERATURES)
@@ -100,6 +102,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nll-num", type=int, default=256, help="held-out windows for both models' held-out NLL")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--include", action="append", default=[], metavar="JSON",
+                   help="rows of an earlier text_bench.json with the same data, evaluator, seed, --num and held-out "
+                        "settings, added before the matched-entropy table and the plots (a bench run in parts)")
     p.add_argument("--smoke", action="store_true", help="tiny corpus, models and evaluator in a temporary directory")
     p.add_argument("--out", default="runs/text-bench")
     args = p.parse_args(argv)
@@ -114,8 +119,10 @@ def _check_args(args: argparse.Namespace) -> None:
     for name, minimum in (("num", 2), ("recall_num", 2), ("heldout_num", 2), ("nll_num", 2), ("threads", 1)):
         if getattr(args, name) < minimum:
             raise ValueError(f"--{name.replace('_', '-')} must be >= {minimum} (standard errors), got {getattr(args, name)}")
-    for name in ("steps", "recall_ks") + (("confidence_steps",) if args.confidence_steps else ()):
-        if not getattr(args, name) or min(getattr(args, name)) < 1:
+    if not args.recall_ks:
+        raise ValueError("--recall-ks must list at least one k")
+    for name in ("steps", "recall_ks", "confidence_steps"):
+        if getattr(args, name) and min(getattr(args, name)) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must list positive integers, got {getattr(args, name)}")
     if any(b != 4 * a for a, b in zip(args.recall_ks, args.recall_ks[1:])):
         raise ValueError(f"--recall-ks must each be 4 times the one before, got {args.recall_ks}")
@@ -368,6 +375,23 @@ def heldout_entry(source: Any, evaluator: Any, heldout: HeldOut, args: argparse.
             **text_metrics(heldout.reference, source, evaluator, heldout, args.seed)}
 
 
+INCLUDE_KEYS = ("data", "num", "seed", "seq_len", "evaluator", "recall_num", "recall_temperature")
+
+
+def included_rows(path: str, args: argparse.Namespace, evaluator: str, seq_len: int, target: float) -> list[dict]:
+    """The sampler rows of an earlier report (not its held-out row); ValueError naming --include unless it was
+    measured on the same data, evaluator, seed, --num, length and held-out sample (its target entropy)."""
+    earlier = json.loads(Path(path).read_text())
+    ours = {"data": args.data, "num": args.num, "seed": args.seed, "seq_len": seq_len, "evaluator": evaluator,
+            "recall_num": args.recall_num, "recall_temperature": args.recall_temperature}
+    differing = {key: (earlier.get(key), ours[key]) for key in INCLUDE_KEYS if earlier.get(key) != ours[key]}
+    if earlier.get("target_entropy", {}).get("value") != target:
+        differing["target_entropy"] = (earlier.get("target_entropy", {}).get("value"), target)
+    if differing:
+        raise ValueError(f"--include {path!r} was measured differently (earlier, now): {differing}")
+    return [dict(row, included_from=str(path)) for row in earlier["rows"] if row["sampler"] != "heldout"]
+
+
 def open_source(teacher: OpenedRun, data: str) -> Any:
     """The teacher's source rebuilt on the corpus the user named (held-out text needs it)."""
     source = source_or_stored_tokenizer(teacher.meta.get("source"), teacher.meta.get("tokenizer"), corpus=data)
@@ -398,11 +422,14 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     entries = [heldout_entry(source, evaluator, heldout, args)]
     for row in rows:
         entries += measure_row(row, source, evaluator, heldout, args, per_char)
+    for path in args.include:
+        entries += included_rows(path, args, evaluator.name, seq_len, heldout.target_entropy)
     return {
         "teacher": str(args.teacher), "ar": args.ar, "students": args.student, "data": args.data,
         "source": source.describe(), "seq_len": seq_len, "vocab_size": source.vocab_size, "evaluator": evaluator.name,
         "num": args.num, "seed": args.seed, "temperatures": args.temperatures, "threads": args.threads,
-        "recall_temperature": args.recall_temperature, "steps": args.steps,
+        "recall_temperature": args.recall_temperature, "recall_num": args.recall_num, "steps": args.steps,
+        "included": args.include,
         "target_entropy": {"value": heldout.target_entropy, "se": heldout.target_entropy_se,
                            "what": f"mean per-sample unigram entropy (nats) of {args.heldout_num} held-out windows of "
                                    f"{seq_len} model tokens (the samples' entropy is measured the same way)"},
@@ -435,6 +462,9 @@ def format_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Text benchmark: {report['source'].get('spec')} (L = {report['seq_len']}, V = {report['vocab_size']})", "",
              f"Evaluator {report['evaluator']}; {report['num']} samples per row, seed {report['seed']}, "
              f"{report['threads']} thread(s); wall time {report['wall_seconds']:.0f} s.", "",
+             *([f"Rows included from earlier runs (same held-out sample, evaluator and seed; their wall times were "
+                f"measured then): {', '.join(report['included'])}.", ""] if report.get("included") else []),
+             f"Command: `{report.get('command', '')}`", "",
              f"Target entropy {target['value']:.4f} ± {target['se']:.4f} nats: {target['what']}.", "",
              "## Held-out NLL (same held-out windows)", "",
              "| model | parameters | step | nats/token | nats/char |", "|---|---|---|---|---|"]
@@ -563,6 +593,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             prepare_smoke(args, Path(tmp))
         report = run_bench(args)
     report["smoke"] = bool(args.smoke)
+    report["command"] = "python benchmarks/text_bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
     report["plots"] = write_plots(report, out)
     (out / "text_bench.json").write_text(strict_json(report, indent=1) + "\n")
     (out / "text_bench.md").write_text(format_markdown(report))

@@ -108,3 +108,23 @@ def test_smoke_runs_the_whole_text_path_offline(tmp_path):
         assert _finite(on_disk["heldout_nll"][model]["per_char"]) and on_disk["heldout_nll"][model]["per_token"] > 0
     text = (tmp_path / "text_bench.md").read_text()
     assert "## Gen PPL at matched entropy" in text and "## Samples" in text and report["evaluator"] in text
+
+
+def test_included_rows_must_come_from_the_same_measurement(tmp_path):
+    import argparse
+    import json
+
+    bench = _bench()
+    args = argparse.Namespace(data="shakespeare", num=8, seed=0, recall_num=4, recall_temperature=1.0)
+    earlier = {"data": "shakespeare", "num": 8, "seed": 0, "seq_len": 16, "evaluator": "ev", "recall_num": 4,
+               "recall_temperature": 1.0, "target_entropy": {"value": 2.5},
+               "rows": [{"sampler": "heldout"}, {"sampler": "ar", "steps": 16}]}
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps(earlier))
+    rows = bench.included_rows(str(path), args, "ev", 16, 2.5)
+    assert rows == [{"sampler": "ar", "steps": 16, "included_from": str(path)}]
+    for changed in (dict(num=16), dict(seed=1)):
+        with pytest.raises(ValueError, match="--include"):
+            bench.included_rows(str(path), argparse.Namespace(**{**vars(args), **changed}), "ev", 16, 2.5)
+    with pytest.raises(ValueError, match="target_entropy"):  # another held-out sample
+        bench.included_rows(str(path), args, "ev", 16, 2.6)
