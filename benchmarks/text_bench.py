@@ -494,7 +494,7 @@ def format_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Samples (at the recall temperature)", ""]
     for e in report["rows"]:
         if e["temperature"] in (None, report.get("recall_temperature", 1.0)):
-            lines.append(f"**{e['sampler']}** steps {e['steps']}:")
+            lines.append(f"**{e['sampler']}**" + (f" steps {e['steps']}, T {e['temperature']}:" if e["steps"] else ":"))
             lines += ["", "```", *[text.replace("```", "'''") + "\n---" for text in e["examples"]], "```", ""]
     return "\n".join(lines) + "\n"
 
