@@ -13,13 +13,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from theory.checks import check_int
 
@@ -54,6 +55,26 @@ class CountingDenoiser:
         return self.__dict__["wrapped"](z, t, **kwargs)
 
 
+@contextlib.contextmanager
+def counted(denoiser: Any) -> Iterator[tuple[Any, Callable[[], int]]]:
+    """(the denoiser to draw with, a function returning the forward equivalents so far): an nn.Module keeps its own
+    identity (samplers type-check it) and is counted by a forward pre-hook on its top-level calls, removed on exit;
+    any other callable is wrapped in a `CountingDenoiser`."""
+    if isinstance(denoiser, nn.Module):
+        passes, total = passes_per_call(denoiser), [0]
+
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            total[0] += int(args[0].shape[0]) * passes
+        handle = denoiser.register_forward_pre_hook(hook)
+        try:
+            yield denoiser, lambda: total[0]
+        finally:
+            handle.remove()
+        return
+    counter = CountingDenoiser(denoiser)
+    yield counter, lambda: counter.forwards
+
+
 def sampler_cost(draw: Callable[[Any], Tensor], denoiser: Any, *, repeats: int = 3,
                  threads: int = 1) -> dict[str, Any]:
     """Cost of `draw(denoiser) -> samples [N, L]`: forward equivalents per sample (counted on the first draw) and
@@ -65,12 +86,12 @@ def sampler_cost(draw: Callable[[Any], Tensor], denoiser: Any, *, repeats: int =
     try:
         seconds, forwards, num = [], None, None
         for _ in range(repeats):
-            counter = CountingDenoiser(denoiser)
-            start = time.perf_counter()
-            samples = draw(counter)
-            elapsed = time.perf_counter() - start
+            with counted(denoiser) as (counting, count):
+                start = time.perf_counter()
+                samples = draw(counting)
+                elapsed = time.perf_counter() - start
             num = int(samples.shape[0])
-            forwards = counter.forwards if forwards is None else forwards
+            forwards = count() if forwards is None else forwards
             seconds.append(elapsed / num)
     finally:
         torch.set_num_threads(previous)
@@ -79,4 +100,4 @@ def sampler_cost(draw: Callable[[Any], Tensor], denoiser: Any, *, repeats: int =
             "passes_per_call": passes_per_call(denoiser)}
 
 
-__all__ = ["CountingDenoiser", "passes_per_call", "sampler_cost"]
+__all__ = ["CountingDenoiser", "counted", "passes_per_call", "sampler_cost"]
