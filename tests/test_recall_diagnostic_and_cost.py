@@ -111,3 +111,22 @@ def test_passes_per_call_of_shadow_students() -> None:
     assert passes_per_call(fake) == 3
     assert passes_per_call(SimpleNamespace(reads_shadow_noise=True, shadow=SimpleNamespace(head="input", draft=False))) == 2
     assert passes_per_call(SimpleNamespace(student=fake)) == 3
+
+
+def test_bench_comparison_is_undetermined_while_recall_still_moves() -> None:
+    """sampler.run.bench.recall_determined: a Δ recall of −0.02 with one row still moving by 0.02 ± 0.005
+    (remaining 0.03) is undetermined and names that row; a Δ of −0.05 is determined; a frontier gap is judged
+    against the curve's rows too."""
+    from sampler.run.bench import recall_determined
+
+    def row(name, value, change, se, temperature=1.0):
+        return {"sampler": name, "temperature": temperature,
+                "recall_diagnostic": {"value": value, "change": change, "change_se": se}}
+    a, b = row("student", 1.50, -0.02, 0.005), row("teacher", 1.52, -0.001, 0.0005)
+    verdict = recall_determined(a, b, None, {"recall": [-0.02, 0.01], "frontier_gap": None})
+    assert not verdict["recall_determined"] and "student" in verdict["undetermined"] and "teacher" not in verdict["undetermined"]
+    assert recall_determined(a, b, None, {"recall": [-0.05, 0.01], "frontier_gap": None}) == {
+        "recall_determined": True, "undetermined": None}
+    curve = [row("oracle", 1.6, -0.1, 0.01, 0.9), row("oracle", 1.55, 0.0, 0.0)]
+    gap = recall_determined(row("student", 1.5, 0.0, 0.0), b, curve, {"recall": [-0.05, 0.01], "frontier_gap": -0.05})
+    assert not gap["recall_determined"] and "frontier gap" in gap["undetermined"] and "oracle T=0.9" in gap["undetermined"]
