@@ -391,6 +391,12 @@ def _row_recall(ctx: EvalContext, spec: SamplerSpec, steps: int, temperature: fl
     """(recall report, None), or (None, reason) for a top-p floor row that cuts a held-out token in every pattern
     drawn (its recall is +inf there: the bound has no finite mean)."""
     estimator = spec.recall_estimator or recall_report
+    if callable(spec.recall) and spec.recall is not recall_bound_per_sequence and spec.recall_estimator is None:
+        per_sequence = recall_rows(ctx, spec.denoiser, steps, (temperature,), spec.recall)[0]  # an arm's own bound
+        value, se = paired_difference(per_sequence, torch.zeros_like(per_sequence))
+        return {"recall": value, "recall_se": se, "k": ctx.config.k, "change": math.nan, "change_se": math.nan,
+                "remaining": math.inf, "ess": math.nan, "estimator": "arm's own", "per_sequence": per_sequence,
+                "levels": []}, None
     report = estimator(ctx, spec.denoiser, steps, temperature) if not isinstance(spec.denoiser, TopPDenoiser) else None
     if report is not None:
         return report, None
