@@ -104,9 +104,24 @@ def test_smoke_benchmark_end_to_end(tmp_path: Path) -> None:
     assert result["smoke_check"]["z"] > 2.0, result["smoke_check"]
     saved = strict_json_loads((out / "bench.json").read_text())
     samplers = {r["sampler"] for r in saved["rows"]}
+    floor = {"floor-T1.2to0.8", "floor-T0.8to1.2", "floor-top0.95", "teacher-confidence", "oracle-confidence"}
     assert samplers == {"teacher", "oracle", "mcd-seed0", "baseline-seed0", "mcd-noce-seed0", "more-training-seed0",
-                        "shadow-soft-seed0", "shadow-causal-seed0"}
+                        "shadow-soft-seed0", "shadow-causal-seed0"} | floor
+    assert (out / "bench_cost.png").is_file() and (out / "bench_cost.png").stat().st_size > 0
+    for row in saved["rows"]:  # every row: its cost, and (where it has recall) its k and diagnostic
+        assert row["cost"]["forward_equivalents"] >= 1 and row["cost"]["wall_s_per_sample"] > 0, row["sampler"]
+        diagnostic = row["recall_diagnostic"]
+        if row["arm"] == "confidence":  # exact recall: no k, nothing left to converge
+            assert diagnostic["estimator"] == "exact" and diagnostic["remaining"] == 0
+        elif row["recall"] is not None:
+            assert diagnostic["k"] == 4 and diagnostic["remaining"] >= abs(diagnostic["change"])
+    one_step = [r for r in saved["rows"] if r["steps"] == 1 and r["arm"] in ("oracle", "teacher")]
+    assert all(r["cost"]["forward_equivalents"] == 1.0 for r in one_step)  # one step, one call per sample
+    assert all("recall_determined" in c for c in saved["comparisons"] if c.get("dominates") is not None)
     for row in saved["rows"]:
+        if row["sampler"] == "floor-top0.95" and row["recall"] is None:
+            assert "top-p" in row["unavailable"]["recall"]
+            continue
         shadow = row["arm"] == "shadow-soft"  # shadow-causal has a recall bound (the sequential one)
         for key in ("precision",) if shadow else ("precision", "recall"):
             assert math.isfinite(row[key][0]) and row[key][1] > 0, (row["sampler"], key)

@@ -52,6 +52,48 @@ def test_eval_writes_report_with_paired_rows(run_dir, capsys):
     assert math.isfinite(ve["elbo"]) and ve["se"] > 0 and "elbo_gap" in ve
 
 
+def test_eval_streams_rows_with_recall_k_cost_legend_and_footnotes(run_dir, capsys):
+    """The header comes before the rows, every line fits 120 columns, each row carries recall with its k, change and
+    remaining change, and its cost (forward equivalents: 1 per sample at one uncached step; the oracle's cached
+    draw at 8 steps calls at most L + 1 times per sample); the legend defines excess and Δ vs max."""
+    out = run_dir / "stream.json"
+    assert main(eval_args(run_dir, "--oracle", "--recall-k", "16", "--recall-tolerance", "1e-9", "--cost-repeats", "2",
+                          "--no-cache", "--no-progress", "--out", str(out))) == 0
+    printed = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(printed) if line.startswith("denoiser"))
+    assert all(len(line) <= 120 for line in printed)
+    assert printed.index(next(line for line in printed if line.startswith("legend:"))) > header + 4
+    assert any("excess:" in line for line in printed) and any("Δ vs max:" in line for line in printed)
+    report = strict_json_loads(out.read_text())
+    for row in report["results"]:
+        recall = row["recall"]
+        assert recall["k"] == 16 and [k for k, _, _ in recall["by_k"]] == [1, 4, 16]
+        assert recall["remaining"] == pytest.approx(abs(recall["change"]) + 2 * recall["change_se"])
+        assert row["cost"]["wall_runs"] == 2 and row["cost"]["wall_s_per_sample"] > 0
+    one_step = [r for r in report["results"] if r["steps"] == 2 and r["denoiser"] == "model"]
+    assert all(1.0 <= r["cost"]["forward_equivalents"] <= 2.0 for r in one_step)  # uncached: 2 steps, at most 2 calls
+    assert all(r["cost"]["forward_equivalents"] <= SEQ_LEN + 1 for r in report["results"] if r["denoiser"] == "oracle")
+    rows_printed = [line for line in printed[header + 2:] if line.startswith(("model", "oracle"))]
+    assert len(rows_printed) == len(report["results"]) == 4
+
+
+def test_eval_recall_footnote_for_an_unavailable_reason() -> None:
+    """A long "recall unavailable" reason is a numbered footnote under the legend, not text in the row."""
+    table = evaluate.TableWriter({"checkpoint": "c", "step": 1, "weights": "ema", "source_name": "s", "seq_len": 4,
+                                  "num": 2, "seed": 0, "validation_elbo": {"skipped": "x"}, "evaluator": None,
+                                  "exact_source": False, "recall_settings": {"max_k": 4, "tolerance": None,
+                                                                             "num_heldout": 2}}, None)
+    reason = "shadow student with head 'input': its noise features read every token's noise " * 2
+    row = {"denoiser": "model", "temperature": 1.0, "steps": 2, "unigram_entropy": 1.0, "unigram_entropy_se": 0.1,
+           "recall": {"unavailable": reason}}
+    table.row(row)
+    table.row(row)
+    table.finish()
+    assert "n/a [1]" in table.lines[-6] or any("n/a [1]" in line for line in table.lines)
+    assert sum(reason.strip()[:30] in line for line in table.lines) == 1
+    assert all(len(line) <= 120 for line in table.lines)
+
+
 def test_eval_is_deterministic_given_seed(run_dir):
     a, b = (run_dir / "a.json"), (run_dir / "b.json")
     assert main(eval_args(run_dir, "--seed", "3", "--out", str(a))) == 0
@@ -135,7 +177,7 @@ def test_oracle_without_an_exact_denoiser_is_refused_before_any_sampling(tmp_pat
     def no_sampling(*args, **kwargs):
         raise AssertionError("sampled before refusing --oracle")
 
-    monkeypatch.setattr(evaluate_module, "_timed", no_sampling)
+    monkeypatch.setattr(evaluate_module, "_costed", no_sampling)
     with pytest.raises(ValueError, match="--oracle"):
         evaluate_checkpoint(EvalConfig(ckpt=str(run), steps=[4], num=2, evaluator="none", device="cpu", oracle=True))
 

@@ -74,7 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperatures", type=_float_list, default=None,
                         help="temperatures of the teacher's and the oracle's sweeps at every step count, must hold 1.0 (default: 0.8,0.9,1.0,1.1; 0.8,1.0,1.25 with --smoke)")
     parser.add_argument("--heldout", type=positive_int, default=None, help="held-out true sequences for recall (default: the bench's own, smaller with --smoke)")
-    parser.add_argument("--k", type=positive_int, default=None, help="reveal patterns of the recall bound (>= 1; default: the bench's own, smaller with --smoke)")
+    parser.add_argument("--k", type=positive_int, default=None, help="reveal patterns of the recall anchors and of arms with their own recall function (>= 1; default: the bench's own, smaller with --smoke)")
+    parser.add_argument("--recall-k", type=positive_int, default=None,
+                        help="largest k of each row's recall estimate, a power of 4 (default: 64; 4 with --smoke)")
+    parser.add_argument("--recall-tolerance", type=float, default=None,
+                        help="stop raising k once |change k/4 -> k| + 2 SE is at most this, nats/token (default: 0.01; none with --smoke)")
+    parser.add_argument("--cost-repeats", type=positive_int, default=None,
+                        help="timed one-thread draws per row; the median wall time per sample is reported (default: 3; 1 with --smoke)")
     parser.add_argument("--ngram-orders", type=_int_list, default=None, help="n-gram fidelity orders, e.g. 1,2,3 (default: the bench's own)")
     parser.add_argument("--bootstrap", type=positive_int, default=None, help="bootstrap replicates of the fidelity/KS SEs (default: the bench's own, smaller with --smoke)")
     parser.add_argument("--anchors", action="store_true", help="also check the recall sanity anchors (always on with --smoke)")
@@ -86,7 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # options given as None keep the config's default (BenchConfig's, or smoke_config's with --smoke)
 _OPTIONAL = {"arms": "arms", "seeds": "seeds", "temperatures": "temperatures", "heldout": "heldout", "k": "k",
-             "ngram_orders": "ngram_orders", "bootstrap": "num_bootstrap", "eval_steps": "eval_steps", "samples": "num_samples"}
+             "ngram_orders": "ngram_orders", "bootstrap": "num_bootstrap", "eval_steps": "eval_steps", "samples": "num_samples",
+             "recall_k": "recall_k", "recall_tolerance": "recall_tolerance", "cost_repeats": "cost_repeats"}
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:

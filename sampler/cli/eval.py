@@ -7,7 +7,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from ..run.eval import DEFAULT_STEPS, EvalConfig, evaluate_checkpoint, format_table, write_json
+from ..run.eval import DEFAULT_STEPS, EvalConfig, evaluate_checkpoint, write_json
 from ..rundir import check_output_path
 from ._common import add_inference_arguments, add_seed_argument, int_at_least, positive_int
 
@@ -29,6 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, metavar="SPEC",
                         help="the corpus of a text or n-gram run (as at training, e.g. text:corpus.txt): held-out text for "
                              "the validation ELBO, the n-gram likelihood; a path stored in the checkpoint is never read (default: none)")
+    parser.add_argument("--recall-k", type=int, default=64,
+                        help="largest k (reveal patterns per held-out sequence) of the recall estimate, a power of 4; "
+                             "0: no recall")
+    parser.add_argument("--recall-tolerance", type=float, default=0.01,
+                        help="stop raising k once the remaining change (|change k/4 -> k| + 2 SE, nats/token) is at most this")
+    parser.add_argument("--cost-repeats", type=positive_int, default=3,
+                        help="timed one-thread draws per row (the median wall time per sample is reported)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument("--out", default=None, help="JSON report (default RUN/eval-seed<seed>.json)")
     add_inference_arguments(parser)
 
@@ -43,12 +51,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / f"eval-seed{args.seed}.json"
     try:
         check_output_path(out, kind="file", name="--out")
-        report = evaluate_checkpoint(config_from_args(args))
+        report = evaluate_checkpoint(config_from_args(args), stream=sys.stdout,
+                                     progress=not getattr(args, "no_progress", False))
     except (ValueError, FileNotFoundError) as err:
         print(f"mcd eval: error: {err}", file=sys.stderr)
         return 2
     write_json(out, report)
-    print(format_table(report))
     print(f"wrote {out}")
     return 0
 

@@ -159,6 +159,24 @@ def _regroup_plain(levels: list[dict[str, Any]], pool: dict[str, Any], seq_len: 
         previous = per_sequence
 
 
+def report_from_pool(log_weights: Float[Tensor, "K B"], seq_len: int, estimator: str, steps: int,
+                     temperature: float) -> dict[str, Any]:
+    """The report of `recall_versus_k` from one fixed pool of K unbiased weights per sequence: levels at K/4 (the
+    4 disjoint groups) and K (one group), so the change K/4 -> K is paired on the same draws (K = 1: one level,
+    change NaN, remaining inf)."""
+    k = log_weights.shape[0]
+    ks = [k // 4, k] if k >= 4 else [k]
+    levels: list[dict[str, Any]] = []
+    for level_k in ks:
+        bound, ess = grouped_bound(log_weights, level_k, seq_len)
+        previous = levels[-1]["per_sequence"] if levels else None
+        levels.append(level_entry(level_k, bound, previous, ess, math.nan))
+    last = levels[-1]
+    return {"estimator": estimator, "steps": steps, "temperature": temperature, "levels": levels,
+            **{key: last[key] for key in ("k", "recall", "recall_se", "change", "change_se", "ess", "per_sequence")},
+            "remaining": remaining_change(last)}
+
+
 def remaining_change(report: dict[str, Any]) -> float:
     """|change from k/4 to k| + 2 SE of that change, at a report's (or level's) last k; inf with one level."""
     change, change_se = report["change"], report["change_se"]

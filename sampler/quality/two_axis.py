@@ -18,6 +18,7 @@ in `result["unavailable"]`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +30,8 @@ from sampler.data import DataSource, HiddenMarkovSource, NGramSource, no_exact_l
 from sampler.data.base import check_tokens
 from sampler.quality.fidelity import check_ngram_orders, ngram_fidelity, typicality
 from sampler.quality.recall import mean_and_se, recall_per_sequence, resolve_mask_id, reveal_probabilities
-from sampler.shadow.recall import shadow_recall_per_sequence, shadow_recall_unavailable
+from sampler.quality.recall_convergence import recall_versus_k
+from sampler.shadow.recall import shadow_recall_at_k, shadow_recall_per_sequence, shadow_recall_unavailable
 from sampler.sampling import Denoiser, check_positive_int, check_temperature
 from sampler.protocols import Schedule, reads_shadow_noise
 
@@ -153,6 +155,49 @@ def recall_bound_per_sequence(
     if reads_shadow_noise(denoiser):
         return shadow_recall_per_sequence(denoiser, schedule, heldout, **options)
     return recall_per_sequence(denoiser, schedule, heldout, mask_id=mask_id, **options)
+
+
+def check_recall_k(max_k: Any, name: str = "recall_k") -> int:
+    """`max_k` as an int that is a power of 4 (1, 4, 16, 64, ...): the k levels go up by factors of 4."""
+    max_k = check_positive_int(max_k, name)
+    if 4 ** round(math.log(max_k, 4)) != max_k:
+        raise ValueError(f"{name} must be a power of 4 (1, 4, 16, 64, 256, 1024, ...), got {max_k}")
+    return max_k
+
+
+def recall_with_diagnostic(
+    denoiser: Denoiser, schedule: Schedule, heldout: Tensor, *, steps: int, temperature: float = 1.0,
+    max_k: int = 64, tolerance: float | None = None, seed: int = 0, mask_id: int | None = None, device: Any = "cpu",
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Recall with its k and convergence diagnostic (the one recall dispatcher, like `recall_bound_per_sequence`):
+
+    - an ancestral (per-token-independent) sampler: plain importance sampling over reveal patterns,
+      `recall_versus_k(estimator="plain")` at k = 1, 4, ... up to `max_k` (with `tolerance`: from k = 4 on it
+      stops once |change k/4 -> k| + 2 SE <= tolerance);
+    - a causal shadow student: the sequential bound at k = `max_k` and k/4 on the same draws
+      (`sampler.shadow.recall.shadow_recall_at_k`; `tolerance` does not apply).
+
+    Returns the `recall_versus_k` report: recall, recall_se, k, change, change_se, remaining, ess, estimator,
+    per_sequence, levels.  Every random draw derives from `seed` (pairs across samplers and temperatures)."""
+    max_k = check_recall_k(max_k, "max_k")
+    if reads_shadow_noise(denoiser):
+        return shadow_recall_at_k(denoiser, schedule, heldout, steps=steps, temperature=temperature, k=max_k,
+                                  generator=torch.Generator().manual_seed(seed), device=device, batch_size=batch_size)
+    first = min(max_k, 4) if tolerance is not None else max_k
+    ks = [4 ** i for i in range(round(math.log(first, 4)) + 1)]
+    return recall_versus_k(denoiser, schedule, heldout, steps=steps, estimator="plain", temperature=temperature, ks=ks,
+                           tolerance=tolerance, max_k=max_k, seed=seed, mask_id=mask_id, device=device,
+                           batch_size=batch_size)
+
+
+def recall_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-able part of a `recall_with_diagnostic` report (no tensors): value, se, k, change, change_se,
+    remaining, ess, estimator, and the recall at every k evaluated."""
+    return {"value": report["recall"], "se": report["recall_se"], "k": report["k"], "change": report["change"],
+            "change_se": report["change_se"], "remaining": report["remaining"], "ess": report["ess"],
+            "estimator": report["estimator"],
+            "by_k": [[level["k"], level["recall"], level["recall_se"]] for level in report["levels"]]}
 
 
 def recall_metric(

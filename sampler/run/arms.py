@@ -108,7 +108,8 @@ def ancestral(denoiser: Denoiser, schedule: Schedule, steps: int, num_samples: i
     (every sampler of a bench draws from the same seed: paired comparisons)."""
     config = getattr(denoiser, "config", None)
     cached = config is not None and not config.time_conditioning
-    vocab_size = config.vocab_size if config is not None else denoiser.vocab_size  # a model, or the exact denoiser
+    # a model, or the exact denoiser (or a floor wrapper of it, whose config only says it reads t)
+    vocab_size = getattr(config, "vocab_size", None) or denoiser.vocab_size
     return ancestral_sample(denoiser, schedule, num_steps=steps, num_samples=num_samples, seq_len=seq_len, mask_id=denoiser.mask_id, vocab_size=vocab_size,
                             generator=torch.Generator().manual_seed(seed), temperature=temperature, cached=cached,
                             device=device, batch_size=256)

@@ -30,7 +30,8 @@ in result["unavailable"] and in each row's "unavailable"; the unigram entropy is
 The paper's framing (arms paper-*): each student at its target step count against the teacher at its start
 count, under the paper's protocol (precision and unigram entropy only) and under ours (all four axes).
 
-Outputs in OUT: bench.md (tables), bench.json (every number), bench_pr_<steps>.png (one per step count).
+Outputs in OUT: bench.md (tables), bench.json (every number), bench_pr_<steps>.png (one per step count), bench_cost.png
+(precision and recall against forward equivalents and one-thread wall time per sample).
 `--smoke` (< 2 minutes) runs the pipeline end to end on a tiny teacher (with one shadow arm) and checks the recall sanity
 anchors through the benchmark's own recall code (exact denoiser: steps >> tokens gives the true −log p/L,
 one step gives the sum of the one-step marginals).
@@ -55,8 +56,9 @@ from ..data import DataSource, get_source, json_ready, no_exact_likelihood, pair
 from ..protocols import Denoiser, NoiseConditionedDenoiser, Schedule
 from ..quality.compare import dominance
 from ..quality.fidelity import check_ngram_orders
-from ..quality.recall import mean_and_se
-from ..quality.two_axis import recall_bound_per_sequence, two_axis_metrics
+from ..quality.recall_convergence import converged
+from ..quality.two_axis import check_recall_k, recall_bound_per_sequence, recall_summary, recall_with_diagnostic, two_axis_metrics
+from ..cost import sampler_cost
 from ..rundir import check_output_path, run_dir_lock
 from ..train import TrainConfig, train
 from ..train.distill import round_step_counts
@@ -64,6 +66,9 @@ from ..train.loop import StoppedBySignal
 from ..train.runtime import check_training_memory
 from ..device import pick_device
 from ..model import DenoiserConfig
+from ..confidence import confidence_recall_per_sequence, confidence_sample
+from ..floor_denoisers import ScheduledTemperatureDenoiser, TopPDenoiser
+from ..quality.envelope import lower_envelope
 from .arms import ARMS, ancestral, check_arms, load_student
 
 DEFAULT_EVAL_STEPS = (64, 16, 8, 4)
@@ -72,6 +77,9 @@ DEFAULT_ARMS = ("mcd", "baseline", "mcd-noce", "mcd-fkl", "more-training", "mcd-
 ANCHOR_STEPS = 2**16  # "many more steps than tokens": two tokens share a step with probability ~ L²/(2·N) per pattern
 PAPER_CUT = 16  # the paper's step reduction
 ANCHOR_SEQUENCES = 8  # held-out sequences of the anchors
+FLOOR_SCHEDULES = ((1.2, 0.8), (0.8, 1.2))  # per-step temperature schedules (T at t = 1, T at t = 0) of the floor
+FLOOR_TOP_P = (0.95,)  # top-p truncations of the exact marginals in the floor
+FLOOR_ARMS = ("oracle", "floor")  # the per-token-independent floor rows: the exact denoiser's families
 
 
 @dataclass
@@ -96,7 +104,10 @@ class BenchConfig:
     temperatures: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1)  # teacher and oracle sweeps (must hold 1.0)
     num_samples: int = 256
     heldout: int = 64
-    k: int = 4
+    k: int = 4  # the recall anchors' reveal patterns
+    recall_k: int = 64  # the largest k of each row's recall (a power of 4)
+    recall_tolerance: float | None = 0.01  # stop raising k once |change k/4 -> k| + 2 SE <= this
+    cost_repeats: int = 3  # one-thread timed draws per row (median wall time per sample)
     ngram_orders: tuple[int, ...] = (1, 2, 3)
     num_bootstrap: int = 100
     z: float = 2.0
@@ -115,7 +126,8 @@ class BenchConfig:
             out=out, teacher_minutes=None, teacher_steps=400, teacher_lr=3e-3, teacher_batch_size=32, seq_len=32,
             arms=("mcd", "baseline", "mcd-noce", "more-training", "shadow-soft", "shadow-causal"), seeds=(0,), start_steps=8, target_steps=4,
             steps_per_round=4, batch_size=16, eval_steps=SMOKE_EVAL_STEPS, temperatures=(0.8, 1.0, 1.25),
-            num_samples=256, heldout=32, k=2, num_bootstrap=20, check_anchors=True,
+            num_samples=256, heldout=32, k=2, recall_k=4, recall_tolerance=None, cost_repeats=1, num_bootstrap=20,
+            check_anchors=True,
             progress=False, smoke=True,
         )
         base.update(overrides)
@@ -146,6 +158,11 @@ def validate(config: BenchConfig) -> None:
         raise ValueError(f"temperatures must be distinct, got {config.temperatures!r}")
     if not config.z > 0:
         raise ValueError(f"z must be positive, got {config.z!r}")
+    check_recall_k(config.recall_k, "recall_k")
+    if config.recall_tolerance is not None and not (config.recall_tolerance > 0 and math.isfinite(config.recall_tolerance)):
+        raise ValueError(f"recall_tolerance must be positive and finite, got {config.recall_tolerance!r}")
+    if isinstance(config.cost_repeats, bool) or not isinstance(config.cost_repeats, int) or config.cost_repeats < 1:
+        raise ValueError(f"cost_repeats must be an int >= 1, got {config.cost_repeats!r}")
     _validate_training(config)
 
 
@@ -278,6 +295,16 @@ def recall_rows(ctx: EvalContext, denoiser: Denoiser | NoiseConditionedDenoiser,
                   k=ctx.config.k, generator=generator, device=ctx.config.device)
 
 
+def recall_report(ctx: EvalContext, denoiser: Denoiser | NoiseConditionedDenoiser, steps: int,
+                  temperature: float) -> dict[str, Any]:
+    """A sampler row's recall with its k and diagnostic (`two_axis.recall_with_diagnostic`, the one dispatcher: plain
+    importance sampling over reveal patterns up to k = recall_k, or a causal shadow student's sequential bound at k
+    and k/4); the draws are seeded by the sampler seed and `steps`, so every row at a step count pairs."""
+    return recall_with_diagnostic(denoiser, ctx.schedule, ctx.heldout, steps=steps, temperature=temperature,
+                                  max_k=ctx.config.recall_k, tolerance=ctx.config.recall_tolerance,
+                                  seed=ctx.config.sample_seed * 7_919 + steps, device=ctx.config.device)
+
+
 @dataclass(frozen=True)
 class SamplerSpec:
     """A sampler row's identity and how to draw and score it: its denoiser, `sample` (arms.ancestral or
@@ -290,6 +317,36 @@ class SamplerSpec:
     sample: Any
     recall: Any
     no_recall_reason: str = ""
+    recall_estimator: Any = None  # (ctx, denoiser, steps, temperature) -> report; None: recall_report
+
+
+def confidence_draw(denoiser: Denoiser, schedule: Schedule, steps: int, num_samples: int, seq_len: int,
+                    temperature: float, seed: int, device: str) -> Tensor:
+    """The confidence-ordered sampler (max_prob, MaskGIT-style) in the bench's sample signature, from the sampler seed."""
+    vocab_size = denoiser.config.vocab_size if getattr(denoiser, "config", None) is not None else denoiser.vocab_size
+    return confidence_sample(denoiser, schedule, num_samples=num_samples, num_steps=steps, seq_len=seq_len,
+                             mask_id=denoiser.mask_id, vocab_size=vocab_size, generator=torch.Generator().manual_seed(seed),
+                             temperature=temperature, confidence="max_prob", device=device)
+
+
+def confidence_recall(ctx: EvalContext, denoiser: Denoiser, steps: int, temperature: float) -> dict[str, Any]:
+    """The confidence sampler's exact recall (max_prob: its law is a product along x's own path; no k, no
+    estimator), in the report format of recall_with_diagnostic (k None, change 0, remaining 0)."""
+    per_sequence = confidence_recall_per_sequence(denoiser, ctx.schedule, ctx.heldout, num_steps=steps,
+                                                  temperature=temperature, device=ctx.config.device)
+    value, se = paired_difference(per_sequence, torch.zeros_like(per_sequence))
+    return {"recall": value, "recall_se": se, "k": None, "change": 0.0, "change_se": 0.0, "remaining": 0.0, "ess": 1.0,
+            "estimator": "exact", "per_sequence": per_sequence, "levels": []}
+
+
+def floor_specs(oracle: Denoiser) -> list[SamplerSpec]:
+    """The extra per-token-independent floor rows over the exact denoiser: per-step temperature schedules and top-p
+    truncations (sampler.floor_denoisers), sampled ancestrally and scored by the reveal-pattern recall."""
+    specs = [SamplerSpec(f"floor-T{start:g}to{end:g}", "floor", None,
+                         ScheduledTemperatureDenoiser(oracle, start=start, end=end), ancestral, recall_bound_per_sequence)
+             for start, end in FLOOR_SCHEDULES]
+    return specs + [SamplerSpec(f"floor-top{p:g}", "floor", None, TopPDenoiser(oracle, top_p=p), ancestral,
+                                recall_bound_per_sequence) for p in FLOOR_TOP_P]
 
 
 def sampler_rows(ctx: EvalContext, spec: SamplerSpec, steps: int, temperatures: tuple[float, ...]) -> list[dict[str, Any]]:
@@ -299,26 +356,57 @@ def sampler_rows(ctx: EvalContext, spec: SamplerSpec, steps: int, temperatures: 
 
     config = ctx.config
     no_recall = ctx.no_exact_likelihood or (None if spec.recall is not None else spec.no_recall_reason)
-    recall = None if no_recall else recall_rows(ctx, spec.denoiser, steps, temperatures, spec.recall)
     rows = []
-    for index, temperature in enumerate(temperatures):
-        samples = spec.sample(spec.denoiser, ctx.schedule, steps, config.num_samples, ctx.seq_len, temperature,
-                              config.sample_seed, config.device)
+    for temperature in temperatures:
+        recall, why = None, no_recall
+        if not no_recall:
+            recall, why = _row_recall(ctx, spec, steps, temperature)
+        drawn: list[Tensor] = []
+
+        def draw(denoiser: Any, temperature: float = temperature) -> Tensor:
+            drawn.append(spec.sample(denoiser, ctx.schedule, steps, config.num_samples, ctx.seq_len, temperature,
+                                     config.sample_seed, config.device))
+            return drawn[-1]
+        cost = sampler_cost(draw, spec.denoiser, repeats=config.cost_repeats)
+        samples = drawn[0]
         m = two_axis_metrics(samples, ctx.source, ngram_orders=config.ngram_orders, seed=config.sample_seed,
                              num_bootstrap=config.num_bootstrap)
         quality = sample_quality(samples, ctx.source)
-        unavailable = {**{k: v for k, v in m["unavailable"].items() if k != "recall"}, **({"recall": no_recall} if no_recall else {})}
+        unavailable = {**{k: v for k, v in m["unavailable"].items() if k != "recall"}, **({"recall": why} if why else {})}
         rows.append({
             "steps": steps, "sampler": spec.label, "arm": spec.arm, "seed": spec.seed, "temperature": float(temperature),
             "precision": None if m["precision"] is None else [m["precision"]["value"], m["precision"]["se"]],
-            "recall": None if recall is None else list(mean_and_se(recall[index], "recall")),
+            "recall": None if recall is None else [recall["recall"], recall["recall_se"]],
+            "recall_diagnostic": None if recall is None else recall_summary(recall), "cost": cost,
             "unigram_entropy": [quality["unigram_entropy"], quality["unigram_entropy_se"]],
             **_fidelity_and_typicality(m), "unavailable": unavailable,
             "precision_per_sequence": None if m["precision"] is None else m["precision"]["per_sequence"],
-            "recall_per_sequence": None if recall is None else recall[index],
+            "recall_per_sequence": None if recall is None else recall["per_sequence"],
             "entropy_per_sequence": torch.as_tensor(quality["per_sequence_entropy"], dtype=torch.float64),
         })
     return rows
+
+
+def _row_recall(ctx: EvalContext, spec: SamplerSpec, steps: int, temperature: float) -> tuple[dict[str, Any] | None, str | None]:
+    """(recall report, None), or (None, reason) for a top-p floor row that cuts a held-out token in every pattern
+    drawn (its recall is +inf there: the bound has no finite mean)."""
+    estimator = spec.recall_estimator or recall_report
+    if callable(spec.recall) and spec.recall is not recall_bound_per_sequence and spec.recall_estimator is None:
+        per_sequence = recall_rows(ctx, spec.denoiser, steps, (temperature,), spec.recall)[0]  # an arm's own bound
+        value, se = paired_difference(per_sequence, torch.zeros_like(per_sequence))
+        return {"recall": value, "recall_se": se, "k": ctx.config.k, "change": math.nan, "change_se": math.nan,
+                "remaining": math.inf, "ess": math.nan, "estimator": "arm's own", "per_sequence": per_sequence,
+                "levels": []}, None
+    report = estimator(ctx, spec.denoiser, steps, temperature) if not isinstance(spec.denoiser, TopPDenoiser) else None
+    if report is not None:
+        return report, None
+    try:
+        return recall_report(ctx, spec.denoiser, steps, temperature), None
+    except ValueError as err:
+        if "non-finite" not in str(err):
+            raise
+        return None, (f"top-p {spec.denoiser.top_p:g} cuts a held-out token at its reveal step in every drawn "
+                      "pattern: the recall bound is +inf")
 
 
 def _fidelity_and_typicality(m: dict[str, Any]) -> dict[str, Any]:
@@ -388,6 +476,9 @@ def evaluate(config: BenchConfig, teacher_dir: Path, records: dict[str, dict[str
     oracle = None if "oracle" in unavailable else SamplerSpec("oracle", "oracle", None, source.denoiser(), ancestral,
                                                                  recall_bound_per_sequence)
     teacher_spec = SamplerSpec("teacher", "teacher", None, teacher, ancestral, recall_bound_per_sequence)
+    confidence = [] if oracle is None else [
+        SamplerSpec(f"{spec.label}-confidence", "confidence", None, spec.denoiser, confidence_draw, True,
+                    recall_estimator=confidence_recall) for spec in (teacher_spec, oracle)]
     students = [(arm, SamplerSpec(run, arm.name, rec["seed"], arm.load(Path(config.out) / run, config.device), arm.sample,
                                   arm.recall_fn(), arm.no_recall_reason))
                 for run, rec in records.items() for arm in (ARMS[rec["arm"]],)]
@@ -399,6 +490,8 @@ def evaluate(config: BenchConfig, teacher_dir: Path, records: dict[str, dict[str
         rows += sampler_rows(ctx, teacher_spec, steps, sweep)
         if oracle is not None and steps in config.eval_steps:
             rows += sampler_rows(ctx, oracle, steps, sweep)
+            for spec in [*floor_specs(oracle.denoiser), *confidence]:
+                rows += sampler_rows(ctx, spec, steps, (1.0,))
         rows += [row for arm, spec in students if steps in arm.student_steps(config)
                  for row in sampler_rows(ctx, spec, steps, (1.0,))]
     comparisons = compare_rows(rows, config)
@@ -430,11 +523,15 @@ def _unavailable(ctx: EvalContext) -> dict[str, str]:
 
 
 def _curve(rows: list[dict[str, Any]], label: str, steps: int) -> list[dict[str, Any]] | None:
-    """The temperature sweep of sampler `label` at `steps`: its rows with precision and recall (paired with every
+    """The temperature sweep of sampler `label` at `steps` (for "oracle": the floor, the lower envelope of every
+    per-token-independent exact-denoiser row, its temperature sweep and its families): its rows with precision and recall (paired with every
     other row at that step count: one sampler seed, one held-out set), or None when fewer than two or when two
     share a mean precision (a sampler whose draws ignore the temperature: no curve to place a row against)."""
-    curve = [r for r in rows if r["sampler"] == label and r["steps"] == steps
-             and r["precision"] is not None and r["recall"] is not None]
+    curve = [r for r in rows if (r["arm"] in FLOOR_ARMS if label == "oracle" else r["sampler"] == label)
+             and r["steps"] == steps and r["precision"] is not None and r["recall"] is not None]
+    if label == "oracle":  # the floor: the lower envelope of every per-token-independent exact-denoiser row
+        points = [{"precision": r["precision"][0], "recall": r["recall"][0], "index": i} for i, r in enumerate(curve)]
+        curve = [curve[p["index"]] for p in lower_envelope(points)]
     distinct = len({float(torch.as_tensor(r["precision_per_sequence"], dtype=torch.float64).mean()) for r in curve}) == len(curve)
     return curve if len(curve) >= 2 and distinct else None
 
@@ -453,8 +550,31 @@ def _compare(a: dict[str, Any], b: dict[str, Any], curve: Any, config: BenchConf
         return {**entry, "precision": precision, "dominates": None, "reason": "; ".join(missing)}
     verdict = dominance(a, b, curve=curve, z=config.z)
     diffs = verdict.pop("differences")
-    return {**entry, **{k: list(v) for k, v in diffs.items() if k != "fidelity"},
-            "fidelity": {n: list(v) for n, v in diffs["fidelity"].items()}, **verdict}
+    out = {**entry, **{k: list(v) for k, v in diffs.items() if k != "fidelity"},
+           "fidelity": {n: list(v) for n, v in diffs["fidelity"].items()}, **verdict}
+    return {**out, **recall_determined(a, b, curve, out)}
+
+
+def recall_determined(a: dict[str, Any], b: dict[str, Any], curve: Any, comparison: dict[str, Any]) -> dict[str, Any]:
+    """{"recall_determined": bool, "undetermined": reason or None}: a recall comparison (Δ recall, and the
+    frontier gap when there is one) stands only where `recall_convergence.converged` allows it: the remaining change
+    (|change k/4 -> k| + 2 SE) of each row involved (a, b, and the curve's rows for a frontier gap) is smaller than
+    the difference claimed."""
+    def report(row: dict[str, Any]) -> dict[str, Any]:
+        d = row["recall_diagnostic"]
+        return {"recall": d["value"], "change": d["change"], "change_se": d["change_se"]}
+
+    claims = [("Δ recall", [a, b], comparison["recall"][0])]
+    gap = comparison.get("frontier_gap")
+    if curve and gap is not None:
+        claims.append(("frontier gap", [a, *curve], gap))
+    reasons = []
+    for name, rows, difference in claims:
+        stuck = [r["sampler"] + (f" T={r['temperature']:g}" if r["temperature"] != 1.0 else "") for r in rows
+                 if not converged(report(r), report(r), claimed_difference=difference)]
+        if stuck:
+            reasons.append(f"{name} {difference:+.4f} is within the remaining recall change of {', '.join(stuck)}")
+    return {"recall_determined": not reasons, "undetermined": "; ".join(reasons) or None}
 
 
 def compare_rows(rows: list[dict[str, Any]], config: BenchConfig) -> list[dict[str, Any]]:
@@ -463,7 +583,7 @@ def compare_rows(rows: list[dict[str, Any]], config: BenchConfig) -> list[dict[s
     at = {(r["sampler"], r["steps"]): r for r in rows if r["temperature"] == 1.0}
     out = []
     for r in rows:
-        if r["temperature"] != 1.0 or r["arm"] == "oracle":
+        if r["temperature"] != 1.0 or r["arm"] in FLOOR_ARMS:
             continue
         steps = r["steps"]
         others = [("oracle", steps)] if r["arm"] == "teacher" else [("teacher", steps), ("oracle", steps)]
@@ -534,20 +654,38 @@ def _pm(value: Any, signed: bool = False) -> str:
 def _verdict(c: dict[str, Any]) -> str:
     if c.get("dominates") is None:
         return c.get("reason", "")
-    return "**dominates**" if c["dominates"] else c["reason"]
+    verdict = "**dominates**" if c["dominates"] else c["reason"]
+    return verdict + (f" (**undetermined**: {c['undetermined']})" if c.get("undetermined") else "")
 
 
 def _rows_table(result: dict[str, Any]) -> list[str]:
     orders = sorted({int(n) for r in result["rows"] for n in r["fidelity"] or {}})
-    lines = ["| steps | sampler | T | precision | recall | unigram H | " + " | ".join(f"JS{n} (true)" for n in orders) + " | KS |",
-             "|---:|---|---:|---:|---:|---:|" + "---:|" * len(orders) + "---:|"]
+    lines = ["| steps | sampler | T | precision | recall | k | Δ k/4→k | remaining | fwd/sample | ms/sample | unigram H | "
+             + " | ".join(f"JS{n} (true)" for n in orders) + " | KS |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(orders) + "---:|"]
     for r in result["rows"]:
         fid = " | ".join("n/a" if r["fidelity"] is None else
                          f"{r['fidelity'][str(n)][0]:.4f} ± {r['fidelity'][str(n)][1]:.4f} ({r['fidelity_reference'][str(n)][0]:.4f})"
                          for n in orders)
         lines.append(f"| {r['steps']} | {r['sampler']} | {r['temperature']:g} | {_pm(r['precision'])} | {_pm(r['recall'])} | "
+                     f"{_recall_diagnostic_cells(r.get('recall_diagnostic'))} | {_cost_cells(r.get('cost'))} | "
                      f"{r['unigram_entropy'][0]:.3f} | {fid} | {_pm(r['typicality'])} |")
     return lines
+
+
+def _recall_diagnostic_cells(d: dict[str, Any] | None) -> str:
+    """k | change k/4 -> k ± SE | remaining, or n/a (a NaN change, one level, comes through strict JSON as None)."""
+    if d is None:
+        return "n/a | n/a | n/a"
+    change = "—" if d["change"] is None else _pm([d["change"], d["change_se"]], True)
+    remaining = "—" if d["remaining"] is None or math.isinf(d["remaining"]) else f"{d['remaining']:.4f}"
+    return f"{d['k']} | {change} | {remaining}"
+
+
+def _cost_cells(cost: dict[str, Any] | None) -> str:
+    if cost is None:
+        return "n/a | n/a"
+    return f"{cost['forward_equivalents']:.1f} | {1000 * cost['wall_s_per_sample']:.3f}"
 
 
 def _means_table(result: dict[str, Any]) -> list[str]:
@@ -660,6 +798,11 @@ def plots(result: dict[str, Any], out: Path) -> list[str]:
         for r in result["rows"]:  # precision only (recall unavailable, e.g. a noise-conditioned sampler)
             if r["steps"] == steps and r["recall"] is None and r["precision"] is not None:
                 ax.axvline(r["precision"][0], ls="-.", lw=1, color="tab:red", label=f"{r['sampler']} (precision; recall n/a)")
+        floor = [{"precision": r["precision"][0], "recall": r["recall"][0]} for r in mine if r["arm"] in FLOOR_ARMS]
+        envelope = lower_envelope(floor)
+        if len(envelope) > 1:
+            ax.plot([r["precision"] for r in envelope], [r["recall"] for r in envelope], "k--", lw=1,
+                    label="floor envelope")
         ax.axhline(result["heldout_true_nll"], color="grey", ls="--", lw=1, label="held-out true NLL")
         ax.axvline(result["entropy_rate"], color="grey", ls=":", lw=1, label="entropy rate")
         ax.set_xlabel("precision: E_q[−log p]/L (nats/token)")
@@ -672,6 +815,47 @@ def plots(result: dict[str, Any], out: Path) -> list[str]:
         plt.close(fig)
         written.append(str(path))
     return written
+
+
+def cost_plot(result: dict[str, Any], out: Path) -> str | None:
+    """bench_cost.png: precision and recall (rows) against forward equivalents and wall time per sample (columns),
+    every sampler row at T = 1 with its SE bars, one marker per sampler, step counts annotated.  None without
+    rows that have both a cost and a precision."""
+    rows = [r for r in result["rows"] if r.get("cost") and r["precision"] is not None and r["temperature"] == 1.0]
+    if not rows:
+        return None
+    import matplotlib  # heavy and optional: only the plots need it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # (see above)
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex="col")
+    costs = (("forward_equivalents", "network-forward equivalents per sample", 1.0),
+             ("wall_s_per_sample", "wall time per sample, one thread (ms)", 1000.0))
+    for column, (key, label, scale) in enumerate(costs):
+        for line, metric in enumerate(("precision", "recall")):
+            ax = axes[line][column]
+            for sampler in dict.fromkeys(r["sampler"] for r in rows):
+                mine = sorted((r for r in rows if r["sampler"] == sampler and r[metric] is not None),
+                              key=lambda r: r["cost"][key])
+                if not mine:
+                    continue
+                xs = [scale * r["cost"][key] for r in mine]
+                ax.errorbar(xs, [r[metric][0] for r in mine], yerr=[r[metric][1] for r in mine], fmt="-o", ms=3,
+                            capsize=2, label=sampler)
+                for x, r in zip(xs, mine):
+                    ax.annotate(str(r["steps"]), (x, r[metric][0]), fontsize=6, textcoords="offset points", xytext=(3, 2))
+            ax.set_xscale("log")
+            ax.set_ylabel(f"{metric} (nats/token, lower is better)")
+            if line == 1:
+                ax.set_xlabel(label)
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle("quality against cost (T = 1; numbers: step counts)")
+    fig.tight_layout()
+    path = out / "bench_cost.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
 
 
 # ---------------------------------------------------------------------------- entry points
@@ -716,4 +900,7 @@ def _bench_owned(config: BenchConfig, command: str) -> dict[str, Any]:
     (out / "bench.json").write_text(strict_json(result, indent=2) + "\n")
     (out / "bench.md").write_text(markdown_report(result))
     result["plots"] = plots(result, out)
+    cost_figure = cost_plot(result, out) if result.get("rows") else None
+    if cost_figure is not None:
+        result["plots"].append(cost_figure)
     return result

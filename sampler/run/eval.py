@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import sys
-import time
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from tqdm import tqdm
 
 from duality import MaskedCoupling
 from theory.checks import check_int
@@ -57,7 +58,8 @@ from ..device import autocast_denoiser
 from ..losses import elbo_weight
 from ..protocols import Denoiser, Schedule, reads_shadow_noise
 from ..quality.gen_perplexity import check_evaluator_name, load_evaluator, require_text_extra
-from ..quality.two_axis import recall_metric
+from ..cost import sampler_cost
+from ..quality.two_axis import check_recall_k, recall_summary, recall_with_diagnostic
 from ..sampling import ancestral_sample
 from ..shadow.recall import shadow_recall_unavailable
 from ..shadow.student import check_argmax_temperature
@@ -79,6 +81,9 @@ class EvalConfig(InferenceConfig):
     elbo_num: int = 512
     elbo_draws: int = 4
     oracle: bool = False
+    recall_k: int = 64  # the largest k of the recall estimate (a power of 4; 0: no recall)
+    recall_tolerance: float | None = 0.01  # stop raising k once |change k/4 -> k| + 2 SE <= this (None: go to recall_k)
+    cost_repeats: int = 3  # one-thread timed draws per row (the median is reported)
     data: str | None = None  # the corpus of a text or n-gram run, named by the user (a path in the checkpoint is never read)
 
 
@@ -131,32 +136,44 @@ def _check_args(args: EvalConfig) -> None:
             raise ValueError(f"--temperatures must be positive and finite, got {temperature}")
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    if args.recall_k != 0:
+        check_recall_k(args.recall_k, "--recall-k")
+    if args.recall_tolerance is not None and not (args.recall_tolerance > 0 and math.isfinite(args.recall_tolerance)):
+        raise ValueError(f"--recall-tolerance must be positive and finite, got {args.recall_tolerance}")
+    check_int(args.cost_repeats, "--cost-repeats", 1)
     if args.evaluator not in ("auto", "none"):
         check_evaluator_name(args.evaluator)
         require_text_extra()
 
 
-# (steps, temperature) -> samples: one sampler of the evaluation, its seed fixed (args.seed) so rows are paired
-Draw = Callable[[int, float], Tensor]
+# (denoiser, steps, temperature) -> samples: one sampler of the evaluation over `denoiser` (its own, or the same
+# wrapped to count its calls), its seed fixed (args.seed) so rows are paired
+Draw = Callable[[Any, int, float], Tensor]
 
 
-def _timed(draw: Draw, steps: int, temperature: float) -> tuple[Tensor, float]:
-    start = time.perf_counter()
-    samples = draw(steps, temperature)
-    return samples, time.perf_counter() - start
+def _costed(draw: Draw, denoiser: Any, steps: int, temperature: float, repeats: int) -> tuple[Tensor, dict[str, Any]]:
+    """The samples of one draw and the sampler's cost (sampler.cost.sampler_cost: forward equivalents per sample,
+    median wall time per sample on one thread over `repeats` identical draws; the first draw's samples)."""
+    drawn: list[Tensor] = []
+
+    def once(counted: Any) -> Tensor:
+        drawn.append(draw(counted, steps, temperature))
+        return drawn[-1]
+    cost = sampler_cost(once, denoiser, repeats=repeats)
+    return drawn[0], cost
 
 
 def _checkpoint_draw(run: OpenedRun, args: EvalConfig, seq_len: int) -> Draw:
     """The checkpoint's own sampler (its kind's: ancestral, or noise-shared for a shadow student), seed args.seed."""
-    return lambda steps, temperature: run.sample(
-        num_samples=args.num, num_steps=steps, seq_len=seq_len, seed=args.seed, temperature=temperature,
-        cached=not args.no_cache, batch_size=args.batch_size)
+    return lambda denoiser, steps, temperature: run.kind.sample(
+        denoiser, run.schedule, device=run.device, num_samples=args.num, num_steps=steps, seq_len=seq_len,
+        seed=args.seed, temperature=temperature, cached=not args.no_cache, batch_size=args.batch_size)
 
 
-def _oracle_draw(oracle: Denoiser, schedule: Schedule, args: EvalConfig, seq_len: int, mask_id: int, vocab_size: int,
+def _oracle_draw(schedule: Schedule, args: EvalConfig, seq_len: int, mask_id: int, vocab_size: int,
                  device: Any) -> Draw:
     """The ancestral sampler over the source's exact denoiser (cached: it ignores t), seed args.seed."""
-    return lambda steps, temperature: ancestral_sample(
+    return lambda oracle, steps, temperature: ancestral_sample(
         oracle, schedule, num_steps=steps, num_samples=args.num, seq_len=seq_len, mask_id=mask_id, vocab_size=vocab_size,
         generator=torch.Generator().manual_seed(args.seed), temperature=temperature, cached=True, device=device,
         batch_size=args.batch_size)
@@ -187,17 +204,21 @@ def _validation_elbo_report(denoiser: Denoiser, schedule: Schedule, source: Data
     return elbo_report
 
 
-def _shadow_recall_row(student: Any, schedule: Schedule, source: DataSource, args: EvalConfig, steps: int,
-                       temperature: float, device: Any) -> dict[str, Any]:
-    """Recall of a shadow student's noise-shared sampler on `args.num` fresh true sequences (k = 4 reveal-noise
-    draws, seeded by args.seed): the sequential importance bound for a causal head, else {"unavailable": reason}."""
-    reason = shadow_recall_unavailable(student)
-    if reason is not None:
-        return {"unavailable": reason}
-    heldout = source.sample_batch(args.num, student.config.seq_len, torch.Generator().manual_seed(3_000_003 + args.seed))
-    metric = recall_metric(student, schedule, heldout, source, steps, temperature, 4, None,
-                           torch.Generator().manual_seed(4_000_003 + args.seed), device, args.batch_size)
-    return {key: value for key, value in metric.items() if key != "per_sequence"}
+def _recall_row(denoiser: Any, schedule: Schedule, heldout: Tensor, args: EvalConfig, steps: int,
+                temperature: float, device: Any) -> dict[str, Any]:
+    """Recall of the row's sampler on the held-out true sequences with its k and diagnostic
+    (`two_axis.recall_with_diagnostic`: plain importance sampling over reveal patterns up to k = args.recall_k, or
+    the causal shadow student's sequential bound at k and k/4), the patterns seeded by args.seed (every row pairs);
+    {"unavailable": reason} for a shadow student without a tractable law."""
+    if reads_shadow_noise(denoiser):
+        reason = shadow_recall_unavailable(denoiser)
+        if reason is not None:
+            return {"unavailable": reason}
+    report = recall_with_diagnostic(denoiser, schedule, heldout, steps=steps, temperature=temperature,
+                                    max_k=args.recall_k, tolerance=args.recall_tolerance, seed=4_000_003 + args.seed,
+                                    device=device, batch_size=args.batch_size)
+    return {**recall_summary(report), "steps": steps, "temperature": float(temperature),
+            "num_heldout": int(heldout.shape[0])}
 
 
 def _optional_evaluator(args: EvalConfig, source: DataSource, device: Any) -> Any:
@@ -218,19 +239,21 @@ def _optional_evaluator(args: EvalConfig, source: DataSource, device: Any) -> An
 
 
 def _sampler_rows(kind: str, model_fn: Any, draw: Draw, args: EvalConfig, schedule: Schedule, source: DataSource,
-                  evaluator: Any, rate: tuple[float, float] | None, device: Any) -> list[dict[str, Any]]:
+                  evaluator: Any, rate: tuple[float, float] | None, device: Any, heldout: Tensor | None,
+                  emit: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
     """One report row per (temperature, step count) of one denoiser (`model_fn`, drawn from by `draw`), each
-    paired with the most steps."""
+    paired with the most steps, with its cost and (with `heldout`) its recall; `emit(row)` as each is done."""
     for temperature in args.temperatures:  # all of them refused before the first sample
         check_argmax_temperature(model_fn, temperature, "--temperatures")
     out = []
     for temperature in args.temperatures:
         reference = None
         for steps in sorted(set(args.steps), reverse=True):
-            samples, seconds = _timed(draw, steps, temperature)
+            samples, cost = _costed(draw, model_fn, steps, temperature, args.cost_repeats)
             metrics = _measure(samples, source, evaluator, rate)
+            seconds = cost["wall_s_per_sample"] * samples.shape[0]
             row = {"denoiser": kind, "temperature": temperature, "steps": steps, "seconds": seconds,
-                   "tokens_per_s": samples.numel() / max(seconds, 1e-9), **json_ready(metrics)}
+                   "tokens_per_s": samples.numel() / max(seconds, 1e-9), "cost": cost, **json_ready(metrics)}
             key = "per_sequence_nll" if source.exact else ("per_sequence_gen_nll" if evaluator else None)
             if key is not None:
                 if reference is None:
@@ -239,16 +262,18 @@ def _sampler_rows(kind: str, model_fn: Any, draw: Draw, args: EvalConfig, schedu
                     mean, se = paired_difference(metrics[key], reference[1])
                     row["paired_vs_max_steps"] = {"metric": key.replace("per_sequence_", ""),
                                                   "reference_steps": reference[0], "mean": mean, "se": se}
-            if reads_shadow_noise(model_fn) and source.exact:
-                row["recall"] = _shadow_recall_row(model_fn, schedule, source, args, steps, temperature, device)
+            if heldout is not None:
+                row["recall"] = _recall_row(model_fn, schedule, heldout, args, steps, temperature, device)
             row["example"] = source.decode(samples[0])
             out.append(row)
-            print(f"  {kind} T={temperature:g} steps={steps}: {_short(row)}", file=sys.stderr, flush=True)
+            emit(row)
     return out
 
 
-def evaluate_checkpoint(args: EvalConfig) -> dict:
-    """Run the whole evaluation of ``mcd eval`` and return its JSON-able report."""
+def evaluate_checkpoint(args: EvalConfig, stream: Any = None, progress: bool = False) -> dict:
+    """Run the whole evaluation of ``mcd eval`` and return its JSON-able report.  With `stream` (a text file,
+    e.g. sys.stdout) the table's header is written first and each row as it is computed (legend and footnotes
+    last); with `progress` a tqdm bar with ETA over all rows goes to stderr."""
     _check_args(args)
     run = open_for_inference(args)
     if run.kind.name == "ar":
@@ -300,12 +325,23 @@ def evaluate_checkpoint(args: EvalConfig) -> dict:
                                              "noise-conditioned sampler's own likelihood is not a product of marginals")
 
     steps_sorted = sorted(set(args.steps), reverse=True)
-    context = (args, schedule, source, evaluator, rate, device)
-    rows = _sampler_rows("model", model, _checkpoint_draw(run, args, seq_len), *context)
-    if args.oracle:
-        oracle = source.denoiser(mask_id)
-        rows += _sampler_rows("oracle", oracle, _oracle_draw(oracle, schedule, args, seq_len, mask_id, vocab_size, device),
-                              *context)
+    heldout = (source.sample_batch(args.num, seq_len, torch.Generator().manual_seed(3_000_003 + args.seed))
+               if source.exact and args.recall_k else None)
+    report["recall_settings"] = ({"max_k": args.recall_k, "tolerance": args.recall_tolerance,
+                                  "num_heldout": args.num} if heldout is not None else None)
+    table = TableWriter(report, stream)
+    total = len(args.temperatures) * len(steps_sorted) * (2 if args.oracle else 1)
+    with tqdm(total=total, desc="mcd eval rows", file=sys.stderr, disable=not progress, leave=False) as bar:
+        def emit(row: dict[str, Any]) -> None:
+            table.row(row)
+            bar.update(1)
+        context = (args, schedule, source, evaluator, rate, device, heldout, emit)
+        rows = _sampler_rows("model", model, _checkpoint_draw(run, args, seq_len), *context)
+        if args.oracle:
+            oracle = source.denoiser(mask_id)
+            rows += _sampler_rows("oracle", oracle, _oracle_draw(schedule, args, seq_len, mask_id, vocab_size, device),
+                                  *context)
+    table.finish()
     report["results"] = rows
     report["frontier"] = [
         {"temperature": r["temperature"], "steps": r["steps"], "unigram_entropy": r["unigram_entropy"],
@@ -316,20 +352,86 @@ def evaluate_checkpoint(args: EvalConfig) -> dict:
     return report
 
 
-def _short(row: dict) -> str:
-    parts = []
-    if "nll_per_token" in row:
-        parts.append(f"nll {row['nll_per_token']:.3f}±{row['nll_se']:.3f}")
-    if "gen_ppl" in row:
-        parts.append(f"gen_ppl {row['gen_ppl']:.1f}±{row['gen_ppl_se']:.1f}")
-    if "value" in row.get("recall", {}):
-        parts.append(f"recall {row['recall']['value']:.3f}±{row['recall']['se']:.3f}")
-    parts.append(f"entropy {row['unigram_entropy']:.3f}")
-    return ", ".join(parts)
+TABLE_WIDTH = 120  # the table's lines fit this many columns
+LEGEND = ("excess: NLL of the samples under the source minus its entropy rate (0 = the source's own law). "
+          "Δ vs max: paired NLL difference to the same denoiser and T at the most steps. recall: held-out NLL bound "
+          "at k patterns; Δk/4: its change from k/4 to k; rem: |Δk/4| + 2 SE, what more k could still remove. "
+          "fwd: network-forward equivalents per sample; ms: wall time per sample on one thread (median of runs).")
 
 
-def format_table(report: dict) -> str:
-    """A plain-text table of the report's rows."""
+def _pm(value: float, se: float, digits: int = 4) -> str:
+    return f"{value:.{digits}f}±{se:.{digits}f}"
+
+
+def _columns(report: dict) -> list[tuple[str, int]]:
+    """(title, width) of each column, for the report's source (exact: excess and Δ; an evaluator: gen_ppl)."""
+    columns = [("denoiser", 8), ("T", 4), ("steps", 5)]
+    if report["exact_source"]:
+        columns += [("excess", 13), ("Δ vs max", 14)]
+    if report["evaluator"]:
+        columns += [("gen_ppl", 13)]
+    columns += [("entropy", 13)]
+    if report.get("recall_settings") or any("recall" in r for r in report.get("results", [])):
+        columns += [("recall", 13), ("k", 4), ("Δk/4", 14), ("rem", 6)]
+    return columns + [("fwd", 6), ("ms", 7)]
+
+
+class TableWriter:
+    """The plain-text table of `mcd eval`, written header first and row by row to `stream` (None: kept only);
+    long "recall unavailable" reasons become numbered footnotes printed after the legend."""
+
+    def __init__(self, report: dict, stream: Any) -> None:
+        self.report, self.stream, self.lines, self.footnotes = report, stream, [], {}
+        self.columns = _columns(report)
+        header = " ".join(f"{title:>{width}}" if i else f"{title:<{width}}" for i, (title, width) in enumerate(self.columns))
+        self._write(preamble_lines(report) + [header, "-" * len(header)])
+
+    def _write(self, lines: list[str]) -> None:
+        self.lines += lines
+        if self.stream is not None:
+            for line in lines:
+                print(line, file=self.stream, flush=True)
+
+    def _cells(self, r: dict) -> dict[str, str]:
+        cells = {"denoiser": r["denoiser"], "T": f"{r['temperature']:g}", "steps": str(r["steps"]),
+                 "entropy": _pm(r["unigram_entropy"], r["unigram_entropy_se"])}
+        if "excess" in r:
+            cells["excess"] = _pm(r["excess"], r["excess_se"])
+            paired = r.get("paired_vs_max_steps")
+            cells["Δ vs max"] = f"{paired['mean']:+.4f}±{paired['se']:.4f}" if paired else "—"
+        if "gen_ppl" in r:
+            cells["gen_ppl"] = _pm(r["gen_ppl"], r["gen_ppl_se"], 1)
+        recall = r.get("recall")
+        if recall is not None and "value" in recall:
+            cells.update({"recall": _pm(recall["value"], recall["se"]), "k": str(recall["k"]),
+                          "Δk/4": "—" if math.isnan(recall["change"]) else f"{recall['change']:+.4f}±{recall['change_se']:.4f}",
+                          "rem": "—" if math.isinf(recall["remaining"]) else f"{recall['remaining']:.4f}"[1:]
+                          if recall["remaining"] < 1 else f"{recall['remaining']:.2f}"})
+        elif recall is not None:
+            number = self.footnotes.setdefault(recall["unavailable"], len(self.footnotes) + 1)
+            cells["recall"] = f"n/a [{number}]"
+        if "cost" in r:
+            cells["fwd"] = f"{r['cost']['forward_equivalents']:.1f}"
+            cells["ms"] = f"{1000 * r['cost']['wall_s_per_sample']:.2f}"
+        return cells
+
+    def row(self, r: dict) -> None:
+        cells = self._cells(r)
+        self._write([" ".join(f"{cells.get(title, ''):>{width}}" if i else f"{cells.get(title, ''):<{width}}"
+                              for i, (title, width) in enumerate(self.columns))])
+
+    def finish(self) -> None:
+        self._write(["", *_wrapped("legend: " + LEGEND)]
+                    + [line for reason, number in self.footnotes.items()
+                       for line in _wrapped(f"[{number}] recall unavailable: {reason}")])
+
+
+def _wrapped(text: str) -> list[str]:
+    return textwrap.wrap(text, TABLE_WIDTH, subsequent_indent="    ")
+
+
+def preamble_lines(report: dict) -> list[str]:
+    """The lines above the table: checkpoint, source, entropy rate, validation ELBO, evaluator, unavailable rows."""
     lines = [f"checkpoint {report['checkpoint']} (step {report['step']}, {report['weights']} weights), "
              f"source {report['source_name']}, L={report['seq_len']}, N={report['num']}, seed={report['seed']}"]
     if "entropy_rate" in report:
@@ -345,32 +447,23 @@ def format_table(report: dict) -> str:
     lines.append(line)
     if report["evaluator"]:
         lines.append(f"evaluator: {report['evaluator']} (gen perplexity comparable only under this evaluator)")
+    settings = report.get("recall_settings")
+    if settings:
+        lines.append(f"recall: {settings['num_heldout']} held-out true sequences, k up to {settings['max_k']}"
+                     + (f", stopping once rem <= {settings['tolerance']:g}" if settings["tolerance"] else ""))
     unavailable = report.get("unavailable") or {}
     for reason in dict.fromkeys(unavailable.values()):
         lines.append(f"unavailable: {', '.join(n for n, r in unavailable.items() if r == reason)} ({reason})")
-    exact = report["exact_source"]
-    header = f"{'denoiser':<8} {'T':>5} {'steps':>6} "
-    if exact:
-        header += f"{'NLL':>8} {'±':>6} {'excess':>8} {'±':>6} {'Δ vs max':>9} {'±':>6} "
-    if report["evaluator"]:
-        header += f"{'gen_ppl':>9} {'±':>7} "
-    header += f"{'entropy':>8} {'±':>6} {'tok/s':>9}"
-    lines += [header, "-" * len(header)]
+    return lines
+
+
+def format_table(report: dict) -> str:
+    """The whole plain-text table of a finished report (as `mcd eval` streams it)."""
+    table = TableWriter(report, None)
     for r in report["results"]:
-        line = f"{r['denoiser']:<8} {r['temperature']:>5g} {r['steps']:>6d} "
-        if exact:
-            paired = r.get("paired_vs_max_steps")
-            delta = f"{paired['mean']:>9.4f} {paired['se']:>6.4f} " if paired else f"{'—':>9} {'':>6} "
-            line += (f"{r['nll_per_token']:>8.4f} {r['nll_se']:>6.4f} {r['excess']:>8.4f} {r['excess_se']:>6.4f} "
-                     + delta)
-        if report["evaluator"]:
-            line += f"{r.get('gen_ppl', float('nan')):>9.2f} {r.get('gen_ppl_se', float('nan')):>7.2f} "
-        line += f"{r['unigram_entropy']:>8.4f} {r['unigram_entropy_se']:>6.4f} {r['tokens_per_s']:>9.0f}"
-        if "recall" in r:
-            line += (f"  recall {r['recall']['value']:.4f} ± {r['recall']['se']:.4f} (k={r['recall']['k']})"
-                     if "value" in r["recall"] else f"  recall unavailable ({r['recall']['unavailable']})")
-        lines.append(line)
-    return "\n".join(lines)
+        table.row(r)
+    table.finish()
+    return "\n".join(table.lines)
 
 
 def write_json(path: Path, obj: dict) -> None:

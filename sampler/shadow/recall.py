@@ -33,6 +33,7 @@ from torch import Tensor
 
 from sampler.data.base import check_tokens
 from sampler.quality.recall import bound_from_log_weights
+from sampler.quality.recall_convergence import report_from_pool
 from sampler.sampling import check_positive_int, check_temperature, time_grid
 from sampler.shadow.noise import ShadowNoise, quantile_interval, sample_shadow_noise, shadow_coupling
 from sampler.protocols import Schedule, reads_shadow_noise
@@ -147,3 +148,24 @@ def shadow_recall_per_sequence(
                                             generator=generator, device=device, batch_size=batch_size)
                          for temperature in temperatures])
     return bound_from_log_weights(log_w, x.shape[1])
+
+
+def shadow_recall_at_k(
+    student: Any, schedule: Schedule, heldout: Int[Tensor, "B L"], *, steps: int, temperature: float = 1.0, k: int = 64,
+    generator: torch.Generator | None = None, device: Any = "cpu", batch_size: int = 256,
+) -> dict[str, Any]:
+    """The sequential bound at k with its convergence diagnostic, on one pool of k reveal-noise draws: the bound at
+    k (one group) and at k/4 (averaged over the 4 disjoint groups of the same draws), their paired change ± SE,
+    `remaining` = |change| + 2 SE and the ESS of the normalised weights (as a fraction of k), in the report
+    format of `sampler.quality.recall_convergence.recall_versus_k` (estimator "sequential")."""
+    reason = shadow_recall_unavailable(student)
+    if reason is not None:
+        raise ValueError(f"student has no sequential recall bound: {reason}")
+    k = check_positive_int(k, "k")
+    temperature = check_temperature(temperature)
+    x = check_tokens(heldout, student.config.vocab_size, "heldout")
+    noise = sample_shadow_noise(k * x.shape[0], x.shape[1], schedule, student.config.vocab_size, student.config.mask_id,
+                                generator, method=student.reveal_method)
+    log_w = shadow_log_weights(student, schedule, x, noise.reveal.reshape(k, x.shape[0], x.shape[1]), steps=steps,
+                               temperature=temperature, generator=generator, device=device, batch_size=batch_size)
+    return report_from_pool(log_w, x.shape[1], "sequential", steps, temperature)
