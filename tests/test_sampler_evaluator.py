@@ -23,7 +23,7 @@ def _no_network(*args, **kwargs):
 def test_unknown_evaluator_is_refused_by_name_before_any_work(tmp_path, monkeypatch, capsys):
     run = make_teacher(tmp_path / "teacher")
     monkeypatch.setattr(subprocess, "run", _no_network)
-    monkeypatch.setattr(evaluate, "_timed", _no_network)  # no sampling either
+    monkeypatch.setattr(evaluate, "_costed", _no_network)  # no sampling either
     monkeypatch.setattr(evaluate, "validation_elbo_per_sequence", _no_network)
     code = main(["eval", "--ckpt", str(run), "--evaluator", "bogus-model", "--device", "cpu", "--num", "4"])
     err = capsys.readouterr().err
