@@ -91,6 +91,15 @@ def budget_warning(step_seconds: float, minutes: float | None, max_steps: float,
             f"choose a smaller --size, a shorter --seq-len or --batch-size, more --minutes, or a GPU")
 
 
+def _print_budget_warning(model: TransformerDenoiser, cfg: TrainConfig, seq_len: int, minutes: float | None,
+                          device: torch.device) -> None:
+    """Print budget_warning's message (if any) for this run, its step time measured on a copy of the model."""
+    warning = budget_warning(seconds_per_step(model, cfg.batch_size, seq_len, device), minutes,
+                             cfg.max_steps if cfg.max_steps is not None else math.inf, cfg.size, device)
+    if warning:
+        print(warning, file=sys.stderr)
+
+
 class TrainingStopped(Exception):
     """Raised by a step callback to stop a run (tests use it to simulate a kill)."""
 
@@ -217,10 +226,7 @@ def _train_owned(cfg: TrainConfig, source: DataSource | None, step_callback: Cal
 
     eval_x0 = _eval_batches(source, cfg, seq_len)
     if is_main_process() and cfg.progress:
-        warning = budget_warning(seconds_per_step(trainee.model, cfg.batch_size, seq_len, device), minutes,
-                                 cfg.max_steps if cfg.max_steps is not None else math.inf, cfg.size, device)
-        if warning:
-            print(warning, file=sys.stderr)
+        _print_budget_warning(trainee.model, cfg, seq_len, minutes, device)
 
     def heldout_loss(_: int | None = None) -> float:
         """The EMA weights' held-out ELBO (mdlm) or exact next-token NLL (ar), nats/token."""
