@@ -22,6 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .model import TransformerDenoiser
+from .sampling import check_temperature
 
 
 def check_autoregressive(model: TransformerDenoiser) -> None:
@@ -66,8 +67,7 @@ def sample(
     """Ancestral sampling x_l ~ softmax(logits_l / T), one position at a time (seq_len forward passes;
     categorical draws in float64)."""
     check_autoregressive(model)
-    if not (isinstance(temperature, (int, float)) and temperature > 0):
-        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+    temperature = check_temperature(temperature)
     device = next(model.parameters()).device
     x = torch.zeros(num_samples, seq_len, dtype=torch.long)
     for position in range(seq_len):
