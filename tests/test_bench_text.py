@@ -2,7 +2,7 @@
 whole command on tiny runs (summary, JSON, decoded samples of every row), and the cache of the dequantised
 evaluator (keyed by the file's contents, written atomically).
 
-Planted bugs (tests/PLANTED_BUGS.md, BT1-BT6)."""
+Planted bugs (tests/PLANTED_BUGS.md, BT1-BT9)."""
 
 from __future__ import annotations
 
@@ -199,6 +199,7 @@ def test_a_changed_file_of_the_same_size_gets_a_new_entry(tmp_path: Path) -> Non
 
 
 def test_a_failed_conversion_leaves_no_entry_and_no_partial_directory(tmp_path: Path) -> None:
+    """Planted bug BT9: the conversion written straight into the entry (an interrupted load leaves a half entry)."""
     model = tmp_path / "model.gguf"
     model.write_bytes(b"abc" * 100)
     root = tmp_path / "cache"
