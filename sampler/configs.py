@@ -440,7 +440,7 @@ class TextBenchConfig:
     bootstrap: int = 100  # replicates of the n-gram JS standard errors
     seed: int = 0
     threads: int = 1
-    device: str = "cpu"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     include: tuple[str, ...] = ()
     smoke: bool = False
     out: str = "runs/text-bench"

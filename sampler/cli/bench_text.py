@@ -5,7 +5,6 @@ torch import)."""
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 from typing import Any
 
@@ -61,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "held-out sample), added before the table and plots: a bench run in parts (default: none)")
     add_seed_argument(parser, d.seed, "sampler and held-out seed")
     add_threads_argument(parser)
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (the runs and the evaluator)")
+    parser.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N (the runs and the evaluator)")
     parser.add_argument("--smoke", action="store_true",
                         help="offline check of the whole path in under a minute: a tiny corpus, teacher, AR model, student "
                              "and random evaluator made in a temporary directory (no download; the figures mean nothing)")
@@ -134,5 +133,5 @@ def run(args: argparse.Namespace, config: TextBenchConfig, backend: Any) -> int:
         report = backend.text_bench(config, command=command_line(args))
     except (ValueError, FileNotFoundError) as err:
         return report_error("bench-text", err)  # type: ignore[arg-type]
-    print(json.dumps(report, indent=1, default=str) if args.json else summary_text(report))
+    print(backend.strict_json(report, indent=1) if args.json else summary_text(report))
     return 0
