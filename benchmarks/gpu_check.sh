@@ -5,6 +5,8 @@
 #   2. mcd verify --device cuda --quick             6. mcd sample (teacher and student)
 #   3. mcd train (bf16 autocast)                     7. mcd eval (exact source, paired rows, ELBO)
 #   4. mcd train --compile (torch.compile + bf16)    8. benchmarks/bench_coupling.py on the device
+#   9. the text path: mcd train on a byte-level text corpus (cpu-text size, L = 128), mcd sample of it, and
+#      mcd bench-text --smoke (tiny teacher, AR model, student and random evaluator trained and measured on the device)
 #   plus the cost of building a training batch on the CPU and copying it to the device.
 #
 # Each check prints one line "PASS|FAIL name (seconds)" and its throughput figures; the exit
@@ -15,7 +17,7 @@
 #   bash benchmarks/gpu_check.sh --dry-run       # print the commands only
 #
 # Environment: DEVICE (cuda), WORK (a new temporary directory), PYTHON (python), STEPS (300 teacher
-# steps), ROUND_STEPS (50 distillation steps per round, 3 rounds).
+# steps), ROUND_STEPS (50 distillation steps per round, 3 rounds), TEXT_STEPS (200 text teacher steps).
 set -u
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -24,6 +26,7 @@ DEVICE="${DEVICE:-cuda}"
 PYTHON="${PYTHON:-python}"
 STEPS="${STEPS:-300}"
 ROUND_STEPS="${ROUND_STEPS:-50}"
+TEXT_STEPS="${TEXT_STEPS:-200}"
 DRY_RUN=0
 if [ "${1:-}" = "--dry-run" ]; then DRY_RUN=1; fi
 if [ "$DRY_RUN" = 1 ]; then WORK="${WORK:-/tmp/gpu_check}"; else WORK="${WORK:-$(mktemp -d /tmp/gpu_check.XXXXXX)}"; fi
@@ -85,6 +88,17 @@ check eval $CLI eval --device "$DEVICE" --ckpt "$WORK/teacher" --steps 64 8 --nu
 show eval "validation ELBO|^model" 4
 check bench-coupling "$PYTHON" benchmarks/bench_coupling.py --device "$DEVICE" --repeats 10
 show bench-coupling "^threshold|^uniform" 4
+# The text path: a corpus written here (the machine may be offline), a byte-level teacher trained on it, samples
+# decoded from the checkpoint alone, and the whole text benchmark at smoke size on the device.
+TEXT_CORPUS="$WORK/text-corpus.txt"
+check text-corpus "$PYTHON" -c "import sys; from pathlib import Path; from sampler.run.text_bench import smoke_corpus; smoke_corpus(Path(sys.argv[1]), num_lines=4000)" "$TEXT_CORPUS"
+check train-text $CLI train --device "$DEVICE" --data "text:$TEXT_CORPUS?tokenizer=byte" --size cpu-text --seq-len 128 --out "$WORK/text-teacher" --max-steps "$TEXT_STEPS" --batch-size 64 --no-progress
+rate "$WORK/text-teacher"
+check sample-text $CLI sample --device "$DEVICE" --ckpt "$WORK/text-teacher" --steps 64 --num 64 --out "$WORK/text-samples.jsonl"
+show sample-text "tokens/s" 1
+check bench-text-smoke $CLI bench-text --smoke --device "$DEVICE" --out "$WORK/text-bench"
+show bench-text-smoke "written:|steps " 8
+
 check batch-cost "$PYTHON" - "$DEVICE" <<'EOF'
 # What one teacher training batch costs to build on the CPU (the data and masking generators are CPU
 # generators, so runs are reproducible across devices) and to copy to the device (sampler.train.teacher).

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from theory.checks import check_dt, check_step_count
 from theory.checks import check_int as _check_int
 
-from .names import DIVERGENCES, PRESETS
+from .names import DIVERGENCES, PRESETS, check_evaluator_name
 
 LEGACY_NAMES = {"ema": "ema_decay", "steps": "max_steps"}  # name in checkpoints before issue 9 -> name now
 METHODS: tuple[str, ...] = ("mcd", "baseline", "shadow")
@@ -406,3 +406,97 @@ class SampleConfig(InferenceConfig):
     final_greedy: bool = False
     prefix: str | None = None
     prefix_ids: str | None = None
+
+
+TEXT_BENCH_STEPS: tuple[int, ...] = (1024, 256, 64, 16, 8, 4)  # the teacher's ancestral step counts by default
+TEXT_BENCH_TEMPERATURES: tuple[float, ...] = (0.8, 0.9, 1.0)
+RECALL_ESTIMATORS: tuple[str, ...] = ("plain", "smc")
+
+
+@dataclass(kw_only=True)
+class TextBenchConfig:
+    """What `mcd bench-text` measures (sampler.run.text_bench; each field's meaning in sampler.cli.bench_text).
+
+    `students` are "PATH" or "PATH:STEPS" specs; `confidence_steps=None` means the same as `steps`; `smoke` replaces
+    the runs, corpus, evaluator and sizes by tiny ones made in a temporary directory (`validate` then checks only
+    the settings that the smoke keeps: out, threads, device, seed)."""
+
+    teacher: str | None = None
+    ar: str | None = None
+    students: tuple[str, ...] = ()
+    data: str | None = None
+    evaluator: str = "smollm2"
+    steps: tuple[int, ...] = TEXT_BENCH_STEPS
+    confidence_steps: tuple[int, ...] | None = None
+    temperatures: tuple[float, ...] = TEXT_BENCH_TEMPERATURES
+    num: int = 64
+    recall_temperature: float = 1.0
+    recall_num: int = 16
+    recall_ks: tuple[int, ...] = (1, 4, 16)
+    recall_estimator: str = "plain"
+    recall_max_steps: int | None = None
+    heldout_num: int = 1024
+    nll_num: int = 256
+    bootstrap: int = 100  # replicates of the n-gram JS standard errors
+    seed: int = 0
+    threads: int = 1
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    include: tuple[str, ...] = ()
+    smoke: bool = False
+    out: str = "runs/text-bench"
+
+    def validate(self) -> "TextBenchConfig":
+        """ValueError naming the option, before any work (torch-free); returns self."""
+        if not self.smoke:
+            if self.teacher is None or self.data is None:
+                raise ValueError("--teacher and --data are required (or pass --smoke)")
+            for option, path in [("--teacher", self.teacher), ("--ar", self.ar),
+                                 *[("--student", spec_path(spec)) for spec in self.students],
+                                 *[("--include", path) for path in self.include]]:
+                if path is not None and not Path(path).exists():
+                    raise ValueError(f"{option} {path!r} does not exist")
+            check_evaluator_name(self.evaluator)
+        for name, minimum in (("num", 2), ("recall_num", 2), ("heldout_num", 2), ("nll_num", 2), ("threads", 1),
+                              ("bootstrap", 2)):
+            _check_int(getattr(self, name), f"--{name.replace('_', '-')}", minimum)  # >= 2: a standard error
+        self._validate_lists()
+        if self.recall_estimator not in RECALL_ESTIMATORS:
+            raise ValueError(f"--recall-estimator must be one of {RECALL_ESTIMATORS}, got {self.recall_estimator!r}")
+        _check_int(self.seed, "--seed", 0)
+        if self.recall_max_steps is not None:
+            _check_int(self.recall_max_steps, "--recall-max-steps", 1)
+        return self
+
+    def _validate_lists(self) -> None:
+        if not self.recall_ks:
+            raise ValueError("--recall-ks must list at least one k")
+        for name in ("steps", "recall_ks", "confidence_steps"):
+            values = getattr(self, name) or ()
+            for value in values:
+                _check_int(value, f"--{name.replace('_', '-')}", 1)
+        if any(b != 4 * a for a, b in zip(self.recall_ks, self.recall_ks[1:])):
+            raise ValueError(f"--recall-ks must each be 4 times the one before, got {list(self.recall_ks)}")
+        if not self.temperatures:
+            raise ValueError("--temperatures must list at least one temperature")
+        for t in (*self.temperatures, self.recall_temperature):
+            if not (t > 0 and math.isfinite(t)):
+                raise ValueError(f"--temperatures / --recall-temperature must be positive and finite, got {t}")
+        for spec in self.students:
+            student_steps(spec)
+
+
+def spec_path(spec: str) -> str:
+    """The run directory of a student spec "PATH" or "PATH:STEPS"."""
+    head, _, tail = spec.rpartition(":")
+    return head if head and tail.isdigit() else spec
+
+
+def student_steps(spec: str) -> int | None:
+    """The STEPS of a student spec "PATH:STEPS" (None for "PATH": its distillation's target steps);
+    ValueError naming --student for STEPS < 1."""
+    head, _, tail = spec.rpartition(":")
+    if not (head and tail.isdigit()):
+        return None
+    if int(tail) < 1:
+        raise ValueError(f"--student {spec!r}: STEPS must be a positive integer")
+    return int(tail)

@@ -1,4 +1,5 @@
-"""benchmarks/text_bench.py: the cost counter, the matched-entropy interpolation, and the whole `--smoke` path.
+"""The text benchmark (sampler.run.text_bench, `mcd bench-text`): the cost counter, the matched-entropy
+interpolation, and the whole `--smoke` path through the command line.
 
 Expected values are worked out by hand here (forward passes of a sampler whose calls are known, a straight-line
 frontier), not by the benchmark's own path.  Planted bugs (tests/PLANTED_BUGS.md, TB1-TB3): counting calls
@@ -14,8 +15,9 @@ import pytest
 import torch
 
 from sampler.autoregressive import sample as ar_sample
+from sampler.cli import main as mcd
 from sampler.model import DenoiserConfig, TransformerDenoiser
-from benchmark_module import load_benchmark
+from sampler.run import text_bench
 from teacher_fixtures import strict_json_loads
 
 pytest.importorskip("transformers")
@@ -23,7 +25,7 @@ pytest.importorskip("tokenizers")
 
 
 def _bench():
-    return load_benchmark("text_bench")
+    return text_bench
 
 
 def test_the_cost_counter_counts_rows_and_positions_of_the_ar_sampler():
@@ -66,9 +68,11 @@ def _finite(value) -> bool:
 
 
 @pytest.mark.slow
-def test_smoke_runs_the_whole_text_path_offline(tmp_path):
+def test_smoke_runs_the_whole_text_path_offline(tmp_path, capsys):
     bench = _bench()
-    report = bench.main(["--smoke", "--out", str(tmp_path)])
+    assert mcd(["bench-text", "--smoke", "--out", str(tmp_path)]) == 0
+    summary = capsys.readouterr().out
+    assert "[smoke" in summary and f"written: {tmp_path / 'text_bench.md'}" in summary and "next:" in summary
     on_disk = strict_json_loads((tmp_path / "text_bench.json").read_text())
     assert on_disk["smoke"] is True and on_disk["rows"][0]["sampler"] == "heldout"
     for plot in on_disk["plots"]:
@@ -107,15 +111,18 @@ def test_smoke_runs_the_whole_text_path_offline(tmp_path):
     for model in ("teacher_elbo", "ar_exact"):
         assert _finite(on_disk["heldout_nll"][model]["per_char"]) and on_disk["heldout_nll"][model]["per_token"] > 0
     text = (tmp_path / "text_bench.md").read_text()
-    assert "## Gen PPL at matched entropy" in text and "## Samples" in text and report["evaluator"] in text
+    assert "## Gen PPL at matched entropy" in text and "## Samples" in text and on_disk["evaluator"] in text
+    assert on_disk["command"] == f"mcd bench-text --smoke --out {tmp_path}"
 
 
 def test_included_rows_must_come_from_the_same_measurement(tmp_path):
-    import argparse
     import json
+    from dataclasses import replace
+
+    from sampler.configs import TextBenchConfig
 
     bench = _bench()
-    args = argparse.Namespace(data="shakespeare", num=8, seed=0, recall_num=4, recall_temperature=1.0)
+    args = TextBenchConfig(data="shakespeare", num=8, seed=0, recall_num=4, recall_temperature=1.0)
     earlier = {"data": "shakespeare", "num": 8, "seed": 0, "seq_len": 16, "evaluator": "ev", "recall_num": 4,
                "recall_temperature": 1.0, "target_entropy": {"value": 2.5},
                "rows": [{"sampler": "heldout"}, {"sampler": "ar", "steps": 16}]}
@@ -125,6 +132,6 @@ def test_included_rows_must_come_from_the_same_measurement(tmp_path):
     assert rows == [{"sampler": "ar", "steps": 16, "included_from": str(path)}]
     for changed in (dict(num=16), dict(seed=1)):
         with pytest.raises(ValueError, match="--include"):
-            bench.included_rows(str(path), argparse.Namespace(**{**vars(args), **changed}), "ev", 16, 2.5)
+            bench.included_rows(str(path), replace(args, **changed), "ev", 16, 2.5)
     with pytest.raises(ValueError, match="target_entropy"):  # another held-out sample
         bench.included_rows(str(path), args, "ev", 16, 2.6)

@@ -78,3 +78,5 @@ def test_gpu_check_script_commands_parse_and_cover_every_cuda_path():
     assert {("verify", False, False), ("train", False, False), ("train", True, False), ("distill", False, False),
             ("distill", False, True), ("sample", False, False), ("eval", False, False)} <= seen
     assert "-k cuda" in result.stdout and "bench_coupling.py --device cuda" in result.stdout
+    assert any(argv[0] == "train" and "--data" in argv and argv[argv.index("--data") + 1].startswith("text:") for argv in commands)
+    assert ["bench-text", "--smoke"] == [argv for argv in commands if argv[0] == "bench-text"][0][:2]

@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("sampler.cli.eval", "measure sample quality: exact NLL, entropy, ELBO, generative perplexity"),
     "distill": ("sampler.cli.distill", "masked consistency distillation of a teacher into a few-step student"),
     "bench-distill": ("sampler.cli.bench_distill", "distillation arms against the teacher and exact-denoiser frontiers, on two axes"),
+    "bench-text": ("sampler.cli.bench_text", "the text benchmark: gen PPL at matched entropy, recall and cost of every sampler of a text teacher"),
     "fetch": ("sampler.cli.fetch", "download the Shakespeare corpus or the SmolLM2 evaluator into the cache directory"),
 }
 

