@@ -1,6 +1,6 @@
 """Names, file names and presets that the command line offers before any torch import: the model size presets, the
-divergences, the run-file names and the evaluator LMs' names (`check_evaluator_name`).  `sampler.model` and `sampler.losses` read them from here (torch-free, so `mcd` can check its
-arguments in well under a second)."""
+divergences, the run-file names and the evaluator LMs' names (`check_evaluator_name`).  `sampler.model` and
+`sampler.losses` read them from here (torch-free, so `mcd` can check its arguments in well under a second)."""
 
 from __future__ import annotations
 

