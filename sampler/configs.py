@@ -394,29 +394,17 @@ class InferenceConfig:
     no_cache: bool = False  # call the network at every sampling step
     threads: int | None = 1  # CPU torch threads
 
-    def output_path(self, default_name: str) -> Path:
-        """`out`, or `default_name` next to the checkpoint (in the run directory, or beside its .safetensors file)."""
-        if self.out:
-            return Path(self.out)
-        ckpt = Path(self.ckpt)
-        return (ckpt if ckpt.is_dir() else ckpt.parent) / default_name
-
-
-@dataclass(kw_only=True)
-class SampleConfig(InferenceConfig):
-    """What `mcd sample` draws (see sampler.cli.sample for each field's meaning)."""
-
-    steps: int = 256
-    num: int = 16
-    seq_len: int | None = None
-    temperature: float = 1.0
-    final_greedy: bool = False
-    prefix: str | None = None
-    prefix_ids: str | None = None
+    output_name: ClassVar[str] = ""  # a command's default output file name, formatted with the config's fields
 
     def output_file(self) -> Path:
-        """--out, or RUN/samples-<steps>steps-seed<seed>.jsonl next to the checkpoint."""
-        return self.output_path(f"samples-{self.steps}steps-seed{self.seed}.jsonl")
+        """`out`, or `output_name` (its {fields} filled in) next to the checkpoint: in the run directory, or beside
+        its .safetensors file."""
+        if self.out:
+            return Path(self.out)
+        if not self.output_name:
+            raise ValueError(f"{type(self).__name__} has no default output name: give out")
+        ckpt = Path(self.ckpt)
+        return (ckpt if ckpt.is_dir() else ckpt.parent) / self.output_name.format(**asdict(self))
 
 
 DEFAULT_EVAL_STEPS: list[int] = [1024, 256, 64, 16, 8, 4]  # mcd eval's step counts
@@ -434,6 +422,8 @@ def check_recall_k(max_k: Any, name: str = "recall_k") -> int:
 class EvalConfig(InferenceConfig):
     """What `mcd eval` measures (see sampler.cli.eval for each field's meaning)."""
 
+    output_name: ClassVar[str] = "eval-seed{seed}.json"  # the report's default name next to the checkpoint
+
     steps: list[int] = field(default_factory=lambda: list(DEFAULT_EVAL_STEPS))
     num: int = 256
     temperatures: list[float] = field(default_factory=lambda: [1.0])
@@ -445,10 +435,6 @@ class EvalConfig(InferenceConfig):
     recall_tolerance: float | None = 0.01  # stop raising k once |change k/4 -> k| + 2 SE <= this (None: go to recall_k)
     cost_repeats: int = 3  # one-thread timed draws per row (the median is reported)
     data: str | None = None  # the corpus of a text or n-gram run, named by the user (a path in the checkpoint is never read)
-
-    def output_file(self) -> Path:
-        """--out, or RUN/eval-seed<seed>.json next to the checkpoint."""
-        return self.output_path(f"eval-seed{self.seed}.json")
 
     def validate(self) -> None:
         """ValueError naming the command-line argument of any bad field (torch-free: `mcd eval` checks before
@@ -584,3 +570,19 @@ class BenchConfig:
         check_recall_k(self.recall_k, "recall_k")
         if self.recall_tolerance is not None and not (self.recall_tolerance > 0 and math.isfinite(self.recall_tolerance)):
             raise ValueError(f"recall_tolerance must be positive and finite, got {self.recall_tolerance!r}")
+
+
+@dataclass(kw_only=True)
+class SampleConfig(InferenceConfig):
+    """What `mcd sample` draws (see sampler.cli.sample for each field's meaning)."""
+
+    output_name: ClassVar[str] = "samples-{steps}steps-seed{seed}.jsonl"  # the samples' default name next to the checkpoint
+
+    steps: int = 256
+    num: int = 16
+    seq_len: int | None = None
+    temperature: float = 1.0
+    final_greedy: bool = False
+    prefix: str | None = None
+    prefix_ids: str | None = None
+
