@@ -585,4 +585,3 @@ class SampleConfig(InferenceConfig):
     final_greedy: bool = False
     prefix: str | None = None
     prefix_ids: str | None = None
-
