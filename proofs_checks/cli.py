@@ -1,6 +1,7 @@
 """`mcd verify`: run every claim of the duality (sympy + Monte Carlo) with its mutants and write
 report.md, report.json and PNG plots.  Exit status 0 iff every claim passes and every mutant is
-caught; 1 otherwise; 2 for bad arguments (e.g. --device cuda without a GPU)."""
+caught; 1 otherwise; 2 for bad arguments (e.g. --device cuda without a GPU).  The arguments and the output
+directory are checked before the back-end (proofs_checks.backend: torch and the claims) is imported."""
 
 from __future__ import annotations
 
@@ -33,34 +34,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
-def run(args: Any) -> int:
-    import torch
+BACKEND = "proofs_checks.backend"  # imported by the dispatcher after `check`
 
-    from .report import mutants_phrase, write_report
-    from .suite import resolve_device, run_suite
 
+def check(args: Any) -> Any:
+    """The output directory checked writable (torch-free); ValueError naming --out otherwise."""
+    return check_output_path(args.out, kind="dir", name="--out")
+
+
+def run(args: Any, out: Any, backend: Any) -> int:
     try:
-        resolve_device(args.device)
+        backend.resolve_device(args.device)
     except ValueError as err:
         print(f"mcd verify: error: {err}", file=sys.stderr)
         return 2
+    backend.apply_threads(args.threads)
     try:
-        check_output_path(args.out, kind="dir", name="--out")
+        result = backend.run_suite(seed=args.seed, quick=args.quick, device=args.device, claim_ids=args.claims,
+                                   with_mutants=not args.no_mutants, progress=not args.no_progress)
     except ValueError as err:
         print(f"mcd verify: error: {err}", file=sys.stderr)
         return 2
-    torch.set_num_threads(args.threads)
-    try:
-        result = run_suite(seed=args.seed, quick=args.quick, device=args.device, claim_ids=args.claims,
-                           with_mutants=not args.no_mutants, progress=not args.no_progress)
-    except ValueError as err:
-        print(f"mcd verify: error: {err}", file=sys.stderr)
-        return 2
-    paths = write_report(result, args.out)
+    paths = backend.write_report(result, args.out)
     failed = [c.claim.id for c in result.claims if not c.passed]
     survived = [m.mutant.name for m in result.mutants if not m.caught]
     print(f"{sum(c.passed for c in result.claims)}/{len(result.claims)} claims pass, "
-          f"{mutants_phrase(result)}, "
+          f"{backend.mutants_phrase(result)}, "
           f"{result.total_draws:,} draws, {result.seconds:.1f} s; report: {paths['markdown']}")
     if failed:
         print(f"failing claims: {failed}", file=sys.stderr)

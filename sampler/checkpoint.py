@@ -35,6 +35,7 @@ from theory import MaskSchedule
 from .data import get_source
 from .model import DenoiserConfig, TransformerDenoiser
 from .names import CHECKPOINT_FILE, CONFIG_FILE  # noqa: F401  (the run directory's file names, re-exported)
+from .rundir import checkpoint_path  # noqa: F401  (torch-free for the command line; re-exported)
 
 FORMAT_VERSION = 2
 TENSORS_ONLY_DIGEST_VERSION = 1  # format_version whose digest covers the tensors only
@@ -51,12 +52,6 @@ class DiskFullError(OSError, ValueError):
 
 class ShadowCheckpointError(CheckpointError):
     """A shadow student's checkpoint handed to the plain (noise-free) loader."""
-
-
-def checkpoint_path(run_dir: str | os.PathLike) -> Path:
-    """RUN/checkpoint.safetensors; a path that already names a .safetensors file is kept."""
-    path = Path(run_dir)
-    return path if path.suffix == ".safetensors" else path / CHECKPOINT_FILE
 
 
 def tensor_digest(tensors: dict[str, Tensor]) -> str:

@@ -20,11 +20,11 @@ means "the run's recorded seed" on a resume and 0 for a new run.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from theory.checks import check_dt, check_step_count
+from theory.checks import check_dt, check_seed, check_step_count
 from theory.checks import check_int as _check_int
 
 from .names import DIVERGENCES, PRESETS, check_evaluator_name
@@ -394,10 +394,189 @@ class InferenceConfig:
     no_cache: bool = False  # call the network at every sampling step
     threads: int | None = 1  # CPU torch threads
 
+    output_name: ClassVar[str] = ""  # a command's default output file name, formatted with the config's fields
+
+    def output_file(self) -> Path:
+        """`out`, or `output_name` (its {fields} filled in) next to the checkpoint: in the run directory, or beside
+        its .safetensors file."""
+        if self.out:
+            return Path(self.out)
+        if not self.output_name:
+            raise ValueError(f"{type(self).__name__} has no default output name: give out")
+        ckpt = Path(self.ckpt)
+        return (ckpt if ckpt.is_dir() else ckpt.parent) / self.output_name.format(**asdict(self))
+
+
+DEFAULT_EVAL_STEPS: list[int] = [1024, 256, 64, 16, 8, 4]  # mcd eval's step counts
+
+
+def check_recall_k(max_k: Any, name: str = "recall_k") -> int:
+    """`max_k` as an int that is a power of 4 (1, 4, 16, 64, ...): the k levels go up by factors of 4."""
+    max_k = _check_int(max_k, name, 1)
+    if 4 ** round(math.log(max_k, 4)) != max_k:
+        raise ValueError(f"{name} must be a power of 4 (1, 4, 16, 64, 256, 1024, ...), got {max_k}")
+    return max_k
+
+
+@dataclass(kw_only=True)
+class EvalConfig(InferenceConfig):
+    """What `mcd eval` measures (see sampler.cli.eval for each field's meaning)."""
+
+    output_name: ClassVar[str] = "eval-seed{seed}.json"  # the report's default name next to the checkpoint
+
+    steps: list[int] = field(default_factory=lambda: list(DEFAULT_EVAL_STEPS))
+    num: int = 256
+    temperatures: list[float] = field(default_factory=lambda: [1.0])
+    evaluator: str = "auto"
+    elbo_num: int = 512
+    elbo_draws: int = 4
+    oracle: bool = False
+    recall_k: int = 64  # the largest k of the recall estimate (a power of 4; 0: no recall)
+    recall_tolerance: float | None = 0.01  # stop raising k once |change k/4 -> k| + 2 SE <= this (None: go to recall_k)
+    cost_repeats: int = 3  # one-thread timed draws per row (the median is reported)
+    data: str | None = None  # the corpus of a text or n-gram run, named by the user (a path in the checkpoint is never read)
+
+    def validate(self) -> None:
+        """ValueError naming the command-line argument of any bad field (torch-free: `mcd eval` checks before
+        it imports its back-end)."""
+        if not self.steps:
+            raise ValueError("--steps must list at least one step count")
+        for steps in self.steps:
+            _check_int(steps, "--steps", 1)
+        for name in ("batch_size", "elbo_num", "elbo_draws", "cost_repeats"):
+            _check_int(getattr(self, name), f"--{name.replace('_', '-')}", 1)
+        _check_int(self.num, "--num", 2)  # two samples at least: a standard error
+        if self.threads is not None:
+            _check_int(self.threads, "--threads", 1)
+        if not self.temperatures:
+            raise ValueError("--temperatures must list at least one temperature")
+        for temperature in self.temperatures:
+            if isinstance(temperature, bool) or not (temperature > 0 and math.isfinite(temperature)):
+                raise ValueError(f"--temperatures must be positive and finite, got {temperature}")
+        check_seed(self.seed, "--seed")
+        if self.recall_k != 0:
+            check_recall_k(self.recall_k, "--recall-k")
+        if self.recall_tolerance is not None and not (self.recall_tolerance > 0 and math.isfinite(self.recall_tolerance)):
+            raise ValueError(f"--recall-tolerance must be positive and finite, got {self.recall_tolerance}")
+        if self.evaluator not in ("auto", "none"):
+            check_evaluator_name(self.evaluator)
+
+
+# mcd bench-distill: the built-in arms (sampler.run.arms registers them) with their paper cut (start, target steps;
+# None: the bench's own --start-steps/--target-steps), so `--arms` is checked before torch loads
+BUILTIN_ARM_CUTS: dict[str, tuple[int, int] | None] = {
+    "mcd": None, "baseline": None, "mcd-fkl": None, "baseline-fkl": None, "mcd-noce": None, "more-training": None,
+    "mcd-equal-compute": None, "paper-1024-64": (1024, 64), "paper-256-16": (256, 16),
+    "paper-baseline-1024-64": (1024, 64), "paper-baseline-256-16": (256, 16), "shadow-soft": None, "shadow-hard": None,
+    "shadow-causal": None, "paper-shadow-1024-64": (1024, 64), "paper-shadow-256-16": (256, 16),
+}
+BENCH_DEFAULT_ARMS: tuple[str, ...] = ("mcd", "baseline", "mcd-noce", "mcd-fkl", "more-training", "mcd-equal-compute")
+BENCH_EVAL_STEPS: tuple[int, ...] = (64, 16, 8, 4)
+BENCH_SMOKE_EVAL_STEPS: tuple[int, ...] = (16, 4, 1)
+
+
+def check_arm_names(names: Any, arm_cuts: dict[str, tuple[int, int] | None]) -> tuple[str, ...]:
+    """The arm names as a tuple without repeats; ValueError naming --arms on an empty list or a name not in `arm_cuts`."""
+    if isinstance(names, str) or not names:
+        raise ValueError(f"--arms must be a non-empty list of arm names, got {names!r}")
+    unknown = [n for n in names if n not in arm_cuts]
+    if unknown:
+        raise ValueError(f"--arms: unknown arm(s) {unknown}; known: {sorted(arm_cuts)}")
+    return tuple(dict.fromkeys(names))
+
+
+@dataclass
+class BenchConfig:
+    """What `mcd bench-distill` runs (see sampler.cli.bench_distill and sampler.run.bench); `smoke_config` the
+    settings of `--smoke`.  `validate_settings` checks every field that needs no torch."""
+
+    out: str = "runs/bench-distill"
+    teacher: str | None = None  # reuse this teacher run instead of training one in OUT/teacher
+    teacher_minutes: float | None = 10.0
+    teacher_steps: int | None = None
+    teacher_size: str = "tiny"
+    seq_len: int | None = None
+    arms: tuple[str, ...] = BENCH_DEFAULT_ARMS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    start_steps: int = 64
+    target_steps: int = 8
+    steps_per_round: int = 100
+    batch_size: int = 64
+    lr: float = 3e-4
+    divergence: str = "reverse_kl"
+    temperature: bool = False  # teacher-temperature schedule during distillation (off: no built-in sharpening)
+    coupling: str = "threshold"
+    eval_steps: tuple[int, ...] = BENCH_EVAL_STEPS
+    temperatures: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1)  # teacher and oracle sweeps (must hold 1.0)
+    num_samples: int = 256
+    heldout: int = 64
+    k: int = 4  # the recall anchors' reveal patterns
+    recall_k: int = 64  # the largest k of each row's recall (a power of 4)
+    recall_tolerance: float | None = 0.01  # stop raising k once |change k/4 -> k| + 2 SE <= this
+    cost_repeats: int = 3  # one-thread timed draws per row (median wall time per sample)
+    ngram_orders: tuple[int, ...] = (1, 2, 3)
+    num_bootstrap: int = 100
+    z: float = 2.0
+    check_samples: int = 0  # teacher samples of the fewest-vs-most-steps check (0: those of the table)
+    check_anchors: bool = False
+    teacher_lr: float = 1e-3
+    teacher_batch_size: int = 64
+    sample_seed: int = 1234
+    device: str = "cpu"
+    progress: bool = True
+    smoke: bool = False
+
+    @classmethod
+    def smoke_config(cls, out: str, **overrides: Any) -> "BenchConfig":
+        base = dict(
+            out=out, teacher_minutes=None, teacher_steps=400, teacher_lr=3e-3, teacher_batch_size=32, seq_len=32,
+            arms=("mcd", "baseline", "mcd-noce", "more-training", "shadow-soft", "shadow-causal"), seeds=(0,), start_steps=8, target_steps=4,
+            steps_per_round=4, batch_size=16, eval_steps=BENCH_SMOKE_EVAL_STEPS, temperatures=(0.8, 1.0, 1.25),
+            num_samples=256, heldout=32, k=2, recall_k=4, recall_tolerance=None, cost_repeats=1, num_bootstrap=20,
+            check_anchors=True,
+            progress=False, smoke=True,
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    def validate_settings(self, arm_cuts: dict[str, tuple[int, int] | None] = BUILTIN_ARM_CUTS) -> None:
+        """ValueError naming the argument for any setting that is wrong in itself (torch-free): the arms (known in
+        `arm_cuts`, each arm's rounds reachable), seeds, step counts, sizes, temperatures, recall and cost settings,
+        learning rates and batch sizes.  sampler.run.bench.validate adds the checks that need the teacher."""
+        self.arms = check_arm_names(self.arms, arm_cuts)
+        for name in self.arms:
+            round_step_counts(*(arm_cuts[name] or (self.start_steps, self.target_steps)))
+        if not self.seeds:
+            raise ValueError("seeds must name at least one training seed")
+        for seed in self.seeds:
+            check_seed(seed, "seeds")
+        for name, values in (("eval_steps", self.eval_steps), ("ngram_orders", self.ngram_orders)):
+            if not values:
+                raise ValueError(f"{name} must not be empty")
+            for value in values:
+                _check_int(value, name, 1)
+        for name in ("k", "num_bootstrap", "cost_repeats", "batch_size", "teacher_batch_size", "steps_per_round"):
+            _check_int(getattr(self, name), name, 1)
+        for name in ("heldout", "num_samples"):
+            _check_int(getattr(self, name), name, 2)
+        if 1.0 not in self.temperatures or not all(t > 0 and math.isfinite(t) for t in self.temperatures):
+            raise ValueError(f"temperatures must be positive and hold 1.0, got {self.temperatures!r}")
+        if len(set(self.temperatures)) != len(self.temperatures):
+            raise ValueError(f"temperatures must be distinct, got {self.temperatures!r}")
+        for name in ("z", "lr", "teacher_lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        check_recall_k(self.recall_k, "recall_k")
+        if self.recall_tolerance is not None and not (self.recall_tolerance > 0 and math.isfinite(self.recall_tolerance)):
+            raise ValueError(f"recall_tolerance must be positive and finite, got {self.recall_tolerance!r}")
+
 
 @dataclass(kw_only=True)
 class SampleConfig(InferenceConfig):
     """What `mcd sample` draws (see sampler.cli.sample for each field's meaning)."""
+
+    output_name: ClassVar[str] = "samples-{steps}steps-seed{seed}.jsonl"  # the samples' default name next to the checkpoint
 
     steps: int = 256
     num: int = 16

@@ -10,6 +10,8 @@
 - `check_output_path(path, kind, name)`: ValueError naming the argument when an output directory or
   file cannot be written (a file where a directory is wanted or the reverse, an unwritable parent),
   so a command fails before its minutes of work instead of after.
+- `check_checkpoint_present(run_dir)`: ValueError naming --ckpt when a run directory holds no checkpoint file.
+- `cache_dir()`: where downloads and derived files are cached ($LATENT_SHADOWS_CACHE or ~/.cache/latent-shadows).
 """
 
 from __future__ import annotations
@@ -137,4 +139,35 @@ def check_output_path(path: str | os.PathLike, kind: str = "dir", name: str = "-
     return target
 
 
-__all__ = ["LOCK_FILE", "RunDirBusy", "run_dir_lock", "check_output_path"]
+def checkpoint_path(run_dir: str | os.PathLike) -> Path:
+    """RUN/checkpoint.safetensors; a path that already names a .safetensors file is kept."""
+    path = Path(run_dir)
+    return path if path.suffix == ".safetensors" else path / CHECKPOINT_FILE
+
+
+def check_checkpoint_present(run_dir: str | os.PathLike, name: str = "--ckpt") -> Path:
+    """The checkpoint file of `run_dir` (checkpoint_path); ValueError naming `name` when there is none.  Nothing is
+    read: the command line checks this before torch loads, and the loader checks the file itself."""
+    path = checkpoint_path(run_dir)
+    if not path.is_file():
+        raise ValueError(f"{name}={str(run_dir)!r}: no checkpoint at {str(path)!r} (expected a run directory holding "
+                         f"{CHECKPOINT_FILE}, or that file)")
+    return path
+
+
+def cache_dir() -> Path:
+    """The cache directory: $LATENT_SHADOWS_CACHE, else ~/.cache/latent-shadows; ValueError naming
+    LATENT_SHADOWS_CACHE when that path (or a folder above it) is a file."""
+    root = os.environ.get("LATENT_SHADOWS_CACHE")
+    path = Path(root).expanduser() if root else Path.home() / ".cache" / "latent-shadows"
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                label = f"LATENT_SHADOWS_CACHE={str(path)!r}" if root else f"the cache directory {str(path)!r}"
+                what = "is a file" if folder == path else f"cannot be a directory: {str(folder)!r} is a file"
+                raise ValueError(f"{label} {what}; point LATENT_SHADOWS_CACHE at a directory")
+            break
+    return path
+
+
+__all__ = ["LOCK_FILE", "RunDirBusy", "run_dir_lock", "check_output_path", "checkpoint_path", "check_checkpoint_present", "cache_dir"]

@@ -34,6 +34,19 @@ def test_every_option_has_help_with_its_default_once(name: str) -> None:
     assert not [option for option, text in options if "(default: None)" in text]
 
 
+@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+def test_every_optional_option_that_takes_a_value_states_its_default(name: str) -> None:
+    """An option a user may leave out says what happens then (a value, or in words what None means); flags and
+    required options have nothing to state.  Planted bug: a None default whose help says nothing about it (the
+    formatter adds no "(default: ...)" for None), e.g. --heldout's "the bench's own" without the number."""
+    parser = subcommand_parser(name)
+    formatter = parser._get_formatter()
+    silent = [action.option_strings[-1] for action in parser._actions
+              if action.option_strings and action.nargs != 0 and not action.required
+              and "default" not in formatter._expand_help(action)]
+    assert silent == [], f"mcd {name}: options that do not state their default: {silent}"
+
+
 def test_full_help_renders_for_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     from sampler.cli import main
 

@@ -4,6 +4,7 @@ seed means on hand-made comparisons."""
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -226,8 +227,7 @@ def test_a_signal_that_stops_one_training_stops_the_bench(tmp_path: Path, monkey
         raise StoppedBySignal("stopped by a signal while training X")
 
     monkeypatch.setattr("sampler.run.bench.bench", stopped_bench)
-    monkeypatch.setattr("sampler.cli.bench_distill.config_from_args", lambda args: config)
-    assert cli_run(argparse.Namespace(threads=1)) == 130
+    assert cli_run(argparse.Namespace(threads=1), config, sys.modules["sampler.run.bench"]) == 130
 
 
 def test_a_teacher_run_stopped_by_a_signal_is_not_recorded_as_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,20 +1,21 @@
-"""`mcd eval`: arguments -> EvalConfig -> sampler.run.eval.evaluate_checkpoint."""
+"""`mcd eval`: arguments -> EvalConfig -> sampler.run.eval.evaluate_checkpoint (BACKEND, imported by the dispatcher
+only once the arguments, the config and the output path are checked: an argument error costs no torch import)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from dataclasses import fields
-from pathlib import Path
+from typing import Any
 
-from ..run.eval import DEFAULT_STEPS, EvalConfig, evaluate_checkpoint, write_json
-from ..rundir import check_output_path
+from ..configs import DEFAULT_EVAL_STEPS, EvalConfig
+from ..rundir import check_checkpoint_present, check_output_path
 from ._common import add_inference_arguments, add_seed_argument, int_at_least, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="run directory written by `mcd train` (or its .safetensors file)")
-    parser.add_argument("--steps", type=positive_int, nargs="+", default=DEFAULT_STEPS, help="ancestral step counts")
+    parser.add_argument("--steps", type=positive_int, nargs="+", default=DEFAULT_EVAL_STEPS, help="ancestral step counts")
     parser.add_argument("--num", type=int_at_least(2), default=256, help="samples per (temperature, steps)")
     parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0],
                         help="sampling temperatures; several trace the NLL-entropy frontier")
@@ -37,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cost-repeats", type=positive_int, default=3,
                         help="timed one-thread draws per row (the median wall time per sample is reported)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    parser.add_argument("--out", default=None, help="JSON report (default RUN/eval-seed<seed>.json)")
+    parser.add_argument("--out", default=None, help="JSON report (default: RUN/eval-seed<seed>.json)")
     add_inference_arguments(parser)
 
 
@@ -45,19 +46,25 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     return EvalConfig(**{f.name: getattr(args, f.name) for f in fields(EvalConfig)})
 
 
-def run(args: argparse.Namespace) -> int:
+BACKEND = "sampler.run.eval"  # evaluate_checkpoint, imported by the dispatcher after `check`
 
-    ckpt = Path(args.ckpt)
-    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / f"eval-seed{args.seed}.json"
+
+def check(args: argparse.Namespace) -> EvalConfig:
+    """The config of these arguments, validated with its output path (torch-free); ValueError naming the argument."""
+    config = config_from_args(args)
+    config.validate()
+    check_output_path(config.output_file(), kind="file", name="--out")
+    check_checkpoint_present(config.ckpt)
+    return config
+
+
+def run(args: argparse.Namespace, config: EvalConfig, backend: Any) -> int:
+    out = config.output_file()
     try:
-        check_output_path(out, kind="file", name="--out")
-        report = evaluate_checkpoint(config_from_args(args), stream=sys.stdout,
-                                     progress=not getattr(args, "no_progress", False))
+        report = backend.evaluate_checkpoint(config, stream=sys.stdout, progress=not args.no_progress)
     except (ValueError, FileNotFoundError) as err:
         print(f"mcd eval: error: {err}", file=sys.stderr)
         return 2
-    write_json(out, report)
+    backend.write_json(out, report)
     print(f"wrote {out}")
     return 0
-
-

@@ -5,39 +5,40 @@
 
 Both land in the cache directory, $LATENT_SHADOWS_CACHE or else ~/.cache/latent-shadows
 (corpora/shakespeare, evaluators/smollm2); what is already there is not fetched again.  On a
-machine without network, copy those folders into its cache directory.
+machine without network, copy those folders into its cache directory.  The names and the cache directory
+are checked before the back-end (sampler.run.fetch, which loads torch) is imported.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Any
 
-from ..data.text import CorpusUnavailableError, cache_dir, fetch_shakespeare
-from ..quality.gen_perplexity import EvaluatorUnavailableError, locate_smollm2_gguf
+from ..rundir import cache_dir, check_output_path
 
-FETCHABLE = ("shakespeare", "smollm2")
+FETCHABLE = ("shakespeare", "smollm2")  # what sampler.run.fetch.fetch knows
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", nargs="+", choices=FETCHABLE, help="what to fetch into the cache directory")
+    parser.add_argument("what", nargs="+", choices=FETCHABLE, help="what to fetch into the cache directory: " + ", ".join(FETCHABLE))
 
 
-def run(args: argparse.Namespace) -> int:
+BACKEND = "sampler.run.fetch"  # fetch, imported by the dispatcher after `check`
 
-    try:
-        print(f"cache directory: {cache_dir()}", file=sys.stderr)
-    except ValueError as err:  # LATENT_SHADOWS_CACHE names a file
-        print(f"mcd fetch: error: {err}", file=sys.stderr)
-        return 2
+
+def check(args: argparse.Namespace) -> Path:
+    """The cache directory, checked writable (torch-free); ValueError naming LATENT_SHADOWS_CACHE otherwise."""
+    return check_output_path(cache_dir(), kind="dir", name="the cache directory (LATENT_SHADOWS_CACHE)")
+
+
+def run(args: argparse.Namespace, cache: Path, backend: Any) -> int:
+    print(f"cache directory: {cache}", file=sys.stderr)
     for name in args.what:
         try:
-            if name == "shakespeare":
-                files = fetch_shakespeare()
-                print(f"shakespeare: {len(files)} play texts in {files[0].parent}")
-            else:
-                print(f"smollm2: {locate_smollm2_gguf()}")
-        except (CorpusUnavailableError, EvaluatorUnavailableError) as err:
+            print(backend.fetch(name))
+        except backend.UNAVAILABLE as err:
             print(f"mcd fetch: error: {err}", file=sys.stderr)
             return 2
     return 0

@@ -17,6 +17,7 @@ from dataclasses import fields
 from typing import Any
 
 from ..configs import SampleConfig
+from ..rundir import check_checkpoint_present, check_output_path
 from ._common import add_inference_arguments, add_seed_argument, positive_int
 
 
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default=None, help="text prompt, encoded with the source's tokenizer (default: none)")
     parser.add_argument("--prefix-ids", default=None, help="prompt as token ids, e.g. '3,1,4' (default: none)")
     add_seed_argument(parser, 0, "sampler seed")
-    parser.add_argument("--out", default=None, help="JSONL output (default RUN/samples-<steps>steps-seed<seed>.jsonl)")
+    parser.add_argument("--out", default=None, help="JSONL output (default: RUN/samples-<steps>steps-seed<seed>.jsonl)")
     add_inference_arguments(parser)
 
 
@@ -48,6 +49,8 @@ def check(args: argparse.Namespace) -> SampleConfig:
         raise ValueError(f"--temperature must be a positive finite number, got {config.temperature}")
     if config.prefix is not None and config.prefix_ids is not None:
         raise ValueError("give --prefix or --prefix-ids, not both")
+    check_output_path(config.output_file(), kind="file", name="--out")
+    check_checkpoint_present(config.ckpt)
     return config
 
 

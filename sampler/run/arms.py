@@ -50,6 +50,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ..configs import BUILTIN_ARM_CUTS, check_arm_names
 from ..checkpoint import CheckpointError, checkpoint_path, load_checkpoint, load_source
 from ..data import DataSource
 from ..protocols import Denoiser, NoiseConditionedDenoiser, Schedule
@@ -252,13 +253,8 @@ def register(arm: Arm) -> Arm:
 
 
 def check_arms(names: Any) -> tuple[str, ...]:
-    """The arm names as a tuple; ValueError naming --arms on an empty list or an unknown name."""
-    if isinstance(names, str) or not names:
-        raise ValueError(f"--arms must be a non-empty list of arm names, got {names!r}")
-    unknown = [n for n in names if n not in ARMS]
-    if unknown:
-        raise ValueError(f"--arms: unknown arm(s) {unknown}; known: {sorted(ARMS)}")
-    return tuple(dict.fromkeys(names))
+    """The arm names as a tuple; ValueError naming --arms on an empty list or a name not registered."""
+    return check_arm_names(names, {name: arm.cut for name, arm in ARMS.items()})
 
 
 for _arm in (
@@ -298,3 +294,7 @@ for _arm in (
         compare_to=("paper-256-16", "paper-baseline-256-16"), load=load_shadow, sample=noise_shared, recall=recall_bound_per_sequence),
 ):
     register(_arm)
+
+
+if {name: arm.cut for name, arm in ARMS.items()} != BUILTIN_ARM_CUTS:  # the command line checks --arms against that table
+    raise RuntimeError("sampler.configs.BUILTIN_ARM_CUTS must list every built-in arm with its cut")

@@ -57,23 +57,25 @@ from ..protocols import Denoiser, NoiseConditionedDenoiser, Schedule
 from ..quality.compare import dominance
 from ..quality.fidelity import check_ngram_orders
 from ..quality.recall_convergence import converged
-from ..quality.two_axis import check_recall_k, recall_bound_per_sequence, recall_summary, recall_with_diagnostic, two_axis_metrics
+from ..quality.two_axis import recall_bound_per_sequence, recall_summary, recall_with_diagnostic, two_axis_metrics
 from ..cost import sampler_cost
 from ..rundir import check_output_path, run_dir_lock
 from ..train import TrainConfig, train
-from ..train.distill import round_step_counts
 from ..train.loop import StoppedBySignal
 from ..train.runtime import check_training_memory
-from ..device import pick_device
+from ..device import apply_threads, pick_device  # noqa: F401  (apply_threads: for mcd bench-distill's --threads)
 from ..model import DenoiserConfig
 from ..confidence import confidence_recall_per_sequence, confidence_sample
 from ..floor_denoisers import ScheduledTemperatureDenoiser, TopPDenoiser
 from ..quality.envelope import lower_envelope
-from .arms import ARMS, ancestral, check_arms, load_student
+from .arms import ARMS, ancestral, load_student
 
-DEFAULT_EVAL_STEPS = (64, 16, 8, 4)
-SMOKE_EVAL_STEPS = (16, 4, 1)
-DEFAULT_ARMS = ("mcd", "baseline", "mcd-noce", "mcd-fkl", "more-training", "mcd-equal-compute")
+# BenchConfig and its --smoke settings are defined torch-free for the command line (sampler.configs); re-exported here
+from ..configs import BENCH_DEFAULT_ARMS as DEFAULT_ARMS  # noqa: F401
+from ..configs import BENCH_EVAL_STEPS as DEFAULT_EVAL_STEPS  # noqa: F401
+from ..configs import BENCH_SMOKE_EVAL_STEPS as SMOKE_EVAL_STEPS  # noqa: F401
+from ..configs import BenchConfig
+
 ANCHOR_STEPS = 2**16  # "many more steps than tokens": two tokens share a step with probability ~ L²/(2·N) per pattern
 PAPER_CUT = 16  # the paper's step reduction
 ANCHOR_SEQUENCES = 8  # held-out sequences of the anchors
@@ -82,101 +84,16 @@ FLOOR_TOP_P = (0.95,)  # top-p truncations of the exact marginals in the floor
 FLOOR_ARMS = ("oracle", "floor")  # the per-token-independent floor rows: the exact denoiser's families
 
 
-@dataclass
-class BenchConfig:
-    out: str = "runs/bench-distill"
-    teacher: str | None = None  # reuse this teacher run instead of training one in OUT/teacher
-    teacher_minutes: float | None = 10.0
-    teacher_steps: int | None = None
-    teacher_size: str = "tiny"
-    seq_len: int | None = None
-    arms: tuple[str, ...] = DEFAULT_ARMS
-    seeds: tuple[int, ...] = (0, 1, 2)
-    start_steps: int = 64
-    target_steps: int = 8
-    steps_per_round: int = 100
-    batch_size: int = 64
-    lr: float = 3e-4
-    divergence: str = "reverse_kl"
-    temperature: bool = False  # teacher-temperature schedule during distillation (off: no built-in sharpening)
-    coupling: str = "threshold"
-    eval_steps: tuple[int, ...] = DEFAULT_EVAL_STEPS
-    temperatures: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1)  # teacher and oracle sweeps (must hold 1.0)
-    num_samples: int = 256
-    heldout: int = 64
-    k: int = 4  # the recall anchors' reveal patterns
-    recall_k: int = 64  # the largest k of each row's recall (a power of 4)
-    recall_tolerance: float | None = 0.01  # stop raising k once |change k/4 -> k| + 2 SE <= this
-    cost_repeats: int = 3  # one-thread timed draws per row (median wall time per sample)
-    ngram_orders: tuple[int, ...] = (1, 2, 3)
-    num_bootstrap: int = 100
-    z: float = 2.0
-    check_samples: int = 0  # teacher samples of the fewest-vs-most-steps check (0: those of the table)
-    check_anchors: bool = False
-    teacher_lr: float = 1e-3
-    teacher_batch_size: int = 64
-    sample_seed: int = 1234
-    device: str = "cpu"
-    progress: bool = True
-    smoke: bool = False
-
-    @classmethod
-    def smoke_config(cls, out: str, **overrides: Any) -> "BenchConfig":
-        base = dict(
-            out=out, teacher_minutes=None, teacher_steps=400, teacher_lr=3e-3, teacher_batch_size=32, seq_len=32,
-            arms=("mcd", "baseline", "mcd-noce", "more-training", "shadow-soft", "shadow-causal"), seeds=(0,), start_steps=8, target_steps=4,
-            steps_per_round=4, batch_size=16, eval_steps=SMOKE_EVAL_STEPS, temperatures=(0.8, 1.0, 1.25),
-            num_samples=256, heldout=32, k=2, recall_k=4, recall_tolerance=None, cost_repeats=1, num_bootstrap=20,
-            check_anchors=True,
-            progress=False, smoke=True,
-        )
-        base.update(overrides)
-        return cls(**base)
-
-
 def validate(config: BenchConfig) -> None:
-    """ValueError naming the argument, before any training or sampling."""
-
-    config.arms = check_arms(config.arms)
-    for arm in (ARMS[name] for name in config.arms):
-        round_step_counts(*arm.start_target(config))
-    if not config.seeds:
-        raise ValueError("seeds must name at least one training seed")
-    for name, values in (("eval_steps", config.eval_steps), ("ngram_orders", config.ngram_orders)):
-        if not values:
-            raise ValueError(f"{name} must not be empty")
-        for s in values:
-            if isinstance(s, bool) or not isinstance(s, int) or s < 1:
-                raise ValueError(f"{name} must be positive integers (>= 1), got {s!r}")
-    for name in ("k", "heldout", "num_samples", "num_bootstrap"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name in ("heldout", "num_samples") else 1):
-            raise ValueError(f"{name} must be an int >= {2 if name in ('heldout', 'num_samples') else 1}, got {value!r}")
-    if 1.0 not in config.temperatures or not all(t > 0 and math.isfinite(t) for t in config.temperatures):
-        raise ValueError(f"temperatures must be positive and hold 1.0, got {config.temperatures!r}")
-    if len(set(config.temperatures)) != len(config.temperatures):
-        raise ValueError(f"temperatures must be distinct, got {config.temperatures!r}")
-    if not config.z > 0:
-        raise ValueError(f"z must be positive, got {config.z!r}")
-    check_recall_k(config.recall_k, "recall_k")
-    if config.recall_tolerance is not None and not (config.recall_tolerance > 0 and math.isfinite(config.recall_tolerance)):
-        raise ValueError(f"recall_tolerance must be positive and finite, got {config.recall_tolerance!r}")
-    if isinstance(config.cost_repeats, bool) or not isinstance(config.cost_repeats, int) or config.cost_repeats < 1:
-        raise ValueError(f"cost_repeats must be an int >= 1, got {config.cost_repeats!r}")
+    """ValueError naming the argument, before any training or sampling: the settings (against the live arm
+    registry, which may hold arms registered at run time) and the training settings."""
+    config.validate_settings({name: arm.cut for name, arm in ARMS.items()})
     _validate_training(config)
 
 
 def _validate_training(config: BenchConfig) -> None:
-    """The training settings, checked before the teacher is trained: learning rates, batch sizes, and for a
-    teacher trained in OUT the n-gram orders against its sequences and one training step's memory."""
-    for name in ("lr", "teacher_lr"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    for name in ("batch_size", "teacher_batch_size", "steps_per_round"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    """The training settings that need the teacher or torch, checked before the teacher is trained: for a teacher
+    trained in OUT the n-gram orders against its sequences, and one training step's memory."""
     if config.teacher is not None:  # its n-gram orders are checked against its source (check_source) before any work
         described = load_checkpoint(config.teacher)[1].get("model_config")
         if not isinstance(described, dict):

@@ -30,7 +30,6 @@ import math
 import sys
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,34 +56,18 @@ from ..data import (
 from ..device import autocast_denoiser
 from ..losses import elbo_weight
 from ..protocols import Denoiser, Schedule, reads_shadow_noise
-from ..quality.gen_perplexity import check_evaluator_name, load_evaluator, require_text_extra
+from ..quality.gen_perplexity import load_evaluator, require_text_extra
 from ..cost import sampler_cost
-from ..quality.two_axis import check_recall_k, recall_summary, recall_with_diagnostic
+from ..quality.two_axis import recall_summary, recall_with_diagnostic
 from ..sampling import ancestral_sample
 from ..shadow.recall import shadow_recall_unavailable
 from ..shadow.student import check_argmax_temperature
-from .open import InferenceConfig, OpenedRun, open_for_inference
+from ..configs import DEFAULT_EVAL_STEPS as DEFAULT_STEPS  # noqa: F401  (re-exported)
+from ..configs import EvalConfig  # noqa: F401  (defined torch-free for the command line; re-exported)
+from .open import OpenedRun, open_for_inference
 
-DEFAULT_STEPS = [1024, 256, 64, 16, 8, 4]
 # what `mcd eval` reports only on a source with exact likelihood (else in report["unavailable"], with the reason)
 EXACT_LIKELIHOOD_ROWS = ("entropy_rate", "nll_per_token", "excess", "nll_paired_vs_max_steps", "elbo_gap")
-
-
-@dataclass(kw_only=True)
-class EvalConfig(InferenceConfig):
-    """What `mcd eval` measures (see sampler.cli.eval for each field's meaning)."""
-
-    steps: list[int] = field(default_factory=lambda: list(DEFAULT_STEPS))
-    num: int = 256
-    temperatures: list[float] = field(default_factory=lambda: [1.0])
-    evaluator: str = "auto"
-    elbo_num: int = 512
-    elbo_draws: int = 4
-    oracle: bool = False
-    recall_k: int = 64  # the largest k of the recall estimate (a power of 4; 0: no recall)
-    recall_tolerance: float | None = 0.01  # stop raising k once |change k/4 -> k| + 2 SE <= this (None: go to recall_k)
-    cost_repeats: int = 3  # one-thread timed draws per row (the median is reported)
-    data: str | None = None  # the corpus of a text or n-gram run, named by the user (a path in the checkpoint is never read)
 
 
 def validation_elbo_per_sequence(
@@ -120,29 +103,9 @@ def validation_elbo_per_sequence(
 
 
 def _check_args(args: EvalConfig) -> None:
-    if not args.steps:
-        raise ValueError("--steps must list at least one step count")
-    for steps in args.steps:
-        if steps < 1:
-            raise ValueError(f"--steps must be >= 1, got {steps}")
-    for name in ("num", "batch_size", "elbo_num", "elbo_draws"):
-        value = getattr(args, name)
-        if value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if args.num < 2:
-        raise ValueError(f"--num must be >= 2 for standard errors, got {args.num}")
-    for temperature in args.temperatures:
-        if not (temperature > 0 and math.isfinite(temperature)):
-            raise ValueError(f"--temperatures must be positive and finite, got {temperature}")
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
-    if args.recall_k != 0:
-        check_recall_k(args.recall_k, "--recall-k")
-    if args.recall_tolerance is not None and not (args.recall_tolerance > 0 and math.isfinite(args.recall_tolerance)):
-        raise ValueError(f"--recall-tolerance must be positive and finite, got {args.recall_tolerance}")
-    check_int(args.cost_repeats, "--cost-repeats", 1)
+    """The config's own checks (EvalConfig.validate, torch-free) and the optional extra a named evaluator needs."""
+    args.validate()
     if args.evaluator not in ("auto", "none"):
-        check_evaluator_name(args.evaluator)
         require_text_extra()
 
 

@@ -46,11 +46,8 @@ def parse_prefix(prefix: str | None, prefix_ids: str | None, source: Any, vocab_
 
 
 def sample_output_path(args: SampleConfig) -> Path:
-    """--out, or RUN/samples-<steps>steps-seed<seed>.jsonl next to the checkpoint."""
-    if args.out:
-        return Path(args.out)
-    ckpt = Path(args.ckpt)
-    return (ckpt if ckpt.is_dir() else ckpt.parent) / f"samples-{args.steps}steps-seed{args.seed}.jsonl"
+    """--out, or RUN/samples-<steps>steps-seed<seed>.jsonl next to the checkpoint (SampleConfig.output_file)."""
+    return args.output_file()
 
 
 def sample_from_checkpoint(args: SampleConfig) -> dict[str, Any]:
