@@ -29,13 +29,13 @@ COST_NOTE = ("Cost: with every default this is a long run (hours on one CPU thre
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TextBenchConfig()
     parser.description = (parser.description or "") + ". " + COST_NOTE
-    parser.add_argument("--teacher", default=None, help="the text teacher's run directory (mcd train); required unless --smoke")
+    parser.add_argument("--teacher", default=None, help="the text teacher's run directory (mcd train); required unless --smoke (default: none; --smoke trains a tiny one)")
     parser.add_argument("--ar", default=None, help="the autoregressive reference's run directory (mcd train --objective ar; default: no AR row)")
     parser.add_argument("--student", dest="students", action="append", default=None, metavar="RUN[:STEPS]",
                         help="a distilled student (any checkpoint kind: MCD, baseline, shadow), sampled at STEPS "
                              "or, without :STEPS, at the target steps in its config.json; repeatable (default: no student rows)")
     parser.add_argument("--data", default=None, help="the corpus spec the teacher was trained on, e.g. shakespeare or "
-                        "text:PATH?tokenizer=byte; its split 'valid' is the held-out text (required unless --smoke)")
+                        "text:PATH?tokenizer=byte; its split 'valid' is the held-out text (required unless --smoke; default: none; --smoke writes a tiny corpus)")
     parser.add_argument("--evaluator", default=d.evaluator, help="evaluator LM: smollm2 (downloaded once, ~93 MB), a local "
                         ".gguf file or a local Hugging Face directory")
     parser.add_argument("--steps", type=positive_int, nargs="*", default=list(d.steps),
