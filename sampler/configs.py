@@ -529,10 +529,10 @@ class BenchConfig:
     @classmethod
     def smoke_config(cls, out: str, **overrides: Any) -> "BenchConfig":
         base = dict(
-            out=out, teacher_minutes=None, teacher_steps=400, teacher_lr=3e-3, teacher_batch_size=32, seq_len=32,
+            out=out, teacher_minutes=None, teacher_steps=250, teacher_lr=3e-3, teacher_batch_size=32, seq_len=32,
             arms=("mcd", "baseline", "mcd-noce", "more-training", "shadow-soft", "shadow-causal"), seeds=(0,), start_steps=8, target_steps=4,
             steps_per_round=4, batch_size=16, eval_steps=BENCH_SMOKE_EVAL_STEPS, temperatures=(0.8, 1.0, 1.25),
-            num_samples=256, heldout=32, k=2, recall_k=4, recall_tolerance=None, cost_repeats=1, num_bootstrap=20,
+            num_samples=64, heldout=8, k=2, recall_k=4, recall_tolerance=None, cost_repeats=1, num_bootstrap=20,
             check_anchors=True,
             progress=False, smoke=True,
         )

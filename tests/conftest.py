@@ -20,3 +20,10 @@ torch.set_num_threads(1)
 settings.register_profile("ci", deadline=None, print_blob=True, derandomize=True)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under pytest-xdist (`-n 2`, what CI runs) the tests marked `slow` go first, so the two workers share the
+    long runs and no long run starts last on one worker while the other sits idle.  A plain run keeps file order."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order within each kind

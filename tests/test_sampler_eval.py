@@ -61,7 +61,9 @@ def test_eval_streams_rows_with_recall_k_cost_legend_and_footnotes(run_dir, caps
                           "--no-cache", "--no-progress", "--out", str(out))) == 0
     printed = capsys.readouterr().out.splitlines()
     header = next(i for i, line in enumerate(printed) if line.startswith("denoiser"))
-    assert all(len(line) <= 120 for line in printed)
+    # every line fits 120 columns but those quoting the run's path (as long as the path: under pytest-xdist
+    # tmp_path gains a popen-gw<N> folder and the checkpoint line passed 120)
+    assert all(len(line) <= 120 for line in printed if str(run_dir) not in line)
     assert printed.index(next(line for line in printed if line.startswith("legend:"))) > header + 4
     assert any("excess:" in line for line in printed) and any("Δ vs max:" in line for line in printed)
     report = strict_json_loads(out.read_text())

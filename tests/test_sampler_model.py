@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from jaxtyping import TypeCheckError
 from hypothesis import strategies as st
 
-from sampler.model import DenoiserConfig, TransformerDenoiser, apply_rotary, rotary_tables
+from sampler.model import DenoiserConfig, TransformerDenoiser, apply_rotary, rotary_tables, rotate_queries_keys
 
 K, L = 11, 12
 
@@ -82,6 +82,16 @@ def test_rotary_preserves_norm_and_relative_angle() -> None:
     dots = torch.einsum("d,ld->l", rq[0, 0, 2], rk[0, 0])  # i = 2 against all j
     dots_shift = torch.einsum("d,ld->l", rq[0, 0, 5], rk[0, 0])  # i = 5
     torch.testing.assert_close(dots[:5], dots_shift[3:8], atol=1e-5, rtol=1e-5)
+
+
+def test_rotating_queries_and_keys_in_place_is_apply_rotary_bit_for_bit() -> None:
+    """The attention's token-major rotation of q and k equals apply_rotary on the head-major views it replaced,
+    exactly (so a checkpoint's outputs did not move), and leaves the value slice out."""
+    cos, sin = rotary_tables(8, 6, 10000.0)
+    qkv = torch.randn(3, 8, 3, 2, 6, generator=torch.Generator().manual_seed(0))  # [B, L, q/k/v, H, D/H]
+    q, k, _ = qkv.permute(2, 0, 3, 1, 4)
+    rotated_q, rotated_k = rotate_queries_keys(qkv, cos, sin).permute(2, 0, 3, 1, 4)
+    assert torch.equal(rotated_q, apply_rotary(q, cos, sin)) and torch.equal(rotated_k, apply_rotary(k, cos, sin))
 
 
 def test_time_conditioning_uses_t_only_when_on() -> None:
