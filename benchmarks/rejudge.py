@@ -67,7 +67,7 @@ def rows_command(args: argparse.Namespace) -> None:
     if args.floor:
         oracle = ctx.source.denoiser(dtype=torch.float64)
         specs += [(SamplerSpec("floor", "floor", None, oracle, ancestral, True, recall_estimator=series), steps, temps)
-                  for steps, temps in FLOOR]
+                  for steps, temps in FLOOR if steps in args.floor_steps]
     for run in args.shadow:
         specs.append((SamplerSpec(Path(run).name, "shadow", _seed(run), load_shadow(Path(run), "cpu"), noise_shared,
                                   True, recall_estimator=series), STEPS, (1.0,)))
@@ -168,6 +168,8 @@ def main() -> None:
     rows = commands.add_parser("rows")
     rows.add_argument("--teacher", required=True)
     rows.add_argument("--floor", action="store_true")
+    rows.add_argument("--floor-steps", type=int, nargs="+", default=[steps for steps, _ in FLOOR],
+                      help="with --floor: only the floor rows at these step counts (4, 8)")
     rows.add_argument("--shadow", action="append", default=[])
     rows.add_argument("--ancestral", action="append", default=[])
     rows.add_argument("--num", type=int, default=512)
