@@ -39,6 +39,7 @@ from sampler.run.bench import BenchConfig, EvalContext, SamplerSpec, sampler_row
 FLOOR = ((4, (0.9, 0.95, 1.0, 1.05)), (8, (0.9, 1.0)))
 STEPS = 4
 Z = 3.0
+NO_RECALL = "not computed (--no-recall: the precision-and-cost pass)"
 
 
 def context(teacher: str, args: argparse.Namespace) -> EvalContext:
@@ -63,17 +64,18 @@ def series(ctx: EvalContext, denoiser: Any, steps: int, temperature: float) -> d
 def rows_command(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     ctx = context(args.teacher, args)
+    recall = None if args.no_recall else True  # None: precision, cost, fidelity only (recall "not computed")
     specs: list[tuple[SamplerSpec, int, tuple[float, ...]]] = []
     if args.floor:
         oracle = ctx.source.denoiser(dtype=torch.float64)
-        specs += [(SamplerSpec("floor", "floor", None, oracle, ancestral, True, recall_estimator=series), steps, temps)
+        specs += [(SamplerSpec("floor", "floor", None, oracle, ancestral, recall, NO_RECALL, series), steps, temps)
                   for steps, temps in FLOOR if steps in args.floor_steps]
     for run in args.shadow:
         specs.append((SamplerSpec(Path(run).name, "shadow", _seed(run), load_shadow(Path(run), "cpu"), noise_shared,
-                                  True, recall_estimator=series), STEPS, (1.0,)))
+                                  recall, NO_RECALL, series), STEPS, (1.0,)))
     for run in args.ancestral:
         specs.append((SamplerSpec(Path(run).name, Path(run).name.split("-")[0], _seed(run), load_student(Path(run), "cpu"),
-                                  ancestral, True, recall_estimator=series), STEPS, (1.0,)))
+                                  ancestral, recall, NO_RECALL, series), STEPS, (1.0,)))
     rows = []
     for spec, steps, temperatures in specs:
         for row in sampler_rows(ctx, spec, steps, temperatures):
@@ -97,6 +99,10 @@ def _remaining(row: dict[str, Any]) -> float:
 def _row_line(row: dict[str, Any]) -> str:
     """| sampler | steps | T | precision | recall | k | change k/4 -> k | remaining | ESS | fwd | ms | bigram JS |"""
     d, cost = row["recall_diagnostic"], row["cost"]
+    if d is None:
+        return (f"| {row['sampler']} | {row['steps']} | {row['temperature']:g} | {row['precision'][0]:.4f} ± "
+                f"{row['precision'][1]:.4f} | not computed | | | | | {cost['forward_equivalents']:.2f} | "
+                f"{1000 * cost['wall_s_per_sample']:.2f} | {_bigram_js(row):.4f} |")
     change = "—" if d["change"] is None or (isinstance(d["change"], float) and math.isnan(d["change"])) else \
         f"{d['change']:+.4f} ± {d['change_se']:.4f}"
     return (f"| {row['sampler']} | {row['steps']} | {row['temperature']:g} | {row['precision'][0]:.4f} ± "
@@ -115,9 +121,16 @@ def _pairs(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def against_envelope(student: dict[str, Any], floor: list[dict[str, Any]]) -> dict[str, Any]:
-    """(A): the student's recall minus the lower envelope of the floor rows of cost <= its own, at its precision."""
+    """(A): the student's recall minus the lower envelope of the floor rows of cost <= its own, at its precision;
+    without recall (the precision pass), the floor rows of cost <= its own that are more precise by > 3 paired SE."""
     cost = student["cost"]["forward_equivalents"]
     eligible = [r for r in floor if r["cost"]["forward_equivalents"] <= cost + 1e-9]
+    if student["recall"] is None or any(r["recall"] is None for r in eligible):
+        sharper = [f"{r['steps']} steps T={r['temperature']:g}: ΔP {d:+.4f} ± {se:.4f}" for r in eligible
+                   for d, se in [paired_difference(student["precision_per_sequence"], r["precision_per_sequence"])]
+                   if d > Z * se]
+        return {"envelope": "recall not computed", "gap": None, "passes": False, "why": "no recall",
+                "more_precise_floor_rows": sharper}
     envelope = lower_envelope([{**r, "precision": r["precision"][0], "recall": r["recall"][0]} for r in eligible])
     names = [f"{r['steps']} steps T={r['temperature']:g}" for r in envelope]
     gap = paired_frontier_gap(_pairs(student), [_pairs(r) for r in envelope]) if len(envelope) >= 2 else None
@@ -132,8 +145,11 @@ def against_envelope(student: dict[str, Any], floor: list[dict[str, Any]]) -> di
 def against_row(student: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     """(B): student − other on precision and recall (paired SE); recall counted only when both remaining < |Δ|."""
     dp, dp_se = paired_difference(student["precision_per_sequence"], other["precision_per_sequence"])
-    dr, dr_se = paired_difference(student["recall_per_sequence"], other["recall_per_sequence"])
-    determined = _remaining(student) < abs(dr) and _remaining(other) < abs(dr)
+    if student["recall"] is None or other["recall"] is None:
+        dr, dr_se, determined = math.nan, math.nan, False
+    else:
+        dr, dr_se = paired_difference(student["recall_per_sequence"], other["recall_per_sequence"])
+        determined = _remaining(student) < abs(dr) and _remaining(other) < abs(dr)
     return {"other": other["sampler"], "cost_ok": other["cost"]["forward_equivalents"] <= student["cost"]["forward_equivalents"],
             "precision": [dp, dp_se], "recall": [dr, dr_se], "recall_determined": determined,
             "passes": dp < -Z * dp_se and determined and dr < -Z * dr_se}
@@ -153,7 +169,9 @@ def judge_command(args: argparse.Namespace) -> None:
         verdicts.append(passes)
         gap = "beyond" if a["gap"] is None else f"{a['gap']:+.4f} ± {a['se']:.4f} ({a['gap'] / a['se']:+.1f} SE)"
         print(f"seed {student['seed']}: (A) envelope {a['envelope']}: gap {gap}, between {a.get('between')}, "
-              f"determined {a.get('determined')}, passes {a['passes']}")
+              f"determined {a.get('determined')}, passes {a['passes']}"
+              + (f"; floor rows of cost <= the student's more precise by > 3 SE: {a['more_precise_floor_rows']}"
+                 if "more_precise_floor_rows" in a else ""))
         for x in b:
             print(f"  (B) vs {x['other']} (cost <= student: {x['cost_ok']}): ΔP {x['precision'][0]:+.4f} ± "
                   f"{x['precision'][1]:.4f}, ΔR {x['recall'][0]:+.4f} ± {x['recall'][1]:.4f} "
@@ -176,6 +194,7 @@ def main() -> None:
     rows.add_argument("--heldout", type=int, default=64)
     rows.add_argument("--max-k", type=int, default=1024)
     rows.add_argument("--tolerance", type=float, default=0.005)
+    rows.add_argument("--no-recall", action="store_true", help="precision, cost, n-gram JS and KS only")
     rows.add_argument("--out", required=True)
     judge = commands.add_parser("judge")
     judge.add_argument("files", nargs="+")
