@@ -310,7 +310,9 @@ def test_causal_distill_round_trip_and_eval_reports_recall(tmp_path: Path, capsy
     assert torch.equal(student.causal.out.weight, tensors["ema.causal.out.weight"])
     report = evaluate_checkpoint(EvalConfig(ckpt=str(tmp_path / "causal"), steps=[2], num=4, elbo_num=4, device="cpu"))
     recall = report["results"][0]["recall"]
-    assert recall["k"] == 64 and recall["steps"] == 2 and 0 < recall["value"] < 50  # the default --recall-k
+    # the k-series as for any row: up to the default --recall-k 64, stopping from k = 4 on once remaining <= 0.01
+    assert recall["k"] in (4, 16, 64) and recall["steps"] == 2 and 0 < recall["value"] < 50
+    assert recall["k"] == 64 or recall["remaining"] <= 0.01
     assert recall["estimator"] == "sequential" and recall["remaining"] >= abs(recall["change"])
     assert "recall" in format_table(report)
     assert ShadowConfig.from_dict({"fourier_features": 8, "hidden": 128, "draft": True}).head == "input"

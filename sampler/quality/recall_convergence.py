@@ -9,6 +9,10 @@ mean is an upper bound on −log q_N(x)/L that tightens as k grows.  Two estimat
   Diagnostic: the ESS of the normalised weights of a group, as a fraction of k.
 - "smc": the particle filter over reveal steps of `recall_smc` with k particles, one fresh run per k.
   Diagnostic: the mean over steps 1..N−1 of the normalised ESS of the weights it resamples by.
+- "sequential": a causal shadow student's noise-shared sampler (`sampler.shadow.recall`): the pool holds, per
+  draw j, a reveal noise u_j from the sampler's law and the weight w_j = Π_l |I_l| of the category noise walked
+  step by step in reveal order, with E[w_j] = q_N(x); otherwise as "plain" (disjoint groups of one pool, ESS of
+  a group's normalised weights).
 
 `recall_versus_k` reports, per k in 1, 4, 16, ... (and further, while the change is larger than
 `tolerance`), the recall ± SE over held-out sequences, the change from k/4 with its paired SE (per-sequence
@@ -37,9 +41,11 @@ from sampler.quality.recall import (
 )
 from sampler.quality.recall_smc import normalised_ess, smc_log_likelihood
 from sampler.sampling import Denoiser, check_positive_int, check_temperature, time_grid
-from sampler.protocols import Schedule
+from sampler.protocols import Schedule, reads_shadow_noise
+from sampler.shadow.recall import shadow_pool_log_weights, shadow_recall_unavailable
 
-ESTIMATORS = ("plain", "smc")
+ESTIMATORS = ("plain", "smc", "sequential")
+POOLED = ("plain", "sequential")  # estimators that grow one pool of unbiased weights
 DEFAULT_KS = (1, 4, 16, 64, 256)
 
 
@@ -81,9 +87,9 @@ def level_entry(k: int, per_sequence: Float[Tensor, " B"], previous: Tensor | No
 
 def _level_values(estimator: str, k: int, pool: dict[str, Any], run: Callable[[int, int], Any],
                   seq_len: int) -> tuple[Tensor, float, float]:
-    """(per-sequence recall, ESS, seconds) at k: the plain pool grows to k patterns; SMC runs k particles."""
+    """(per-sequence recall, ESS, seconds) at k: a pooled estimator's pool grows to k draws; SMC runs k particles."""
     start = time.perf_counter()
-    if estimator == "plain":
+    if estimator in POOLED:
         if pool["log_weights"].shape[0] < k:
             fresh = run(k - pool["log_weights"].shape[0], k)
             pool["log_weights"] = torch.cat([pool["log_weights"], fresh])
@@ -105,9 +111,10 @@ def recall_versus_k(
     `remaining_change` > `tolerance` (when given) and k <= max_k.
 
     Returns {"estimator", "steps", "temperature", "levels": [level_entry ...], and the last level's "k",
-    "recall", "recall_se", "change", "change_se", "ess", "remaining", "per_sequence"}.  The plain pool and
-    each SMC run draw from torch.Generator seeded from `seed` (plain: seed; SMC at k: seed + k).
-    `smc_options` (twist, proposal, resampling) go to `recall_smc.smc_log_likelihood`.
+    "recall", "recall_se", "change", "change_se", "ess", "remaining", "per_sequence"}.  The pool and
+    each SMC run draw from torch.Generator seeded from `seed` (pool: seed; SMC at k: seed + k).
+    `smc_options` (twist, proposal, resampling) go to `recall_smc.smc_log_likelihood`.  "sequential" needs a
+    causal shadow student (and "plain"/"smc" a denoiser that does not read shadow noise), checked before any work.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
@@ -116,8 +123,9 @@ def recall_versus_k(
         raise ValueError(f"ks must be non-empty, each 4 times the one before, got {ks!r}")
     if tolerance is not None and not (isinstance(tolerance, (int, float)) and tolerance > 0):
         raise ValueError(f"tolerance must be a positive number or None, got {tolerance!r}")
-    if estimator == "plain" and smc_options:
-        raise ValueError(f"smc options {sorted(smc_options)} given for the plain estimator")
+    if estimator in POOLED and smc_options:
+        raise ValueError(f"smc options {sorted(smc_options)} given for the {estimator} estimator")
+    _check_estimator_fits(estimator, denoiser)
     temperature = check_temperature(temperature)
     mask_id = resolve_mask_id(denoiser, mask_id)
     generator = torch.Generator().manual_seed(seed)
@@ -126,6 +134,10 @@ def recall_versus_k(
     def run(count: int, k: int) -> Any:
         if estimator == "plain":
             return plain_log_weights(denoiser, schedule, heldout, num_patterns=count, generator=generator, **common)
+        if estimator == "sequential":
+            return shadow_pool_log_weights(denoiser, schedule, heldout, steps=steps, num_draws=count,
+                                           temperature=temperature, generator=generator, device=device,
+                                           batch_size=batch_size)
         return smc_log_likelihood(denoiser, schedule, heldout, particles=k,
                                   generator=torch.Generator().manual_seed(seed + k), **common, **smc_options)
 
@@ -142,39 +154,34 @@ def recall_versus_k(
             k *= 4
         else:
             break
-    if estimator == "plain":  # the pool grew: every level's groups over the final pool
-        _regroup_plain(levels, pool, heldout.shape[1])
+    if estimator in POOLED:  # the pool grew: every level's groups over the final pool
+        _regroup_pool(levels, pool, heldout.shape[1])
     last = levels[-1]
     return {"estimator": estimator, "steps": steps, "temperature": temperature, "levels": levels,
             **{key: last[key] for key in ("k", "recall", "recall_se", "change", "change_se", "ess", "per_sequence")},
             "remaining": remaining_change(last)}
 
 
-def _regroup_plain(levels: list[dict[str, Any]], pool: dict[str, Any], seq_len: int) -> None:
-    """Recompute every plain level from the final pool (more disjoint groups at the small k), in place."""
+def _check_estimator_fits(estimator: str, denoiser: Any) -> None:
+    """ValueError unless the estimator estimates `denoiser`'s own sampler: "sequential" for a causal shadow student
+    (`sampler.shadow.recall.shadow_recall_unavailable` gives the reason otherwise), "plain"/"smc" for a denoiser
+    that does not read shadow noise (a shadow student's law is not its noise-free conditionals')."""
+    if estimator == "sequential":
+        reason = shadow_recall_unavailable(denoiser)
+        if reason is not None:
+            raise ValueError(f"estimator 'sequential' needs a causal shadow student: {reason}")
+    elif reads_shadow_noise(denoiser):
+        raise ValueError(f"estimator {estimator!r} is for per-token-independent samplers; a shadow student reads "
+                         "its noise (use estimator='sequential' for a causal one)")
+
+
+def _regroup_pool(levels: list[dict[str, Any]], pool: dict[str, Any], seq_len: int) -> None:
+    """Recompute every pooled level from the final pool (more disjoint groups at the small k), in place."""
     previous = None
     for i, level in enumerate(levels):
         per_sequence, ess = grouped_bound(pool["log_weights"], level["k"], seq_len)
         levels[i] = level_entry(level["k"], per_sequence, previous, ess, level["seconds"])
         previous = per_sequence
-
-
-def report_from_pool(log_weights: Float[Tensor, "K B"], seq_len: int, estimator: str, steps: int,
-                     temperature: float) -> dict[str, Any]:
-    """The report of `recall_versus_k` from one fixed pool of K unbiased weights per sequence: levels at K/4 (the
-    4 disjoint groups) and K (one group), so the change K/4 -> K is paired on the same draws (K = 1: one level,
-    change NaN, remaining inf)."""
-    k = log_weights.shape[0]
-    ks = [k // 4, k] if k >= 4 else [k]
-    levels: list[dict[str, Any]] = []
-    for level_k in ks:
-        bound, ess = grouped_bound(log_weights, level_k, seq_len)
-        previous = levels[-1]["per_sequence"] if levels else None
-        levels.append(level_entry(level_k, bound, previous, ess, math.nan))
-    last = levels[-1]
-    return {"estimator": estimator, "steps": steps, "temperature": temperature, "levels": levels,
-            **{key: last[key] for key in ("k", "recall", "recall_se", "change", "change_se", "ess", "per_sequence")},
-            "remaining": remaining_change(last)}
 
 
 def remaining_change(report: dict[str, Any]) -> float:

@@ -32,7 +32,7 @@ from sampler.data.base import check_tokens
 from sampler.quality.fidelity import check_ngram_orders, ngram_fidelity, typicality
 from sampler.quality.recall import mean_and_se, recall_per_sequence, resolve_mask_id, reveal_probabilities
 from sampler.quality.recall_convergence import recall_versus_k
-from sampler.shadow.recall import shadow_recall_at_k, shadow_recall_per_sequence, shadow_recall_unavailable
+from sampler.shadow.recall import shadow_recall_per_sequence, shadow_recall_unavailable
 from sampler.sampling import Denoiser, check_positive_int, check_temperature
 from sampler.protocols import Schedule, reads_shadow_noise
 
@@ -163,23 +163,22 @@ def recall_with_diagnostic(
     max_k: int = 64, tolerance: float | None = None, seed: int = 0, mask_id: int | None = None, device: Any = "cpu",
     batch_size: int = 256,
 ) -> dict[str, Any]:
-    """Recall with its k and convergence diagnostic (the one recall dispatcher, like `recall_bound_per_sequence`):
+    """Recall with its k and convergence diagnostic (the one recall dispatcher, like `recall_bound_per_sequence`),
+    `recall_versus_k` at k = 1, 4, ... up to `max_k` (with `tolerance`: from k = 4 on it stops once
+    |change k/4 -> k| + 2 SE <= tolerance), on one growing pool of unbiased weights:
 
-    - an ancestral (per-token-independent) sampler: plain importance sampling over reveal patterns,
-      `recall_versus_k(estimator="plain")` at k = 1, 4, ... up to `max_k` (with `tolerance`: from k = 4 on it
-      stops once |change k/4 -> k| + 2 SE <= tolerance);
-    - a causal shadow student: the sequential bound at k = `max_k` and k/4 on the same draws
-      (`sampler.shadow.recall.shadow_recall_at_k`; `tolerance` does not apply).
+    - an ancestral (per-token-independent) sampler: plain importance sampling over reveal patterns
+      (estimator "plain");
+    - a causal shadow student: the sequential importance bound of its noise-shared sampler (estimator
+      "sequential", `sampler.shadow.recall`).
 
     Returns the `recall_versus_k` report: recall, recall_se, k, change, change_se, remaining, ess, estimator,
     per_sequence, levels.  Every random draw derives from `seed` (pairs across samplers and temperatures)."""
     max_k = check_recall_k(max_k, "max_k")
-    if reads_shadow_noise(denoiser):
-        return shadow_recall_at_k(denoiser, schedule, heldout, steps=steps, temperature=temperature, k=max_k,
-                                  generator=torch.Generator().manual_seed(seed), device=device, batch_size=batch_size)
+    estimator = "sequential" if reads_shadow_noise(denoiser) else "plain"
     first = min(max_k, 4) if tolerance is not None else max_k
     ks = [4 ** i for i in range(round(math.log(first, 4)) + 1)]
-    return recall_versus_k(denoiser, schedule, heldout, steps=steps, estimator="plain", temperature=temperature, ks=ks,
+    return recall_versus_k(denoiser, schedule, heldout, steps=steps, estimator=estimator, temperature=temperature, ks=ks,
                            tolerance=tolerance, max_k=max_k, seed=seed, mask_id=mask_id, device=device,
                            batch_size=batch_size)
 

@@ -215,8 +215,8 @@ def recall_rows(ctx: EvalContext, denoiser: Denoiser | NoiseConditionedDenoiser,
 def recall_report(ctx: EvalContext, denoiser: Denoiser | NoiseConditionedDenoiser, steps: int,
                   temperature: float) -> dict[str, Any]:
     """A sampler row's recall with its k and diagnostic (`two_axis.recall_with_diagnostic`, the one dispatcher: plain
-    importance sampling over reveal patterns up to k = recall_k, or a causal shadow student's sequential bound at k
-    and k/4); the draws are seeded by the sampler seed and `steps`, so every row at a step count pairs."""
+    importance sampling over reveal patterns, or a causal shadow student's sequential bound, at k = 1, 4, ... up to
+    recall_k); the draws are seeded by the sampler seed and `steps`, so every row at a step count pairs."""
     return recall_with_diagnostic(denoiser, ctx.schedule, ctx.heldout, steps=steps, temperature=temperature,
                                   max_k=ctx.config.recall_k, tolerance=ctx.config.recall_tolerance,
                                   seed=ctx.config.sample_seed * 7_919 + steps, device=ctx.config.device)

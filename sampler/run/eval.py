@@ -171,7 +171,7 @@ def _recall_row(denoiser: Any, schedule: Schedule, heldout: Tensor, args: EvalCo
                 temperature: float, device: Any) -> dict[str, Any]:
     """Recall of the row's sampler on the held-out true sequences with its k and diagnostic
     (`two_axis.recall_with_diagnostic`: plain importance sampling over reveal patterns up to k = args.recall_k, or
-    the causal shadow student's sequential bound at k and k/4), the patterns seeded by args.seed (every row pairs);
+    the causal shadow student's sequential bound, k = 1, 4, ... likewise), the patterns seeded by args.seed (every row pairs);
     {"unavailable": reason} for a shadow student without a tractable law."""
     if reads_shadow_noise(denoiser):
         reason = shadow_recall_unavailable(denoiser)

@@ -33,7 +33,6 @@ from torch import Tensor
 
 from sampler.data.base import check_tokens
 from sampler.quality.recall import bound_from_log_weights
-from sampler.quality.recall_convergence import report_from_pool
 from sampler.sampling import check_positive_int, check_temperature, time_grid
 from sampler.shadow.noise import ShadowNoise, quantile_interval, sample_shadow_noise, shadow_coupling
 from sampler.protocols import Schedule, reads_shadow_noise
@@ -150,22 +149,21 @@ def shadow_recall_per_sequence(
     return bound_from_log_weights(log_w, x.shape[1])
 
 
-def shadow_recall_at_k(
-    student: Any, schedule: Schedule, heldout: Int[Tensor, "B L"], *, steps: int, temperature: float = 1.0, k: int = 64,
-    generator: torch.Generator | None = None, device: Any = "cpu", batch_size: int = 256,
-) -> dict[str, Any]:
-    """The sequential bound at k with its convergence diagnostic, on one pool of k reveal-noise draws: the bound at
-    k (one group) and at k/4 (averaged over the 4 disjoint groups of the same draws), their paired change ± SE,
-    `remaining` = |change| + 2 SE and the ESS of the normalised weights (as a fraction of k), in the report
-    format of `sampler.quality.recall_convergence.recall_versus_k` (estimator "sequential")."""
+def shadow_pool_log_weights(
+    student: Any, schedule: Schedule, heldout: Int[Tensor, "B L"], *, steps: int, num_draws: int,
+    temperature: float = 1.0, generator: torch.Generator | None = None, device: Any = "cpu", batch_size: int = 256,
+) -> Float[Tensor, "k B"]:
+    """log w for `num_draws` fresh reveal noises per held-out x, drawn from the sampler's own law
+    (`sample_shadow_noise` with the student's reveal method), then the category noise walked by `shadow_log_weights`:
+    one more block of the pool that `sampler.quality.recall_convergence.recall_versus_k(estimator="sequential")`
+    averages over (E[w] = q_N(x) for every draw).  ValueError, before any work, where the bound does not apply."""
     reason = shadow_recall_unavailable(student)
     if reason is not None:
         raise ValueError(f"student has no sequential recall bound: {reason}")
-    k = check_positive_int(k, "k")
-    temperature = check_temperature(temperature)
+    num_draws = check_positive_int(num_draws, "num_draws")
     x = check_tokens(heldout, student.config.vocab_size, "heldout")
-    noise = sample_shadow_noise(k * x.shape[0], x.shape[1], schedule, student.config.vocab_size, student.config.mask_id,
-                                generator, method=student.reveal_method)
-    log_w = shadow_log_weights(student, schedule, x, noise.reveal.reshape(k, x.shape[0], x.shape[1]), steps=steps,
-                               temperature=temperature, generator=generator, device=device, batch_size=batch_size)
-    return report_from_pool(log_w, x.shape[1], "sequential", steps, temperature)
+    noise = sample_shadow_noise(num_draws * x.shape[0], x.shape[1], schedule, student.config.vocab_size,
+                                student.config.mask_id, generator, method=student.reveal_method)
+    return shadow_log_weights(student, schedule, x, noise.reveal.reshape(num_draws, x.shape[0], x.shape[1]),
+                              steps=steps, temperature=temperature, generator=generator, device=device,
+                              batch_size=batch_size)
