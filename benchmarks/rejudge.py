@@ -165,7 +165,8 @@ def judge_command(args: argparse.Namespace) -> None:
         others = [r for r in rows if r["arm"] in ("mcd", "baseline") and r["seed"] == student["seed"]]
         a = against_envelope(student, floor)
         b = [against_row(student, other) for other in others]
-        passes = a["passes"] and len(b) == 2 and all(x["passes"] for x in b)
+        # the rule: MCD and the baseline count only when they cost no more than the student (else: information)
+        passes = a["passes"] and len(b) == 2 and all(x["passes"] for x in b if x["cost_ok"])
         verdicts.append(passes)
         gap = "beyond" if a["gap"] is None else f"{a['gap']:+.4f} ± {a['se']:.4f} ({a['gap'] / a['se']:+.1f} SE)"
         print(f"seed {student['seed']}: (A) envelope {a['envelope']}: gap {gap}, between {a.get('between')}, "

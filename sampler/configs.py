@@ -660,6 +660,12 @@ class TextBenchConfig:
         for t in (*self.temperatures, self.recall_temperature):
             if not (t > 0 and math.isfinite(t)):
                 raise ValueError(f"--temperatures / --recall-temperature must be positive and finite, got {t}")
+        if self.recall_temperature not in self.temperatures:  # else no row would carry a recall
+            raise ValueError(f"--recall-temperature {self.recall_temperature} must be one of --temperatures "
+                             f"{list(self.temperatures)}")
+        if self.ar is not None and self.recall_temperature != 1.0:
+            raise ValueError(f"--recall-temperature must be 1 with --ar (the AR model's recall is its exact NLL at "
+                             f"T = 1), got {self.recall_temperature}")
         for spec in self.students:
             student_steps(spec)
 

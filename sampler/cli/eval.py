@@ -53,8 +53,8 @@ def check(args: argparse.Namespace) -> EvalConfig:
     """The config of these arguments, validated with its output path (torch-free); ValueError naming the argument."""
     config = config_from_args(args)
     config.validate()
-    check_output_path(config.output_file(), kind="file", name="--out")
     check_checkpoint_present(config.ckpt)
+    check_output_path(config.output_file(), kind="file", name="--out")
     return config
 
 

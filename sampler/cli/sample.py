@@ -49,8 +49,8 @@ def check(args: argparse.Namespace) -> SampleConfig:
         raise ValueError(f"--temperature must be a positive finite number, got {config.temperature}")
     if config.prefix is not None and config.prefix_ids is not None:
         raise ValueError("give --prefix or --prefix-ids, not both")
-    check_output_path(config.output_file(), kind="file", name="--out")
     check_checkpoint_present(config.ckpt)
+    check_output_path(config.output_file(), kind="file", name="--out")
     return config
 
 

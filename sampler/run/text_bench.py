@@ -375,6 +375,8 @@ def run_bench(config: TextBenchConfig) -> dict[str, Any]:
     seq_len = teacher.model.config.seq_len
     heldout = held_out(source, seq_len, config)
     per_char = tokens_per_character(source, heldout.law)
+    included = [entry for path in config.include  # checked against this run before any row is measured
+                for entry in included_rows(path, config, evaluator.name, seq_len, heldout.target_entropy)]
     rows = teacher_rows(teacher, config) + [student_row(spec, config, teacher, label)
                                             for spec, label in zip(config.students, student_labels(config.students))]
     if ar is not None:
@@ -382,8 +384,7 @@ def run_bench(config: TextBenchConfig) -> dict[str, Any]:
     entries = [heldout_entry(source, evaluator, heldout, config)]
     for row in rows:
         entries += measure_row(row, source, evaluator, heldout, config, per_char)
-    for path in config.include:
-        entries += included_rows(path, config, evaluator.name, seq_len, heldout.target_entropy)
+    entries += included
     return {
         "teacher": str(config.teacher), "ar": config.ar, "students": list(config.students), "data": config.data,
         "source": source.describe(), "seq_len": seq_len, "vocab_size": source.vocab_size, "evaluator": evaluator.name,
@@ -543,6 +544,8 @@ def text_bench(config: TextBenchConfig, command: str = "") -> dict[str, Any]:
         report = run_bench(measured)
     report["smoke"] = bool(config.smoke)
     report["command"] = command
+    report["plots"] = []
+    (out / "text_bench.json").write_text(strict_json(report, indent=1) + "\n")  # the measurements, saved first
     report["plots"] = write_plots(report, out)
     (out / "text_bench.json").write_text(strict_json(report, indent=1) + "\n")
     (out / "text_bench.md").write_text(format_markdown(report))
