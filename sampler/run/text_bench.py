@@ -193,8 +193,8 @@ def student_row(spec: str, config: TextBenchConfig, teacher: OpenedRun, label: s
 
     if reads_shadow_noise(run.model):
         def recall(heldout: torch.Tensor, temperature: float) -> dict[str, Any]:
-            return {"unavailable": "a shadow student's recall needs its sequential bound (mcd eval on an exact source); "
-                                   "not computed here"}
+            return {"unavailable": "a shadow student's recall (its sequential bound) is not wired into bench-text; "
+                                   "mcd eval reports it"}
     else:
         recall = reveal_pattern_recall(run, steps, config)
     return SamplerRow(f"student:{label}", steps, run.model, draw, recall)
