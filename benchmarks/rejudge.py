@@ -30,6 +30,7 @@ import torch
 
 from sampler.checkpoint import load_checkpoint, load_schedule, load_source
 from sampler.data import json_ready, paired_difference, strict_json
+from sampler.protocols import reads_shadow_noise
 from sampler.quality.compare import paired_frontier_gap
 from sampler.quality.envelope import lower_envelope
 from sampler.quality.recall_convergence import recall_versus_k
@@ -55,7 +56,7 @@ def context(teacher: str, args: argparse.Namespace) -> EvalContext:
 def series(ctx: EvalContext, denoiser: Any, steps: int, temperature: float) -> dict[str, Any]:
     """Recall at k = 1, 4, 16, 64, 256, then ×4 while remaining >= tolerance up to max_k (the rule's k-series);
     the estimator fits the sampler (sequential for a causal shadow student, plain otherwise)."""
-    estimator = "sequential" if getattr(denoiser, "reads_shadow_noise", False) else "plain"
+    estimator = "sequential" if reads_shadow_noise(denoiser) else "plain"
     return recall_versus_k(denoiser, ctx.schedule, ctx.heldout, steps=steps, estimator=estimator,
                            temperature=temperature, ks=(1, 4, 16, 64, 256), tolerance=ctx.config.recall_tolerance,
                            max_k=ctx.config.recall_k, seed=ctx.config.sample_seed * 7_919 + steps)

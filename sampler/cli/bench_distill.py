@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..configs import BUILTIN_ARM_CUTS, BenchConfig
+from ..configs import BUILTIN_ARM_CUTS, COUPLINGS, BenchConfig
 from ..rundir import check_checkpoint_present, check_output_path
 from ._common import STOPPED_BY_SIGNAL, add_threads_argument, non_negative_int, positive_int
 
@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--divergence", default=d.divergence, choices=["reverse_kl", "forward_kl", "js"], help="divergence of the distilled arms that do not set their own")
     parser.add_argument("--temperature-schedule", action="store_true",
                         help="temper the teacher during distillation (0.96, 0.93, ...; off by default: it sharpens the students)")
-    parser.add_argument("--coupling", default=d.coupling, choices=["threshold", "gaussian", "uniform"],
+    parser.add_argument("--coupling", default=d.coupling, choices=COUPLINGS,
                         help="coupling noise of the MCD and baseline arms (the shadow arms always use 'uniform')")
     parser.add_argument("--eval-steps", type=_int_list, default=None, help=f"sampling step counts (default: {both('eval_steps')})")
     parser.add_argument("--temperatures", type=_float_list, default=None,
