@@ -12,6 +12,9 @@ Recall: `recall_versus_k` at k = 1, 4, 16, 64, 256, then ×4 while remaining >= 
 `judge`: per training seed, (A) the student against the lower envelope of the floor rows whose forward
 equivalents per sample are <= its own (paired_frontier_gap, passes below −3 SE with every remaining < |gap|),
 (B) against MCD and the baseline of that seed (better by >= 3 paired SE on precision and on converged recall).
+It also judges the paper's two claims on the same rows (rule: benchmarks/preregistered/rejudge-long.txt):
+P1, MCD at 4 steps no worse than its teacher (the exact denoiser, `--floor --floor-steps 64`) by 3 paired SE;
+P2, MCD better than the baseline of the same seed by 3 paired SE on precision and on converged recall.
 
     python benchmarks/rejudge.py rows --teacher RUN --floor --out floor.json
     python benchmarks/rejudge.py rows --teacher RUN --shadow S0 --ancestral M0 --ancestral B0 --out seed0.json
@@ -37,7 +40,8 @@ from sampler.quality.recall_convergence import recall_versus_k
 from sampler.run.arms import ancestral, load_shadow, load_student, noise_shared
 from sampler.run.bench import BenchConfig, EvalContext, SamplerSpec, sampler_rows
 
-FLOOR = ((4, (0.9, 0.95, 1.0, 1.05)), (8, (0.9, 1.0)))
+FLOOR = ((4, (0.9, 0.95, 1.0, 1.05)), (8, (0.9, 1.0)), (64, (1.0,)))  # 64 steps: the teacher of the 16x claim
+DEFAULT_FLOOR_STEPS = (4, 8)
 STEPS = 4
 Z = 3.0
 NO_RECALL = "not computed (--no-recall: the precision-and-cost pass)"
@@ -156,11 +160,45 @@ def against_row(student: dict[str, Any], other: dict[str, Any]) -> dict[str, Any
             "passes": dp < -Z * dp_se and determined and dr < -Z * dr_se}
 
 
+def no_worse(student: dict[str, Any], teacher: dict[str, Any]) -> dict[str, Any]:
+    """P1 (16x fewer steps at equal quality): the student is no worse than the teacher's many-step row by more than
+    3 paired SE on precision, nor on recall where both rows have it (a recall difference counts as worse only when
+    both remaining < it). Without the teacher's recall the claim can only fail (on precision) or stay open."""
+    dp, dp_se = paired_difference(student["precision_per_sequence"], teacher["precision_per_sequence"])
+    precision_ok = dp <= Z * dp_se
+    if student["recall"] is None or teacher["recall"] is None:
+        return {"precision": [dp, dp_se], "recall": None, "matches": False if not precision_ok else None}
+    dr, dr_se = paired_difference(student["recall_per_sequence"], teacher["recall_per_sequence"])
+    worse_recall = dr > Z * dr_se and _remaining(student) < abs(dr) and _remaining(teacher) < abs(dr)
+    return {"precision": [dp, dp_se], "recall": [dr, dr_se], "matches": precision_ok and not worse_recall}
+
+
+def paper_claims(rows: list[dict[str, Any]]) -> list[str]:
+    """P1 per seed: MCD at 4 steps against the 64-step exact teacher (no_worse); P2 per seed: MCD against the
+    baseline of the same seed (against_row: better by >= 3 paired SE on precision and converged recall)."""
+    lines = []
+    teacher = [r for r in rows if r["arm"] == "floor" and r["steps"] == 64]
+    for mcd in [r for r in rows if r["arm"] == "mcd"]:
+        if teacher:
+            p1 = no_worse(mcd, teacher[0])
+            recall = "not computed" if p1["recall"] is None else f"{p1['recall'][0]:+.4f} ± {p1['recall'][1]:.4f}"
+            lines.append(f"P1 seed {mcd['seed']}: MCD 4 steps − exact teacher 64 steps: ΔP {p1['precision'][0]:+.4f} ± "
+                         f"{p1['precision'][1]:.4f}, ΔR {recall}, matches {p1['matches']}")
+        for baseline in [r for r in rows if r["arm"] == "baseline" and r["seed"] == mcd["seed"]]:
+            p2 = against_row(mcd, baseline)
+            lines.append(f"P2 seed {mcd['seed']}: MCD − baseline: ΔP {p2['precision'][0]:+.4f} ± {p2['precision'][1]:.4f}, "
+                         f"ΔR {p2['recall'][0]:+.4f} ± {p2['recall'][1]:.4f} (determined {p2['recall_determined']}), "
+                         f"MCD strictly better {p2['passes']}")
+    return lines
+
+
 def judge_command(args: argparse.Namespace) -> None:
     rows = [row for path in args.files for row in json.loads(Path(path).read_text())["rows"]]
     for row in rows:
         print(_row_line(row))
-    floor = [r for r in rows if r["arm"] == "floor"]
+    for line in paper_claims(rows):
+        print(line)
+    floor = [r for r in rows if r["arm"] == "floor" and r["steps"] in DEFAULT_FLOOR_STEPS]
     verdicts = []
     for student in [r for r in rows if r["arm"] == "shadow"]:
         others = [r for r in rows if r["arm"] in ("mcd", "baseline") and r["seed"] == student["seed"]]
@@ -188,8 +226,8 @@ def main() -> None:
     rows = commands.add_parser("rows")
     rows.add_argument("--teacher", required=True)
     rows.add_argument("--floor", action="store_true")
-    rows.add_argument("--floor-steps", type=int, nargs="+", default=[steps for steps, _ in FLOOR],
-                      help="with --floor: only the floor rows at these step counts (4, 8)")
+    rows.add_argument("--floor-steps", type=int, nargs="+", default=list(DEFAULT_FLOOR_STEPS),
+                      help="with --floor: the floor rows at these step counts, of 4, 8, 64 (default: 4 8)")
     rows.add_argument("--shadow", action="append", default=[])
     rows.add_argument("--ancestral", action="append", default=[])
     rows.add_argument("--num", type=int, default=512)
