@@ -119,9 +119,10 @@ def _probe_writable(directory: Path) -> bool:
     return True
 
 
-def check_output_path(path: str | os.PathLike, kind: str = "dir", name: str = "--out") -> Path:
+def check_output_path(path: str | os.PathLike, kind: str = "dir", name: str = "--out", overwrite: bool = True) -> Path:
     """`path` as a Path after checking that it can be written as a directory (kind="dir") or a file
-    (kind="file"); ValueError naming `name` otherwise.  Nothing is created."""
+    (kind="file"), and, with overwrite=False, that no file is there yet (a report is never replaced unasked);
+    ValueError naming `name` otherwise.  Nothing is created."""
     if kind not in ("dir", "file"):
         raise ValueError(f"kind must be 'dir' or 'file', got {kind!r}")
     target = Path(path)
@@ -131,6 +132,8 @@ def check_output_path(path: str | os.PathLike, kind: str = "dir", name: str = "-
         raise ValueError(f"{name}={str(target)!r} is a directory; give a file name")
     if kind == "file" and target.exists() and not os.access(target, os.W_OK):
         raise ValueError(f"{name}={str(target)!r} exists and is not writable")
+    if kind == "file" and target.exists() and not overwrite:
+        raise ValueError(f"{name}={str(target)!r} exists; pass --overwrite to replace it, or choose another {name}")
     base = _nearest_existing(target if kind == "dir" else target.parent)
     if not base.is_dir():
         raise ValueError(f"{name}={str(target)!r} cannot be created: {str(base)!r} is a file, not a directory")

@@ -247,3 +247,29 @@ def test_the_report_records_the_command_of_the_arguments_given() -> None:
     assert command_line(args) == ("mcd bench-text --teacher runs/t --student a/mcd --student b/mcd:4 --data shakespeare "
                                   "--steps 64 16 --confidence-steps --num 8 --smoke")
     assert subcommand_parser("bench-text").parse_args(command_line(args).split()[2:]) == args  # it reproduces the run
+
+
+def test_a_shadow_students_row_reports_its_sequential_recall_bound(text_runs: dict[str, str]) -> None:
+    """A causal shadow student's row carries the sequential importance bound of its noise-shared sampler, the
+    estimator `recall_with_diagnostic` uses for it (recomputed here by `recall_versus_k` directly, same seed).
+    Planted bugs: BT10, the student's recall left "unavailable"; BT11, the plain reveal-pattern estimator applied to
+    it (refused: the student does not run a per-token-independent sampler)."""
+    from sampler.quality.recall_convergence import recall_versus_k
+
+    shadow = Path(text_runs["tmp"]) / "shadow-run"
+    if not (shadow / "checkpoint.safetensors").exists():
+        distill(DistillConfig(teacher=text_runs["teacher"], out=str(shadow), method="shadow", coupling="uniform",
+                              shadow_head="causal", start_steps=2, target_steps=2, shadow_substeps=2, steps_per_round=1,
+                              batch_size=4, warmup=1, save_every=10**6, log_every=10**6, progress=False, device="cpu",
+                              temperature=False, seed=0))
+    teacher = open_run(text_runs["teacher"], device="cpu")
+    config = TextBenchConfig(teacher=text_runs["teacher"], data=text_runs["data"], recall_ks=(1, 4), recall_num=2)
+    row = student_row(str(shadow), config, teacher, "shadow")
+    heldout = torch.randint(0, teacher.model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(1))
+    recall = row.recall(heldout, 1.0)
+    assert "unavailable" not in recall and recall["bound"] == "reveal patterns (sequential)"
+    expected = recall_versus_k(row.model, teacher.schedule, heldout, steps=2, estimator="sequential", ks=(1, 4),
+                               seed=config.seed)
+    assert recall["value"] == pytest.approx(expected["recall"], rel=1e-12) and recall["k"] == 4
+    with pytest.raises(ValueError, match="sequential"):  # BT11 would stop the row here
+        recall_versus_k(row.model, teacher.schedule, heldout, steps=2, estimator="plain", ks=(1, 4), seed=config.seed)

@@ -491,7 +491,7 @@ def test_sample_and_eval_never_read_a_corpus_named_in_the_checkpoint(
     corpus = spec.split("?")[0][len("text:"):]
     opened.clear()
     assert run_cli(["eval", "--ckpt", run, "--num", "2", "--steps", "2", "--evaluator", "none", "--device", "cpu",
-                    "--elbo-num", "2", "--out", tmp_path / "e.json", "--data", spec]) == 0
+                    "--elbo-num", "2", "--out", tmp_path / "e2.json", "--data", spec]) == 0
     assert corpus in opened and str(secret) not in opened
 
 

@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed one-thread draws per row (the median wall time per sample is reported)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument("--out", default=None, help="JSON report (default: RUN/eval-seed<seed>.json)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing report at --out (default: refuse)")
     add_inference_arguments(parser)
 
 
@@ -54,7 +55,7 @@ def check(args: argparse.Namespace) -> EvalConfig:
     config = config_from_args(args)
     config.validate()
     check_checkpoint_present(config.ckpt)
-    check_output_path(config.output_file(), kind="file", name="--out")
+    check_output_path(config.output_file(), kind="file", name="--out", overwrite=args.overwrite)
     return config
 
 

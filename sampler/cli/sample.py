@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix-ids", default=None, help="prompt as token ids, e.g. '3,1,4' (default: none)")
     add_seed_argument(parser, 0, "sampler seed")
     parser.add_argument("--out", default=None, help="JSONL output (default: RUN/samples-<steps>steps-seed<seed>.jsonl)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing samples file at --out (default: refuse)")
     add_inference_arguments(parser)
 
 
@@ -50,7 +51,7 @@ def check(args: argparse.Namespace) -> SampleConfig:
     if config.prefix is not None and config.prefix_ids is not None:
         raise ValueError("give --prefix or --prefix-ids, not both")
     check_checkpoint_present(config.ckpt)
-    check_output_path(config.output_file(), kind="file", name="--out")
+    check_output_path(config.output_file(), kind="file", name="--out", overwrite=args.overwrite)
     return config
 
 

@@ -29,7 +29,8 @@ Per row:
   beside `reference_js` (held-out text of the same size: the floor at that sample size);
 - recall (at T = `--recall-temperature` only): the held-out NLL bound −log q(x)/L of the row's sampler, in nats
   per token and per character: reveal-pattern bound with `recall_versus_k` (k, last ×4 change ± SE, ESS) for
-  ancestral samplers, exact for the confidence sampler (`confidence_log_likelihood`) and the AR model;
+  ancestral samplers, the sequential importance bound (same diagnostic) for a shadow student, exact for the
+  confidence sampler (`confidence_log_likelihood`) and the AR model;
 - cost: network forward passes per sample and full-sequence forward equivalents per sample (positions
   processed / L; the AR sampler has no KV cache, so it processes (L+1)/2 sequence equivalents), counted at the
   token embedding of every backbone in the model with all `--num` samples in one batch, and wall seconds per
@@ -127,12 +128,16 @@ class SamplerRow(NamedTuple):
 
 
 def reveal_pattern_recall(run: OpenedRun, steps: int, config: TextBenchConfig) -> Callable[..., dict[str, Any]]:
-    """The ancestral sampler's held-out NLL bound at `steps` (`recall_versus_k`), its k and ×4-change diagnostic."""
+    """The sampler's held-out NLL bound at `steps` (`recall_versus_k`), its k and ×4-change diagnostic: over reveal
+    patterns (--recall-estimator) for an ancestral sampler, the sequential importance bound for a shadow student's
+    noise-shared sampler (as `recall_with_diagnostic` chooses)."""
+    estimator = "sequential" if reads_shadow_noise(run.model) else config.recall_estimator
+
     def recall(heldout: torch.Tensor, temperature: float) -> dict[str, Any]:
         if config.recall_max_steps is not None and steps > config.recall_max_steps:
             return {"unavailable": f"skipped: {steps} steps > --recall-max-steps {config.recall_max_steps}"}
         start = time.perf_counter()
-        report = recall_versus_k(run.model, run.schedule, heldout, steps=steps, estimator=config.recall_estimator,
+        report = recall_versus_k(run.model, run.schedule, heldout, steps=steps, estimator=estimator,
                                  temperature=temperature, ks=config.recall_ks, seed=config.seed, device=run.device)
         levels = [{k: v for k, v in level.items() if k != "per_sequence"} for level in report["levels"]]
         return {"value": report["recall"], "se": report["recall_se"], "bound": f"reveal patterns ({report['estimator']})",
@@ -191,13 +196,7 @@ def student_row(spec: str, config: TextBenchConfig, teacher: OpenedRun, label: s
     def draw(t: float, n: int, seed: int) -> torch.Tensor:
         return run.sample(num_samples=n, num_steps=steps, seq_len=shape["seq_len"], seed=seed, temperature=t, batch_size=n)
 
-    if reads_shadow_noise(run.model):
-        def recall(heldout: torch.Tensor, temperature: float) -> dict[str, Any]:
-            return {"unavailable": "a shadow student's recall (its sequential bound) is not wired into bench-text; "
-                                   "mcd eval reports it"}
-    else:
-        recall = reveal_pattern_recall(run, steps, config)
-    return SamplerRow(f"student:{label}", steps, run.model, draw, recall)
+    return SamplerRow(f"student:{label}", steps, run.model, draw, reveal_pattern_recall(run, steps, config))
 
 
 def student_labels(specs: tuple[str, ...]) -> list[str]:
