@@ -249,11 +249,13 @@ def test_the_report_records_the_command_of_the_arguments_given() -> None:
     assert subcommand_parser("bench-text").parse_args(command_line(args).split()[2:]) == args  # it reproduces the run
 
 
-def test_a_shadow_students_row_reports_its_sequential_recall_bound(text_runs: dict[str, str]) -> None:
+def test_a_shadow_students_row_reports_its_sequential_recall_bound_and_its_heads_cost(text_runs: dict[str, str]) -> None:
     """A causal shadow student's row carries the sequential importance bound of its noise-shared sampler, the
     estimator `recall_with_diagnostic` uses for it (recomputed here by `recall_versus_k` directly, same seed).
     Planted bugs: BT10, the student's recall left "unavailable"; BT11, the plain reveal-pattern estimator applied to
-    it (refused: the student does not run a per-token-independent sampler)."""
+    it (refused: the student does not run a per-token-independent sampler); BT12, its noise head left out of the
+    row's cost (sampler.cost counts base trunk + head: 2 passes a step)."""
+    from sampler.cost import passes_per_call
     from sampler.quality.recall_convergence import recall_versus_k
 
     shadow = Path(text_runs["tmp"]) / "shadow-run"
@@ -273,3 +275,12 @@ def test_a_shadow_students_row_reports_its_sequential_recall_bound(text_runs: di
     assert recall["value"] == pytest.approx(expected["recall"], rel=1e-12) and recall["k"] == 4
     with pytest.raises(ValueError, match="sequential"):  # BT11 would stop the row here
         recall_versus_k(row.model, teacher.schedule, heldout, steps=2, estimator="plain", ks=(1, 4), seed=config.seed)
+    base_rows: list[int] = []  # rows entering the student's base trunk, counted here apart from the bench's counter
+    handle = row.model.base.embed.register_forward_hook(lambda _m, inputs, _o: base_rows.append(int(inputs[0].shape[0])))
+    try:
+        _, cost = timed_draw(row.model, lambda: row.draw(1.0, 5, 0), 16)
+    finally:
+        handle.remove()
+    # BT12: the noise head not counted (a causal step priced as one pass, half of sampler.cost's convention)
+    assert passes_per_call(row.model) == 2 and sum(base_rows) > 0
+    assert cost["forward_passes"] == pytest.approx(passes_per_call(row.model) * sum(base_rows) / 5)

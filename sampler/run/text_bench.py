@@ -33,7 +33,8 @@ Per row:
   confidence sampler (`confidence_log_likelihood`) and the AR model;
 - cost: network forward passes per sample and full-sequence forward equivalents per sample (positions
   processed / L; the AR sampler has no KV cache, so it processes (L+1)/2 sequence equivalents), counted at the
-  token embedding of every backbone in the model with all `--num` samples in one batch, and wall seconds per
+  token embedding of every backbone in the model (and, for a shadow student, one pass of its noise head per call,
+  as `sampler.cost` counts it) with all `--num` samples in one batch, and wall seconds per
   sample on `--threads` threads.
 
 Matched entropy: for each (sampler, steps) the points (entropy, gen NLL) over temperatures are interpolated
@@ -84,7 +85,9 @@ NUM_SHOWN = 3  # decoded samples per row in the .md
 @contextmanager
 def counting_forwards(model: nn.Module) -> Iterator[dict[str, int]]:
     """Count the rows and positions entering the token embedding of every TransformerDenoiser in `model` (one
-    entry per network forward pass, whichever method the sampler calls: forward, or hidden for the AR model)."""
+    entry per network forward pass, whichever method the sampler calls: forward, or hidden for the AR model),
+    plus one pass per call of a shadow student for its noise head (the convention of `sampler.cost.passes_per_call`:
+    base trunk + noise head, so a causal student's step costs 2)."""
     counts = {"rows": 0, "positions": 0}
 
     def hook(_module: nn.Module, inputs: tuple, _output: Any) -> None:
@@ -95,7 +98,8 @@ def counting_forwards(model: nn.Module) -> Iterator[dict[str, int]]:
     backbones = [m for m in model.modules() if isinstance(m, TransformerDenoiser)]
     if not backbones:
         raise ValueError("model holds no TransformerDenoiser backbone: its forward passes cannot be counted")
-    handles = [b.embed.register_forward_hook(hook) for b in backbones]
+    heads = [m for m in model.modules() if getattr(m, "reads_shadow_noise", False)]  # called with z [B, L] first
+    handles = [module.register_forward_hook(hook) for module in [b.embed for b in backbones] + heads]
     try:
         yield counts
     finally:
