@@ -216,6 +216,11 @@ def judge_command(args: argparse.Namespace) -> None:
             print(f"  (B) vs {x['other']} (cost <= student: {x['cost_ok']}): ΔP {x['precision'][0]:+.4f} ± "
                   f"{x['precision'][1]:.4f}, ΔR {x['recall'][0]:+.4f} ± {x['recall'][1]:.4f} "
                   f"(determined {x['recall_determined']}), passes {x['passes']}")
+        for row in [r for r in floor if r["steps"] == STEPS]:  # information: the old claims were at equal steps
+            x = against_row(student, row)
+            print(f"  (equal steps, not judged) vs floor {row['steps']} steps T={row['temperature']:g}: ΔP "
+                  f"{x['precision'][0]:+.4f} ± {x['precision'][1]:.4f}, ΔR {x['recall'][0]:+.4f} ± {x['recall'][1]:.4f} "
+                  f"(determined {x['recall_determined']})")
     print(f"decision: {'PASSED' if verdicts and all(verdicts) and len(verdicts) == 3 else 'not established'} "
           f"({sum(verdicts)} of {len(verdicts)} seeds pass)")
 
