@@ -222,9 +222,6 @@ class _FakeTwoRanks:
     [signal, past deadline], which turn to `remote` once rank 0 has called it `after` times (rank 0 is never
     signalled itself).  In-process: a real two-process gloo run aborted in teardown on this machine now and then."""
 
-    class ReduceOp:
-        MAX = "max"
-
     def __init__(self, remote: list[float], after: int) -> None:
         self.remote, self.after, self.calls, self.sent = remote, after, 0, []
 
@@ -237,8 +234,8 @@ class _FakeTwoRanks:
     def get_world_size(self) -> int:
         return 2
 
-    def all_reduce(self, tensor: torch.Tensor, op: str) -> None:
-        assert op == self.ReduceOp.MAX
+    def all_reduce(self, tensor: torch.Tensor, op: object) -> None:
+        assert op == torch.distributed.ReduceOp.MAX
         self.sent.append(tensor.tolist())
         if self.calls >= self.after:
             tensor.copy_(torch.maximum(tensor, torch.tensor(self.remote, dtype=tensor.dtype)))
@@ -246,10 +243,11 @@ class _FakeTwoRanks:
 
 
 def _fake_two_ranks(monkeypatch, remote: list[float], after: int) -> _FakeTwoRanks:
+    import torch._dynamo  # noqa: F401  imported lazily by the first optimizer; its import reads torch.distributed
     import torch.distributed
 
-    fake = _FakeTwoRanks(remote, after)
-    for name in ("is_available", "is_initialized", "get_world_size", "all_reduce", "ReduceOp"):
+    fake = _FakeTwoRanks(remote, after)  # the real ReduceOp stays: the fake only replaces the process group's calls
+    for name in ("is_available", "is_initialized", "get_world_size", "all_reduce"):
         monkeypatch.setattr(torch.distributed, name, getattr(fake, name))
     return fake
 
