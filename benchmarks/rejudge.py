@@ -33,10 +33,9 @@ import torch
 
 from sampler.checkpoint import load_checkpoint, load_schedule, load_source
 from sampler.data import json_ready, paired_difference, strict_json
-from sampler.protocols import reads_shadow_noise
 from sampler.quality.compare import paired_frontier_gap
 from sampler.quality.envelope import lower_envelope
-from sampler.quality.recall_convergence import recall_versus_k
+from sampler.quality.recall_convergence import estimator_for, recall_versus_k
 from sampler.run.arms import ancestral, load_shadow, load_student, noise_shared
 from sampler.run.bench import BenchConfig, EvalContext, SamplerSpec, sampler_rows
 
@@ -60,8 +59,7 @@ def context(teacher: str, args: argparse.Namespace) -> EvalContext:
 def series(ctx: EvalContext, denoiser: Any, steps: int, temperature: float) -> dict[str, Any]:
     """Recall at k = 1, 4, 16, 64, 256, then ×4 while remaining >= tolerance up to max_k (the rule's k-series);
     the estimator fits the sampler (sequential for a causal shadow student, plain otherwise)."""
-    estimator = "sequential" if reads_shadow_noise(denoiser) else "plain"
-    return recall_versus_k(denoiser, ctx.schedule, ctx.heldout, steps=steps, estimator=estimator,
+    return recall_versus_k(denoiser, ctx.schedule, ctx.heldout, steps=steps, estimator=estimator_for(denoiser),
                            temperature=temperature, ks=(1, 4, 16, 64, 256), tolerance=ctx.config.recall_tolerance,
                            max_k=ctx.config.recall_k, seed=ctx.config.sample_seed * 7_919 + steps)
 
@@ -147,14 +145,20 @@ def against_envelope(student: dict[str, Any], floor: list[dict[str, Any]]) -> di
             "determined": determined, "passes": determined and gap["gap"] < -Z * gap["se"]}
 
 
+def paired_axes(a: dict[str, Any], b: dict[str, Any]) -> tuple[tuple[float, float], tuple[float, float] | None, bool]:
+    """a − b on precision and on recall, each (mean, paired SE); recall None when either row lacks it, and whether
+    the recall difference is determined (both rows' remaining change < |Δ|)."""
+    precision = paired_difference(a["precision_per_sequence"], b["precision_per_sequence"])
+    if a["recall"] is None or b["recall"] is None:
+        return precision, None, False
+    recall = paired_difference(a["recall_per_sequence"], b["recall_per_sequence"])
+    return precision, recall, _remaining(a) < abs(recall[0]) and _remaining(b) < abs(recall[0])
+
+
 def against_row(student: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     """(B): student − other on precision and recall (paired SE); recall counted only when both remaining < |Δ|."""
-    dp, dp_se = paired_difference(student["precision_per_sequence"], other["precision_per_sequence"])
-    if student["recall"] is None or other["recall"] is None:
-        dr, dr_se, determined = math.nan, math.nan, False
-    else:
-        dr, dr_se = paired_difference(student["recall_per_sequence"], other["recall_per_sequence"])
-        determined = _remaining(student) < abs(dr) and _remaining(other) < abs(dr)
+    (dp, dp_se), recall, determined = paired_axes(student, other)
+    dr, dr_se = recall if recall is not None else (math.nan, math.nan)
     return {"other": other["sampler"], "cost_ok": other["cost"]["forward_equivalents"] <= student["cost"]["forward_equivalents"],
             "precision": [dp, dp_se], "recall": [dr, dr_se], "recall_determined": determined,
             "passes": dp < -Z * dp_se and determined and dr < -Z * dr_se}
@@ -164,13 +168,12 @@ def no_worse(student: dict[str, Any], teacher: dict[str, Any]) -> dict[str, Any]
     """P1 (16x fewer steps at equal quality): the student is no worse than the teacher's many-step row by more than
     3 paired SE on precision, nor on recall where both rows have it (a recall difference counts as worse only when
     both remaining < it). Without the teacher's recall the claim can only fail (on precision) or stay open."""
-    dp, dp_se = paired_difference(student["precision_per_sequence"], teacher["precision_per_sequence"])
+    (dp, dp_se), recall, determined = paired_axes(student, teacher)
     precision_ok = dp <= Z * dp_se
-    if student["recall"] is None or teacher["recall"] is None:
+    if recall is None:
         return {"precision": [dp, dp_se], "recall": None, "matches": False if not precision_ok else None}
-    dr, dr_se = paired_difference(student["recall_per_sequence"], teacher["recall_per_sequence"])
-    worse_recall = dr > Z * dr_se and _remaining(student) < abs(dr) and _remaining(teacher) < abs(dr)
-    return {"precision": [dp, dp_se], "recall": [dr, dr_se], "matches": precision_ok and not worse_recall}
+    worse_recall = determined and recall[0] > Z * recall[1]
+    return {"precision": [dp, dp_se], "recall": list(recall), "matches": precision_ok and not worse_recall}
 
 
 def paper_claims(rows: list[dict[str, Any]]) -> list[str]:

@@ -162,6 +162,12 @@ def recall_versus_k(
             "remaining": remaining_change(last)}
 
 
+def estimator_for(denoiser: Any, per_token_independent: str = "plain") -> str:
+    """The estimator of `denoiser`'s own sampler: "sequential" for a shadow student (its noise-shared sampler),
+    otherwise `per_token_independent` ("plain" or "smc", over reveal patterns)."""
+    return "sequential" if reads_shadow_noise(denoiser) else per_token_independent
+
+
 def _check_estimator_fits(estimator: str, denoiser: Any) -> None:
     """ValueError unless the estimator estimates `denoiser`'s own sampler: "sequential" for a causal shadow student
     (`sampler.shadow.recall.shadow_recall_unavailable` gives the reason otherwise), "plain"/"smc" for a denoiser

@@ -31,7 +31,7 @@ from sampler.data import DataSource, HiddenMarkovSource, NGramSource, no_exact_l
 from sampler.data.base import check_tokens
 from sampler.quality.fidelity import check_ngram_orders, ngram_fidelity, typicality
 from sampler.quality.recall import mean_and_se, recall_per_sequence, resolve_mask_id, reveal_probabilities
-from sampler.quality.recall_convergence import recall_versus_k
+from sampler.quality.recall_convergence import estimator_for, recall_versus_k
 from sampler.shadow.recall import shadow_recall_per_sequence, shadow_recall_unavailable
 from sampler.sampling import Denoiser, check_positive_int, check_temperature
 from sampler.protocols import Schedule, reads_shadow_noise
@@ -175,7 +175,7 @@ def recall_with_diagnostic(
     Returns the `recall_versus_k` report: recall, recall_se, k, change, change_se, remaining, ess, estimator,
     per_sequence, levels.  Every random draw derives from `seed` (pairs across samplers and temperatures)."""
     max_k = check_recall_k(max_k, "max_k")
-    estimator = "sequential" if reads_shadow_noise(denoiser) else "plain"
+    estimator = estimator_for(denoiser)
     first = min(max_k, 4) if tolerance is not None else max_k
     ks = [4 ** i for i in range(round(math.log(first, 4)) + 1)]
     return recall_versus_k(denoiser, schedule, heldout, steps=steps, estimator=estimator, temperature=temperature, ks=ks,

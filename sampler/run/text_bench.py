@@ -69,7 +69,7 @@ from ..model import TransformerDenoiser
 from ..protocols import reads_shadow_noise
 from ..quality.gen_perplexity import load_evaluator, ratio_estimate
 from ..quality.recall import mean_and_se
-from ..quality.recall_convergence import recall_versus_k
+from ..quality.recall_convergence import estimator_for, recall_versus_k
 from ..quality.text_quality import distinct_ngrams, gen_nll_per_character, text_ngram_fidelity
 from ..quality.tiny_evaluator import make_tiny_evaluator
 from ..train import DistillConfig, TrainConfig, distill, train
@@ -98,7 +98,7 @@ def counting_forwards(model: nn.Module) -> Iterator[dict[str, int]]:
     backbones = [m for m in model.modules() if isinstance(m, TransformerDenoiser)]
     if not backbones:
         raise ValueError("model holds no TransformerDenoiser backbone: its forward passes cannot be counted")
-    heads = [m for m in model.modules() if getattr(m, "reads_shadow_noise", False)]  # called with z [B, L] first
+    heads = [m for m in model.modules() if reads_shadow_noise(m)]  # a shadow student, called with z [B, L] first
     handles = [module.register_forward_hook(hook) for module in [b.embed for b in backbones] + heads]
     try:
         yield counts
@@ -135,7 +135,7 @@ def reveal_pattern_recall(run: OpenedRun, steps: int, config: TextBenchConfig) -
     """The sampler's held-out NLL bound at `steps` (`recall_versus_k`), its k and ×4-change diagnostic: over reveal
     patterns (--recall-estimator) for an ancestral sampler, the sequential importance bound for a shadow student's
     noise-shared sampler (as `recall_with_diagnostic` chooses)."""
-    estimator = "sequential" if reads_shadow_noise(run.model) else config.recall_estimator
+    estimator = estimator_for(run.model, config.recall_estimator)
 
     def recall(heldout: torch.Tensor, temperature: float) -> dict[str, Any]:
         if config.recall_max_steps is not None and steps > config.recall_max_steps:
